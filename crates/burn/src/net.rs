@@ -1,0 +1,286 @@
+//! The spec's layers as burn modules, and the forward pass that walks them.
+//!
+//! burn's modules hold the parameters; the resolved spec, kept beside them, says what each
+//! layer does. Batch norm is written here rather than taken from `burn::nn` because parallax
+//! follows PyTorch's convention of updating the running variance with the unbiased batch
+//! variance, where `burn::nn::BatchNorm` uses the biased one.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+use parallax_core::spec::{BlockOp, ConvOp, NormOp, Op, PoolOp, ResolvedModel};
+
+/// Batch normalisation with PyTorch's running-statistics rule.
+#[derive(Module, Debug)]
+pub(crate) struct Norm {
+    pub(crate) gamma: Param<Tensor<1>>,
+    pub(crate) beta: Param<Tensor<1>>,
+    pub(crate) running_mean: RunningState<Tensor<1>>,
+    pub(crate) running_var: RunningState<Tensor<1>>,
+    pub(crate) momentum: f64,
+    pub(crate) epsilon: f64,
+}
+
+impl Norm {
+    fn new(op: &NormOp, device: &Device) -> Self {
+        Norm {
+            gamma: Param::from_tensor(Tensor::ones([op.features], device)),
+            beta: Param::from_tensor(Tensor::zeros([op.features], device)),
+            running_mean: RunningState::new(Tensor::zeros([op.features], device)),
+            running_var: RunningState::new(Tensor::ones([op.features], device)),
+            momentum: op.momentum,
+            epsilon: op.epsilon,
+        }
+    }
+
+    fn forward<const D: usize>(&self, input: Tensor<D>, train: bool) -> Tensor<D> {
+        if !train {
+            let device = input.device();
+            return batch_norm(
+                input,
+                self.gamma.val(),
+                self.beta.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                self.epsilon,
+            );
+        }
+        let dims = input.dims();
+        let per_channel = dims.iter().product::<usize>() / dims[1].max(1);
+        // PyTorch updates the running variance with the unbiased estimate n / (n − 1).
+        let bessel = per_channel as f64 / (per_channel.max(2) - 1) as f64;
+        let result = batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
+        let momentum = self.momentum;
+        let mean = self
+            .running_mean
+            .value_sync()
+            .mul_scalar(1.0 - momentum)
+            .add(result.mean.detach().mul_scalar(momentum));
+        let var = self
+            .running_var
+            .value_sync()
+            .mul_scalar(1.0 - momentum)
+            .add(result.variance.detach().mul_scalar(momentum * bessel));
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        result.output
+    }
+}
+
+/// A convolution followed by batch norm, as inside residual blocks.
+#[derive(Module, Debug)]
+pub(crate) struct ConvNorm {
+    pub(crate) conv: Conv2d,
+    pub(crate) norm: Norm,
+}
+
+/// A residual block: the main path and an optional projection shortcut.
+#[derive(Module, Debug)]
+pub(crate) struct Block {
+    pub(crate) main: Vec<ConvNorm>,
+    pub(crate) shortcut: Option<ConvNorm>,
+}
+
+/// The parameters of one spec layer; parameter-free layers have none.
+#[derive(Module, Debug)]
+pub(crate) enum Params {
+    Dense(Linear),
+    Conv(Conv2d),
+    Norm(Norm),
+    Block(Block),
+}
+
+/// The whole network's parameters, one entry per resolved layer.
+#[derive(Module, Debug)]
+pub(crate) struct Net {
+    pub(crate) layers: Vec<Option<Params>>,
+}
+
+fn conv(op: &ConvOp, device: &Device) -> Conv2d {
+    let [top, bottom, left, right] = op.padding;
+    Conv2dConfig::new([op.in_channels, op.out_channels], op.kernel)
+        .with_stride(op.stride)
+        .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
+        .with_bias(op.bias)
+        .init(device)
+}
+
+impl Net {
+    /// Allocates every layer's parameters with burn's own initialisation.
+    pub(crate) fn new(model: &ResolvedModel, device: &Device) -> Self {
+        let layers = model
+            .layers
+            .iter()
+            .map(|layer| match &layer.op {
+                Op::Dense {
+                    in_features,
+                    out_features,
+                    bias,
+                } => Some(Params::Dense(
+                    LinearConfig::new(*in_features, *out_features)
+                        .with_bias(*bias)
+                        .init(device),
+                )),
+                Op::Conv2d(op) => Some(Params::Conv(conv(op, device))),
+                Op::BatchNorm(op) => Some(Params::Norm(Norm::new(op, device))),
+                Op::Block(block) => Some(Params::Block(new_block(block, device))),
+                Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten => None,
+            })
+            .collect();
+        Net { layers }
+    }
+}
+
+fn new_block(block: &BlockOp, device: &Device) -> Block {
+    Block {
+        main: block
+            .main
+            .iter()
+            .map(|(_, op, _, norm)| ConvNorm {
+                conv: conv(op, device),
+                norm: Norm::new(norm, device),
+            })
+            .collect(),
+        shortcut: block.shortcut.as_ref().map(|(op, norm)| ConvNorm {
+            conv: conv(op, device),
+            norm: Norm::new(norm, device),
+        }),
+    }
+}
+
+/// An activation between layers: images until a flatten or global pooling, then vectors.
+#[derive(Clone, Debug)]
+pub(crate) enum Activation {
+    Image(Tensor<4>),
+    Flat(Tensor<2>),
+}
+
+impl Activation {
+    fn image(self) -> Tensor<4> {
+        match self {
+            Activation::Image(tensor) => tensor,
+            // Shape inference guarantees image layers get images; reshape keeps this total.
+            Activation::Flat(tensor) => {
+                let [n, features] = tensor.dims();
+                tensor.reshape([n, features, 1, 1])
+            }
+        }
+    }
+
+    fn flat(self) -> Tensor<2> {
+        match self {
+            Activation::Flat(tensor) => tensor,
+            Activation::Image(tensor) => {
+                let [n, c, h, w] = tensor.dims();
+                tensor.reshape([n, c * h * w])
+            }
+        }
+    }
+}
+
+fn pool_padding(op: &PoolOp) -> [(usize, usize); 2] {
+    let [top, bottom, left, right] = op.padding;
+    [(top, bottom), (left, right)]
+}
+
+fn block_forward(block: &Block, input: Tensor<4>, train: bool) -> Tensor<4> {
+    let last = block.main.len().saturating_sub(1);
+    let mut x = input.clone();
+    for (index, step) in block.main.iter().enumerate() {
+        x = step.norm.forward(step.conv.forward(x), train);
+        if index < last {
+            x = relu(x);
+        }
+    }
+    let shortcut = match &block.shortcut {
+        Some(step) => step.norm.forward(step.conv.forward(input), train),
+        None => input,
+    };
+    relu(x + shortcut)
+}
+
+/// Runs layers `range` of the network on `input`.
+///
+/// `train` selects batch statistics and dropout. Splitting the pass at a layer is what GradCAM
+/// needs: the activations at the split become a leaf whose gradient is read back.
+pub(crate) fn forward(
+    net: &Net,
+    model: &ResolvedModel,
+    mut x: Activation,
+    range: std::ops::Range<usize>,
+    train: bool,
+) -> Activation {
+    for index in range {
+        let (Some(layer), Some(params)) = (model.layers.get(index), net.layers.get(index)) else {
+            break;
+        };
+        x = match (&layer.op, params) {
+            (Op::Dense { .. }, Some(Params::Dense(linear))) => {
+                Activation::Flat(linear.forward(x.flat()))
+            }
+            (Op::Conv2d(_), Some(Params::Conv(conv))) => Activation::Image(conv.forward(x.image())),
+            (Op::BatchNorm(_), Some(Params::Norm(norm))) => match x {
+                Activation::Image(t) => Activation::Image(norm.forward(t, train)),
+                Activation::Flat(t) => Activation::Flat(norm.forward(t, train)),
+            },
+            (Op::Block(_), Some(Params::Block(block))) => {
+                Activation::Image(block_forward(block, x.image(), train))
+            }
+            (Op::MaxPool2d(op), _) => {
+                let options = MaxPoolOptions {
+                    padding: pool_padding(op),
+                    stride: op.stride,
+                    ..MaxPoolOptions::new(op.kernel)
+                };
+                Activation::Image(max_pool2d(x.image(), options))
+            }
+            (Op::AvgPool2d(op), _) => {
+                let options = AvgPoolOptions {
+                    padding: pool_padding(op),
+                    stride: op.stride,
+                    count_include_pad: false,
+                    ..AvgPoolOptions::new(op.kernel)
+                };
+                Activation::Image(avg_pool2d(x.image(), options))
+            }
+            (Op::GlobalAvgPool, _) => {
+                let [n, c, h, w] = x.clone().image().dims();
+                Activation::Flat(x.image().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]))
+            }
+            (Op::Relu, _) => match x {
+                Activation::Image(t) => Activation::Image(relu(t)),
+                Activation::Flat(t) => Activation::Flat(relu(t)),
+            },
+            (Op::Dropout(rate), _) if train && *rate > 0.0 => {
+                let keep = 1.0 - rate;
+                match x {
+                    Activation::Image(t) => Activation::Image(dropout(t, keep)),
+                    Activation::Flat(t) => Activation::Flat(dropout(t, keep)),
+                }
+            }
+            (Op::Dropout(_), _) => x,
+            (Op::Flatten, _) => Activation::Flat(x.flat()),
+            // Net::new builds parameters from the same resolved layers, so they always match.
+            (_, _) => x,
+        };
+    }
+    x
+}
+
+fn dropout<const D: usize>(input: Tensor<D>, keep: f64) -> Tensor<D> {
+    let mask = Tensor::<D>::random(
+        input.shape(),
+        Distribution::Bernoulli(keep),
+        &input.device(),
+    );
+    input.mul(mask).div_scalar(keep)
+}

@@ -1,0 +1,55 @@
+//! The burn backend against the shared conformance suite, plus what is particular to burn.
+
+use parallax_burn::{BurnBackend, BurnEngine};
+use parallax_core::{Backend, Device, Error, OptimizerConfig, spec::presets};
+
+fn flex() -> BurnBackend {
+    BurnBackend::new(BurnEngine::Flex, Device::Cpu, 2).expect("Flex on the CPU")
+}
+
+parallax_core::conformance_tests!(flex);
+
+#[test]
+fn flex_refuses_a_gpu_with_a_typed_error() {
+    let error = BurnBackend::new(BurnEngine::Flex, Device::Cuda(0), 2).unwrap_err();
+    assert!(matches!(error, Error::Device { .. }), "{error}");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_get_it() {
+    let error =
+        BurnBackend::new(BurnEngine::for_device(Device::Cuda(0)), Device::Cuda(0), 2).unwrap_err();
+    assert!(error.to_string().contains("`cuda` feature"), "{error}");
+}
+
+#[test]
+fn keras_adam_is_reported_unsupported() {
+    let model = presets::mlp([1, 4, 4], 2).resolve().expect("resolve");
+    let mut net = flex().build(&model, None).expect("build");
+    let batch = parallax_core::Batch {
+        images: ndarray::Array4::zeros((2, 1, 4, 4)),
+        labels: ndarray::Array1::from(vec![0, 1]),
+    };
+    let keras = OptimizerConfig::parse("adam-keras", 1e-3).expect("parse");
+    assert!(matches!(
+        net.train_step(&batch, &keras),
+        Err(Error::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn info_reports_the_pinned_burn_version_and_threads() {
+    let info = flex().info();
+    assert_eq!(info.framework, "burn-flex");
+    assert_eq!(info.framework_version, parallax_burn::BURN_VERSION);
+    let manifest = include_str!("../../../Cargo.toml");
+    assert!(
+        manifest.contains(&format!(
+            "burn = {{ version = \"={}\"",
+            parallax_burn::BURN_VERSION
+        )),
+        "BURN_VERSION disagrees with the workspace's pinned burn"
+    );
+    assert!(info.threads >= 1);
+}

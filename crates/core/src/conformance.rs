@@ -1,0 +1,548 @@
+//! The conformance suite: one set of checks that every backend must pass, written once.
+//!
+//! Each adapter runs it from its tests with [`conformance_tests!`](crate::conformance_tests),
+//! which expands to one `#[test]` per check. The checks assert through panics, as tests do;
+//! they need nothing but the backend, and they finish in seconds on a CPU.
+
+use ndarray::{Array1, Array2, Array4, Axis};
+
+use crate::Error;
+use crate::backend::{Backend, OptimizerConfig};
+use crate::data::Batch;
+use crate::init;
+use crate::spec::{Layer, ModelSpec, NamedLayer, Padding, Pair, ResolvedModel, presets};
+use crate::weights::{Weights, relative_difference};
+
+/// Expands to one `#[test]` per conformance check, each calling `$make()` for a fresh backend.
+///
+/// ```ignore
+/// parallax_core::conformance_tests!(|| BurnBackend::new(BurnEngine::Flex, Device::Cpu, 2).unwrap());
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            reports_itself,
+            predicts_logits_of_the_right_shape,
+            weights_round_trip_for_every_layer_kind,
+            rejects_weights_that_do_not_fit,
+            rejects_inputs_of_the_wrong_shape,
+            evaluation_is_deterministic_and_leaves_weights_alone,
+            sgd_step_matches_the_analytic_gradient,
+            batch_norm_updates_running_statistics_in_training_only,
+            dropout_is_active_in_training_only,
+            training_fits_a_separable_problem,
+            grad_cam_returns_activations_and_exact_gradients,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let backend = ($make)();
+                $crate::conformance::$check(&backend);
+            }
+        )*
+    };
+}
+
+fn named(name: &str, layer: Layer) -> NamedLayer {
+    NamedLayer {
+        name: Some(name.into()),
+        layer,
+    }
+}
+
+/// A small spec that uses every layer kind at least once, on 3×12×12 inputs.
+pub fn every_layer_spec() -> ModelSpec {
+    ModelSpec {
+        name: "every-layer".into(),
+        input: [3, 12, 12],
+        layers: vec![
+            named(
+                "conv",
+                Layer::Conv2d {
+                    filters: 8,
+                    kernel: Pair::square(3),
+                    stride: Pair::square(2),
+                    padding: Padding::Same,
+                    bias: true,
+                },
+            ),
+            named(
+                "bn",
+                Layer::BatchNorm {
+                    epsilon: 1e-5,
+                    momentum: 0.1,
+                },
+            ),
+            named("relu", Layer::Relu),
+            named(
+                "max",
+                Layer::MaxPool2d {
+                    kernel: Pair::square(3),
+                    stride: Some(Pair::square(1)),
+                    padding: Padding::Explicit([1, 0, 1, 0]),
+                },
+            ),
+            named(
+                "block",
+                Layer::BasicBlock {
+                    planes: 8,
+                    stride: 1,
+                },
+            ),
+            named(
+                "neck",
+                Layer::Bottleneck {
+                    planes: 4,
+                    stride: 2,
+                },
+            ),
+            named(
+                "avg",
+                Layer::AvgPool2d {
+                    kernel: Pair::square(2),
+                    stride: Some(Pair::square(1)),
+                    padding: Padding::Same,
+                },
+            ),
+            named("flatten", Layer::Flatten),
+            named(
+                "fc1",
+                Layer::Dense {
+                    units: 16,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+            named(
+                "bn_flat",
+                Layer::BatchNorm {
+                    epsilon: 1e-3,
+                    momentum: 0.01,
+                },
+            ),
+            named("dropout", Layer::Dropout { rate: 0.5 }),
+            named(
+                "fc2",
+                Layer::Dense {
+                    units: 5,
+                    in_features: None,
+                    bias: false,
+                },
+            ),
+        ],
+    }
+}
+
+/// Deterministic pseudo-random inputs in [-1, 1), without an RNG dependency on the caller's side.
+pub fn test_images(n: usize, shape: [usize; 3], salt: u64) -> Array4<f32> {
+    let [c, h, w] = shape;
+    let mut state = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    Array4::from_shape_fn((n, c, h, w), |_| {
+        // SplitMix64: a tiny portable generator is all a test input needs.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+}
+
+fn resolve(spec: &ModelSpec) -> ResolvedModel {
+    spec.resolve().expect("conformance specs resolve")
+}
+
+/// The backend names itself and its engine.
+pub fn reports_itself(backend: &dyn Backend) {
+    let info = backend.info();
+    assert!(!info.backend.is_empty(), "backend name is empty");
+    assert!(
+        !info.framework_version.is_empty(),
+        "framework version is empty"
+    );
+    assert!(info.threads >= 1, "threads must be at least 1");
+}
+
+/// `predict` gives `[N, classes]` finite logits for every preset.
+pub fn predicts_logits_of_the_right_shape(backend: &dyn Backend) {
+    for spec in [
+        presets::mlp([1, 28, 28], 10),
+        presets::cnn([1, 28, 28], 10),
+        presets::resnet18([3, 32, 32], 7),
+        every_layer_spec(),
+    ] {
+        let model = resolve(&spec);
+        let weights = init::canonical(&model, 1);
+        let mut net = backend.build(&model, Some(&weights)).expect("build");
+        let logits = net
+            .predict(test_images(3, model.input(), 2).view())
+            .expect("predict");
+        assert_eq!(
+            logits.dim(),
+            (3, model.classes()),
+            "logits shape for {}",
+            spec.name
+        );
+        assert!(
+            logits.iter().all(|v| v.is_finite()),
+            "non-finite logits for {}",
+            spec.name
+        );
+    }
+}
+
+/// Canonical weights go in and come out unchanged, for every layer kind.
+pub fn weights_round_trip_for_every_layer_kind(backend: &dyn Backend) {
+    for spec in [every_layer_spec(), presets::resnet50([3, 32, 32], 3)] {
+        let model = resolve(&spec);
+        let weights = init::canonical(&model, 3);
+        let net = backend.build(&model, Some(&weights)).expect("build");
+        let exported = net.export_weights().expect("export");
+        exported
+            .check(&model)
+            .expect("exported weights fit the model");
+        let (name, difference) = weights
+            .max_relative_difference(&exported)
+            .expect("same names");
+        assert!(
+            difference == 0.0,
+            "{}: tensor {name} changed by {difference} in a round trip",
+            spec.name
+        );
+    }
+}
+
+/// Missing tensors and wrong shapes are typed errors.
+pub fn rejects_weights_that_do_not_fit(backend: &dyn Backend) {
+    let model = resolve(&presets::mlp([1, 28, 28], 10));
+    let weights = init::canonical(&model, 4);
+    let mut missing: Weights = weights
+        .iter()
+        .filter(|(name, _)| *name != "fc2.bias")
+        .map(|(name, tensor)| (name.to_string(), tensor.clone()))
+        .collect();
+    assert!(matches!(
+        backend.build(&model, Some(&missing)),
+        Err(Error::Weights(_))
+    ));
+    missing.insert("fc2.bias", ndarray::ArrayD::zeros(ndarray::IxDyn(&[11])));
+    let mut net = backend.build(&model, None).expect("build without weights");
+    assert!(matches!(
+        net.import_weights(&missing),
+        Err(Error::Weights(_))
+    ));
+}
+
+/// Images of the wrong shape give an error, not a panic.
+pub fn rejects_inputs_of_the_wrong_shape(backend: &dyn Backend) {
+    let model = resolve(&presets::mlp([1, 28, 28], 10));
+    let mut net = backend.build(&model, None).expect("build");
+    let wrong = test_images(2, [1, 27, 28], 5);
+    assert!(matches!(
+        net.predict(wrong.view()),
+        Err(Error::InputShape { .. })
+    ));
+}
+
+/// Two predictions agree exactly, and evaluation changes no weight or running statistic.
+pub fn evaluation_is_deterministic_and_leaves_weights_alone(backend: &dyn Backend) {
+    let model = resolve(&every_layer_spec());
+    let weights = init::canonical(&model, 6);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let images = test_images(4, model.input(), 7);
+    let first = net.predict(images.view()).expect("predict");
+    let second = net.predict(images.view()).expect("predict");
+    assert_eq!(first, second, "prediction is not deterministic");
+    let after = net.export_weights().expect("export");
+    assert_eq!(
+        weights.max_relative_difference(&after).expect("names").1,
+        0.0
+    );
+}
+
+/// One plain SGD step on a linear classifier equals the analytic cross-entropy gradient step:
+/// `W ← W − lr · (softmax(xWᵀ + b) − onehot)ᵀ x / N`. This pins down the loss's mean reduction,
+/// the weight layout and the sign conventions.
+pub fn sgd_step_matches_the_analytic_gradient(backend: &dyn Backend) {
+    let spec = ModelSpec {
+        name: "linear".into(),
+        input: [2, 3, 3],
+        layers: vec![
+            named("flatten", Layer::Flatten),
+            named(
+                "fc",
+                Layer::Dense {
+                    units: 4,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+        ],
+    };
+    let model = resolve(&spec);
+    let weights = init::canonical(&model, 8);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let images = test_images(5, model.input(), 9);
+    let labels = Array1::from(vec![0u32, 3, 1, 3, 2]);
+    let lr = 0.5;
+    let loss = net
+        .train_step(
+            &Batch {
+                images: images.clone(),
+                labels: labels.clone(),
+            },
+            &OptimizerConfig::sgd(lr, 0.0),
+        )
+        .expect("train step");
+
+    let x = images.into_shape_with_order((5, 18)).expect("flatten");
+    let w = weights
+        .get("fc.weight")
+        .expect("w")
+        .clone()
+        .into_dimensionality::<ndarray::Ix2>()
+        .expect("2-D");
+    let b = weights
+        .get("fc.bias")
+        .expect("b")
+        .clone()
+        .into_dimensionality::<ndarray::Ix1>()
+        .expect("1-D");
+    let logits = x.dot(&w.t()) + &b;
+    let mut probabilities = Array2::<f32>::zeros((5, 4));
+    let mut expected_loss = 0.0f32;
+    for (i, row) in logits.axis_iter(Axis(0)).enumerate() {
+        let max = row.fold(f32::MIN, |m, &v| m.max(v));
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        for (j, v) in row.iter().enumerate() {
+            probabilities[[i, j]] = (v - max).exp() / sum;
+        }
+        expected_loss -= (probabilities[[i, labels[i] as usize]]).ln() / 5.0;
+    }
+    let mut delta = probabilities;
+    for (i, &label) in labels.iter().enumerate() {
+        delta[[i, label as usize]] -= 1.0;
+    }
+    delta /= 5.0;
+    let expected_w = &w - &(delta.t().dot(&x) * lr as f32);
+    let expected_b = &b - &(delta.sum_axis(Axis(0)) * lr as f32);
+
+    assert!(
+        (loss - expected_loss).abs() <= 1e-5 * expected_loss.abs().max(1.0),
+        "loss {loss} vs {expected_loss}"
+    );
+    let after = net.export_weights().expect("export");
+    let got_w = after.get("fc.weight").expect("w");
+    let got_b = after.get("fc.bias").expect("b");
+    let dw = relative_difference(expected_w.view().into_dyn(), got_w.view());
+    let db = relative_difference(expected_b.view().into_dyn(), got_b.view());
+    assert!(
+        dw <= 1e-5 && db <= 1e-5,
+        "SGD step differs from the analytic one: weight {dw}, bias {db}"
+    );
+}
+
+/// Training steps update batch-norm running statistics (with the unbiased variance); prediction doesn't.
+pub fn batch_norm_updates_running_statistics_in_training_only(backend: &dyn Backend) {
+    let spec = ModelSpec {
+        name: "bn".into(),
+        input: [2, 2, 2],
+        layers: vec![
+            named(
+                "bn",
+                Layer::BatchNorm {
+                    epsilon: 1e-5,
+                    momentum: 0.5,
+                },
+            ),
+            named("flatten", Layer::Flatten),
+            named(
+                "fc",
+                Layer::Dense {
+                    units: 2,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+        ],
+    };
+    let model = resolve(&spec);
+    let weights = init::canonical(&model, 10);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let images = test_images(3, model.input(), 11);
+    net.predict(images.view()).expect("predict");
+    let unchanged = net.export_weights().expect("export");
+    assert_eq!(
+        unchanged.get("bn.running_mean"),
+        weights.get("bn.running_mean")
+    );
+    net.train_step(
+        &Batch {
+            images: images.clone(),
+            labels: Array1::from(vec![0, 1, 0]),
+        },
+        &OptimizerConfig::sgd(0.0001, 0.0),
+    )
+    .expect("train step");
+    let after = net.export_weights().expect("export");
+    for channel in 0..2 {
+        let values: Vec<f32> = images
+            .index_axis(Axis(1), channel)
+            .iter()
+            .copied()
+            .collect();
+        let n = values.len() as f32;
+        let mean = values.iter().sum::<f32>() / n;
+        let unbiased = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / (n - 1.0);
+        let running_mean = after.get("bn.running_mean").expect("mean")[[channel]];
+        let running_var = after.get("bn.running_var").expect("var")[[channel]];
+        assert!(
+            (running_mean - 0.5 * mean).abs() < 1e-5,
+            "running mean {running_mean}, expected {}",
+            0.5 * mean
+        );
+        assert!(
+            (running_var - (0.5 + 0.5 * unbiased)).abs() < 1e-5,
+            "running var {running_var}, expected {} (PyTorch's unbiased update)",
+            0.5 + 0.5 * unbiased
+        );
+    }
+}
+
+/// Dropout changes training outputs from step to step but never evaluation outputs.
+pub fn dropout_is_active_in_training_only(backend: &dyn Backend) {
+    let spec = ModelSpec {
+        name: "dropout".into(),
+        input: [1, 4, 4],
+        layers: vec![
+            named("flatten", Layer::Flatten),
+            named("dropout", Layer::Dropout { rate: 0.5 }),
+            named(
+                "fc",
+                Layer::Dense {
+                    units: 3,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+        ],
+    };
+    let model = resolve(&spec);
+    let weights = init::canonical(&model, 12);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let images = test_images(8, model.input(), 13);
+    let batch = Batch {
+        images: images.clone(),
+        labels: Array1::from(vec![0, 1, 2, 0, 1, 2, 0, 1]),
+    };
+    // With a zero learning rate, different losses can only come from different dropout masks.
+    let optimizer = OptimizerConfig::sgd(1e-12, 0.0);
+    let losses: Vec<f32> = (0..4)
+        .map(|_| net.train_step(&batch, &optimizer).expect("train step"))
+        .collect();
+    assert!(
+        losses.windows(2).any(|pair| pair[0] != pair[1]),
+        "dropout had no effect in training: {losses:?}"
+    );
+    assert_eq!(
+        net.predict(images.view()).expect("predict"),
+        net.predict(images.view()).expect("predict")
+    );
+}
+
+/// A few dozen Adam steps fit a small, linearly separable problem.
+pub fn training_fits_a_separable_problem(backend: &dyn Backend) {
+    let model = resolve(&presets::cnn([1, 8, 8], 3));
+    let weights = init::canonical(&model, 14);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    // Class k lights up row band k of the image, with noise.
+    let noise = test_images(48, model.input(), 15);
+    let labels: Vec<u32> = (0..48).map(|i| (i % 3) as u32).collect();
+    let mut images = noise * 0.3;
+    for (i, &label) in labels.iter().enumerate() {
+        for row in 0..8 {
+            if row / 3 == label as usize {
+                images
+                    .slice_mut(ndarray::s![i, 0, row, ..])
+                    .mapv_inplace(|v| v + 1.0);
+            }
+        }
+    }
+    let batch = Batch {
+        images: images.clone(),
+        labels: Array1::from(labels.clone()),
+    };
+    let optimizer = OptimizerConfig::adam(0.01);
+    let first = net.train_step(&batch, &optimizer).expect("train step");
+    let mut last = first;
+    for _ in 0..30 {
+        last = net.train_step(&batch, &optimizer).expect("train step");
+    }
+    assert!(last < first * 0.2, "loss went from {first} to only {last}");
+    let predictions =
+        crate::metrics::argmax_rows(net.predict(images.view()).expect("predict").view());
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    assert!(correct >= 46, "only {correct}/48 right after training");
+}
+
+/// GradCAM returns the layer's activations and, where the rest of the network is linear,
+/// gradients equal to the class's weight row.
+pub fn grad_cam_returns_activations_and_exact_gradients(backend: &dyn Backend) {
+    let spec = ModelSpec {
+        name: "cam".into(),
+        input: [1, 6, 6],
+        layers: vec![
+            named(
+                "conv",
+                Layer::Conv2d {
+                    filters: 2,
+                    kernel: Pair::square(3),
+                    stride: Pair::square(1),
+                    padding: Padding::Same,
+                    bias: true,
+                },
+            ),
+            named("flatten", Layer::Flatten),
+            named(
+                "fc",
+                Layer::Dense {
+                    units: 3,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+        ],
+    };
+    let model = resolve(&spec);
+    let weights = init::canonical(&model, 16);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let images = test_images(2, model.input(), 17);
+    let classes = [2u32, 0];
+    let cam = net
+        .grad_cam(images.view(), "conv", &classes)
+        .expect("grad_cam");
+    assert_eq!(cam.activations.dim(), (2, 2, 6, 6));
+    assert_eq!(cam.gradients.dim(), (2, 2, 6, 6));
+    let w = weights.get("fc.weight").expect("w");
+    for (i, &class) in classes.iter().enumerate() {
+        let row = w.index_axis(Axis(0), class as usize);
+        let expected = row.to_shape((2, 6, 6)).expect("reshape");
+        let got = cam.gradients.index_axis(Axis(0), i);
+        let difference = relative_difference(expected.view(), got.view());
+        assert!(
+            difference <= 1e-6,
+            "gradient differs from the weight row by {difference}"
+        );
+    }
+    assert!(matches!(
+        net.grad_cam(images.view(), "no-such-layer", &classes),
+        Err(Error::Unsupported { .. })
+    ));
+}

@@ -1,0 +1,189 @@
+//! Canonical weights: named `f32` tensors in PyTorch's layout, saved as safetensors.
+//!
+//! Names follow PyTorch state dicts (`fc1.weight`, `layer1.0.bn1.running_var`), shapes follow
+//! PyTorch's conventions (Linear `[out, in]`, Conv `[O, I, kH, kW]`), and a flatten feeds dense
+//! layers in C,H,W order. Every adapter converts to and from this layout.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::spec::ResolvedModel;
+use crate::{Error, Result};
+
+/// Named tensors in the canonical layout, ordered by name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Weights {
+    tensors: BTreeMap<String, ArrayD<f32>>,
+}
+
+impl Weights {
+    /// No tensors.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces one tensor.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: ArrayD<f32>) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
+    /// One tensor by name.
+    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
+        self.tensors.get(name)
+    }
+
+    /// One tensor by name, or an error naming it.
+    pub fn require(&self, name: &str) -> Result<&ArrayD<f32>> {
+        self.get(name)
+            .ok_or_else(|| Error::Weights(format!("tensor {name:?} is missing")))
+    }
+
+    /// All tensors, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ArrayD<f32>)> {
+        self.tensors
+            .iter()
+            .map(|(name, tensor)| (name.as_str(), tensor))
+    }
+
+    /// The number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether there is no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Checks that these weights are exactly the model's canonical tensors, with the right shapes.
+    ///
+    /// Extra tensors that PyTorch keeps and parallax doesn't (`num_batches_tracked`) are allowed.
+    pub fn check(&self, model: &ResolvedModel) -> Result<()> {
+        let expected = model.parameters();
+        for param in &expected {
+            let tensor = self.require(&param.name)?;
+            if tensor.shape() != param.shape.as_slice() {
+                return Err(Error::Weights(format!(
+                    "tensor {:?} has shape {:?}, the model expects {:?}",
+                    param.name,
+                    tensor.shape(),
+                    param.shape
+                )));
+            }
+        }
+        if let Some(extra) = self.tensors.keys().find(|name| {
+            !name.ends_with(".num_batches_tracked") && !expected.iter().any(|p| &p.name == *name)
+        }) {
+            return Err(Error::Weights(format!(
+                "tensor {extra:?} is not a parameter of model {:?}",
+                model.spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The largest relative difference between two sets of weights over their common names:
+    /// max |a − b| divided by max |a|, per tensor. Names present in only one side are an error.
+    pub fn max_relative_difference(&self, other: &Weights) -> Result<(String, f32)> {
+        let mut worst = (String::new(), 0.0f32);
+        for (name, a) in &self.tensors {
+            let b = other.require(name)?;
+            if a.shape() != b.shape() {
+                return Err(Error::Weights(format!(
+                    "tensor {name:?} has shapes {:?} and {:?}",
+                    a.shape(),
+                    b.shape()
+                )));
+            }
+            let difference = relative_difference(a.view(), b.view());
+            if difference > worst.1 || worst.0.is_empty() {
+                worst = (name.clone(), difference);
+            }
+        }
+        Ok(worst)
+    }
+
+    /// Writes the tensors as a safetensors file (F32, little-endian, canonical shapes).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, tensor)| {
+                let bytes = tensor
+                    .iter()
+                    .flat_map(|value| value.to_le_bytes())
+                    .collect();
+                (name.clone(), tensor.shape().to_vec(), bytes)
+            })
+            .collect();
+        let views = buffers
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|view| (name.clone(), view))
+                    .map_err(|error| Error::Weights(format!("{name}: {error}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = safetensors::serialize(views, None)
+            .map_err(|error| Error::Weights(error.to_string()))?;
+        std::fs::write(path, bytes).map_err(|error| Error::io(path, error))
+    }
+
+    /// Reads a safetensors file of F32 tensors.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|error| Error::io(path, error))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|error| {
+            Error::Weights(format!(
+                "{}: not a safetensors file: {error}",
+                path.display()
+            ))
+        })?;
+        let mut weights = Weights::new();
+        for (name, view) in file.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::Weights(format!(
+                    "{}: tensor {name:?} is {:?}; parallax reads F32 only",
+                    path.display(),
+                    view.dtype()
+                )));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+                .collect();
+            let tensor = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
+                .map_err(|error| Error::Weights(format!("{name}: {error}")))?;
+            weights.insert(name, tensor);
+        }
+        Ok(weights)
+    }
+}
+
+impl FromIterator<(String, ArrayD<f32>)> for Weights {
+    fn from_iter<I: IntoIterator<Item = (String, ArrayD<f32>)>>(iter: I) -> Self {
+        Weights {
+            tensors: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// max |a − b| / max |a|: the parity measure used between backends (0 when both are all zeros).
+pub fn relative_difference<D: ndarray::Dimension>(
+    a: ndarray::ArrayView<f32, D>,
+    b: ndarray::ArrayView<f32, D>,
+) -> f32 {
+    let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let difference = a
+        .iter()
+        .zip(b.iter())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    if scale == 0.0 {
+        difference
+    } else {
+        difference / scale
+    }
+}

@@ -1,0 +1,449 @@
+//! `cargo xtask compare`: trains every requested backend in its own worker process, on the same
+//! spec, data order and initial weights, and writes the records, the summary and the report.
+//!
+//! Steps: check the flags (unknown backends, models and data fail here, before any build),
+//! build the worker once, run one worker per backend with live progress, write each record as
+//! soon as its run ends, and finish with the report. A backend that fails is reported with its
+//! error; the others still run.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use parallax_core::data::builtin::{BuiltinDataset, DataLocator};
+use parallax_core::record::{InitMode, RunRecord, RunRequest, write_json_atomically};
+use parallax_core::spec::ModelSpec;
+use parallax_core::{Device, OptimizerConfig};
+use serde::Deserialize;
+
+use super::report::{self, Failure, Summary};
+use super::{cache_dir, repo_root};
+
+/// The backends `compare` knows, with the runner features each needs.
+pub const BACKENDS: &[(&str, &str)] = &[("burn", "burn")];
+
+/// Flags of `cargo xtask compare`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Backends to train, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "burn")]
+    pub backends: Vec<String>,
+    /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// fashion-mnist, mnist, fashion-mnist-subset (bundled), or image-folder (with --data).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// Directory holding the data set's files (IDX files, or one subfolder per class).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Image size for image-folder data sets (images are resized to SIZE×SIZE).
+    #[arg(long, default_value_t = 64)]
+    pub image_size: usize,
+    /// Channels for image-folder data sets: 1 (grayscale) or 3 (RGB).
+    #[arg(long, default_value_t = 3)]
+    pub image_channels: usize,
+    /// Training epochs.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u32,
+    /// Examples per training step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// adam (PyTorch's), adam-keras, sgd (momentum 0.9) or sgd:MOMENTUM.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of the data order and the shared initial weights.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// CPU threads per backend (the same for all); all cores by default.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Initial weights: canonical (shared, from the seed) or native (each engine's own).
+    #[arg(long, default_value = "canonical", value_parser = parse_init)]
+    pub init: InitMode,
+    /// Train on the first N examples only (quick runs).
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Output directory.
+    #[arg(long, default_value = "out/compare")]
+    pub out: PathBuf,
+}
+
+fn parse_init(text: &str) -> Result<InitMode, String> {
+    match text {
+        "canonical" => Ok(InitMode::Canonical),
+        "native" => Ok(InitMode::Native),
+        other => Err(format!("unknown init {other:?}: use canonical or native")),
+    }
+}
+
+/// The progress events a worker prints, as far as `compare` reads them.
+#[derive(Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event {
+    Start {
+        dataset: String,
+        source: String,
+        train_examples: usize,
+        steps_per_epoch: usize,
+        epochs: u32,
+        framework: String,
+    },
+    Step {
+        epoch: u32,
+        step: usize,
+        loss: f32,
+    },
+    Epoch {
+        epoch: u32,
+        train_loss: f64,
+        seconds: f64,
+        test_accuracy: f64,
+    },
+    Note {
+        message: String,
+    },
+}
+
+/// Checks the flags and turns them into one request per backend, failing before any build.
+fn requests(args: &Args) -> anyhow::Result<Vec<RunRequest>> {
+    if args.backends.is_empty() {
+        bail!("--backends is empty; known backends: {}", known_backends());
+    }
+    for name in &args.backends {
+        if !BACKENDS.iter().any(|(known, _)| known == name) {
+            bail!(
+                "unknown backend {name:?}; known backends: {}",
+                known_backends()
+            );
+        }
+    }
+    let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
+    let optimizer = OptimizerConfig::parse(&args.optimizer, args.lr).map_err(anyhow::Error::msg)?;
+    if args.epochs == 0 || args.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    if args.image_channels != 1 && args.image_channels != 3 {
+        bail!("--image-channels must be 1 or 3");
+    }
+    // Presets are checked here by name; spec files are parsed and resolved now, so that a spec
+    // whose layers don't fit is reported before anything is built.
+    match args.model.as_str() {
+        "mlp" | "cnn" | "resnet18" | "resnet50" => {}
+        path if path.ends_with(".json") || path.ends_with(".toml") => {
+            ModelSpec::from_file(Path::new(path))?.resolve()?;
+        }
+        other => bail!(
+            "unknown model {other:?}; presets are mlp, cnn, resnet18, resnet50, or pass a .json/.toml spec file"
+        ),
+    }
+    if let Some(dir) = &args.data
+        && !dir.is_dir()
+    {
+        bail!(
+            "data directory {} does not exist; pass an existing --data DIR",
+            dir.display()
+        );
+    }
+    let root = repo_root()?;
+    let cache = cache_dir();
+    let fixtures = root.join("fixtures");
+    let dataset = match args.dataset.as_str() {
+        "image-folder" => {
+            if args.data.is_none() {
+                bail!("--dataset image-folder needs --data DIR with one subfolder per class");
+            }
+            "image-folder".to_string()
+        }
+        name => {
+            let which: BuiltinDataset = name.parse().map_err(anyhow::Error::msg)?;
+            let locator = DataLocator {
+                explicit_dir: args.data.clone(),
+                cache_dir: cache.clone(),
+                fixtures_dir: fixtures.clone(),
+            };
+            match locator.locate(which) {
+                Ok(_) => which.to_string(),
+                // Without --data, a missing full data set falls back to the bundled subset, so that
+                // the default command works offline with nothing installed. CI must not fall back.
+                Err(error)
+                    if args.data.is_none() && which == BuiltinDataset::FashionMnist && !in_ci() =>
+                {
+                    eprintln!("note: {error}");
+                    eprintln!(
+                        "note: using the bundled subset instead (fixtures/fashion-mnist-subset: 2000 train, 500 test images)"
+                    );
+                    BuiltinDataset::FashionMnistSubset.to_string()
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    let git_revision = git_revision(&root);
+    Ok(args
+        .backends
+        .iter()
+        .map(|backend| RunRequest {
+            backend: backend.clone(),
+            device,
+            threads,
+            model: args.model.clone(),
+            dataset: dataset.clone(),
+            data_dir: args.data.clone(),
+            cache_dir: cache.clone(),
+            fixtures_dir: fixtures.clone(),
+            image_size: args.image_size,
+            image_channels: args.image_channels,
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            optimizer,
+            seed: args.seed,
+            init: args.init,
+            limit_train: args.limit_train,
+            git_revision: git_revision.clone(),
+        })
+        .collect())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+fn known_backends() -> String {
+    BACKENDS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn git_revision(root: &Path) -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Builds the worker binary in release mode with the features the backends need.
+pub fn build_runner(backends: &[String]) -> anyhow::Result<PathBuf> {
+    let root = repo_root()?;
+    let mut features: Vec<&str> = BACKENDS
+        .iter()
+        .filter(|(name, _)| backends.iter().any(|b| b == name))
+        .map(|(_, feature)| *feature)
+        .collect();
+    features.dedup();
+    eprintln!(
+        "building the worker (cargo build --release -p parallax-runner; the first build takes several minutes)"
+    );
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "parallax-runner",
+            "--no-default-features",
+        ])
+        .arg("--features")
+        .arg(features.join(","))
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("building the worker failed (see cargo's messages above)");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("parallax-runner"))
+}
+
+/// Runs the comparison.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let requests = requests(&args)?;
+    let runner = build_runner(&args.backends)?;
+    std::fs::create_dir_all(args.out.join("records"))
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    // Records from an earlier comparison in the same directory would be mistaken for this one's.
+    for request in &requests {
+        let stale = args
+            .out
+            .join("records")
+            .join(format!("{}.json", request.backend));
+        if stale.exists() {
+            std::fs::remove_file(&stale)
+                .with_context(|| format!("removing {}", stale.display()))?;
+        }
+    }
+    let progress = MultiProgress::new();
+    let mut summary = Summary::default();
+    for request in &requests {
+        match run_backend(&runner, request, &args.out, &progress) {
+            Ok(record) => summary.records.push(record),
+            Err(error) => {
+                let message = format!("{error:#}");
+                let _ = progress.println(format!("{}: failed: {message}", request.backend));
+                summary.failures.push(Failure {
+                    backend: request.backend.clone(),
+                    error: message,
+                });
+            }
+        }
+        // Each finished run is on disk before the next one starts.
+        write_json_atomically(&args.out.join("summary.json"), &summary)?;
+    }
+    let markdown = report::markdown(&summary, &requests[0]);
+    std::fs::write(args.out.join("report.md"), &markdown)
+        .with_context(|| format!("writing {}", args.out.join("report.md").display()))?;
+    println!("{}", report::terminal_table(&summary));
+    println!(
+        "wrote {}, {} and {}",
+        args.out.join("records").display(),
+        args.out.join("summary.json").display(),
+        args.out.join("report.md").display()
+    );
+    if summary.records.is_empty() {
+        bail!("every backend failed");
+    }
+    if !summary.failures.is_empty() {
+        bail!(
+            "{} of {} backends failed: {}",
+            summary.failures.len(),
+            requests.len(),
+            summary
+                .failures
+                .iter()
+                .map(|f| f.backend.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The data a worker's stdout carries back: its progress events, read as they come.
+fn follow_progress(stdout: impl Read, backend: &str, progress: &MultiProgress) {
+    let bar = progress.add(ProgressBar::new(0));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(backend.to_string());
+    bar.enable_steady_tick(Duration::from_millis(500));
+    let mut epochs = 0;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        match serde_json::from_str::<Event>(&line) {
+            Ok(Event::Start {
+                dataset,
+                source,
+                train_examples,
+                steps_per_epoch,
+                epochs: total,
+                framework,
+            }) => {
+                epochs = total;
+                bar.set_length(steps_per_epoch as u64);
+                let _ = progress.println(format!(
+                    "{backend}: {framework}, {dataset} from {source}, {train_examples} training examples"
+                ));
+            }
+            Ok(Event::Step { epoch, step, loss }) => {
+                bar.set_message(format!("{epoch}/{epochs} loss {loss:.4}"));
+                bar.set_position(step as u64);
+            }
+            Ok(Event::Epoch {
+                epoch,
+                train_loss,
+                seconds,
+                test_accuracy,
+            }) => {
+                let _ = progress.println(format!(
+                    "{backend}: epoch {epoch}/{epochs}: train loss {train_loss:.4}, {seconds:.2} s, test accuracy {test_accuracy:.4}"
+                ));
+            }
+            Ok(Event::Note { message }) => {
+                let _ = progress.println(format!("{backend}: {message}"));
+            }
+            // Anything else on stdout (an engine's own chatter) is shown as it is.
+            Err(_) => {
+                let _ = progress.println(format!("{backend}: {line}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+}
+
+fn run_backend(
+    runner: &Path,
+    request: &RunRequest,
+    out: &Path,
+    progress: &MultiProgress,
+) -> anyhow::Result<RunRecord> {
+    let request_path = out
+        .join("requests")
+        .join(format!("{}.json", request.backend));
+    write_json_atomically(&request_path, request)?;
+    let record_path = out
+        .join("records")
+        .join(format!("{}.json", request.backend));
+    let mut child = Command::new(runner)
+        .arg("--request")
+        .arg(&request_path)
+        .arg("--record")
+        .arg(&record_path)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the worker {}", runner.display()))?;
+    let stderr = child.stderr.take().context("worker stderr")?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    if let Some(stdout) = child.stdout.take() {
+        follow_progress(stdout, &request.backend, progress);
+    }
+    let status = child.wait().context("waiting for the worker")?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    if !status.success() {
+        // The worker's own last `error:` line says what went wrong; a crash has none.
+        let reason = stderr
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("error: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| match status.code() {
+                Some(code) => format!(
+                    "worker exited with status {code}: {}",
+                    stderr.lines().last().unwrap_or("")
+                ),
+                None => "worker was killed by a signal (crash or out of memory)".to_string(),
+            });
+        bail!("{reason}");
+    }
+    Ok(RunRecord::load(&record_path)?)
+}

@@ -1,0 +1,88 @@
+//! `cargo xtask test`: provisions what the tests need on a fresh machine, then runs them all.
+//!
+//! This is the README's test command and what CI runs. It installs Debian's Fashion-MNIST
+//! package when the data set is missing (as root), then runs `cargo test` over the workspace in
+//! release mode, the profile `compare` uses too, so one build serves both. With `CI=true`
+//! nothing is skipped: a missing data set is a failure.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use super::repo_root;
+
+/// Where Debian's `dataset-fashion-mnist` package puts the data set.
+pub const DEBIAN_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Flags of `cargo xtask test`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Extra arguments passed to `cargo test` (after `--`), e.g. a test name filter.
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// Makes sure the full Fashion-MNIST data set is on this machine.
+pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
+    if Path::new(DEBIAN_FASHION_MNIST)
+        .join("train-images-idx3-ubyte.gz")
+        .is_file()
+    {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "Fashion-MNIST is missing: install it with `sudo apt-get install dataset-fashion-mnist` (or run `cargo xtask data download fashion-mnist`), then run the tests again"
+        );
+    }
+    eprintln!("installing Debian's dataset-fashion-mnist (30 MB) for the tests");
+    let install = |update_first: bool| -> anyhow::Result<bool> {
+        if update_first {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        }
+        Ok(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "dataset-fashion-mnist",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?
+            .success())
+    };
+    if !install(false)? && !install(true)? {
+        bail!(
+            "apt-get could not install dataset-fashion-mnist; install it by hand, or run `cargo xtask data download fashion-mnist`"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the whole test suite.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    ensure_fashion_mnist()?;
+    let root = repo_root()?;
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .current_dir(&root)
+        .args(["test", "--workspace", "--release"]);
+    if !args.cargo_args.is_empty() {
+        command.arg("--").args(&args.cargo_args);
+    }
+    let status = command.status().context("running cargo test")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}

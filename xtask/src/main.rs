@@ -1,0 +1,47 @@
+//! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>.rs`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// parallax's tasks: provisioning, comparisons, data, fixtures and tests.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train each backend on the same spec, data order and initial weights, and write the report.
+    Compare(commands::compare::Args),
+    /// Run every test, provisioning what they need first (the README's test command, and CI's).
+    Test(commands::test::Args),
+    /// Fetch the built-in data sets into the cache.
+    #[command(subcommand)]
+    Data(commands::data::Args),
+    /// Regenerate the committed fixtures.
+    Fixtures(commands::fixtures::Args),
+    /// Provision libtorch 2.9.0 and the TensorFlow 2.21 C library from pinned PyPI wheels.
+    Setup(commands::setup::Args),
+    /// Print the environment a plain cargo, or another crate, needs to use them.
+    Env(commands::env::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compare(args) => commands::compare::run(args),
+        Command::Test(args) => commands::test::run(args),
+        Command::Data(args) => commands::data::run(args),
+        Command::Fixtures(args) => commands::fixtures::run(args),
+        Command::Setup(args) => commands::setup::run(args),
+        Command::Env(args) => commands::env::run(args),
+    };
+    if let Err(error) = result {
+        // One line, no backtrace: the chain of contexts reads as a sentence.
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,78 @@
+//! `cargo xtask compare` refuses bad flags with one clear line and a non-zero exit, before it
+//! builds or trains anything.
+
+use std::process::Command;
+
+fn compare(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("compare")
+        .args(args)
+        .args([
+            "--out",
+            std::env::temp_dir()
+                .join("parallax-cli-test")
+                .to_str()
+                .expect("utf-8"),
+        ])
+        .output()
+        .expect("run xtask");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn assert_one_line(args: &[&str], expected: &str) {
+    let (success, stderr) = compare(args);
+    assert!(!success, "compare {args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expected),
+        "{:?} lacks {expected:?}",
+        lines[0]
+    );
+}
+
+#[test]
+fn unknown_backend() {
+    assert_one_line(
+        &["--backends", "burn,keras"],
+        "unknown backend \"keras\"; known backends: burn",
+    );
+}
+
+#[test]
+fn unknown_model() {
+    assert_one_line(&["--model", "vgg"], "unknown model \"vgg\"");
+}
+
+#[test]
+fn missing_data_directory() {
+    assert_one_line(
+        &["--data", "/nonexistent/fmnist"],
+        "data directory /nonexistent/fmnist does not exist",
+    );
+}
+
+#[test]
+fn spec_whose_layers_do_not_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\ninput = [1, 28, 28]\n[[layers]]\ntype = \"flatten\"\n[[layers]]\ntype = \"dense\"\nunits = 128\n[[layers]]\ntype = \"dense\"\nunits = 10\nin_features = 3136\n",
+    )
+    .expect("write");
+    assert_one_line(
+        &["--model", path.to_str().expect("utf-8")],
+        "layer 3 (dense): expects 3136 inputs, gets 128",
+    );
+}
+
+#[test]
+fn bad_optimizer_and_device() {
+    assert_one_line(&["--optimizer", "rmsprop"], "unknown optimizer \"rmsprop\"");
+    assert_one_line(&["--device", "tpu"], "unknown device \"tpu\"");
+}
