@@ -5,9 +5,9 @@
 //!
 //! ```no_run
 //! use parallax_burn::{BurnBackend, BurnEngine};
-//! use parallax_core::{Backend, Device, spec::presets};
+//! use parallax_core::{Backend, CpuSettings, Device, spec::presets};
 //!
-//! let backend = BurnBackend::new(BurnEngine::Flex, Device::Cpu, 2)?;
+//! let backend = BurnBackend::new(BurnEngine::Flex, Device::Cpu, CpuSettings::new(2))?;
 //! let model = presets::mlp([1, 28, 28], 10).resolve()?;
 //! let weights = parallax_core::init::canonical(&model, 42);
 //! let mut net = backend.build(&model, Some(&weights))?;
@@ -30,9 +30,11 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayView4};
 use parallax_core::backend::{AdamFormulation, GradCam, OptimizerKind};
+use parallax_core::denormals;
 use parallax_core::spec::{ResolvedModel, Shape};
 use parallax_core::{
-    Backend, BackendInfo, Batch, Dataset, Device, Error, Model, OptimizerConfig, Result, Weights,
+    Backend, BackendInfo, Batch, CpuSettings, Dataset, Device, Error, Model, OptimizerConfig,
+    Result, Weights,
 };
 
 use crate::convert::{engine_error, images_to_tensor, logits_to_array, tensor_to_array};
@@ -80,6 +82,7 @@ pub struct BurnBackend {
     device: Device,
     burn_device: burn::tensor::Device,
     threads: usize,
+    flush_denormals: bool,
 }
 
 fn device_error(device: Device, reason: impl Into<String>) -> Error {
@@ -123,23 +126,31 @@ fn burn_device(engine: BurnEngine, device: Device) -> Result<burn::tensor::Devic
 }
 
 impl BurnBackend {
-    /// burn's `engine` on `device`, computing with `threads` CPU threads.
+    /// burn's `engine` on `device`, with the comparison's CPU settings.
     ///
-    /// Flex's threads are rayon's global pool, which a process sizes once: the first backend
-    /// created decides, and [`BackendInfo::threads`] reports the size actually in effect.
-    pub fn new(engine: BurnEngine, device: Device, threads: usize) -> Result<Self> {
+    /// Flex computes on rayon's global pool, which a process configures once: the first backend
+    /// created decides its size and subnormal handling, and [`BackendInfo`] reports what is
+    /// actually in effect. The calling thread, which runs the small operations, is set too.
+    pub fn new(engine: BurnEngine, device: Device, cpu: CpuSettings) -> Result<Self> {
         let burn_device = burn_device(engine, device)?;
-        if threads > 0 {
-            // An error only means the pool already exists; its size is reported in `info`.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global();
-        }
+        let flush = cpu.flush_denormals;
+        denormals::flush_denormals_on_this_thread(flush);
+        // An error only means the pool already exists; what it does is reported in `info`.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(cpu.threads)
+            .start_handler(move |_| {
+                denormals::flush_denormals_on_this_thread(flush);
+            })
+            .build_global();
+        let pool_flushes = rayon::broadcast(|_| denormals::flushing_denormals_on_this_thread())
+            .into_iter()
+            .all(|flushing| flushing);
         Ok(BurnBackend {
             engine,
             device,
             burn_device,
             threads: rayon::current_num_threads(),
+            flush_denormals: pool_flushes && denormals::flushing_denormals_on_this_thread(),
         })
     }
 }
@@ -156,6 +167,10 @@ impl Backend for BurnBackend {
                 "burn::nn::BatchNorm updates the running variance with the biased batch variance; parallax uses the unbiased one, like PyTorch",
             ),
             ("threads", "Flex: rayon's global pool"),
+            (
+                "denormals",
+                "burn keeps subnormal floats (no flush-to-zero); parallax sets the run's policy",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -166,6 +181,7 @@ impl Backend for BurnBackend {
             framework_version: BURN_VERSION.into(),
             device: self.device,
             threads: self.threads,
+            flush_denormals: self.flush_denormals,
             defaults,
         }
     }

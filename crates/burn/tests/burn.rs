@@ -1,25 +1,30 @@
 //! The burn backend against the shared conformance suite, plus what is particular to burn.
 
 use parallax_burn::{BurnBackend, BurnEngine};
-use parallax_core::{Backend, Device, Error, OptimizerConfig, spec::presets};
+use parallax_core::{Backend, CpuSettings, Device, Error, OptimizerConfig, spec::presets};
 
 fn flex() -> BurnBackend {
-    BurnBackend::new(BurnEngine::Flex, Device::Cpu, 2).expect("Flex on the CPU")
+    BurnBackend::new(BurnEngine::Flex, Device::Cpu, CpuSettings::new(2)).expect("Flex on the CPU")
 }
 
 parallax_core::conformance_tests!(flex);
 
 #[test]
 fn flex_refuses_a_gpu_with_a_typed_error() {
-    let error = BurnBackend::new(BurnEngine::Flex, Device::Cuda(0), 2).unwrap_err();
+    let error =
+        BurnBackend::new(BurnEngine::Flex, Device::Cuda(0), CpuSettings::new(2)).unwrap_err();
     assert!(matches!(error, Error::Device { .. }), "{error}");
 }
 
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_without_the_feature_says_how_to_get_it() {
-    let error =
-        BurnBackend::new(BurnEngine::for_device(Device::Cuda(0)), Device::Cuda(0), 2).unwrap_err();
+    let error = BurnBackend::new(
+        BurnEngine::for_device(Device::Cuda(0)),
+        Device::Cuda(0),
+        CpuSettings::new(2),
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("`cuda` feature"), "{error}");
 }
 
@@ -52,4 +57,13 @@ fn info_reports_the_pinned_burn_version_and_threads() {
         "BURN_VERSION disagrees with the workspace's pinned burn"
     );
     assert!(info.threads >= 1);
+}
+
+#[test]
+fn the_pool_and_the_caller_flush_denormals_as_asked() {
+    let info = flex().info();
+    assert!(
+        info.flush_denormals,
+        "Flex's threads should flush subnormals by default"
+    );
 }

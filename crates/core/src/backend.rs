@@ -79,6 +79,26 @@ impl TryFrom<String> for Device {
     }
 }
 
+/// CPU settings that every backend of a comparison shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSettings {
+    /// Threads the engine computes with.
+    pub threads: usize,
+    /// Whether subnormal floats are flushed to zero on the engine's threads
+    /// (see [`crate::denormals`]).
+    pub flush_denormals: bool,
+}
+
+impl CpuSettings {
+    /// `threads` threads, flushing subnormals (TensorFlow's default, and parallax's).
+    pub fn new(threads: usize) -> Self {
+        CpuSettings {
+            threads,
+            flush_denormals: true,
+        }
+    }
+}
+
 /// What a backend reports about itself; it goes into every run record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendInfo {
@@ -90,8 +110,10 @@ pub struct BackendInfo {
     pub framework_version: String,
     /// The device it computes on.
     pub device: Device,
-    /// Threads it was asked to use.
+    /// Threads it computes with.
     pub threads: usize,
+    /// Whether subnormal floats are flushed to zero on its threads.
+    pub flush_denormals: bool,
     /// The fairness ledger: what this engine would do by default where parallax sets a value
     /// explicitly (initialisation, Adam's epsilon, batch-norm momentum...), by topic.
     pub defaults: BTreeMap<String, String>,

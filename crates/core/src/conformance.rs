@@ -16,7 +16,7 @@ use crate::weights::{Weights, relative_difference};
 /// Expands to one `#[test]` per conformance check, each calling `$make()` for a fresh backend.
 ///
 /// ```ignore
-/// parallax_core::conformance_tests!(|| BurnBackend::new(BurnEngine::Flex, Device::Cpu, 2).unwrap());
+/// parallax_core::conformance_tests!(|| BurnBackend::new(BurnEngine::Flex, Device::Cpu, CpuSettings::new(2)).unwrap());
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {

@@ -9,6 +9,7 @@ pub mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod data;
+pub mod denormals;
 mod error;
 pub mod init;
 pub mod metrics;
@@ -17,7 +18,8 @@ pub mod spec;
 pub mod weights;
 
 pub use backend::{
-    Backend, BackendInfo, Device, EpochStats, GradCam, Model, OptimizerConfig, OptimizerKind,
+    Backend, BackendInfo, CpuSettings, Device, EpochStats, GradCam, Model, OptimizerConfig,
+    OptimizerKind,
 };
 pub use data::{Batch, Dataset};
 pub use error::{Error, Result};

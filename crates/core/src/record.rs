@@ -34,6 +34,8 @@ pub struct RunRequest {
     pub device: crate::backend::Device,
     /// CPU threads for the engine.
     pub threads: usize,
+    /// Flush subnormal floats to zero on the engine's threads.
+    pub flush_denormals: bool,
     /// A preset name (`mlp`, `cnn`, `resnet18`, `resnet50`) or a spec file path.
     pub model: String,
     /// A built-in data set name, or `image-folder`.
@@ -99,6 +101,8 @@ pub struct RunRecord {
     pub device: String,
     /// Threads the engine was given.
     pub threads: usize,
+    /// Whether subnormal floats were flushed to zero on the engine's threads.
+    pub flush_denormals: bool,
     /// Model spec name.
     pub model: String,
     /// Trainable parameters.
@@ -156,6 +160,7 @@ impl RunRecord {
         self.framework_version = info.framework_version.clone();
         self.device = info.device.to_string();
         self.threads = info.threads;
+        self.flush_denormals = info.flush_denormals;
         self.engine_defaults = info.defaults.clone();
     }
 

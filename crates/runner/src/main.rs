@@ -16,7 +16,7 @@ use parallax_core::data::folder::read_image_folder;
 use parallax_core::data::{Normalization, epoch_order};
 use parallax_core::record::{EpochRecord, InitMode, RunRecord, RunRequest, median};
 use parallax_core::spec::ModelSpec;
-use parallax_core::{Backend, Dataset, Device, init};
+use parallax_core::{Backend, CpuSettings, Dataset, Device, init};
 use serde::Serialize;
 
 /// Trains one backend as a `cargo xtask compare` worker.
@@ -87,19 +87,19 @@ fn main() {
 
 /// Builds the backend a request names. Unknown names and backends left out of this build are
 /// errors that say what to do.
-fn make_backend(name: &str, device: Device, threads: usize) -> anyhow::Result<Box<dyn Backend>> {
+fn make_backend(name: &str, device: Device, cpu: CpuSettings) -> anyhow::Result<Box<dyn Backend>> {
     match name {
         #[cfg(feature = "burn")]
         "burn" => Ok(Box::new(parallax_burn::BurnBackend::new(
             parallax_burn::BurnEngine::for_device(device),
             device,
-            threads,
+            cpu,
         )?)),
         #[cfg(feature = "burn-tch")]
         "burn-tch" => Ok(Box::new(parallax_burn::BurnBackend::new(
             parallax_burn::BurnEngine::LibTorch,
             device,
-            threads,
+            cpu,
         )?)),
         other => bail!(
             "backend {other:?} is not compiled into this runner; known backends: {}",
@@ -212,7 +212,14 @@ fn train(request: &RunRequest) -> anyhow::Result<RunRecord> {
     if request.batch_size == 0 || request.epochs == 0 {
         bail!("--batch-size and --epochs must be at least 1");
     }
-    let backend = make_backend(&request.backend, request.device, request.threads)?;
+    let backend = make_backend(
+        &request.backend,
+        request.device,
+        CpuSettings {
+            threads: request.threads,
+            flush_denormals: request.flush_denormals,
+        },
+    )?;
     let info = backend.info();
     let (mut train, test, dataset, source) = load_data(request)?;
     if let Some(limit) = request.limit_train {
@@ -288,6 +295,7 @@ fn train(request: &RunRequest) -> anyhow::Result<RunRecord> {
         framework_version: String::new(),
         device: String::new(),
         threads: 0,
+        flush_denormals: false,
         model: model.spec.name.clone(),
         parameters,
         dataset,

@@ -19,6 +19,7 @@ fn request(dataset: &str, data_dir: Option<PathBuf>, model: &str, epochs: u32) -
         backend: "burn".into(),
         device: Device::Cpu,
         threads: 2,
+        flush_denormals: true,
         model: model.into(),
         dataset: dataset.into(),
         data_dir,

@@ -64,6 +64,10 @@ pub struct Args {
     /// CPU threads per backend (the same for all); all cores by default.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep subnormal floats instead of flushing them to zero on every backend's threads
+    /// (flushing is TensorFlow's default; subnormals can slow CPU training several-fold).
+    #[arg(long)]
+    pub keep_denormals: bool,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -201,6 +205,7 @@ fn requests(args: &Args) -> anyhow::Result<Vec<RunRequest>> {
             backend: backend.clone(),
             device,
             threads,
+            flush_denormals: !args.keep_denormals,
             model: args.model.clone(),
             dataset: dataset.clone(),
             data_dir: args.data.clone(),
