@@ -185,6 +185,9 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         .to_string(),
     );
 
+    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step).\n\n");
+    out.push_str(&table(SPEED, speed_rows(summary), md).to_string());
+
     out.push_str("\n\n## Quality (test set, after the last epoch)\n\n");
     out.push_str(&table(QUALITY, quality_rows(summary), md).to_string());
 

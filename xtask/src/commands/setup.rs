@@ -43,15 +43,17 @@ pub fn run(args: Args) -> Result<()> {
         return dry_run(args.cuda);
     }
     let start = Instant::now();
-    let (env, worked) = provision(args.cuda, args.verify)?;
+    let (env, outcome) = provision(args.cuda, args.verify)?;
     let elapsed = start.elapsed();
-    if worked {
-        eprintln!("setup: done in {:.1} s", elapsed.as_secs_f64());
-    } else {
-        eprintln!(
+    match outcome {
+        Outcome::Provisioned => eprintln!("setup: done in {:.1} s", elapsed.as_secs_f64()),
+        Outcome::Present => eprintln!(
             "setup: everything is present, nothing to do (checked in {:.1} ms)",
             elapsed.as_secs_f64() * 1e3
-        );
+        ),
+        Outcome::ProvisionedByAnother => eprintln!(
+            "setup: everything is present: another setup provisioned it while this one waited"
+        ),
     }
     for (name, value) in env.vars() {
         eprintln!("  {name}={value}");
@@ -163,8 +165,19 @@ fn managed((torch, tf): &(Torch, Tensorflow)) -> Vec<Component> {
     out
 }
 
-/// Does the work of [`ensure`] and `setup`; the flag says whether anything had to be done.
-fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, bool)> {
+/// What a run of [`provision`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Everything was there already.
+    Present,
+    /// This run fetched or extracted something.
+    Provisioned,
+    /// Something was missing, but another setup holding the lock provided it.
+    ProvisionedByAnother,
+}
+
+/// Does the work of [`ensure`] and `setup`.
+fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, Outcome)> {
     let pins = Pins::get()?;
     let cache = cache_dir();
     let sources = sources(&cache, cuda);
@@ -177,7 +190,7 @@ fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, bool)> {
             })
             .collect()
     };
-    let mut worked = false;
+    let mut outcome = Outcome::Present;
     let components_missing = !stale(managed(&sources)).is_empty();
     if components_missing || needs_tf_shim(&cache, &sources.1) {
         if components_missing {
@@ -189,20 +202,23 @@ fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, bool)> {
                 cache.display()
             )
         })?;
-        let _lock = lock::acquire(&cache)?;
+        let lock = lock::acquire(&cache)?;
+        outcome = if lock.waited { Outcome::ProvisionedByAnother } else { Outcome::Present };
         // Another setup may have done the work while this one waited for the lock.
         let missing = stale(managed(&sources));
         if !missing.is_empty() {
             unpack::remove_leftovers(&native)?;
             unpack::remove_leftovers(&wheels_dir(&cache))?;
             fetch_and_extract(pins, &cache, &missing, verify)?;
-            worked = true;
+            outcome = Outcome::Provisioned;
         }
-        if let Tensorflow::Own(dir) = &sources.1 {
-            worked |= write_tf_shim(&cache, dir)?;
+        if let Tensorflow::Own(dir) = &sources.1
+            && write_tf_shim(&cache, dir)?
+        {
+            outcome = Outcome::Provisioned;
         }
     }
-    Ok((environment(pins, &cache, &sources)?, worked))
+    Ok((environment(pins, &cache, &sources)?, outcome))
 }
 
 /// Setup downloads Linux x86-64 wheels; elsewhere the user brings their own libraries.
@@ -268,6 +284,9 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
     }
     bar.finish_and_clear();
 
+    if !to_fetch.is_empty() {
+        fetch::ensure_pip(&fetch::python())?;
+    }
     let download: u64 = to_fetch.iter().map(|w| w.size).sum();
     let unpacked: u64 = missing
         .iter()

@@ -141,11 +141,10 @@ pub fn requirements(wheels: &[&Wheel]) -> String {
         .collect()
 }
 
-/// Downloads `wheels` with pip into `wheels_dir`, through a private staging directory, checking
-/// each file's hash before it is renamed into place.
+/// Downloads `wheels` with pip (see [`ensure_pip`]) into `wheels_dir`, through a private
+/// staging directory, checking each file's hash before it is renamed into place.
 pub fn download(pins: &Pins, wheels: &[&Wheel], wheels_dir: &Path) -> Result<()> {
     let python = python();
-    ensure_pip(&python)?;
     let staging = wheels_dir.join(format!(".partial-{}", std::process::id()));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;

@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 #[derive(Debug)]
 pub struct CacheLock {
     _file: File,
+    /// Whether another setup held the lock first, so that this one had to wait.
+    pub waited: bool,
 }
 
 fn lock_path(cache: &Path) -> PathBuf {
@@ -30,7 +32,7 @@ fn open(cache: &Path) -> Result<File> {
 pub fn try_acquire(cache: &Path) -> Result<Option<CacheLock>> {
     let file = open(cache)?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(CacheLock { _file: file })),
+        Ok(()) => Ok(Some(CacheLock { _file: file, waited: false })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", lock_path(cache).display()))
@@ -50,7 +52,7 @@ pub fn acquire(cache: &Path) -> Result<CacheLock> {
     let file = open(cache)?;
     file.lock()
         .with_context(|| format!("cannot lock {}", lock_path(cache).display()))?;
-    Ok(CacheLock { _file: file })
+    Ok(CacheLock { _file: file, waited: true })
 }
 
 #[cfg(test)]
@@ -75,10 +77,10 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let held = try_acquire(cache.path()).unwrap().unwrap();
         let path = cache.path().to_path_buf();
-        let waiter = std::thread::spawn(move || acquire(&path).map(|_| ()));
+        let waiter = std::thread::spawn(move || acquire(&path).map(|lock| lock.waited));
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!waiter.is_finished());
         drop(held);
-        waiter.join().unwrap().unwrap();
+        assert!(waiter.join().unwrap().unwrap(), "the waiter knows it waited");
     }
 }
