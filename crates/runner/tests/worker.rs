@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use parallax_core::data::{write_idx_images, write_idx_labels};
+use parallax_core::data::{IdxImages, write_idx_images, write_idx_labels};
 use parallax_core::record::{InitMode, RunRecord, RunRequest};
 use parallax_core::{Device, OptimizerConfig};
 
@@ -95,14 +95,13 @@ fn write_tiny_idx(dir: &Path) {
     let images: Vec<u8> = (0..20 * 28 * 28).map(|i| (i % 251) as u8).collect();
     let labels: Vec<u8> = (0..20).map(|i| (i % 10) as u8).collect();
     for split in ["train", "t10k"] {
-        write_idx_images(
-            &dir.join(format!("{split}-images-idx3-ubyte.gz")),
-            20,
-            28,
-            28,
-            &images,
-        )
-        .expect("images");
+        let idx = IdxImages {
+            count: 20,
+            rows: 28,
+            cols: 28,
+            pixels: images.clone(),
+        };
+        write_idx_images(&dir.join(format!("{split}-images-idx3-ubyte.gz")), &idx).expect("images");
         write_idx_labels(&dir.join(format!("{split}-labels-idx1-ubyte.gz")), &labels)
             .expect("labels");
     }
@@ -222,6 +221,21 @@ fn mlp_reaches_085_on_full_fashion_mnist_in_3_epochs() {
     assert_eq!(record.train_examples, 60_000);
     assert!(
         record.test_accuracy >= 0.85,
+        "test accuracy {}",
+        record.test_accuracy
+    );
+}
+
+#[test]
+fn cnn_reaches_088_on_full_fashion_mnist_in_2_epochs() {
+    let Some(dir) = full_fashion_mnist() else {
+        return;
+    };
+    let outcome = run_worker(&request("fashion-mnist", Some(dir), "cnn", 2));
+    assert!(outcome.success, "worker failed: {}", outcome.stderr);
+    let record = outcome.record.expect("record");
+    assert!(
+        record.test_accuracy >= 0.88,
         "test accuracy {}",
         record.test_accuracy
     );

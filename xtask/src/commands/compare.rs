@@ -452,3 +452,93 @@ fn run_backend(
     }
     Ok(RunRecord::load(&record_path)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(backend: &str) -> RunRequest {
+        RunRequest {
+            backend: backend.into(),
+            device: Device::Cpu,
+            threads: 1,
+            flush_denormals: true,
+            model: "mlp".into(),
+            dataset: "fashion-mnist-subset".into(),
+            data_dir: None,
+            cache_dir: std::env::temp_dir(),
+            fixtures_dir: std::env::temp_dir(),
+            image_size: 64,
+            image_channels: 3,
+            epochs: 1,
+            batch_size: 64,
+            optimizer: OptimizerConfig::adam(1e-3),
+            seed: 1,
+            init: InitMode::Canonical,
+            limit_train: None,
+            git_revision: "test".into(),
+        }
+    }
+
+    /// A stand-in worker: a shell script that fails the way a real worker does.
+    fn failing_worker(dir: &Path) -> PathBuf {
+        let path = dir.join("worker.sh");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho '{\"event\":\"note\",\"message\":\"starting\"}'\necho 'some engine log' >&2\necho 'error: device cuda:0 is not available on burn: no GPU' >&2\nexit 1\n",
+        )
+        .unwrap();
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_failing_worker_gives_its_error_line_and_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = failing_worker(dir.path());
+        let progress = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let error = run_backend(&worker, &request("burn"), dir.path(), &progress).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "device cuda:0 is not available on burn: no GPU"
+        );
+        assert!(!dir.path().join("records").join("burn.json").exists());
+        assert!(dir.path().join("requests").join("burn.json").exists());
+    }
+
+    #[test]
+    fn flags_are_checked_before_anything_runs() {
+        let args = |backends: &[&str]| Args {
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+            model: "mlp".into(),
+            dataset: "fashion-mnist-subset".into(),
+            data: None,
+            image_size: 64,
+            image_channels: 3,
+            epochs: 1,
+            batch_size: 64,
+            optimizer: "adam".into(),
+            lr: 1e-3,
+            seed: 1,
+            threads: Some(2),
+            keep_denormals: false,
+            device: "cpu".into(),
+            init: InitMode::Canonical,
+            limit_train: None,
+            out: std::env::temp_dir(),
+        };
+        let ok = requests(&args(&["burn"])).unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].dataset, "fashion-mnist-subset");
+        assert!(ok[0].flush_denormals);
+        assert!(requests(&args(&[])).is_err());
+        assert!(
+            requests(&args(&["burn", "mxnet"]))
+                .unwrap_err()
+                .to_string()
+                .contains("mxnet")
+        );
+    }
+}

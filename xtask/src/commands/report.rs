@@ -254,3 +254,44 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_has_every_section_and_lists_failures() {
+        let summary = Summary {
+            records: Vec::new(),
+            failures: vec![Failure {
+                backend: "tf".into(),
+                error: "no GPU".into(),
+            }],
+        };
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "backend": "burn", "device": "cpu", "threads": 2, "flush_denormals": true,
+            "model": "mlp", "dataset": "fashion-mnist", "data_dir": null,
+            "cache_dir": "/tmp", "fixtures_dir": "/tmp", "image_size": 64, "image_channels": 3,
+            "epochs": 1, "batch_size": 64,
+            "optimizer": {"kind": "sgd", "momentum": 0.9, "lr": 0.1},
+            "seed": 1, "init": "canonical", "limit_train": null, "git_revision": "x"
+        }))
+        .unwrap();
+        let markdown = markdown(&summary, &request);
+        for section in [
+            "## Engines",
+            "## Speed and memory",
+            "## Quality",
+            "## Test accuracy after each epoch",
+            "## Fairness ledger",
+            "## Failed runs",
+        ] {
+            assert!(markdown.contains(section), "missing {section}");
+        }
+        assert!(
+            markdown.contains("| tf      | no GPU |") || markdown.contains("| tf | no GPU |"),
+            "{markdown}"
+        );
+        assert!(terminal_table(&summary).contains("failed"));
+    }
+}

@@ -203,7 +203,11 @@ fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, Outcome)> {
             )
         })?;
         let lock = lock::acquire(&cache)?;
-        outcome = if lock.waited { Outcome::ProvisionedByAnother } else { Outcome::Present };
+        outcome = if lock.waited {
+            Outcome::ProvisionedByAnother
+        } else {
+            Outcome::Present
+        };
         // Another setup may have done the work while this one waited for the lock.
         let missing = stale(managed(&sources));
         if !missing.is_empty() {
@@ -260,8 +264,8 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
     if !cached.is_empty() {
         let bytes: u64 = cached.iter().map(|w| w.size).sum();
         eprintln!(
-            "setup: checking {} cached wheels ({})",
-            cached.len(),
+            "setup: checking {} in the cache ({})",
+            count(cached.len(), "wheel"),
             DecimalBytes(bytes)
         );
     }
@@ -294,15 +298,15 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
         .sum();
     if to_fetch.is_empty() {
         eprintln!(
-            "setup: all {} wheels are cached; extracting {}",
-            needed.len(),
+            "setup: all {} needed are cached; extracting {}",
+            count(needed.len(), "wheel"),
             DecimalBytes(unpacked)
         );
     } else {
         eprintln!(
-            "setup: downloading {} of {} wheels ({}) with pip, then extracting {}",
+            "setup: downloading {} of {} ({}) with pip, then extracting {}",
             to_fetch.len(),
-            needed.len(),
+            count(needed.len(), "wheel"),
             DecimalBytes(download),
             DecimalBytes(unpacked)
         );
@@ -335,6 +339,11 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
         eprintln!("setup: every cached wheel matched its pin or was fetched again");
     }
     Ok(())
+}
+
+/// `n` and `noun`, with an `s` unless `n` is 1.
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The directory where setup keeps the pkg-config file for a user's own TensorFlow in `dir`,
@@ -553,8 +562,8 @@ fn dry_run(cuda: bool) -> Result<()> {
         }
     }
     println!(
-        "total: {} wheels, {}; to download now: {}; to extract: {}; cache: {}",
-        seen.len(),
+        "total: {}, {}; to download now: {}; to extract: {}; cache: {}",
+        count(seen.len(), "wheel"),
         DecimalBytes(total),
         DecimalBytes(to_download),
         DecimalBytes(unpacked),

@@ -32,7 +32,10 @@ fn open(cache: &Path) -> Result<File> {
 pub fn try_acquire(cache: &Path) -> Result<Option<CacheLock>> {
     let file = open(cache)?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(CacheLock { _file: file, waited: false })),
+        Ok(()) => Ok(Some(CacheLock {
+            _file: file,
+            waited: false,
+        })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", lock_path(cache).display()))
@@ -52,7 +55,10 @@ pub fn acquire(cache: &Path) -> Result<CacheLock> {
     let file = open(cache)?;
     file.lock()
         .with_context(|| format!("cannot lock {}", lock_path(cache).display()))?;
-    Ok(CacheLock { _file: file, waited: true })
+    Ok(CacheLock {
+        _file: file,
+        waited: true,
+    })
 }
 
 #[cfg(test)]
@@ -81,6 +87,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!waiter.is_finished());
         drop(held);
-        assert!(waiter.join().unwrap().unwrap(), "the waiter knows it waited");
+        assert!(
+            waiter.join().unwrap().unwrap(),
+            "the waiter knows it waited"
+        );
     }
 }
