@@ -86,6 +86,10 @@ pub(crate) struct Block {
 }
 
 /// The parameters of one spec layer; parameter-free layers have none.
+///
+/// Variants differ in size, but a network holds a few dozen of them at most, so boxing the
+/// large ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub(crate) enum Params {
     Dense(Linear),

@@ -1012,7 +1012,7 @@ fn resolve_layer(layer: &Layer, shape: Shape) -> Result<(Op, Shape), String> {
             Ok((Op::GlobalAvgPool, Shape::Flat(channels)))
         }
         Layer::BatchNorm { epsilon, momentum } => {
-            if !(epsilon > 0.0 && epsilon.is_finite()) || !(0.0..=1.0).contains(&momentum) {
+            if !(epsilon > 0.0 && epsilon.is_finite() && (0.0..=1.0).contains(&momentum)) {
                 return Err(format!(
                     "epsilon must be positive and momentum in [0, 1], got {epsilon} and {momentum}"
                 ));
