@@ -15,6 +15,12 @@ fn main() {
     match env::var("DEP_TCH_LIBTORCH_LIB") {
         Ok(dir) => {
             rpath(&dir);
+            // Nothing in a program calls into libtorch_cuda.so directly, so the linker's
+            // `--as-needed` would drop it, and with it the CUDA backend, from a CUDA build.
+            // Linking libtorch.so (which needs libtorch_cuda.so) unconditionally keeps it, as
+            // tch's own build script does for tch's tests; in the CPU tree it is libtorch_cpu.so.
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+            println!("cargo:rustc-link-arg=-ltorch");
             // The test compares this with the library it finds loaded.
             println!("cargo:rustc-env=NATIVE_SMOKE_LIBTORCH_LIB={dir}");
         }

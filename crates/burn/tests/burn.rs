@@ -67,3 +67,16 @@ fn the_pool_and_the_caller_flush_denormals_as_asked() {
         "Flex's threads should flush subnormals by default"
     );
 }
+
+/// burn on libtorch (burn-tch) passes the same suite; `cargo xtask test` enables it once
+/// libtorch is provisioned.
+#[cfg(feature = "tch")]
+mod libtorch {
+    use super::*;
+
+    fn burn_tch() -> BurnBackend {
+        BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, CpuSettings::new(2)).expect("burn-tch on the CPU")
+    }
+
+    parallax_core::conformance_tests!(burn_tch);
+}

@@ -27,6 +27,17 @@ fn tch_multiplies_matrices_on_libtorch_2_9_0() {
         linked.canonicalize().unwrap()
     );
     assert_eq!(native_smoke::libtorch_version(lib_dir).unwrap(), "2.9.0");
+    // A CUDA tree (`cargo xtask setup --cuda`) must give tch its CUDA backend, GPU or not.
+    let cuda_tree = lib_dir.join("libtorch_cuda.so").exists();
+    assert_eq!(
+        tch::utils::has_cudart(),
+        cuda_tree,
+        "CUDA backend loaded iff the tree has it"
+    );
+    println!(
+        "CUDA backend: {cuda_tree}; GPUs visible: {}",
+        tch::Cuda::device_count()
+    );
 }
 
 #[test]

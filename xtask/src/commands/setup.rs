@@ -298,7 +298,7 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
         .sum();
     if to_fetch.is_empty() {
         eprintln!(
-            "setup: all {} needed are cached; extracting {}",
+            "setup: nothing to download ({} already cached); extracting {}",
             count(needed.len(), "wheel"),
             DecimalBytes(unpacked)
         );
@@ -318,7 +318,7 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
         let start = Instant::now();
         fetch::download(pins, &to_fetch, &wheels_dir)?;
         eprintln!(
-            "setup: downloaded {} in {:.1} s",
+            "setup: downloaded and checked {} in {:.1} s",
             DecimalBytes(download),
             start.elapsed().as_secs_f64()
         );
