@@ -9,6 +9,8 @@ pub mod report;
 pub mod setup;
 pub mod test;
 
+pub use setup::cache_dir;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -22,16 +24,3 @@ pub fn repo_root() -> anyhow::Result<PathBuf> {
         .context("xtask's manifest directory has no parent")
 }
 
-/// parallax's per-user cache: `$PARALLAX_CACHE`, else `$XDG_CACHE_HOME/parallax`, else
-/// `~/.cache/parallax`. Native libraries and downloaded data sets live there.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PARALLAX_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("parallax");
-    }
-    std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache").join("parallax"))
-        .unwrap_or_else(|| std::env::temp_dir().join("parallax-cache"))
-}

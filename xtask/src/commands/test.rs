@@ -1,9 +1,11 @@
 //! `cargo xtask test`: provisions what the tests need on a fresh machine, then runs them all.
 //!
 //! This is the README's test command and what CI runs. It installs Debian's Fashion-MNIST
-//! package when the data set is missing (as root), then runs `cargo test` over the workspace in
-//! release mode, the profile `compare` uses too, so one build serves both. With `CI=true`
-//! nothing is skipped: a missing data set is a failure.
+//! package when the data set is missing (as root), provisions libtorch and TensorFlow from
+//! their pinned wheels (`cargo xtask setup`), then runs `cargo test` over the whole workspace in
+//! release mode, the profile `compare` uses too, with the native libraries' environment and
+//! burn's LibTorch engine enabled, so every adapter's tests run. With `CI=true` nothing is
+//! skipped: a missing data set is a failure.
 
 use std::path::Path;
 use std::process::Command;
@@ -72,11 +74,13 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_fashion_mnist()?;
+    let native = super::setup::ensure(false)?;
     let root = repo_root()?;
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
         .current_dir(&root)
-        .args(["test", "--workspace", "--release"]);
+        .args(["test", "--workspace", "--release", "--features", "parallax-burn/tch"]);
+    native.apply(&mut command);
     if !args.cargo_args.is_empty() {
         command.arg("--").args(&args.cargo_args);
     }
