@@ -93,6 +93,9 @@ fn device_error(device: Device, reason: impl Into<String>) -> Error {
     }
 }
 
+// burn 0.22 deprecates burn-tch in favour of CubeCL; parallax keeps it on purpose, because it
+// runs burn's own layer on the very libtorch of the tch adapter and so separates the two costs.
+#[allow(deprecated)]
 fn burn_device(engine: BurnEngine, device: Device) -> Result<burn::tensor::Device> {
     match (engine, device) {
         (BurnEngine::Flex, Device::Cpu) => Ok(burn::tensor::Device::flex()),
@@ -125,6 +128,16 @@ fn burn_device(engine: BurnEngine, device: Device) -> Result<burn::tensor::Devic
     }
 }
 
+/// Threads the engine computes with: rayon's pool, or libtorch's intra-op pool.
+fn engine_threads(engine: BurnEngine) -> usize {
+    #[cfg(feature = "tch")]
+    if engine == BurnEngine::LibTorch {
+        return usize::try_from(tch::get_num_threads()).unwrap_or(1);
+    }
+    let _ = engine;
+    rayon::current_num_threads()
+}
+
 impl BurnBackend {
     /// burn's `engine` on `device`, with the comparison's CPU settings.
     ///
@@ -142,6 +155,12 @@ impl BurnBackend {
                 denormals::flush_denormals_on_this_thread(flush);
             })
             .build_global();
+        // libtorch computes on its own OpenMP threads. They start lazily and, like every new
+        // thread, copy the creating thread's floating-point environment, set just above.
+        #[cfg(feature = "tch")]
+        if engine == BurnEngine::LibTorch {
+            tch::set_num_threads(i32::try_from(cpu.threads.max(1)).unwrap_or(i32::MAX));
+        }
         let pool_flushes = rayon::broadcast(|_| denormals::flushing_denormals_on_this_thread())
             .into_iter()
             .all(|flushing| flushing);
@@ -149,7 +168,7 @@ impl BurnBackend {
             engine,
             device,
             burn_device,
-            threads: rayon::current_num_threads(),
+            threads: engine_threads(engine),
             flush_denormals: pool_flushes && denormals::flushing_denormals_on_this_thread(),
         })
     }

@@ -75,7 +75,8 @@ mod libtorch {
     use super::*;
 
     fn burn_tch() -> BurnBackend {
-        BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, CpuSettings::new(2)).expect("burn-tch on the CPU")
+        BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, CpuSettings::new(2))
+            .expect("burn-tch on the CPU")
     }
 
     parallax_core::conformance_tests!(burn_tch);

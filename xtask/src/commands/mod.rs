@@ -23,4 +23,3 @@ pub fn repo_root() -> anyhow::Result<PathBuf> {
         .map(PathBuf::from)
         .context("xtask's manifest directory has no parent")
 }
-

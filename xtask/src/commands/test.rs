@@ -77,9 +77,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let native = super::setup::ensure(false)?;
     let root = repo_root()?;
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .current_dir(&root)
-        .args(["test", "--workspace", "--release", "--features", "parallax-burn/tch"]);
+    command.current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--release",
+        "--features",
+        "parallax-burn/tch",
+    ]);
     native.apply(&mut command);
     if !args.cargo_args.is_empty() {
         command.arg("--").args(&args.cargo_args);
