@@ -21,6 +21,8 @@ enum Command {
     /// Fetch the built-in data sets into the cache.
     #[command(subcommand)]
     Data(commands::data::Args),
+    /// Run the criterion benchmarks (one training step per backend and model, the harness's batching).
+    Bench(commands::bench::Args),
     /// Regenerate the committed fixtures.
     Fixtures(commands::fixtures::Args),
     /// Provision libtorch 2.9.0 and the TensorFlow 2.21 C library from pinned PyPI wheels.
@@ -36,6 +38,7 @@ fn main() {
         Command::Test(args) => commands::test::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Fixtures(args) => commands::fixtures::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Setup(args) => commands::setup::run(args),
         Command::Env(args) => commands::env::run(args),
     };

@@ -1,6 +1,7 @@
 //! One module per `cargo xtask` subcommand, each exposing `run(args) -> anyhow::Result<()>`,
 //! and the few helpers they share.
 
+pub mod bench;
 pub mod compare;
 pub mod data;
 pub mod env;
