@@ -29,7 +29,7 @@ use burn::optim::{
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayView4};
-use parallax_core::backend::{AdamFormulation, GradCam, OptimizerKind};
+use parallax_core::backend::{AdamFormulation, GradCam, OptimizerKind, predict_in_batches};
 use parallax_core::denormals;
 use parallax_core::spec::{ResolvedModel, Shape};
 use parallax_core::{
@@ -379,28 +379,12 @@ impl Model for BurnModel {
     }
 
     fn predict_dataset(&mut self, data: &Dataset, batch_size: usize) -> Result<Array2<f32>> {
-        check_batch(
-            &self.model,
-            data.images().slice(ndarray::s![0..0, .., .., ..]),
-        )?;
         // One evaluation snapshot for the whole pass rather than one per batch.
         let valid = self.net()?.valid();
-        let images = data.images();
-        let mut parts = Vec::new();
-        let batch_size = batch_size.max(1);
-        let mut start = 0;
-        while start < data.len() {
-            let end = (start + batch_size).min(data.len());
-            parts.push(
-                self.predict_with(&valid, images.slice(ndarray::s![start..end, .., .., ..]))?,
-            );
-            start = end;
-        }
-        let views: Vec<_> = parts.iter().map(|part| part.view()).collect();
-        if views.is_empty() {
-            return Ok(Array2::zeros((0, self.model.classes())));
-        }
-        ndarray::concatenate(ndarray::Axis(0), &views).map_err(engine_error)
+        predict_in_batches(data, batch_size, |images| {
+            check_batch(&self.model, images)?;
+            self.predict_with(&valid, images)
+        })
     }
 
     fn grad_cam(

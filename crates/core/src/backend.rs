@@ -362,30 +362,7 @@ pub trait Model {
 
     /// Logits for a whole data set, predicted `batch_size` examples at a time, in order.
     fn predict_dataset(&mut self, data: &Dataset, batch_size: usize) -> Result<Array2<f32>> {
-        let images = data.images();
-        let mut logits: Option<Array2<f32>> = None;
-        let batch_size = batch_size.max(1);
-        let mut start = 0;
-        while start < data.len() {
-            let end = (start + batch_size).min(data.len());
-            let part = self.predict(images.slice(s![start..end, .., .., ..]))?;
-            let all = logits.get_or_insert_with(|| Array2::zeros((data.len(), part.ncols())));
-            if part.nrows() != end - start || part.ncols() != all.ncols() {
-                return Err(Error::Engine {
-                    backend: "prediction".into(),
-                    message: format!(
-                        "expected {}×{} logits, got {}×{}",
-                        end - start,
-                        all.ncols(),
-                        part.nrows(),
-                        part.ncols()
-                    ),
-                });
-            }
-            all.slice_mut(s![start..end, ..]).assign(&part);
-            start = end;
-        }
-        Ok(logits.unwrap_or_else(|| Array2::zeros((0, data.num_classes()))))
+        predict_in_batches(data, batch_size, |images| self.predict(images))
     }
 
     /// Loss, accuracy, precision/recall/F1 and the confusion matrix on a data set.
@@ -406,4 +383,40 @@ pub trait Model {
             seconds: start.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Runs `predict` over a data set `batch_size` examples at a time, in order, and stacks the
+/// logits; checks that every part has one row per example and the same class count.
+///
+/// [`Model::predict_dataset`]'s default uses it; adapters that prepare something once per pass
+/// (an evaluation snapshot, a session) call it with their own closure.
+pub fn predict_in_batches(
+    data: &Dataset,
+    batch_size: usize,
+    mut predict: impl FnMut(ArrayView4<f32>) -> Result<Array2<f32>>,
+) -> Result<Array2<f32>> {
+    let images = data.images();
+    let mut logits: Option<Array2<f32>> = None;
+    let batch_size = batch_size.max(1);
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + batch_size).min(data.len());
+        let part = predict(images.slice(s![start..end, .., .., ..]))?;
+        let all = logits.get_or_insert_with(|| Array2::zeros((data.len(), part.ncols())));
+        if part.nrows() != end - start || part.ncols() != all.ncols() {
+            return Err(Error::Engine {
+                backend: "prediction".into(),
+                message: format!(
+                    "expected {}×{} logits, got {}×{}",
+                    end - start,
+                    all.ncols(),
+                    part.nrows(),
+                    part.ncols()
+                ),
+            });
+        }
+        all.slice_mut(s![start..end, ..]).assign(&part);
+        start = end;
+    }
+    Ok(logits.unwrap_or_else(|| Array2::zeros((0, data.num_classes()))))
 }

@@ -179,6 +179,38 @@ impl RunRecord {
     }
 }
 
+/// A worker's progress, one JSON object per line on its stdout, read by `cargo xtask compare`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// Data loaded and model built; training starts.
+    Start {
+        /// Data set name.
+        dataset: String,
+        /// Where it came from.
+        source: String,
+        /// Training examples.
+        train_examples: usize,
+        /// Steps per epoch.
+        steps_per_epoch: usize,
+        /// Epochs.
+        epochs: u32,
+        /// Engine and version.
+        framework: String,
+    },
+    /// Training progress within an epoch (at most a few per second).
+    Step {
+        /// Epoch, from 1.
+        epoch: u32,
+        /// Steps done.
+        step: usize,
+        /// Latest step's loss.
+        loss: f32,
+    },
+    /// An epoch finished and was evaluated.
+    Epoch(EpochRecord),
+}
+
 /// Median of a list of numbers (the mean of the middle two for an even count); NaN when empty.
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();

@@ -2,7 +2,7 @@
 //!
 //! `cargo xtask compare` starts one runner per backend, so that each engine's peak memory,
 //! thread pools and crashes stay apart. The runner reads a [`RunRequest`] (JSON), reports
-//! progress as JSON lines on stdout (see [`Event`]), writes the [`RunRecord`] and exits 0;
+//! progress as JSON lines on stdout ([`ProgressEvent`]), writes the [`RunRecord`] and exits 0;
 //! on failure it prints one `error:` line on stderr and exits 1.
 
 use std::io::Write;
@@ -14,10 +14,9 @@ use clap::Parser;
 use parallax_core::data::builtin::{BuiltinDataset, DataLocator};
 use parallax_core::data::folder::read_image_folder;
 use parallax_core::data::{Normalization, epoch_order};
-use parallax_core::record::{EpochRecord, InitMode, RunRecord, RunRequest, median};
+use parallax_core::record::{EpochRecord, InitMode, ProgressEvent, RunRecord, RunRequest, median};
 use parallax_core::spec::ModelSpec;
 use parallax_core::{Backend, CpuSettings, Dataset, Device, init};
-use serde::Serialize;
 
 /// Trains one backend as a `cargo xtask compare` worker.
 #[derive(Parser)]
@@ -31,44 +30,7 @@ struct Cli {
     record: PathBuf,
 }
 
-/// A progress event, one JSON object per line on stdout.
-#[derive(Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event<'a> {
-    /// Data loaded and model built; training starts.
-    Start {
-        /// Data set name.
-        dataset: &'a str,
-        /// Where it came from.
-        source: &'a str,
-        /// Training examples.
-        train_examples: usize,
-        /// Steps per epoch.
-        steps_per_epoch: usize,
-        /// Epochs.
-        epochs: u32,
-        /// Engine and version.
-        framework: String,
-    },
-    /// Training progress within an epoch (at most a few per second).
-    Step {
-        /// Epoch, from 1.
-        epoch: u32,
-        /// Steps done.
-        step: usize,
-        /// Latest step's loss.
-        loss: f32,
-    },
-    /// An epoch finished and was evaluated.
-    Epoch(&'a EpochRecord),
-    /// A note for the user (a fallback, a substitution).
-    Note {
-        /// The note.
-        message: &'a str,
-    },
-}
-
-fn emit(event: &Event) {
+fn emit(event: &ProgressEvent) {
     if let Ok(line) = serde_json::to_string(event) {
         let mut stdout = std::io::stdout().lock();
         // A closed pipe only means nobody is watching the progress; the record still gets written.
@@ -235,9 +197,9 @@ fn train(request: &RunRequest) -> anyhow::Result<RunRecord> {
     let mut net = backend.build(&model, weights.as_ref())?;
     let build_seconds = build_start.elapsed().as_secs_f64();
     let steps_per_epoch = train.len().div_ceil(request.batch_size);
-    emit(&Event::Start {
-        dataset: &dataset,
-        source: &source,
+    emit(&ProgressEvent::Start {
+        dataset: dataset.clone(),
+        source: source.clone(),
         train_examples: train.len(),
         steps_per_epoch,
         epochs: request.epochs,
@@ -255,7 +217,7 @@ fn train(request: &RunRequest) -> anyhow::Result<RunRecord> {
         let stats = net.train_epoch(&mut batches, &request.optimizer, &mut |progress| {
             if last_report.elapsed().as_millis() >= 250 || progress.step == steps_per_epoch {
                 last_report = Instant::now();
-                emit(&Event::Step {
+                emit(&ProgressEvent::Step {
                     epoch,
                     step: progress.step,
                     loss: progress.loss,
@@ -276,7 +238,7 @@ fn train(request: &RunRequest) -> anyhow::Result<RunRecord> {
             test_loss: evaluation.loss,
             elapsed_training_seconds: elapsed_training,
         };
-        emit(&Event::Epoch(&record));
+        emit(&ProgressEvent::Epoch(record.clone()));
         epochs.push(record);
         last_evaluation = Some(evaluation);
     }

@@ -14,10 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use parallax_core::data::builtin::{BuiltinDataset, DataLocator};
-use parallax_core::record::{InitMode, RunRecord, RunRequest, write_json_atomically};
+use parallax_core::record::{
+    InitMode, ProgressEvent, RunRecord, RunRequest, write_json_atomically,
+};
 use parallax_core::spec::ModelSpec;
 use parallax_core::{Device, OptimizerConfig};
-use serde::Deserialize;
 
 use super::report::{self, Failure, Summary};
 use super::{cache_dir, repo_root};
@@ -88,34 +89,6 @@ fn parse_init(text: &str) -> Result<InitMode, String> {
         "native" => Ok(InitMode::Native),
         other => Err(format!("unknown init {other:?}: use canonical or native")),
     }
-}
-
-/// The progress events a worker prints, as far as `compare` reads them.
-#[derive(Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum Event {
-    Start {
-        dataset: String,
-        source: String,
-        train_examples: usize,
-        steps_per_epoch: usize,
-        epochs: u32,
-        framework: String,
-    },
-    Step {
-        epoch: u32,
-        step: usize,
-        loss: f32,
-    },
-    Epoch {
-        epoch: u32,
-        train_loss: f64,
-        seconds: f64,
-        test_accuracy: f64,
-    },
-    Note {
-        message: String,
-    },
 }
 
 /// Checks the flags and turns them into one request per backend, failing before any build.
@@ -359,8 +332,8 @@ fn follow_progress(stdout: impl Read, backend: &str, progress: &MultiProgress) {
     bar.enable_steady_tick(Duration::from_millis(500));
     let mut epochs = 0;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        match serde_json::from_str::<Event>(&line) {
-            Ok(Event::Start {
+        match serde_json::from_str::<ProgressEvent>(&line) {
+            Ok(ProgressEvent::Start {
                 dataset,
                 source,
                 train_examples,
@@ -374,22 +347,15 @@ fn follow_progress(stdout: impl Read, backend: &str, progress: &MultiProgress) {
                     "{backend}: {framework}, {dataset} from {source}, {train_examples} training examples"
                 ));
             }
-            Ok(Event::Step { epoch, step, loss }) => {
+            Ok(ProgressEvent::Step { epoch, step, loss }) => {
                 bar.set_message(format!("{epoch}/{epochs} loss {loss:.4}"));
                 bar.set_position(step as u64);
             }
-            Ok(Event::Epoch {
-                epoch,
-                train_loss,
-                seconds,
-                test_accuracy,
-            }) => {
+            Ok(ProgressEvent::Epoch(record)) => {
                 let _ = progress.println(format!(
-                    "{backend}: epoch {epoch}/{epochs}: train loss {train_loss:.4}, {seconds:.2} s, test accuracy {test_accuracy:.4}"
+                    "{backend}: epoch {}/{epochs}: train loss {:.4}, {:.2} s, test accuracy {:.4}",
+                    record.epoch, record.train_loss, record.seconds, record.test_accuracy
                 ));
-            }
-            Ok(Event::Note { message }) => {
-                let _ = progress.println(format!("{backend}: {message}"));
             }
             // Anything else on stdout (an engine's own chatter) is shown as it is.
             Err(_) => {
@@ -485,7 +451,7 @@ mod tests {
         let path = dir.join("worker.sh");
         std::fs::write(
             &path,
-            "#!/bin/sh\necho '{\"event\":\"note\",\"message\":\"starting\"}'\necho 'some engine log' >&2\necho 'error: device cuda:0 is not available on burn: no GPU' >&2\nexit 1\n",
+            "#!/bin/sh\necho '{\"event\":\"step\",\"epoch\":1,\"step\":1,\"loss\":2.3}'\necho 'some engine log' >&2\necho 'error: device cuda:0 is not available on burn: no GPU' >&2\nexit 1\n",
         )
         .unwrap();
         let mut permissions = std::fs::metadata(&path).unwrap().permissions();
