@@ -29,9 +29,11 @@ use burn::optim::{
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayView4};
-use parallax_core::backend::{AdamFormulation, GradCam, OptimizerKind, predict_in_batches};
+use parallax_core::backend::{
+    AdamFormulation, GradCam, OptimizerKind, check_input, grad_cam_target, predict_in_batches,
+};
 use parallax_core::denormals;
-use parallax_core::spec::{ResolvedModel, Shape};
+use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Batch, CpuSettings, Dataset, Device, Error, Model, OptimizerConfig,
     Result, Weights,
@@ -311,18 +313,6 @@ fn labels_tensor(labels: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int
         .reshape([labels.len(), 1])
 }
 
-fn check_batch(model: &ResolvedModel, images: ArrayView4<f32>) -> Result<()> {
-    let (_, c, h, w) = images.dim();
-    if [c, h, w] != model.input() {
-        let [ec, eh, ew] = model.input();
-        return Err(Error::InputShape {
-            expected: format!("{ec}×{eh}×{ew}"),
-            actual: format!("{c}×{h}×{w}"),
-        });
-    }
-    Ok(())
-}
-
 impl Model for BurnModel {
     fn import_weights(&mut self, weights: &Weights) -> Result<()> {
         let net = self
@@ -340,7 +330,7 @@ impl Model for BurnModel {
     }
 
     fn train_step(&mut self, batch: &Batch, optimizer: &OptimizerConfig) -> Result<f32> {
-        check_batch(&self.model, batch.images.view())?;
+        check_input(&self.model, batch.images.view())?;
         let lr = optimizer.lr;
         let device = self.device.clone();
         let model = Arc::clone(&self.model);
@@ -373,7 +363,7 @@ impl Model for BurnModel {
     }
 
     fn predict(&mut self, images: ArrayView4<f32>) -> Result<Array2<f32>> {
-        check_batch(&self.model, images)?;
+        check_input(&self.model, images)?;
         let valid = self.net()?.valid();
         self.predict_with(&valid, images)
     }
@@ -382,7 +372,7 @@ impl Model for BurnModel {
         // One evaluation snapshot for the whole pass rather than one per batch.
         let valid = self.net()?.valid();
         predict_in_batches(data, batch_size, |images| {
-            check_batch(&self.model, images)?;
+            check_input(&self.model, images)?;
             self.predict_with(&valid, images)
         })
     }
@@ -393,30 +383,7 @@ impl Model for BurnModel {
         layer: &str,
         classes: &[u32],
     ) -> Result<GradCam> {
-        check_batch(&self.model, images)?;
-        let index = self
-            .model
-            .find_layer(layer)
-            .ok_or_else(|| Error::Unsupported {
-                backend: BACKEND_NAME.into(),
-                what: format!(
-                    "GradCAM on layer {layer:?}: model {:?} has no such layer",
-                    self.model.spec.name
-                ),
-            })?;
-        if !matches!(self.model.layers[index].output, Shape::Image { .. }) {
-            return Err(Error::Unsupported {
-                backend: BACKEND_NAME.into(),
-                what: format!("GradCAM on layer {layer:?}, whose output is not an image"),
-            });
-        }
-        if classes.len() != images.dim().0 {
-            return Err(engine_error(format!(
-                "GradCAM needs one target class per image: {} images, {} classes",
-                images.dim().0,
-                classes.len()
-            )));
-        }
+        let index = grad_cam_target(&self.model, BACKEND_NAME, images, layer, classes)?;
         let net = self.net()?;
         let x = images_to_tensor(images, &self.device);
         let Activation::Image(activations) =

@@ -420,3 +420,60 @@ pub fn predict_in_batches(
     }
     Ok(logits.unwrap_or_else(|| Array2::zeros((0, data.num_classes()))))
 }
+
+/// Checks that `images` have the model's input shape, C×H×W.
+pub fn check_input(model: &ResolvedModel, images: ArrayView4<f32>) -> Result<()> {
+    let (_, c, h, w) = images.dim();
+    if [c, h, w] != model.input() {
+        let [ec, eh, ew] = model.input();
+        return Err(Error::InputShape {
+            expected: format!("{ec}×{eh}×{ew}"),
+            actual: format!("{c}×{h}×{w}"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a GradCAM request and returns the index of the target layer: the images fit the
+/// model, the layer exists and gives an image, and there is one valid class per image.
+pub fn grad_cam_target(
+    model: &ResolvedModel,
+    backend: &str,
+    images: ArrayView4<f32>,
+    layer: &str,
+    classes: &[u32],
+) -> Result<usize> {
+    check_input(model, images)?;
+    let unsupported = |what: String| Error::Unsupported {
+        backend: backend.into(),
+        what,
+    };
+    let index = model.find_layer(layer).ok_or_else(|| {
+        unsupported(format!(
+            "GradCAM on layer {layer:?}: model {:?} has no such layer",
+            model.spec.name
+        ))
+    })?;
+    if !matches!(model.layers[index].output, crate::spec::Shape::Image { .. }) {
+        return Err(unsupported(format!(
+            "GradCAM on layer {layer:?}, whose output is not an image"
+        )));
+    }
+    if classes.len() != images.dim().0 {
+        return Err(unsupported(format!(
+            "GradCAM with {} target classes for {} images (one per image)",
+            classes.len(),
+            images.dim().0
+        )));
+    }
+    if let Some(class) = classes
+        .iter()
+        .find(|&&class| class as usize >= model.classes())
+    {
+        return Err(unsupported(format!(
+            "GradCAM for class {class} of a model with {} classes",
+            model.classes()
+        )));
+    }
+    Ok(index)
+}
