@@ -279,7 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(record) => summary.records.push(record),
             Err(error) => {
                 let message = format!("{error:#}");
-                let _ = progress.println(format!("{}: failed: {message}", request.backend));
+                say(&progress, format!("{}: failed: {message}", request.backend));
                 summary.failures.push(Failure {
                     backend: request.backend.clone(),
                     error: message,
@@ -318,6 +318,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a line above the progress bars, or plainly when there are none (output to a file
+/// or a CI log), where indicatif would drop it.
+fn say(progress: &MultiProgress, line: String) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        let _ = progress.println(line);
+    }
+}
+
 /// The data a worker's stdout carries back: its progress events, read as they come.
 fn follow_progress(stdout: impl Read, backend: &str, progress: &MultiProgress) {
     let bar = progress.add(ProgressBar::new(0));
@@ -343,23 +353,29 @@ fn follow_progress(stdout: impl Read, backend: &str, progress: &MultiProgress) {
             }) => {
                 epochs = total;
                 bar.set_length(steps_per_epoch as u64);
-                let _ = progress.println(format!(
-                    "{backend}: {framework}, {dataset} from {source}, {train_examples} training examples"
-                ));
+                say(
+                    progress,
+                    format!(
+                        "{backend}: {framework}, {dataset} from {source}, {train_examples} training examples"
+                    ),
+                );
             }
             Ok(ProgressEvent::Step { epoch, step, loss }) => {
                 bar.set_message(format!("{epoch}/{epochs} loss {loss:.4}"));
                 bar.set_position(step as u64);
             }
             Ok(ProgressEvent::Epoch(record)) => {
-                let _ = progress.println(format!(
-                    "{backend}: epoch {}/{epochs}: train loss {:.4}, {:.2} s, test accuracy {:.4}",
-                    record.epoch, record.train_loss, record.seconds, record.test_accuracy
-                ));
+                say(
+                    progress,
+                    format!(
+                        "{backend}: epoch {}/{epochs}: train loss {:.4}, {:.2} s, test accuracy {:.4}",
+                        record.epoch, record.train_loss, record.seconds, record.test_accuracy
+                    ),
+                );
             }
             // Anything else on stdout (an engine's own chatter) is shown as it is.
             Err(_) => {
-                let _ = progress.println(format!("{backend}: {line}"));
+                say(progress, format!("{backend}: {line}"));
             }
         }
     }

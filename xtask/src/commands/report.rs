@@ -50,7 +50,7 @@ fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
                     .map(|e| format!("{:.2}", e.seconds))
                     .collect::<Vec<_>>()
                     .join(" / "),
-                format!("{:.2}", r.time_to_first_step_seconds),
+                format!("{:.3}", r.time_to_first_step_seconds),
                 mib(r.peak_rss_bytes),
             ]
         })
@@ -103,7 +103,7 @@ pub fn terminal_table(summary: &Summary) -> String {
             format!("{:.4}", r.test_accuracy),
             format!("{:.4}", r.weighted_f1),
             format!("{:.2}", r.median_epoch_seconds),
-            format!("{:.2}", r.time_to_first_step_seconds),
+            format!("{:.3}", r.time_to_first_step_seconds),
             mib(r.peak_rss_bytes),
         ]);
     }
