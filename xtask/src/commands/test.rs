@@ -1,7 +1,8 @@
 //! `cargo xtask test`: provisions what the tests need on a fresh machine, then runs them all.
 //!
 //! This is the README's test command and what CI runs. It installs Debian's Fashion-MNIST
-//! package when the data set is missing (as root), then runs `cargo test` over the workspace in
+//! package when the data set is missing (as root) and provisions the native libraries
+//! (`cargo xtask setup`, a no-op once they are cached), then runs `cargo test` over the workspace in
 //! release mode, the profile `compare` uses too, so one build serves both. With `CI=true`
 //! nothing is skipped: a missing data set is a failure.
 
@@ -10,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::repo_root;
+use super::{repo_root, setup};
 
 /// Where Debian's `dataset-fashion-mnist` package puts the data set.
 pub const DEBIAN_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -72,8 +73,12 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_fashion_mnist()?;
+    // The workspace links libtorch (crates/tch) and TensorFlow (crates/native-smoke), so the
+    // tests build only with the native libraries that setup provisions.
+    let native = setup::ensure(false)?;
     let root = repo_root()?;
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    native.apply(&mut command);
     command
         .current_dir(&root)
         .args(["test", "--workspace", "--release"]);
