@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use parallax_core::data::{write_idx_images, write_idx_labels};
+use parallax_core::data::{IdxImages, write_idx_images, write_idx_labels};
 use parallax_core::record::{InitMode, RunRecord, RunRequest};
 use parallax_core::{Device, OptimizerConfig};
 
@@ -97,10 +97,12 @@ fn write_tiny_idx(dir: &Path) {
     for split in ["train", "t10k"] {
         write_idx_images(
             &dir.join(format!("{split}-images-idx3-ubyte.gz")),
-            20,
-            28,
-            28,
-            &images,
+            &IdxImages {
+                count: 20,
+                rows: 28,
+                cols: 28,
+                pixels: images.clone(),
+            },
         )
         .expect("images");
         write_idx_labels(&dir.join(format!("{split}-labels-idx1-ubyte.gz")), &labels)

@@ -3,7 +3,7 @@
 //! libtorch tensor (what `train_step` does first), against the epoch as a whole.
 //!
 //! ```sh
-//! cargo run --release -p parallax-tch --example harness_overhead -- [mlp|cnn] [DATA_DIR]
+//! cargo run --release -p parallax-tch --example harness_overhead -- [mlp|cnn] [DATA_DIR] [THREADS]
 //! ```
 //!
 //! The data directory defaults to Debian's `/usr/share/datasets/fashion-mnist`.
@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.next()
             .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into()),
     );
+    let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
     let (train, _) = load_dir(
         BuiltinDataset::FashionMnist,
         &dir,
@@ -34,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => presets::mlp([1, 28, 28], 10),
     };
     let model = spec.resolve()?;
-    let backend = TchBackend::new(Device::Cpu, CpuSettings::new(2))?;
+    let backend = TchBackend::new(Device::Cpu, CpuSettings::new(threads))?;
     let mut net = backend.build(&model, Some(&init::canonical(&model, 42)))?;
     let order = epoch_order(train.len(), 42, 0);
 

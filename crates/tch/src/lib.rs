@@ -122,12 +122,10 @@ impl TchBackend {
             flush_denormals,
         })
     }
-}
 
-impl TchBackend {
     /// The same backend computing in 64-bit floats: slower, and meant as a numerical reference
-    /// (the parity tests use it to tell float rounding from a real disagreement). Weights and
-    /// logits still cross the trait as 32-bit floats.
+    /// that tells float rounding from a real disagreement between engines. Weights and logits
+    /// still cross the trait as 32-bit floats.
     pub fn with_float64(mut self) -> Self {
         self.kind = Kind::Double;
         self

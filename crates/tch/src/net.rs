@@ -90,7 +90,7 @@ impl Cursor<'_> {
             } else {
                 None
             },
-            op: op.clone(),
+            op: *op,
         })
     }
 
@@ -100,7 +100,7 @@ impl Cursor<'_> {
             bias: self.take(&format!("{prefix}.bias"))?,
             running_mean: self.take(&format!("{prefix}.running_mean"))?,
             running_var: self.take(&format!("{prefix}.running_var"))?,
-            op: op.clone(),
+            op: *op,
         })
     }
 
@@ -145,7 +145,7 @@ fn initial(info: &ParamInfo, kind: Kind, device: tch::Device) -> Result<Tensor> 
         })
     })?;
     if info.role.is_trainable() {
-        Ok(tensor.f_set_requires_grad(true)?)
+        tensor.f_set_requires_grad(true)
     } else {
         Ok(tensor)
     }
@@ -209,7 +209,7 @@ fn flat(x: Tensor) -> Result<Tensor> {
         return Ok(x);
     }
     let n = x.size().first().copied().unwrap_or(0);
-    Ok(x.f_reshape([n, -1])?)
+    x.f_reshape([n, -1])
 }
 
 /// `x` as `[N, C, H, W]`; a flat `[N, F]` becomes `[N, F, 1, 1]`, as in burn's adapter.
@@ -222,7 +222,7 @@ fn image(x: Tensor) -> Result<Tensor> {
         size.first().copied().unwrap_or(0),
         size.get(1).copied().unwrap_or(1),
     );
-    Ok(x.f_reshape([n, f, 1, 1])?)
+    x.f_reshape([n, f, 1, 1])
 }
 
 /// Whether `[top, bottom, left, right]` padding is symmetric, so that libtorch's own padding
@@ -235,7 +235,7 @@ fn symmetric(padding: [usize; 4]) -> bool {
 /// Pads `x` explicitly with `value`; `constant_pad_nd` takes the last dimension first.
 fn pad(x: &Tensor, padding: [usize; 4], value: f64) -> Result<Tensor> {
     let [top, bottom, left, right] = padding.map(|p| p as i64);
-    Ok(x.f_pad([left, right, top, bottom], "constant", value)?)
+    x.f_pad([left, right, top, bottom], "constant", value)
 }
 
 fn i64_pair(pair: [usize; 2]) -> [i64; 2] {
@@ -247,25 +247,25 @@ impl Conv {
         let [top, _, left, _] = self.op.padding;
         let stride = i64_pair(self.op.stride);
         if symmetric(self.op.padding) {
-            Ok(x.f_conv2d(
+            x.f_conv2d(
                 &self.weight,
                 self.bias.as_ref(),
                 stride,
                 [top as i64, left as i64],
                 [1, 1],
                 1,
-            )?)
+            )
         } else {
             // libtorch pads symmetrically only; asymmetric ("same" with an even kernel or a
             // stride) padding is applied as explicit zeros first.
-            Ok(pad(x, self.op.padding, 0.0)?.f_conv2d(
+            pad(x, self.op.padding, 0.0)?.f_conv2d(
                 &self.weight,
                 self.bias.as_ref(),
                 stride,
                 [0, 0],
                 [1, 1],
                 1,
-            )?)
+            )
         }
     }
 }
@@ -275,7 +275,7 @@ impl Norm {
         // In training, libtorch's batch_norm normalises with the batch statistics and updates the
         // running ones in place: mean with the batch mean, variance with the unbiased batch
         // variance, both weighted by PyTorch's momentum.
-        Ok(x.f_batch_norm(
+        x.f_batch_norm(
             Some(&self.weight),
             Some(&self.bias),
             Some(&self.running_mean),
@@ -284,7 +284,7 @@ impl Norm {
             self.op.momentum,
             self.op.epsilon,
             false,
-        )?)
+        )
     }
 }
 
@@ -302,7 +302,7 @@ impl Block {
             Some((conv, norm)) => norm.forward(&conv.forward(input)?, train)?,
             None => input.shallow_clone(),
         };
-        Ok(x.f_add(&shortcut)?.f_relu()?)
+        x.f_add(&shortcut)?.f_relu()
     }
 }
 
@@ -319,7 +319,7 @@ fn max_pool(
     }
     // Padded cells never win a maximum: pad with −∞, which also covers asymmetric padding and
     // padding wider than libtorch's half-kernel limit.
-    Ok(pad(x, padding, f64::NEG_INFINITY)?.f_max_pool2d(kernel, stride, [0, 0], [1, 1], false)?)
+    pad(x, padding, f64::NEG_INFINITY)?.f_max_pool2d(kernel, stride, [0, 0], [1, 1], false)
 }
 
 fn avg_pool(
@@ -332,7 +332,7 @@ fn avg_pool(
     let [top, _, left, _] = padding;
     let native = symmetric(padding) && 2 * top <= kernel[0] && 2 * left <= kernel[1];
     if native {
-        return Ok(x.f_avg_pool2d(k, s, [top as i64, left as i64], false, false, None::<i64>)?);
+        return x.f_avg_pool2d(k, s, [top as i64, left as i64], false, false, None::<i64>);
     }
     // Asymmetric padding: average the zero-padded input, then rescale each cell by the share
     // of its window that lies inside the image, which excludes padded cells from the mean.
@@ -341,7 +341,7 @@ fn avg_pool(
     let sums = pad(x, padding, 0.0)?.f_avg_pool2d(k, s, [0, 0], false, true, None::<i64>)?;
     let ones = Tensor::f_ones([1, 1, h, w], (x.kind(), x.device()))?;
     let share = pad(&ones, padding, 0.0)?.f_avg_pool2d(k, s, [0, 0], false, true, None::<i64>)?;
-    Ok(sums.f_div(&share)?)
+    sums.f_div(&share)
 }
 
 /// Runs layers `range` of the network on `x`.
