@@ -145,12 +145,20 @@ impl Backend for TchBackend {
             ),
             ("threads", "OpenMP intra-op threads (at::set_num_threads)"),
             (
+                "omp_wait_policy",
+                "GNU OpenMP spins while waiting (OMP_WAIT_POLICY unset); cargo xtask compare sets PASSIVE for the tch worker",
+            ),
+            (
                 "denormals",
                 "libtorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy",
             ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(std::iter::once((
+            "omp_wait_policy_in_effect".to_string(),
+            std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "unset (active spinning)".into()),
+        )))
         .collect();
         BackendInfo {
             backend: BACKEND_NAME.into(),
