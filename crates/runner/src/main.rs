@@ -63,6 +63,8 @@ fn make_backend(name: &str, device: Device, cpu: CpuSettings) -> anyhow::Result<
             device,
             cpu,
         )?)),
+        #[cfg(feature = "tch")]
+        "tch" => Ok(Box::new(parallax_tch::TchBackend::new(device, cpu)?)),
         other => bail!(
             "backend {other:?} is not compiled into this runner; known backends: {}",
             KNOWN_BACKENDS.join(", ")
@@ -76,6 +78,8 @@ const KNOWN_BACKENDS: &[&str] = &[
     "burn",
     #[cfg(feature = "burn-tch")]
     "burn-tch",
+    #[cfg(feature = "tch")]
+    "tch",
 ];
 
 /// Loads the request's train and test sets; returns them with the name and source to record.

@@ -21,10 +21,13 @@ use parallax_core::spec::ModelSpec;
 use parallax_core::{Device, OptimizerConfig};
 
 use super::report::{self, Failure, Summary};
-use super::{cache_dir, repo_root};
+use super::{cache_dir, repo_root, setup};
 
 /// The backends `compare` knows, with the runner features each needs.
-pub const BACKENDS: &[(&str, &str)] = &[("burn", "burn")];
+pub const BACKENDS: &[(&str, &str)] = &[("burn", "burn"), ("tch", "tch")];
+
+/// The backends that link a native library provisioned by `cargo xtask setup`.
+const NATIVE_BACKENDS: &[&str] = &["tch"];
 
 /// Flags of `cargo xtask compare`.
 #[derive(clap::Args, Debug)]
@@ -220,8 +223,24 @@ fn git_revision(root: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The native libraries' environment when a selected backend links one; burn-only runs need
+/// none, so they never provision libtorch.
+fn native_env(backends: &[String]) -> anyhow::Result<Option<setup::NativeEnv>> {
+    if backends
+        .iter()
+        .any(|backend| NATIVE_BACKENDS.contains(&backend.as_str()))
+    {
+        Ok(Some(setup::ensure(false)?))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Builds the worker binary in release mode with the features the backends need.
-pub fn build_runner(backends: &[String]) -> anyhow::Result<PathBuf> {
+pub fn build_runner(
+    backends: &[String],
+    native: Option<&setup::NativeEnv>,
+) -> anyhow::Result<PathBuf> {
     let root = repo_root()?;
     let mut features: Vec<&str> = BACKENDS
         .iter()
@@ -232,7 +251,11 @@ pub fn build_runner(backends: &[String]) -> anyhow::Result<PathBuf> {
     eprintln!(
         "building the worker (cargo build --release -p parallax-runner; the first build takes several minutes)"
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if let Some(native) = native {
+        native.apply(&mut command);
+    }
+    let status = command
         .current_dir(&root)
         .args([
             "build",
@@ -258,7 +281,8 @@ pub fn build_runner(backends: &[String]) -> anyhow::Result<PathBuf> {
 /// Runs the comparison.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let requests = requests(&args)?;
-    let runner = build_runner(&args.backends)?;
+    let native = native_env(&args.backends)?;
+    let runner = build_runner(&args.backends, native.as_ref())?;
     std::fs::create_dir_all(args.out.join("records"))
         .with_context(|| format!("creating {}", args.out.display()))?;
     // Records from an earlier comparison in the same directory would be mistaken for this one's.
@@ -275,7 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let progress = MultiProgress::new();
     let mut summary = Summary::default();
     for request in &requests {
-        match run_backend(&runner, request, &args.out, &progress) {
+        match run_backend(&runner, request, &args.out, &progress, native.as_ref()) {
             Ok(record) => summary.records.push(record),
             Err(error) => {
                 let message = format!("{error:#}");
@@ -387,6 +411,7 @@ fn run_backend(
     request: &RunRequest,
     out: &Path,
     progress: &MultiProgress,
+    native: Option<&setup::NativeEnv>,
 ) -> anyhow::Result<RunRecord> {
     let request_path = out
         .join("requests")
@@ -395,7 +420,19 @@ fn run_backend(
     let record_path = out
         .join("records")
         .join(format!("{}.json", request.backend));
-    let mut child = Command::new(runner)
+    let mut command = Command::new(runner);
+    // The worker finds libtorch through the loader path that setup provisioned.
+    if let Some(native) = native {
+        native.apply(&mut command);
+    }
+    // libtorch's threads are GNU OpenMP's, which spin while they wait for each other: on a
+    // machine busy with other work a two-thread mlp epoch went from 1.3 s to 52 s. Passive
+    // waiting (what rayon does for burn) keeps the comparison about the engines; a value the
+    // user set wins.
+    if request.backend == "tch" && std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        command.env("OMP_WAIT_POLICY", "PASSIVE");
+    }
+    let mut child = command
         .arg("--request")
         .arg(&request_path)
         .arg("--record")

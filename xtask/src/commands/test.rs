@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::repo_root;
+use super::{repo_root, setup};
 
 /// Where Debian's `dataset-fashion-mnist` package puts the data set.
 pub const DEBIAN_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -74,7 +74,7 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_fashion_mnist()?;
-    let native = super::setup::ensure(false)?;
+    let native = setup::ensure(false)?;
     let root = repo_root()?;
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(&root).args([

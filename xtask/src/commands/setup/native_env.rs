@@ -59,10 +59,6 @@ impl NativeEnv {
 
     /// Sets the variables on a command that will run cargo or a built program, putting the
     /// directories in front of the path lists that the command would otherwise get.
-    #[allow(
-        dead_code,
-        reason = "for the commands that run cargo (`test`, `compare`)"
-    )]
     pub fn apply(&self, cmd: &mut Command) {
         for (name, value) in self.own_vars() {
             if is_path_list(name) {

@@ -1,0 +1,387 @@
+//! The spec's layers as plain libtorch tensors, and the forward pass that walks them.
+//!
+//! Parameters are ordinary tensors with `requires_grad`, not a `tch::nn::VarStore`: the
+//! resolved spec already names every tensor canonically ([`ResolvedModel::parameters`]), so the
+//! network keeps that list as its single source of truth, and each layer holds shallow clones
+//! (the same storage) of the tensors it computes with. Every operation is one of libtorch's
+//! functional ops, so batch norm updates its running variance with the unbiased batch variance,
+//! exactly as PyTorch does.
+
+use parallax_core::spec::{BlockOp, ConvOp, NormOp, Op, ParamInfo, ParamRole, ResolvedModel};
+use tch::{Kind, TchError, Tensor};
+
+/// libtorch's own result: the adapter maps its errors to core's once, at the trait boundary.
+pub(crate) type Result<T> = std::result::Result<T, TchError>;
+
+/// A tensor of the network, under its canonical name.
+pub(crate) struct Named {
+    /// Name, shape and role, from the resolved spec.
+    pub(crate) info: ParamInfo,
+    /// The tensor itself; trainable ones require gradients.
+    pub(crate) tensor: Tensor,
+}
+
+/// A dense layer: `y = x Wᵀ + b` with `W` in the canonical `[out, in]` layout.
+pub(crate) struct Dense {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+/// A convolution with its explicit padding.
+pub(crate) struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    op: ConvOp,
+}
+
+/// Batch normalisation: scale, shift and running statistics.
+pub(crate) struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    op: NormOp,
+}
+
+/// A residual block: the main path's (conv, norm) pairs and an optional projection shortcut.
+pub(crate) struct Block {
+    main: Vec<(Conv, Norm)>,
+    shortcut: Option<(Conv, Norm)>,
+}
+
+/// The parameters of one spec layer; parameter-free layers have none.
+pub(crate) enum Params {
+    Dense(Dense),
+    Conv(Conv),
+    Norm(Norm),
+    Block(Block),
+}
+
+/// The whole network: every canonical tensor, and per layer the tensors it computes with.
+pub(crate) struct Net {
+    /// Every parameter and buffer, in [`ResolvedModel::parameters`] order.
+    pub(crate) named: Vec<Named>,
+    /// One entry per resolved layer.
+    layers: Vec<Option<Params>>,
+}
+
+/// Hands out the network's tensors in canonical order as the layers are built.
+struct Cursor<'a> {
+    named: &'a [Named],
+    next: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        let named = self
+            .named
+            .get(self.next)
+            .filter(|named| named.info.name == name)
+            .ok_or_else(|| TchError::Shape(format!("tensor {name:?} out of canonical order")))?;
+        self.next += 1;
+        Ok(named.tensor.shallow_clone())
+    }
+
+    fn conv(&mut self, prefix: &str, op: &ConvOp) -> Result<Conv> {
+        Ok(Conv {
+            weight: self.take(&format!("{prefix}.weight"))?,
+            bias: if op.bias {
+                Some(self.take(&format!("{prefix}.bias"))?)
+            } else {
+                None
+            },
+            op: *op,
+        })
+    }
+
+    fn norm(&mut self, prefix: &str, op: &NormOp) -> Result<Norm> {
+        Ok(Norm {
+            weight: self.take(&format!("{prefix}.weight"))?,
+            bias: self.take(&format!("{prefix}.bias"))?,
+            running_mean: self.take(&format!("{prefix}.running_mean"))?,
+            running_var: self.take(&format!("{prefix}.running_var"))?,
+            op: *op,
+        })
+    }
+
+    fn block(&mut self, prefix: &str, op: &BlockOp) -> Result<Block> {
+        let mut main = Vec::with_capacity(op.main.len());
+        for (conv_name, conv, norm_name, norm) in &op.main {
+            main.push((
+                self.conv(&format!("{prefix}.{conv_name}"), conv)?,
+                self.norm(&format!("{prefix}.{norm_name}"), norm)?,
+            ));
+        }
+        let shortcut = match &op.shortcut {
+            Some((conv, norm)) => Some((
+                self.conv(&format!("{prefix}.downsample.0"), conv)?,
+                self.norm(&format!("{prefix}.downsample.1"), norm)?,
+            )),
+            None => None,
+        };
+        Ok(Block { main, shortcut })
+    }
+}
+
+/// A fresh tensor for `info` with libtorch's default initialisation: PyTorch's ±1/√fan_in
+/// uniform bound for Linear and Conv2d weights and biases, ones and zeros for batch norm.
+fn initial(info: &ParamInfo, kind: Kind, device: tch::Device) -> Result<Tensor> {
+    let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+    let options = (kind, device);
+    let tensor = tch::no_grad(|| -> Result<Tensor> {
+        Ok(match info.role {
+            ParamRole::Weight { fan_in } | ParamRole::Bias { fan_in } => {
+                let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                let mut tensor = Tensor::f_empty(shape.as_slice(), options)?;
+                let _ = tensor.f_uniform_(-bound, bound)?;
+                tensor
+            }
+            ParamRole::NormScale | ParamRole::RunningVar => {
+                Tensor::f_ones(shape.as_slice(), options)?
+            }
+            ParamRole::NormShift | ParamRole::RunningMean => {
+                Tensor::f_zeros(shape.as_slice(), options)?
+            }
+        })
+    })?;
+    if info.role.is_trainable() {
+        tensor.f_set_requires_grad(true)
+    } else {
+        Ok(tensor)
+    }
+}
+
+impl Net {
+    /// Allocates every canonical tensor as `kind` on `device` with libtorch's default
+    /// initialisation.
+    pub(crate) fn new(model: &ResolvedModel, kind: Kind, device: tch::Device) -> Result<Self> {
+        let named = model
+            .parameters()
+            .into_iter()
+            .map(|info| {
+                let tensor = initial(&info, kind, device)?;
+                Ok(Named { info, tensor })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut cursor = Cursor {
+            named: &named,
+            next: 0,
+        };
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for layer in &model.layers {
+            let prefix = &layer.name;
+            layers.push(match &layer.op {
+                Op::Dense { bias, .. } => Some(Params::Dense(Dense {
+                    weight: cursor.take(&format!("{prefix}.weight"))?,
+                    bias: if *bias {
+                        Some(cursor.take(&format!("{prefix}.bias"))?)
+                    } else {
+                        None
+                    },
+                })),
+                Op::Conv2d(op) => Some(Params::Conv(cursor.conv(prefix, op)?)),
+                Op::BatchNorm(op) => Some(Params::Norm(cursor.norm(prefix, op)?)),
+                Op::Block(op) => Some(Params::Block(cursor.block(prefix, op)?)),
+                Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten => None,
+            });
+        }
+        Ok(Net { named, layers })
+    }
+
+    /// The tensors that gradient descent updates, in canonical order.
+    pub(crate) fn trainable(&self) -> Vec<&Tensor> {
+        self.named
+            .iter()
+            .filter(|named| named.info.role.is_trainable())
+            .map(|named| &named.tensor)
+            .collect()
+    }
+}
+
+/// `x` as `[N, features]`, flattening C,H,W when it is an image.
+fn flat(x: Tensor) -> Result<Tensor> {
+    if x.dim() == 2 {
+        return Ok(x);
+    }
+    let n = x.size().first().copied().unwrap_or(0);
+    x.f_reshape([n, -1])
+}
+
+/// `x` as `[N, C, H, W]`; a flat `[N, F]` becomes `[N, F, 1, 1]`, as in burn's adapter.
+fn image(x: Tensor) -> Result<Tensor> {
+    if x.dim() == 4 {
+        return Ok(x);
+    }
+    let size = x.size();
+    let (n, f) = (
+        size.first().copied().unwrap_or(0),
+        size.get(1).copied().unwrap_or(1),
+    );
+    x.f_reshape([n, f, 1, 1])
+}
+
+/// Whether `[top, bottom, left, right]` padding is symmetric, so that libtorch's own padding
+/// argument (the same on both sides) expresses it.
+fn symmetric(padding: [usize; 4]) -> bool {
+    let [top, bottom, left, right] = padding;
+    top == bottom && left == right
+}
+
+/// Pads `x` explicitly with `value`; `constant_pad_nd` takes the last dimension first.
+fn pad(x: &Tensor, padding: [usize; 4], value: f64) -> Result<Tensor> {
+    let [top, bottom, left, right] = padding.map(|p| p as i64);
+    x.f_pad([left, right, top, bottom], "constant", value)
+}
+
+fn i64_pair(pair: [usize; 2]) -> [i64; 2] {
+    pair.map(|v| v as i64)
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [top, _, left, _] = self.op.padding;
+        let stride = i64_pair(self.op.stride);
+        if symmetric(self.op.padding) {
+            x.f_conv2d(
+                &self.weight,
+                self.bias.as_ref(),
+                stride,
+                [top as i64, left as i64],
+                [1, 1],
+                1,
+            )
+        } else {
+            // libtorch pads symmetrically only; asymmetric ("same" with an even kernel or a
+            // stride) padding is applied as explicit zeros first.
+            pad(x, self.op.padding, 0.0)?.f_conv2d(
+                &self.weight,
+                self.bias.as_ref(),
+                stride,
+                [0, 0],
+                [1, 1],
+                1,
+            )
+        }
+    }
+}
+
+impl Norm {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // In training, libtorch's batch_norm normalises with the batch statistics and updates the
+        // running ones in place: mean with the batch mean, variance with the unbiased batch
+        // variance, both weighted by PyTorch's momentum.
+        x.f_batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            self.op.momentum,
+            self.op.epsilon,
+            false,
+        )
+    }
+}
+
+impl Block {
+    fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor> {
+        let last = self.main.len().saturating_sub(1);
+        let mut x = input.shallow_clone();
+        for (index, (conv, norm)) in self.main.iter().enumerate() {
+            x = norm.forward(&conv.forward(&x)?, train)?;
+            if index < last {
+                x = x.f_relu()?;
+            }
+        }
+        let shortcut = match &self.shortcut {
+            Some((conv, norm)) => norm.forward(&conv.forward(input)?, train)?,
+            None => input.shallow_clone(),
+        };
+        x.f_add(&shortcut)?.f_relu()
+    }
+}
+
+fn max_pool(
+    x: &Tensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> Result<Tensor> {
+    let (kernel, stride) = (i64_pair(kernel), i64_pair(stride));
+    let [top, _, left, _] = padding;
+    if symmetric(padding) && 2 * top as i64 <= kernel[0] && 2 * left as i64 <= kernel[1] {
+        return x.f_max_pool2d(kernel, stride, [top as i64, left as i64], [1, 1], false);
+    }
+    // Padded cells never win a maximum: pad with −∞, which also covers asymmetric padding and
+    // padding wider than libtorch's half-kernel limit.
+    pad(x, padding, f64::NEG_INFINITY)?.f_max_pool2d(kernel, stride, [0, 0], [1, 1], false)
+}
+
+fn avg_pool(
+    x: &Tensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> Result<Tensor> {
+    let (k, s) = (i64_pair(kernel), i64_pair(stride));
+    let [top, _, left, _] = padding;
+    let native = symmetric(padding) && 2 * top <= kernel[0] && 2 * left <= kernel[1];
+    if native {
+        return x.f_avg_pool2d(k, s, [top as i64, left as i64], false, false, None::<i64>);
+    }
+    // Asymmetric padding: average the zero-padded input, then rescale each cell by the share
+    // of its window that lies inside the image, which excludes padded cells from the mean.
+    let size = x.size();
+    let (h, w) = (size[2], size[3]);
+    let sums = pad(x, padding, 0.0)?.f_avg_pool2d(k, s, [0, 0], false, true, None::<i64>)?;
+    let ones = Tensor::f_ones([1, 1, h, w], (x.kind(), x.device()))?;
+    let share = pad(&ones, padding, 0.0)?.f_avg_pool2d(k, s, [0, 0], false, true, None::<i64>)?;
+    sums.f_div(&share)
+}
+
+/// Runs layers `range` of the network on `x`.
+///
+/// `train` selects batch statistics and dropout. Splitting the pass at a layer is what GradCAM
+/// needs: the activations at the split become a leaf whose gradient is read back.
+pub(crate) fn forward(
+    net: &Net,
+    model: &ResolvedModel,
+    mut x: Tensor,
+    range: std::ops::Range<usize>,
+    train: bool,
+) -> Result<Tensor> {
+    for index in range {
+        let (Some(layer), Some(params)) = (model.layers.get(index), net.layers.get(index)) else {
+            break;
+        };
+        x = match (&layer.op, params) {
+            (Op::Dense { .. }, Some(Params::Dense(dense))) => {
+                flat(x)?.f_linear(&dense.weight, dense.bias.as_ref())?
+            }
+            (Op::Conv2d(_), Some(Params::Conv(conv))) => conv.forward(&image(x)?)?,
+            (Op::BatchNorm(_), Some(Params::Norm(norm))) => norm.forward(&x, train)?,
+            (Op::Block(_), Some(Params::Block(block))) => block.forward(&image(x)?, train)?,
+            (Op::MaxPool2d(op), _) => max_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
+            (Op::AvgPool2d(op), _) => avg_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
+            (Op::GlobalAvgPool, _) => {
+                image(x)?.f_mean_dim([2i64, 3].as_slice(), false, None::<Kind>)?
+            }
+            (Op::Relu, _) => x.f_relu()?,
+            (Op::Dropout(rate), _) if train && *rate > 0.0 => x.f_dropout(*rate, true)?,
+            (Op::Dropout(_), _) => x,
+            (Op::Flatten, _) => flat(x)?,
+            (op, _) => {
+                return Err(TchError::Shape(format!(
+                    "layer {:?} ({op:?}) has no parameters",
+                    layer.name
+                )));
+            }
+        };
+    }
+    Ok(x)
+}
