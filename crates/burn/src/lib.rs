@@ -68,6 +68,14 @@ impl BurnEngine {
         }
     }
 
+    /// The name in `--backends`: `burn-tch` for LibTorch, so its records don't collide with Flex's.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            BurnEngine::LibTorch => "burn-tch",
+            BurnEngine::Flex | BurnEngine::Cuda => BACKEND_NAME,
+        }
+    }
+
     fn framework(&self) -> &'static str {
         match self {
             BurnEngine::Flex => "burn-flex",
@@ -197,7 +205,7 @@ impl Backend for BurnBackend {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         BackendInfo {
-            backend: BACKEND_NAME.into(),
+            backend: self.engine.backend_name().into(),
             framework: self.engine.framework().into(),
             framework_version: BURN_VERSION.into(),
             device: self.device,

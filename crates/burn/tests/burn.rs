@@ -47,6 +47,7 @@ fn keras_adam_is_reported_unsupported() {
 fn info_reports_the_pinned_burn_version_and_threads() {
     let info = flex().info();
     assert_eq!(info.framework, "burn-flex");
+    assert_eq!(info.backend, "burn");
     assert_eq!(info.framework_version, parallax_burn::BURN_VERSION);
     let manifest = include_str!("../../../Cargo.toml");
     assert!(
