@@ -30,7 +30,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayView4};
 use parallax_core::backend::{
-    AdamFormulation, GradCam, OptimizerKind, check_input, grad_cam_target, predict_in_batches,
+    AdamFormulation, GradCam, OptimizerKind, check_input, check_labels, grad_cam_target,
+    predict_in_batches,
 };
 use parallax_core::denormals;
 use parallax_core::spec::ResolvedModel;
@@ -339,6 +340,8 @@ impl Model for BurnModel {
 
     fn train_step(&mut self, batch: &Batch, optimizer: &OptimizerConfig) -> Result<f32> {
         check_input(&self.model, batch.images.view())?;
+        let labels = batch.labels.to_vec();
+        check_labels(&self.model, &labels, batch.images.dim().0)?;
         let lr = optimizer.lr;
         let device = self.device.clone();
         let model = Arc::clone(&self.model);
@@ -348,10 +351,7 @@ impl Model for BurnModel {
             .take()
             .ok_or_else(|| engine_error("the model was lost in an earlier failed step"))?;
         let x = images_to_tensor(batch.images.view(), &device);
-        let targets = labels_tensor(
-            batch.labels.as_slice().unwrap_or(&batch.labels.to_vec()),
-            &device,
-        );
+        let targets = labels_tensor(&labels, &device);
         let logits = flat(forward(
             &net,
             &model,

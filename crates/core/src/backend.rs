@@ -477,3 +477,24 @@ pub fn grad_cam_target(
     }
     Ok(index)
 }
+
+/// Checks training labels: one per image, each a class of the model.
+pub fn check_labels(model: &ResolvedModel, labels: &[u32], images: usize) -> Result<()> {
+    if labels.len() != images {
+        return Err(Error::Data(crate::data::DataError::CountMismatch {
+            context: "training batch".into(),
+            images,
+            labels: labels.len(),
+        }));
+    }
+    let classes = model.classes();
+    match labels.iter().position(|&label| label as usize >= classes) {
+        Some(index) => Err(Error::Data(crate::data::DataError::LabelOutOfRange {
+            context: "training batch".into(),
+            index,
+            label: labels[index],
+            classes,
+        })),
+        None => Ok(()),
+    }
+}

@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             weights_round_trip_for_every_layer_kind,
             rejects_weights_that_do_not_fit,
             rejects_inputs_of_the_wrong_shape,
+            rejects_labels_out_of_range,
             evaluation_is_deterministic_and_leaves_weights_alone,
             sgd_step_matches_the_analytic_gradient,
             batch_norm_updates_running_statistics_in_training_only,
@@ -245,6 +246,24 @@ pub fn rejects_inputs_of_the_wrong_shape(backend: &dyn Backend) {
         net.predict(wrong.view()),
         Err(Error::InputShape { .. })
     ));
+}
+
+/// Labels that are not classes of the model, or too few of them, are typed errors.
+pub fn rejects_labels_out_of_range(backend: &dyn Backend) {
+    let model = resolve(&presets::mlp([1, 4, 4], 3));
+    let mut net = backend.build(&model, None).expect("build");
+    let optimizer = OptimizerConfig::sgd(0.1, 0.0);
+    let images = test_images(2, model.input(), 18);
+    for labels in [vec![0u32, 3], vec![1]] {
+        let batch = Batch {
+            images: images.clone(),
+            labels: Array1::from(labels),
+        };
+        assert!(matches!(
+            net.train_step(&batch, &optimizer),
+            Err(Error::Data(_))
+        ));
+    }
 }
 
 /// Two predictions agree exactly, and evaluation changes no weight or running statistic.

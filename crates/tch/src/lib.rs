@@ -25,9 +25,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ndarray::{Array2, Array4, ArrayView4};
-use parallax_core::backend::GradCam;
+use parallax_core::backend::{
+    GradCam, check_input, check_labels, grad_cam_target, predict_in_batches,
+};
 use parallax_core::denormals;
-use parallax_core::spec::{ResolvedModel, Shape};
+use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Batch, CpuSettings, Dataset, Device, Error, Model, OptimizerConfig,
     Result, Weights,
@@ -195,34 +197,6 @@ pub struct TchModel {
     optimizer: Option<Optimizer>,
 }
 
-fn check_batch(model: &ResolvedModel, images: ArrayView4<f32>) -> Result<()> {
-    let (_, c, h, w) = images.dim();
-    if [c, h, w] != model.input() {
-        let [ec, eh, ew] = model.input();
-        return Err(Error::InputShape {
-            expected: format!("{ec}×{eh}×{ew}"),
-            actual: format!("{c}×{h}×{w}"),
-        });
-    }
-    Ok(())
-}
-
-fn check_labels(model: &ResolvedModel, labels: &[u32], images: usize) -> Result<()> {
-    if labels.len() != images {
-        return Err(engine_error(format!(
-            "{images} images but {} labels",
-            labels.len()
-        )));
-    }
-    let classes = model.classes();
-    match labels.iter().find(|&&label| label as usize >= classes) {
-        Some(label) => Err(engine_error(format!(
-            "label {label} is out of range for {classes} classes"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// `[N, features]` logits from the last layer's output.
 fn flat_logits(tensor: Tensor) -> std::result::Result<Tensor, tch::TchError> {
     let n = tensor.size().first().copied().unwrap_or(0);
@@ -260,7 +234,7 @@ impl Model for TchModel {
     }
 
     fn train_step(&mut self, batch: &Batch, optimizer: &OptimizerConfig) -> Result<f32> {
-        check_batch(&self.model, batch.images.view())?;
+        check_input(&self.model, batch.images.view())?;
         let labels = batch.labels.to_vec();
         check_labels(&self.model, &labels, batch.images.dim().0)?;
         let fresh = !matches!(&self.optimizer, Some(current) if current.config() == optimizer);
@@ -299,34 +273,15 @@ impl Model for TchModel {
     }
 
     fn predict(&mut self, images: ArrayView4<f32>) -> Result<Array2<f32>> {
-        check_batch(&self.model, images)?;
+        check_input(&self.model, images)?;
         self.predict_tensor(images)
     }
 
     fn predict_dataset(&mut self, data: &Dataset, batch_size: usize) -> Result<Array2<f32>> {
-        check_batch(
-            &self.model,
-            data.images().slice(ndarray::s![0..0, .., .., ..]),
-        )?;
-        let images = data.images();
-        let mut logits = Array2::zeros((data.len(), self.model.classes()));
-        let batch_size = batch_size.max(1);
-        let mut start = 0;
-        while start < data.len() {
-            let end = (start + batch_size).min(data.len());
-            let part = self.predict_tensor(images.slice(ndarray::s![start..end, .., .., ..]))?;
-            if part.dim() != (end - start, logits.ncols()) {
-                return Err(engine_error(format!(
-                    "expected {}×{} logits, got {:?}",
-                    end - start,
-                    logits.ncols(),
-                    part.dim()
-                )));
-            }
-            logits.slice_mut(ndarray::s![start..end, ..]).assign(&part);
-            start = end;
-        }
-        Ok(logits)
+        predict_in_batches(data, batch_size, |images| {
+            check_input(&self.model, images)?;
+            self.predict_tensor(images)
+        })
     }
 
     fn grad_cam(
@@ -335,24 +290,7 @@ impl Model for TchModel {
         layer: &str,
         classes: &[u32],
     ) -> Result<GradCam> {
-        check_batch(&self.model, images)?;
-        let index = self
-            .model
-            .find_layer(layer)
-            .ok_or_else(|| Error::Unsupported {
-                backend: BACKEND_NAME.into(),
-                what: format!(
-                    "GradCAM on layer {layer:?}: model {:?} has no such layer",
-                    self.model.spec.name
-                ),
-            })?;
-        if !matches!(self.model.layers[index].output, Shape::Image { .. }) {
-            return Err(Error::Unsupported {
-                backend: BACKEND_NAME.into(),
-                what: format!("GradCAM on layer {layer:?}, whose output is not an image"),
-            });
-        }
-        check_labels(&self.model, classes, images.dim().0)?;
+        let index = grad_cam_target(&self.model, BACKEND_NAME, images, layer, classes)?;
         let run = || -> std::result::Result<(Tensor, Tensor), tch::TchError> {
             let x = images_to_tensor(images, self.kind, self.device)?;
             // The pass up to the layer needs no graph: its output becomes a fresh leaf.
