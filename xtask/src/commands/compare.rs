@@ -520,7 +520,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let worker = failing_worker(dir.path());
         let progress = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
-        let error = run_backend(&worker, &request("burn"), dir.path(), &progress).unwrap_err();
+        let error =
+            run_backend(&worker, &request("burn"), dir.path(), &progress, None).unwrap_err();
         assert_eq!(
             error.to_string(),
             "device cuda:0 is not available on burn: no GPU"
