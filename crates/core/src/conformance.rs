@@ -15,7 +15,7 @@ use crate::weights::{Weights, relative_difference};
 
 /// Expands to one `#[test]` per conformance check, each calling `$make()` for a fresh backend.
 ///
-/// ```ignore
+/// ```text
 /// parallax_core::conformance_tests!(|| BurnBackend::new(BurnEngine::Flex, Device::Cpu, CpuSettings::new(2)).unwrap());
 /// ```
 #[macro_export]
