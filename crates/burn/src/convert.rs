@@ -18,10 +18,7 @@ use crate::net::{Block, ConvNorm, Net, Norm, Params};
 
 /// An engine error from burn's side.
 pub(crate) fn engine_error(message: impl std::fmt::Display) -> Error {
-    Error::Engine {
-        backend: BACKEND_NAME.into(),
-        message: message.to_string(),
-    }
+    Error::engine(BACKEND_NAME, message)
 }
 
 /// A host batch `[N, C, H, W]` as a burn tensor on `device`.

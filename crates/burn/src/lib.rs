@@ -97,11 +97,7 @@ pub struct BurnBackend {
 }
 
 fn device_error(device: Device, reason: impl Into<String>) -> Error {
-    Error::Device {
-        backend: BACKEND_NAME.into(),
-        device: device.to_string(),
-        reason: reason.into(),
-    }
+    Error::device(BACKEND_NAME, device, reason)
 }
 
 // burn 0.22 deprecates burn-tch in favour of CubeCL; parallax keeps it on purpose, because it

@@ -404,16 +404,16 @@ pub fn predict_in_batches(
         let part = predict(images.slice(s![start..end, .., .., ..]))?;
         let all = logits.get_or_insert_with(|| Array2::zeros((data.len(), part.ncols())));
         if part.nrows() != end - start || part.ncols() != all.ncols() {
-            return Err(Error::Engine {
-                backend: "prediction".into(),
-                message: format!(
+            return Err(Error::engine(
+                "prediction",
+                format!(
                     "expected {}×{} logits, got {}×{}",
                     end - start,
                     all.ncols(),
                     part.nrows(),
                     part.ncols()
                 ),
-            });
+            ));
         }
         all.slice_mut(s![start..end, ..]).assign(&part);
         start = end;

@@ -1,5 +1,6 @@
 //! The one error type of parallax-core, grouped by concern; adapters convert into it.
 
+use std::fmt;
 use std::path::PathBuf;
 
 pub use crate::data::DataError;
@@ -95,6 +96,23 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An [`Error::Engine`]: `backend`'s engine failed with `message`.
+    pub fn engine(backend: &str, message: impl fmt::Display) -> Self {
+        Error::Engine {
+            backend: backend.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// An [`Error::Device`]: `device` can't be used by `backend`, for `reason`.
+    pub fn device(backend: &str, device: impl fmt::Display, reason: impl Into<String>) -> Self {
+        Error::Device {
+            backend: backend.into(),
+            device: device.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

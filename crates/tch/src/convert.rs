@@ -15,10 +15,7 @@ use crate::net::Net;
 
 /// An engine error from libtorch's side.
 pub(crate) fn engine_error(message: impl std::fmt::Display) -> Error {
-    Error::Engine {
-        backend: BACKEND_NAME.into(),
-        message: message.to_string(),
-    }
+    Error::engine(BACKEND_NAME, message)
 }
 
 /// Maps libtorch's errors into core's [`Error::Engine`], at the trait boundary.

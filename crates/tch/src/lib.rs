@@ -59,11 +59,7 @@ pub struct TchBackend {
 }
 
 fn device_error(device: Device, reason: impl Into<String>) -> Error {
-    Error::Device {
-        backend: BACKEND_NAME.into(),
-        device: device.to_string(),
-        reason: reason.into(),
-    }
+    Error::device(BACKEND_NAME, device, reason)
 }
 
 fn tch_device(device: Device) -> Result<tch::Device> {
