@@ -39,7 +39,7 @@ fn assert_one_line(args: &[&str], expected: &str) {
 fn unknown_backend() {
     assert_one_line(
         &["--backends", "burn,keras"],
-        "unknown backend \"keras\"; known backends: burn, tch, burn-tch",
+        "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf",
     );
 }
 

@@ -65,6 +65,8 @@ fn make_backend(name: &str, device: Device, cpu: CpuSettings) -> anyhow::Result<
         )?)),
         #[cfg(feature = "tch")]
         "tch" => Ok(Box::new(parallax_tch::TchBackend::new(device, cpu)?)),
+        #[cfg(feature = "tf")]
+        "tf" => Ok(Box::new(parallax_tf::TfBackend::new(device, cpu)?)),
         other => bail!(
             "backend {other:?} is not compiled into this runner; known backends: {}",
             KNOWN_BACKENDS.join(", ")
@@ -80,6 +82,8 @@ const KNOWN_BACKENDS: &[&str] = &[
     "burn-tch",
     #[cfg(feature = "tch")]
     "tch",
+    #[cfg(feature = "tf")]
+    "tf",
 ];
 
 /// Loads the request's train and test sets; returns them with the name and source to record.

@@ -24,10 +24,18 @@ use super::report::{self, Failure, Summary};
 use super::{cache_dir, repo_root, setup};
 
 /// The backends `compare` knows, with the runner features each needs.
-pub const BACKENDS: &[(&str, &str)] = &[("burn", "burn"), ("tch", "tch"), ("burn-tch", "burn-tch")];
+pub const BACKENDS: &[(&str, &str)] = &[
+    ("burn", "burn"),
+    ("tch", "tch"),
+    ("burn-tch", "burn-tch"),
+    ("tf", "tf"),
+];
 
 /// The backends that link a native library provisioned by `cargo xtask setup`.
-const NATIVE_BACKENDS: &[&str] = &["tch", "burn-tch"];
+const NATIVE_BACKENDS: &[&str] = &["tch", "burn-tch", "tf"];
+
+/// The backends that compute on libtorch's OpenMP threads.
+const LIBTORCH_BACKENDS: &[&str] = &["tch", "burn-tch"];
 
 /// Flags of `cargo xtask compare`.
 #[derive(clap::Args, Debug)]
@@ -429,7 +437,7 @@ fn run_backend(
     // machine busy with other work a two-thread mlp epoch went from 1.3 s to 52 s. Passive
     // waiting (what rayon does for burn) keeps the comparison about the engines; a value the
     // user set wins.
-    if NATIVE_BACKENDS.contains(&request.backend.as_str())
+    if LIBTORCH_BACKENDS.contains(&request.backend.as_str())
         && std::env::var_os("OMP_WAIT_POLICY").is_none()
     {
         command.env("OMP_WAIT_POLICY", "PASSIVE");

@@ -1,0 +1,221 @@
+//! The TensorFlow backend against the shared conformance suite, plus what is particular to it:
+//! one graph that stops growing, typed device errors, both Adam formulations, thread reporting.
+
+use ndarray::Array1;
+use parallax_core::spec::presets;
+use parallax_core::{Backend, Batch, CpuSettings, Device, Error, OptimizerConfig, init};
+use parallax_tf::TfBackend;
+
+fn cpu() -> TfBackend {
+    TfBackend::new(Device::Cpu, CpuSettings::new(2)).expect("TensorFlow on the CPU")
+}
+
+parallax_core::conformance_tests!(cpu);
+
+#[test]
+fn a_gpu_that_is_not_visible_is_a_typed_device_error() {
+    // The provisioned tensorflow-cpu build sees no GPU; an index past any machine's GPUs fails
+    // on every build.
+    for index in [0, 4096] {
+        match TfBackend::new(Device::Cuda(index), CpuSettings::new(2)) {
+            Ok(_) => assert_eq!(index, 0, "GPU {index} accepted"),
+            Err(error) => {
+                assert!(matches!(error, Error::Device { .. }), "{error}");
+                assert!(error.to_string().contains("GPU"), "{error}");
+            }
+        }
+    }
+}
+
+#[test]
+fn info_reports_tensorflow_and_the_requested_threads() {
+    let info = cpu().info();
+    assert_eq!(info.backend, parallax_tf::BACKEND_NAME);
+    assert_eq!(info.framework, "tensorflow");
+    assert_eq!(info.framework_version, parallax_tf::TENSORFLOW_VERSION);
+    assert_eq!(info.threads, 2);
+    assert!(
+        info.flush_denormals,
+        "TensorFlow's threads flush subnormals"
+    );
+}
+
+fn batch(n: usize, shape: [usize; 3], classes: usize, salt: u64) -> Batch {
+    Batch {
+        images: parallax_core::conformance::test_images(n, shape, salt),
+        labels: Array1::from((0..n).map(|i| (i % classes) as u32).collect::<Vec<_>>()),
+    }
+}
+
+/// The graph is built once: training steps, with either optimizer, and predictions add no
+/// operations after the first step of each optimizer configuration.
+#[test]
+fn the_graph_does_not_grow_from_step_to_step() {
+    let model = parallax_core::conformance::every_layer_spec()
+        .resolve()
+        .expect("resolve");
+    let weights = init::canonical(&model, 3);
+    let mut net = cpu().build_model(&model, Some(&weights)).expect("build");
+    let batch = batch(4, model.input(), model.classes(), 4);
+    let adam = OptimizerConfig::adam(1e-3);
+    use parallax_core::Model as _;
+    net.train_step(&batch, &adam).expect("first step");
+    net.predict(batch.images.view()).expect("predict");
+    let after_first = net.operation_count();
+    for _ in 0..3 {
+        net.train_step(&batch, &adam).expect("step");
+        net.predict(batch.images.view()).expect("predict");
+        net.export_weights().expect("export");
+    }
+    assert_eq!(net.operation_count(), after_first);
+    net.import_weights(&weights).expect("import");
+    net.train_step(&batch, &adam).expect("step after import");
+    assert_eq!(net.operation_count(), after_first);
+}
+
+#[test]
+fn both_adam_formulations_train() {
+    let model = presets::mlp([1, 4, 4], 2).resolve().expect("resolve");
+    let weights = init::canonical(&model, 5);
+    for name in ["adam", "adam-keras"] {
+        let mut net = cpu().build(&model, Some(&weights)).expect("build");
+        let optimizer = OptimizerConfig::parse(name, 1e-2).expect("parse");
+        let batch = batch(4, [1, 4, 4], 2, 3);
+        let first = net.train_step(&batch, &optimizer).expect("step");
+        let mut last = first;
+        for _ in 0..20 {
+            last = net.train_step(&batch, &optimizer).expect("step");
+        }
+        assert!(last < first, "{name}: loss went from {first} to {last}");
+    }
+}
+
+/// Keras's Adam and PyTorch's differ only in where ε enters; with a large ε the first step
+/// shows it: PyTorch moves by lr·g/(|g| + ε), Keras, which adds ε to the uncorrected root, by
+/// lr·g/(|g| + ε/√(1−β₂)).
+#[test]
+fn the_adam_formulations_put_epsilon_where_their_frameworks_do() {
+    let model = presets::mlp([1, 4, 4], 2).resolve().expect("resolve");
+    let weights = init::canonical(&model, 6);
+    let batch = batch(4, [1, 4, 4], 2, 7);
+    let epsilon = 0.05;
+    let moved = |formulation| {
+        let mut net = cpu().build(&model, Some(&weights)).expect("build");
+        let optimizer = OptimizerConfig {
+            kind: parallax_core::OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon,
+                formulation,
+            },
+            lr: 1e-3,
+        };
+        net.train_step(&batch, &optimizer).expect("step");
+        let after = net.export_weights().expect("export");
+        after.get("fc2.bias").expect("bias") - weights.get("fc2.bias").expect("bias")
+    };
+    use parallax_core::backend::AdamFormulation;
+    let pytorch = moved(AdamFormulation::Pytorch);
+    let keras = moved(AdamFormulation::Keras);
+    // Recover |g| from PyTorch's step, then predict Keras's from it.
+    for (p, k) in pytorch.iter().zip(keras.iter()) {
+        let ratio = (p.abs() as f64) / 1e-3;
+        let gradient = ratio * epsilon / (1.0 - ratio);
+        let expected = 1e-3 * gradient / (gradient + epsilon / (1.0f64 - 0.999).sqrt());
+        assert!(
+            ((k.abs() as f64) / expected - 1.0).abs() < 1e-2,
+            "Keras step {k}, expected ±{expected}"
+        );
+    }
+}
+
+#[test]
+fn the_first_adam_step_moves_each_parameter_by_the_learning_rate() {
+    let model = presets::mlp([1, 4, 4], 2).resolve().expect("resolve");
+    let weights = init::canonical(&model, 6);
+    let mut net = cpu().build(&model, Some(&weights)).expect("build");
+    net.train_step(&batch(4, [1, 4, 4], 2, 3), &OptimizerConfig::adam(1e-3))
+        .expect("step");
+    let after = net.export_weights().expect("export");
+    let moved = after.get("fc2.bias").expect("bias") - weights.get("fc2.bias").expect("bias");
+    for delta in moved.iter() {
+        assert!(
+            (delta.abs() - 1e-3).abs() < 1e-6,
+            "first Adam step moved a bias by {delta}, expected ±lr"
+        );
+    }
+}
+
+/// Without shared weights, TensorFlow starts from Keras's defaults: Glorot-uniform kernels
+/// within ±√(6/(fan_in+fan_out)) and zero biases.
+#[test]
+fn native_initialisation_is_keras_default() {
+    let model = presets::cnn([1, 28, 28], 10).resolve().expect("resolve");
+    let weights = cpu()
+        .build(&model, None)
+        .expect("build")
+        .export_weights()
+        .expect("export");
+    weights.check(&model).expect("complete");
+    let kernel = weights.get("fc1.weight").expect("fc1");
+    let [out, inputs] = [kernel.shape()[0], kernel.shape()[1]];
+    let limit = (6.0 / (out + inputs) as f32).sqrt();
+    assert!(kernel.iter().all(|v| v.abs() <= limit));
+    assert!(kernel.iter().any(|v| v.abs() > 0.5 * limit));
+    assert!(
+        weights
+            .get("fc1.bias")
+            .expect("bias")
+            .iter()
+            .all(|&v| v == 0.0)
+    );
+}
+
+/// Two channels of 2×2 flattened and fed to a dense layer: TensorFlow flattens NHWC, so the
+/// kernel's rows are permuted on import. The logits equal the canonical C,H,W product.
+#[test]
+fn a_dense_layer_after_a_flattened_image_reads_canonical_order() {
+    use parallax_core::spec::{Layer, ModelSpec, NamedLayer};
+    let spec = ModelSpec {
+        name: "flatten".into(),
+        input: [2, 2, 2],
+        layers: vec![
+            NamedLayer {
+                name: Some("flatten".into()),
+                layer: Layer::Flatten,
+            },
+            NamedLayer {
+                name: Some("fc".into()),
+                layer: Layer::Dense {
+                    units: 3,
+                    in_features: None,
+                    bias: false,
+                },
+            },
+        ],
+    };
+    let model = spec.resolve().expect("resolve");
+    let weights = init::canonical(&model, 8);
+    let images = parallax_core::conformance::test_images(2, [2, 2, 2], 9);
+    let logits = cpu()
+        .build(&model, Some(&weights))
+        .expect("build")
+        .predict(images.view())
+        .expect("predict");
+    let kernel = weights.get("fc.weight").expect("kernel");
+    for n in 0..2 {
+        let flat: Vec<f32> = images
+            .index_axis(ndarray::Axis(0), n)
+            .iter()
+            .copied()
+            .collect();
+        for o in 0..3 {
+            let expected: f32 = (0..8).map(|i| kernel[[o, i]] * flat[i]).sum();
+            assert!(
+                (logits[[n, o]] - expected).abs() < 1e-5,
+                "{} vs {expected}",
+                logits[[n, o]]
+            );
+        }
+    }
+}
