@@ -565,3 +565,73 @@ pub fn grad_cam_returns_activations_and_exact_gradients(backend: &dyn Backend) {
         Err(Error::Unsupported { .. })
     ));
 }
+
+/// The bound that parity between two engines must hold, on logits and on updated weights:
+/// max-abs difference over max-abs value.
+pub const PARITY_BOUND: f32 = 1e-5;
+
+/// Parity of evaluation logits: from the same canonical weights and the same `batch` images,
+/// `backend` and `reference` agree to [`PARITY_BOUND`]. Prints the difference it measured.
+pub fn logits_agree(backend: &dyn Backend, reference: &dyn Backend, spec: ModelSpec, batch: usize) {
+    let model = resolve(&spec);
+    let weights = init::canonical(&model, 21);
+    let images = test_images(batch, model.input(), 22);
+    let predict = |backend: &dyn Backend| {
+        backend
+            .build(&model, Some(&weights))
+            .and_then(|mut net| net.predict(images.view()))
+            .unwrap_or_else(|error| panic!("{}: {error}", backend.info().backend))
+    };
+    let (ours, theirs) = (predict(backend), predict(reference));
+    let difference = relative_difference(theirs.view(), ours.view());
+    eprintln!(
+        "{}: eval logits differ by {difference:e} relative",
+        spec.name
+    );
+    assert!(
+        difference <= PARITY_BOUND,
+        "{}: logits differ by {difference} relative",
+        spec.name
+    );
+}
+
+/// Parity of one SGD step (learning rate 0.1, `momentum`): from the same canonical weights and
+/// the same batch, every tensor after the step, running statistics included, and the step's
+/// loss agree to [`PARITY_BOUND`]. Prints the worst tensor.
+pub fn one_sgd_step_agrees(
+    backend: &dyn Backend,
+    reference: &dyn Backend,
+    spec: ModelSpec,
+    batch: usize,
+    momentum: f64,
+) {
+    let model = resolve(&spec);
+    let weights = init::canonical(&model, 23);
+    let labels: Vec<u32> = (0..batch).map(|i| (i % model.classes()) as u32).collect();
+    let batch = Batch {
+        images: test_images(batch, model.input(), 24),
+        labels: Array1::from(labels),
+    };
+    let optimizer = OptimizerConfig::sgd(0.1, momentum);
+    let step = |backend: &dyn Backend| {
+        let mut net = backend.build(&model, Some(&weights))?;
+        let loss = net.train_step(&batch, &optimizer)?;
+        Ok::<_, Error>((loss, net.export_weights()?))
+    };
+    let name = |backend: &dyn Backend| backend.info().backend;
+    let (our_loss, ours) =
+        step(backend).unwrap_or_else(|error| panic!("{}: {error}", name(backend)));
+    let (their_loss, theirs) =
+        step(reference).unwrap_or_else(|error| panic!("{}: {error}", name(reference)));
+    let (tensor, difference) = theirs.max_relative_difference(&ours).expect("same names");
+    eprintln!(
+        "{}: weights after one SGD step differ by {difference:e} relative (worst: {tensor}); losses {our_loss} vs {their_loss}",
+        spec.name
+    );
+    assert!(
+        difference <= PARITY_BOUND,
+        "{}: tensor {tensor} differs by {difference} relative after one SGD step",
+        spec.name
+    );
+    assert!(((our_loss - their_loss) / their_loss).abs() <= PARITY_BOUND);
+}

@@ -2,16 +2,11 @@
 //! batch, TensorFlow and burn's Flex give the same logits in evaluation mode and the same weights
 //! after one SGD step, to 1e-5 relative (max-abs difference over max-abs value).
 
-use ndarray::Array1;
 use parallax_burn::{BurnBackend, BurnEngine};
-use parallax_core::conformance::test_images;
+use parallax_core::conformance::{logits_agree as agree, one_sgd_step_agrees as step_agrees};
 use parallax_core::spec::{ModelSpec, presets};
-use parallax_core::weights::relative_difference;
-use parallax_core::{Backend, Batch, CpuSettings, Device, OptimizerConfig, init};
+use parallax_core::{CpuSettings, Device};
 use parallax_tf::TfBackend;
-
-/// The bound the issue sets for both logits and updated weights.
-const BOUND: f32 = 1e-5;
 
 fn backends() -> (TfBackend, BurnBackend) {
     (
@@ -21,59 +16,13 @@ fn backends() -> (TfBackend, BurnBackend) {
 }
 
 fn logits_agree(spec: ModelSpec, batch: usize) {
-    let (tf, burn) = backends();
-    let model = spec.resolve().expect("resolve");
-    let weights = init::canonical(&model, 21);
-    let images = test_images(batch, model.input(), 22);
-    let ours = tf
-        .build(&model, Some(&weights))
-        .expect("build tf")
-        .predict(images.view())
-        .expect("predict tf");
-    let theirs = burn
-        .build(&model, Some(&weights))
-        .expect("build burn")
-        .predict(images.view())
-        .expect("predict burn");
-    let difference = relative_difference(theirs.view(), ours.view());
-    eprintln!(
-        "{}: eval logits differ by {difference:e} relative",
-        spec.name
-    );
-    assert!(
-        difference <= BOUND,
-        "{}: logits differ by {difference} relative",
-        spec.name
-    );
+    let (ours, burn) = backends();
+    agree(&ours, &burn, spec, batch);
 }
 
 fn one_sgd_step_agrees(spec: ModelSpec, batch: usize, momentum: f64) {
-    let (tf, burn) = backends();
-    let model = spec.resolve().expect("resolve");
-    let weights = init::canonical(&model, 23);
-    let labels: Vec<u32> = (0..batch).map(|i| (i % model.classes()) as u32).collect();
-    let batch = Batch {
-        images: test_images(batch, model.input(), 24),
-        labels: Array1::from(labels),
-    };
-    let optimizer = OptimizerConfig::sgd(0.1, momentum);
-    let mut ours = tf.build(&model, Some(&weights)).expect("build tf");
-    let mut theirs = burn.build(&model, Some(&weights)).expect("build burn");
-    let our_loss = ours.train_step(&batch, &optimizer).expect("step tf");
-    let their_loss = theirs.train_step(&batch, &optimizer).expect("step burn");
-    let ours = ours.export_weights().expect("export tf");
-    let theirs = theirs.export_weights().expect("export burn");
-    let (name, difference) = theirs.max_relative_difference(&ours).expect("same names");
-    eprintln!(
-        "{}: weights after one SGD step differ by {difference:e} relative (worst: {name}); losses {our_loss} vs {their_loss}",
-        spec.name
-    );
-    assert!(
-        difference <= BOUND,
-        "{}: tensor {name} differs by {difference} relative after one SGD step",
-        spec.name
-    );
-    assert!(((our_loss - their_loss) / their_loss).abs() <= BOUND);
+    let (ours, burn) = backends();
+    step_agrees(&ours, &burn, spec, batch, momentum);
 }
 
 #[test]
