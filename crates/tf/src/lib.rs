@@ -252,7 +252,6 @@ impl TfBackend {
         let net = Net::new(model, &self.device_name, &options).or_engine()?;
         let mut tf_model = TfModel {
             net,
-            model: model.clone(),
             optimizer: None,
         };
         match weights {
@@ -266,7 +265,6 @@ impl TfBackend {
 /// A spec's graph on TensorFlow, with its session and optimizer state.
 pub struct TfModel {
     net: Net,
-    model: ResolvedModel,
     /// The configuration whose state the graph's optimizer slots hold.
     optimizer: Option<OptimizerConfig>,
 }
@@ -300,7 +298,7 @@ impl TfModel {
 
 impl Model for TfModel {
     fn import_weights(&mut self, weights: &Weights) -> Result<()> {
-        weights.check(&self.model)?;
+        weights.check(&self.net.model)?;
         let mut feeds = Vec::with_capacity(self.net.params.len());
         for param in &self.net.params {
             let array = weights.require(&param.info.name)?;
@@ -347,9 +345,9 @@ impl Model for TfModel {
     }
 
     fn train_step(&mut self, batch: &Batch, optimizer: &OptimizerConfig) -> Result<f32> {
-        check_input(&self.model, batch.images.view())?;
+        check_input(&self.net.model, batch.images.view())?;
         let labels = batch.labels.to_vec();
-        check_labels(&self.model, &labels, batch.images.dim().0)?;
+        check_labels(&self.net.model, &labels, batch.images.dim().0)?;
         let fresh = self.optimizer.as_ref() != Some(optimizer);
         let (step, reset) = {
             let ops = self.net.optimizer(optimizer).or_engine()?;
@@ -377,13 +375,13 @@ impl Model for TfModel {
     }
 
     fn predict(&mut self, images: ArrayView4<f32>) -> Result<Array2<f32>> {
-        check_input(&self.model, images)?;
+        check_input(&self.net.model, images)?;
         self.predict_nhwc(images)
     }
 
     fn predict_dataset(&mut self, data: &Dataset, batch_size: usize) -> Result<Array2<f32>> {
         predict_in_batches(data, batch_size, |images| {
-            check_input(&self.model, images)?;
+            check_input(&self.net.model, images)?;
             self.predict_nhwc(images)
         })
     }
@@ -394,7 +392,7 @@ impl Model for TfModel {
         layer: &str,
         classes: &[u32],
     ) -> Result<GradCam> {
-        let index = grad_cam_target(&self.model, BACKEND_NAME, images, layer, classes)?;
+        let index = grad_cam_target(&self.net.model, BACKEND_NAME, images, layer, classes)?;
         let (activations, gradient) = self.net.grad_cam_gradient(index).or_engine()?;
         let input = images_to_nhwc(images);
         let targets = labels_to_tensor(classes)?;

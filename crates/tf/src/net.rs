@@ -93,9 +93,12 @@ pub(crate) struct Net {
     scope: Scope,
     /// The session; it picks up operations added to the graph after its creation.
     pub(crate) session: Session,
-    model: ResolvedModel,
+    /// The spec the graph was built from.
+    pub(crate) model: ResolvedModel,
     /// Every canonical tensor, in [`ResolvedModel::parameters`] order.
     pub(crate) params: Vec<Param>,
+    /// Each parameter's variable by canonical name, which every forward pass reads.
+    variables: HashMap<String, Output>,
     /// `[N, H, W, C]` float images.
     pub(crate) images: Operation,
     /// `[N]` int32 class labels (training) or target classes (GradCAM).
@@ -632,6 +635,7 @@ impl Net {
             session,
             model: model.clone(),
             params,
+            variables,
             images,
             labels,
             eval,
@@ -642,6 +646,14 @@ impl Net {
         })
     }
 
+    /// The `labels` placeholder as `[N, classes]` one-hot rows.
+    fn one_hot_labels(&self, scope: &mut Scope) -> TfResult<Operation> {
+        let depth = ops::constant(self.model.classes() as i32, scope)?;
+        let on = ops::constant(1.0f32, scope)?;
+        let off = ops::constant(0.0f32, scope)?;
+        ops::OneHot::new().build(self.labels.clone(), depth, on, off, scope)
+    }
+
     /// The number of operations in the graph.
     pub(crate) fn operation_count(&self) -> usize {
         self.scope.graph().operation_iter().count()
@@ -650,25 +662,16 @@ impl Net {
     /// The training pass, built on first use.
     pub(crate) fn training(&mut self) -> TfResult<&Training> {
         if self.training.is_none() {
-            let variables: HashMap<String, Output> = self
-                .params
-                .iter()
-                .map(|param| (param.info.name.clone(), param.variable.clone()))
-                .collect();
             let mut scope = self.scope.new_sub_scope("train");
             let forward = pass(
                 &scope,
                 &self.model,
-                &variables,
+                &self.variables,
                 self.images.clone().into(),
                 true,
                 &mut self.next_seed,
             )?;
-            let depth = ops::constant(self.model.classes() as i32, &mut scope)?;
-            let on = ops::constant(1.0f32, &mut scope)?;
-            let off = ops::constant(0.0f32, &mut scope)?;
-            let one_hot =
-                ops::OneHot::new().build(self.labels.clone(), depth, on, off, &mut scope)?;
+            let one_hot = self.one_hot_labels(&mut scope)?;
             // SoftmaxCrossEntropyWithLogits has a C++ gradient; the sparse variant has none.
             let cross_entropy = ops::SoftmaxCrossEntropyWithLogits::new().build_instance(
                 forward.logits.clone(),
@@ -745,10 +748,7 @@ impl Net {
             return Ok((activations, gradient.clone()));
         }
         let mut scope = self.scope.new_sub_scope("grad_cam");
-        let depth = ops::constant(self.model.classes() as i32, &mut scope)?;
-        let on = ops::constant(1.0f32, &mut scope)?;
-        let off = ops::constant(0.0f32, &mut scope)?;
-        let one_hot = ops::OneHot::new().build(self.labels.clone(), depth, on, off, &mut scope)?;
+        let one_hot = self.one_hot_labels(&mut scope)?;
         let chosen = ops::mul(self.eval.logits.clone(), one_hot, &mut scope)?;
         let axes = ops::constant(&[0i32, 1][..], &mut scope)?;
         let score: Output = ops::sum(chosen, axes, &mut scope)?.into();
