@@ -29,3 +29,16 @@ pub fn first_batch(data: &Dataset, batch_size: usize) -> Batch {
     let order = epoch_order(data.len(), 42, 0);
     data.batch(&order[..batch_size.min(order.len())])
 }
+
+/// Full Fashion-MNIST's training set, found as `cargo xtask compare` finds it (`PARALLAX_DATA_DIR`,
+/// Debian's `dataset-fashion-mnist`, then the cache), normalised to [0, 1].
+pub fn full_fashion_mnist(cache_dir: &Path) -> Result<Dataset, parallax_core::data::DataError> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let locator = DataLocator {
+        explicit_dir: None,
+        cache_dir: cache_dir.to_path_buf(),
+        fixtures_dir: root.join("fixtures"),
+    };
+    let (train, _, _) = locator.load(BuiltinDataset::FashionMnist, &Normalization::UnitRange)?;
+    Ok(train)
+}

@@ -22,7 +22,7 @@ use std::time::Instant;
 use ndarray::{Array2, Array4, ArrayView4, s};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, Dataset};
+use crate::data::{Batch, Dataset, EpochPlan};
 use crate::metrics::{self, ClassificationReport, ConfusionMatrix};
 use crate::spec::ResolvedModel;
 use crate::weights::Weights;
@@ -243,6 +243,76 @@ pub struct EpochStats {
     pub first_step_seconds: f64,
 }
 
+/// The bookkeeping of a training epoch: the clock, the running loss, divergence and progress.
+///
+/// [`Model::train_epoch`]'s default uses it, and so do adapters that override the loop, so
+/// that every backend's [`EpochStats`] mean the same thing.
+#[derive(Debug)]
+pub struct EpochTally {
+    start: Instant,
+    first_step_seconds: f64,
+    loss_sum: f64,
+    examples: usize,
+    steps: usize,
+}
+
+impl EpochTally {
+    /// Starts the epoch's clock.
+    pub fn start() -> Self {
+        EpochTally {
+            start: Instant::now(),
+            first_step_seconds: 0.0,
+            loss_sum: 0.0,
+            examples: 0,
+            steps: 0,
+        }
+    }
+
+    /// Counts a finished step on `examples` examples with mean loss `loss`, and reports it to
+    /// `on_step`; fails with [`Error::Diverged`] when the loss is not finite.
+    pub fn record(
+        &mut self,
+        loss: f32,
+        examples: usize,
+        on_step: &mut dyn FnMut(StepProgress),
+    ) -> Result<()> {
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.steps + 1,
+                loss,
+            });
+        }
+        if self.steps == 0 {
+            self.first_step_seconds = self.start.elapsed().as_secs_f64();
+        }
+        self.steps += 1;
+        self.examples += examples;
+        self.loss_sum += f64::from(loss) * examples as f64;
+        on_step(StepProgress {
+            step: self.steps,
+            examples: self.examples,
+            loss,
+        });
+        Ok(())
+    }
+
+    /// Stops the clock and summarises the epoch.
+    pub fn finish(self) -> EpochStats {
+        let seconds = self.start.elapsed().as_secs_f64();
+        EpochStats {
+            train_loss: if self.examples > 0 {
+                self.loss_sum / self.examples as f64
+            } else {
+                f64::NAN
+            },
+            seconds,
+            samples_per_second: self.examples as f64 / seconds.max(f64::MIN_POSITIVE),
+            steps: self.steps,
+            first_step_seconds: self.first_step_seconds,
+        }
+    }
+}
+
 /// Logits and metrics of a model on a data set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -314,50 +384,23 @@ pub trait Model {
         })
     }
 
-    /// One epoch over `batches`, calling `on_step` after each step.
+    /// One epoch over `plan`'s batches, calling `on_step` after each step.
     ///
-    /// The default runs [`Model::train_step`] per batch; the time it reports covers the whole loop.
+    /// The default gathers each batch on the host and runs [`Model::train_step`] on it; the
+    /// time it reports covers the whole loop. Adapters override it to gather inside their
+    /// engine, keeping the loop's accounting through [`EpochTally`].
     fn train_epoch(
         &mut self,
-        batches: &mut dyn Iterator<Item = Batch>,
+        plan: &EpochPlan<'_>,
         optimizer: &OptimizerConfig,
         on_step: &mut dyn FnMut(StepProgress),
     ) -> Result<EpochStats> {
-        let start = Instant::now();
-        let mut first_step_seconds = 0.0;
-        let (mut loss_sum, mut examples, mut steps) = (0.0f64, 0usize, 0usize);
-        for batch in batches {
+        let mut tally = EpochTally::start();
+        for batch in plan.batches() {
             let loss = self.train_step(&batch, optimizer)?;
-            if !loss.is_finite() {
-                return Err(Error::Diverged {
-                    step: steps + 1,
-                    loss,
-                });
-            }
-            if steps == 0 {
-                first_step_seconds = start.elapsed().as_secs_f64();
-            }
-            steps += 1;
-            examples += batch.len();
-            loss_sum += f64::from(loss) * batch.len() as f64;
-            on_step(StepProgress {
-                step: steps,
-                examples,
-                loss,
-            });
+            tally.record(loss, batch.len(), on_step)?;
         }
-        let seconds = start.elapsed().as_secs_f64();
-        Ok(EpochStats {
-            train_loss: if examples > 0 {
-                loss_sum / examples as f64
-            } else {
-                f64::NAN
-            },
-            seconds,
-            samples_per_second: examples as f64 / seconds.max(f64::MIN_POSITIVE),
-            steps,
-            first_step_seconds,
-        })
+        Ok(tally.finish())
     }
 
     /// Logits for a whole data set, predicted `batch_size` examples at a time, in order.

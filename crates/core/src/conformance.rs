@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2, Array4, Axis};
 
 use crate::Error;
 use crate::backend::{Backend, OptimizerConfig};
-use crate::data::Batch;
+use crate::data::{Batch, Dataset, EpochPlan};
 use crate::init;
 use crate::spec::{Layer, ModelSpec, NamedLayer, Padding, Pair, ResolvedModel, presets};
 use crate::weights::{Weights, relative_difference};
@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             batch_norm_updates_running_statistics_in_training_only,
             dropout_is_active_in_training_only,
             training_fits_a_separable_problem,
+            an_epoch_equals_its_steps,
             grad_cam_returns_activations_and_exact_gradients,
         );
     };
@@ -509,6 +510,73 @@ pub fn training_fits_a_separable_problem(backend: &dyn Backend) {
         .filter(|(p, l)| p == l)
         .count();
     assert!(correct >= 46, "only {correct}/48 right after training");
+}
+
+/// [`Model::train_epoch`](crate::Model::train_epoch) over a shuffled order, last batch
+/// partial, leaves the same weights as [`Model::train_step`](crate::Model::train_step) on each
+/// of the plan's batches, and reports each step; labels the model has no class for fail the
+/// epoch with a data error. Adapters that override the epoch (to gather inside their engine)
+/// must stay equal to their own steps.
+pub fn an_epoch_equals_its_steps(backend: &dyn Backend) {
+    let model = resolve(&presets::cnn([1, 8, 8], 3));
+    let weights = init::canonical(&model, 21);
+    let labels: Vec<u32> = (0..11).map(|i| (i % 3) as u32).collect();
+    let classes = |n: usize| (0..n).map(|k| format!("class {k}")).collect::<Vec<_>>();
+    let data = Dataset::new(
+        "conformance",
+        test_images(11, model.input(), 22),
+        Array1::from(labels),
+        classes(3),
+    )
+    .expect("a valid data set");
+    let order = crate::data::epoch_order(data.len(), 23, 0);
+    let plan = EpochPlan::new(&data, &order, 4).expect("a valid plan");
+    let optimizer = OptimizerConfig::sgd(0.05, 0.9);
+
+    let mut by_epoch = backend.build(&model, Some(&weights)).expect("build");
+    let mut reported = Vec::new();
+    let stats = by_epoch
+        .train_epoch(&plan, &optimizer, &mut |progress| {
+            reported.push((progress.step, progress.examples));
+        })
+        .expect("epoch");
+    assert_eq!(reported, vec![(1, 4), (2, 8), (3, 11)]);
+    assert_eq!(stats.steps, 3);
+
+    let mut by_step = backend.build(&model, Some(&weights)).expect("build");
+    let mut loss_sum = 0.0;
+    for batch in plan.batches() {
+        let loss = by_step.train_step(&batch, &optimizer).expect("step");
+        loss_sum += f64::from(loss) * batch.len() as f64;
+    }
+    let (name, difference) = by_epoch
+        .export_weights()
+        .expect("export")
+        .max_relative_difference(&by_step.export_weights().expect("export"))
+        .expect("same names");
+    assert!(
+        difference <= 1e-6,
+        "the epoch and its steps differ by {difference:e} in {name}"
+    );
+    let mean_loss = loss_sum / data.len() as f64;
+    assert!(
+        (stats.train_loss - mean_loss).abs() <= 1e-5 * mean_loss.abs().max(1.0),
+        "epoch loss {} against its steps' {mean_loss}",
+        stats.train_loss
+    );
+
+    // Four classes in the data, three in the model.
+    let wider = Dataset::new(
+        "conformance",
+        test_images(4, model.input(), 24),
+        Array1::from(vec![0u32, 1, 2, 3]),
+        classes(4),
+    )
+    .expect("a valid data set");
+    let order = [0, 1, 2, 3];
+    let plan = EpochPlan::new(&wider, &order, 4).expect("a valid plan");
+    let result = by_epoch.train_epoch(&plan, &optimizer, &mut |_| {});
+    assert!(matches!(result, Err(Error::Data(_))), "{result:?}");
 }
 
 /// GradCAM returns the layer's activations and, where the rest of the network is linear,

@@ -18,10 +18,10 @@ pub mod spec;
 pub mod weights;
 
 pub use backend::{
-    Backend, BackendInfo, CpuSettings, Device, EpochStats, GradCam, Model, OptimizerConfig,
-    OptimizerKind,
+    Backend, BackendInfo, CpuSettings, Device, EpochStats, EpochTally, GradCam, Model,
+    OptimizerConfig, OptimizerKind,
 };
-pub use data::{Batch, Dataset};
+pub use data::{Batch, Dataset, EpochPlan};
 pub use error::{Error, Result};
 pub use spec::{Layer, ModelSpec, Padding};
 pub use weights::Weights;

@@ -9,9 +9,9 @@ use anyhow::Result;
 use ndarray::{Array1, Array4};
 use parallax_core::data::builtin::{self, DEBIAN_FASHION_MNIST_DIR};
 use parallax_core::data::{
-    BuiltinDataset, DataError, DataLocator, Dataset, IdxImages, Normalization, epoch_order,
-    read_idx_images, read_idx_labels, read_image_folder, subset, verify_manifest, write_idx_images,
-    write_idx_labels, write_subset,
+    BuiltinDataset, DataError, DataLocator, Dataset, EpochPlan, IdxImages, Normalization,
+    epoch_order, read_idx_images, read_idx_labels, read_image_folder, subset, verify_manifest,
+    write_idx_images, write_idx_labels, write_subset,
 };
 
 // === Batch order ===
@@ -225,6 +225,38 @@ fn batches_keep_the_last_partial_batch() {
         "batch size 0 counts as 1"
     );
     assert_eq!(data.batches(&[], 4).count(), 0);
+}
+
+#[test]
+fn an_epoch_plan_batches_as_the_data_set_does_and_checks_its_indices_once() {
+    let data = numbered(10, 3);
+    let order = epoch_order(data.len(), 1, 0);
+    let plan = EpochPlan::new(&data, &order, 4).expect("a valid plan");
+    assert_eq!(
+        (plan.steps(), plan.examples(), plan.batch_size()),
+        (3, 10, 4)
+    );
+    let chunk_sizes: Vec<usize> = plan.chunks().map(<[u32]>::len).collect();
+    assert_eq!(chunk_sizes, vec![4, 4, 2]);
+    let from_plan: Vec<_> = plan.batches().collect();
+    let from_data: Vec<_> = data.batches(&order, 4).collect();
+    assert_eq!(from_plan, from_data);
+    assert_eq!(EpochPlan::new(&data, &[], 4).expect("empty").steps(), 0);
+
+    let error = EpochPlan::new(&data, &order, 0).expect_err("batch size 0");
+    assert!(error.to_string().contains("batch size"), "{error}");
+    let error = EpochPlan::new(&data, &[3, 10, 1], 2).expect_err("index 10 of 10");
+    assert!(
+        matches!(
+            error,
+            DataError::IndexOutOfRange {
+                index: 10,
+                len: 10,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use parallax_core::data::folder::read_image_folder;
 use parallax_core::data::{Normalization, epoch_order};
 use parallax_core::record::{EpochRecord, InitMode, ProgressEvent, RunRecord, RunRequest, median};
 use parallax_core::spec::ModelSpec;
-use parallax_core::{Backend, CpuSettings, Dataset, Device, init};
+use parallax_core::{Backend, CpuSettings, Dataset, Device, EpochPlan, init};
 
 /// Trains one backend as a `cargo xtask compare` worker.
 #[derive(Parser)]
@@ -220,9 +220,9 @@ fn train(request: &RunRequest) -> anyhow::Result<RunRecord> {
     let mut last_evaluation = None;
     for epoch in 1..=request.epochs {
         let order = epoch_order(train.len(), request.seed, epoch - 1);
-        let mut batches = train.batches(&order, request.batch_size);
+        let plan = EpochPlan::new(&train, &order, request.batch_size)?;
         let mut last_report = Instant::now();
-        let stats = net.train_epoch(&mut batches, &request.optimizer, &mut |progress| {
+        let stats = net.train_epoch(&plan, &request.optimizer, &mut |progress| {
             if last_report.elapsed().as_millis() >= 250 || progress.step == steps_per_epoch {
                 last_report = Instant::now();
                 emit(&ProgressEvent::Step {

@@ -18,6 +18,7 @@
 //! ```
 
 mod convert;
+mod feed;
 mod net;
 mod optim;
 
@@ -26,19 +27,20 @@ use std::sync::Arc;
 
 use ndarray::{Array2, Array4, ArrayView4};
 use parallax_core::backend::{
-    GradCam, check_input, check_labels, grad_cam_target, predict_in_batches,
+    GradCam, StepProgress, check_input, check_labels, grad_cam_target, predict_in_batches,
 };
 use parallax_core::denormals;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Backend, BackendInfo, Batch, CpuSettings, Dataset, Device, Error, Model, OptimizerConfig,
-    Result, Weights,
+    Backend, BackendInfo, Batch, CpuSettings, Dataset, Device, EpochPlan, EpochStats, EpochTally,
+    Error, Model, OptimizerConfig, Result, Weights,
 };
 use tch::{Kind, Tensor};
 
 use crate::convert::{
     OrEngine, engine_error, images_to_tensor, labels_to_tensor, logits_to_array, tensor_to_array,
 };
+use crate::feed::EpochFeed;
 use crate::net::{Net, forward};
 use crate::optim::Optimizer;
 
@@ -177,17 +179,29 @@ impl Backend for TchBackend {
     }
 
     fn build(&self, model: &ResolvedModel, weights: Option<&Weights>) -> Result<Box<dyn Model>> {
+        Ok(Box::new(self.build_model(model, weights)?))
+    }
+}
+
+impl TchBackend {
+    /// [`Backend::build`] with the concrete model type, for callers that use its libtorch-level
+    /// methods ([`TchModel::train_step_tensors`]).
+    pub fn build_model(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<&Weights>,
+    ) -> Result<TchModel> {
         let mut net = Net::new(model, self.kind, self.tch_device).or_engine()?;
         if let Some(weights) = weights {
             convert::import(&mut net, model, weights)?;
         }
-        Ok(Box::new(TchModel {
+        Ok(TchModel {
             net,
             model: Arc::new(model.clone()),
             device: self.tch_device,
             kind: self.kind,
             optimizer: None,
-        }))
+        })
     }
 }
 
@@ -207,6 +221,87 @@ fn flat_logits(tensor: Tensor) -> std::result::Result<Tensor, tch::TchError> {
 }
 
 impl TchModel {
+    /// One optimizer step on a batch already in libtorch: images `[N, C, H, W]` (floating
+    /// point) and labels `[N]` (integral class indices), on any device; they are converted to
+    /// the model's precision and device first.
+    ///
+    /// This is [`Model::train_step`] for callers that keep their data in libtorch tensors.
+    /// A label out of range is reported by libtorch, as an engine error.
+    pub fn train_step_tensors(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        optimizer: &OptimizerConfig,
+    ) -> Result<f32> {
+        let size = images.size();
+        let [n, c, h, w] = size.as_slice() else {
+            return Err(Error::InputShape {
+                expected: "[N, C, H, W] images".into(),
+                actual: format!("{size:?}"),
+            });
+        };
+        let [ec, eh, ew] = self.model.input();
+        if [*c, *h, *w] != [ec, eh, ew].map(|d| d as i64) {
+            return Err(Error::InputShape {
+                expected: format!("{ec}×{eh}×{ew}"),
+                actual: format!("{c}×{h}×{w}"),
+            });
+        }
+        if labels.size() != [*n] {
+            return Err(Error::InputShape {
+                expected: format!("[{n}] labels"),
+                actual: format!("{:?}", labels.size()),
+            });
+        }
+        let convert = |tensor: &Tensor, kind: Kind| {
+            if tensor.kind() == kind && tensor.device() == self.device {
+                Ok(tensor.shallow_clone())
+            } else {
+                tensor
+                    .f_to_kind(kind)
+                    .and_then(|converted| converted.f_to_device(self.device))
+            }
+        };
+        let x = convert(images, self.kind).or_engine()?;
+        let targets = convert(labels, Kind::Int64).or_engine()?;
+        self.step(x, &targets, optimizer)
+    }
+
+    /// One optimizer step on inputs of the model's precision, on its device.
+    fn step(&mut self, x: Tensor, targets: &Tensor, optimizer: &OptimizerConfig) -> Result<f32> {
+        let fresh = !matches!(&self.optimizer, Some(current) if current.config() == optimizer);
+        if fresh {
+            self.optimizer = Some(Optimizer::new(*optimizer));
+        }
+        let parameters = self.net.trainable();
+        let step = || -> std::result::Result<(Tensor, Vec<Tensor>), tch::TchError> {
+            let logits = flat_logits(forward(
+                &self.net,
+                &self.model,
+                x,
+                0..self.model.layers.len(),
+                true,
+            )?)?;
+            let loss = logits.f_log_softmax(1, None::<Kind>)?.f_nll_loss(
+                targets,
+                None::<Tensor>,
+                tch::Reduction::Mean,
+                -100,
+            )?;
+            // Gradients come back as values rather than accumulating in `.grad`, so nothing
+            // needs zeroing between steps.
+            let gradients = Tensor::f_run_backward(&[&loss], &parameters, false, false)?;
+            Ok((loss, gradients))
+        };
+        let (loss, gradients) = step().or_engine()?;
+        let Some(optim) = self.optimizer.as_mut() else {
+            return Err(engine_error("optimizer missing after creation"));
+        };
+        optim.step(&parameters, &gradients).or_engine()?;
+        let loss = loss.f_double_value(&[]).or_engine()?;
+        Ok(loss as f32)
+    }
+
     /// Logits in evaluation mode, without autograd.
     fn predict_tensor(&self, images: ArrayView4<f32>) -> Result<Array2<f32>> {
         let logits = tch::no_grad(|| -> std::result::Result<Tensor, tch::TchError> {
@@ -240,39 +335,51 @@ impl Model for TchModel {
         check_input(&self.model, batch.images.view())?;
         let labels = batch.labels.to_vec();
         check_labels(&self.model, &labels, batch.images.dim().0)?;
-        let fresh = !matches!(&self.optimizer, Some(current) if current.config() == optimizer);
-        if fresh {
-            self.optimizer = Some(Optimizer::new(*optimizer));
-        }
         let x = images_to_tensor(batch.images.view(), self.kind, self.device).or_engine()?;
         let targets = labels_to_tensor(&labels, self.device).or_engine()?;
-        let parameters = self.net.trainable();
-        let step = || -> std::result::Result<(Tensor, Vec<Tensor>), tch::TchError> {
-            let logits = flat_logits(forward(
-                &self.net,
-                &self.model,
-                x,
-                0..self.model.layers.len(),
-                true,
-            )?)?;
-            let loss = logits.f_log_softmax(1, None::<Kind>)?.f_nll_loss(
-                &targets,
-                None::<Tensor>,
-                tch::Reduction::Mean,
-                -100,
-            )?;
-            // Gradients come back as values rather than accumulating in `.grad`, so nothing
-            // needs zeroing between steps.
-            let gradients = Tensor::f_run_backward(&[&loss], &parameters, false, false)?;
-            Ok((loss, gradients))
-        };
-        let (loss, gradients) = step().or_engine()?;
-        let Some(optim) = self.optimizer.as_mut() else {
-            return Err(engine_error("optimizer missing after creation"));
-        };
-        optim.step(&parameters, &gradients).or_engine()?;
-        let loss = loss.f_double_value(&[]).or_engine()?;
-        Ok(loss as f32)
+        self.step(x, &targets, optimizer)
+    }
+
+    /// Gathers each batch inside libtorch, from a zero-copy view of the data set into a reused
+    /// staging tensor (see the `feed` module), rather than on the host and then copied.
+    fn train_epoch(
+        &mut self,
+        plan: &EpochPlan<'_>,
+        optimizer: &OptimizerConfig,
+        on_step: &mut dyn FnMut(StepProgress),
+    ) -> Result<EpochStats> {
+        let data = plan.data();
+        // The checks that `train_step` makes per batch, made once for the whole data set.
+        check_input(&self.model, data.images())?;
+        let labels = data.labels();
+        check_labels(
+            &self.model,
+            labels.as_slice().unwrap_or(&labels.to_vec()),
+            data.len(),
+        )?;
+        let mut tally = EpochTally::start();
+        let feed = EpochFeed::new(plan).or_engine()?;
+        let on_host = self.kind == Kind::Float && self.device == tch::Device::Cpu;
+        for step in 0.. {
+            let Some((images, targets)) = feed.batch(step).or_engine()? else {
+                break;
+            };
+            let examples = targets.size().first().copied().unwrap_or(0) as usize;
+            let (x, targets) = if on_host {
+                (images, targets)
+            } else {
+                let x = images
+                    .f_to_kind(self.kind)
+                    .and_then(|x| x.f_to_device(self.device));
+                (
+                    x.or_engine()?,
+                    targets.f_to_device(self.device).or_engine()?,
+                )
+            };
+            let loss = self.step(x, &targets, optimizer)?;
+            tally.record(loss, examples, on_step)?;
+        }
+        Ok(tally.finish())
     }
 
     fn predict(&mut self, images: ArrayView4<f32>) -> Result<Array2<f32>> {

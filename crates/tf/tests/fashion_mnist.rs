@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use parallax_core::data::builtin::load_dir;
 use parallax_core::data::{BuiltinDataset, DataLocator, Normalization, epoch_order};
 use parallax_core::spec::presets;
-use parallax_core::{Backend, CpuSettings, Dataset, Device, ModelSpec, OptimizerConfig, init};
+use parallax_core::{
+    Backend, CpuSettings, Dataset, Device, EpochPlan, ModelSpec, OptimizerConfig, init,
+};
 use parallax_tf::TfBackend;
 
 fn full_fashion_mnist() -> Option<(Dataset, Dataset)> {
@@ -49,7 +51,8 @@ fn test_accuracy(spec: ModelSpec, epochs: u32) -> Option<f64> {
     let optimizer = OptimizerConfig::adam(1e-3);
     for epoch in 0..epochs {
         let order = epoch_order(train.len(), 42, epoch);
-        net.train_epoch(&mut train.batches(&order, 64), &optimizer, &mut |_| {})
+        let plan = EpochPlan::new(&train, &order, 64).expect("the order indexes the data set");
+        net.train_epoch(&plan, &optimizer, &mut |_| {})
             .expect("epoch");
     }
     Some(net.evaluate(&test, 1000).expect("evaluate").report.accuracy)

@@ -40,7 +40,7 @@ const LIBTORCH_BACKENDS: &[&str] = &["tch", "burn-tch"];
 
 /// How long GNU OpenMP's threads spin before they sleep, in libtorch workers (see
 /// `run_backend`).
-const LIBTORCH_SPIN_COUNT: &str = "10000";
+pub(crate) const LIBTORCH_SPIN_COUNT: &str = "10000";
 
 /// Flags of `cargo xtask compare`.
 #[derive(clap::Args, Debug)]

@@ -445,6 +445,89 @@ impl Batch {
     }
 }
 
+/// One epoch of training input: a data set, the order its examples are visited in, and the
+/// batch size.
+///
+/// This is what [`crate::Model::train_epoch`] receives. Adapters that gather faster inside
+/// their engine (a zero-copy view of the whole data set, indexed there) read [`data`],
+/// [`order`] and [`batch_size`]; the rest iterate [`batches`]. Every index is checked against
+/// the data set once, at construction, so gathering afterwards cannot fail.
+///
+/// [`data`]: EpochPlan::data
+/// [`order`]: EpochPlan::order
+/// [`batch_size`]: EpochPlan::batch_size
+/// [`batches`]: EpochPlan::batches
+#[derive(Clone, Copy, Debug)]
+pub struct EpochPlan<'a> {
+    data: &'a Dataset,
+    order: &'a [u32],
+    batch_size: usize,
+}
+
+impl<'a> EpochPlan<'a> {
+    /// Visits `data` in `order`, `batch_size` examples at a time; the last batch holds the rest
+    /// and may be smaller (PyTorch's `drop_last=False`, and Keras' behaviour).
+    ///
+    /// Fails when `batch_size` is 0 or an index in `order` is beyond the data set's end.
+    pub fn new(data: &'a Dataset, order: &'a [u32], batch_size: usize) -> Result<Self, DataError> {
+        if batch_size == 0 {
+            return Err(DataError::InvalidArgument {
+                name: "batch size",
+                reason: "0 examples per batch; pass at least 1".into(),
+            });
+        }
+        if let Some(&index) = order.iter().find(|&&index| index as usize >= data.len()) {
+            return Err(DataError::IndexOutOfRange {
+                name: data.name.clone(),
+                index,
+                len: data.len(),
+            });
+        }
+        Ok(EpochPlan {
+            data,
+            order,
+            batch_size,
+        })
+    }
+
+    /// The data set the examples come from.
+    pub fn data(&self) -> &'a Dataset {
+        self.data
+    }
+
+    /// Example indices in the order they are visited.
+    pub fn order(&self) -> &'a [u32] {
+        self.order
+    }
+
+    /// Examples per batch (the last batch may hold fewer).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The number of batches, and so of training steps.
+    pub fn steps(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// The number of examples visited.
+    pub fn examples(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Each batch's example indices, in order.
+    pub fn chunks(&self) -> std::slice::Chunks<'a, u32> {
+        self.order.chunks(self.batch_size)
+    }
+
+    /// Each batch gathered from the data set, in order.
+    pub fn batches(&self) -> impl Iterator<Item = Batch> + 'a {
+        let data = self.data;
+        // `new` checked every index, so the gather cannot fail.
+        self.chunks().map(move |indices| data.batch(indices))
+    }
+}
+
 /// Labelled images in the canonical N,C,H,W layout, already normalised.
 ///
 /// Built through [`Dataset::new`], which checks that images and labels agree, so every
