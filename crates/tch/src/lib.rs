@@ -351,12 +351,10 @@ impl Model for TchModel {
         let data = plan.data();
         // The checks that `train_step` makes per batch, made once for the whole data set.
         check_input(&self.model, data.images())?;
-        let labels = data.labels();
-        check_labels(
-            &self.model,
-            labels.as_slice().unwrap_or(&labels.to_vec()),
-            data.len(),
-        )?;
+        match data.labels().as_slice() {
+            Some(labels) => check_labels(&self.model, labels, data.len())?,
+            None => check_labels(&self.model, &data.labels().to_vec(), data.len())?,
+        }
         let mut tally = EpochTally::start();
         let feed = EpochFeed::new(plan).or_engine()?;
         let on_host = self.kind == Kind::Float && self.device == tch::Device::Cpu;
