@@ -4,8 +4,9 @@
 //! package when the data set is missing (as root), provisions libtorch and TensorFlow from
 //! their pinned wheels (`cargo xtask setup`), then runs `cargo test` over the whole workspace in
 //! release mode, the profile `compare` uses too, with the native libraries' environment and
-//! burn's LibTorch engine enabled, so every adapter's tests run. With `CI=true` nothing is
-//! skipped: a missing data set is a failure.
+//! burn's LibTorch engine enabled, so every adapter's tests run, and builds the benchmarks,
+//! which `cargo test` leaves out. With `CI=true` nothing is skipped: a missing data set is a
+//! failure.
 
 use std::path::Path;
 use std::process::Command;
@@ -91,6 +92,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let status = command.status().context("running cargo test")?;
     if !status.success() {
         bail!("tests failed");
+    }
+    // `cargo test` does not build benchmarks; building them here keeps `cargo xtask bench`
+    // from rotting unseen, the libtorch harness-share one included.
+    let mut benches = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    benches.current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "parallax-benches",
+        "--features",
+        "tch",
+        "--benches",
+    ]);
+    native.apply(&mut benches);
+    if !benches
+        .status()
+        .context("building the benchmarks")?
+        .success()
+    {
+        bail!("the benchmarks do not build");
     }
     Ok(())
 }
