@@ -72,45 +72,37 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The features of every `cargo` run here: burn's LibTorch engine, and the libtorch
+/// harness-share benchmark. Both runs take the same, so the second reuses the first's builds.
+const FEATURES: &str = "parallax-burn/tch,parallax-benches/tch";
+
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_fashion_mnist()?;
     let native = setup::ensure(false)?;
     let root = repo_root()?;
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(&root).args([
-        "test",
-        "--workspace",
-        "--release",
-        "--features",
-        "parallax-burn/tch",
-    ]);
-    native.apply(&mut command);
+    let cargo = |extra: &[&str]| {
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command
+            .current_dir(&root)
+            .args(["test", "--workspace", "--release", "--features", FEATURES])
+            .args(extra);
+        native.apply(&mut command);
+        command
+    };
+    let mut tests = cargo(&[]);
     if !args.cargo_args.is_empty() {
-        command.arg("--").args(&args.cargo_args);
+        tests.arg("--").args(&args.cargo_args);
     }
-    let status = command.status().context("running cargo test")?;
-    if !status.success() {
+    if !tests.status().context("running cargo test")?.success() {
         bail!("tests failed");
     }
     // `cargo test` does not build benchmarks; building them here keeps `cargo xtask bench`
-    // from rotting unseen, the libtorch harness-share one included.
-    let mut benches = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    benches.current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "parallax-benches",
-        "--features",
-        "tch",
-        "--benches",
-    ]);
-    native.apply(&mut benches);
-    if !benches
+    // from rotting unseen.
+    let built = cargo(&["--benches", "--no-run"])
         .status()
-        .context("building the benchmarks")?
-        .success()
-    {
+        .context("building the benchmarks")?;
+    if !built.success() {
         bail!("the benchmarks do not build");
     }
     Ok(())
