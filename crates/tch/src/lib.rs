@@ -253,18 +253,24 @@ impl TchModel {
                 actual: format!("{:?}", labels.size()),
             });
         }
-        let convert = |tensor: &Tensor, kind: Kind| {
-            if tensor.kind() == kind && tensor.device() == self.device {
-                Ok(tensor.shallow_clone())
-            } else {
-                tensor
-                    .f_to_kind(kind)
-                    .and_then(|converted| converted.f_to_device(self.device))
-            }
-        };
-        let x = convert(images, self.kind).or_engine()?;
-        let targets = convert(labels, Kind::Int64).or_engine()?;
+        let x = self.on_model_device(images, self.kind).or_engine()?;
+        let targets = self.on_model_device(labels, Kind::Int64).or_engine()?;
         self.step(x, &targets, optimizer)
+    }
+
+    /// `tensor` as `kind` on the model's device: itself (a shallow clone) when it already is.
+    fn on_model_device(
+        &self,
+        tensor: &Tensor,
+        kind: Kind,
+    ) -> std::result::Result<Tensor, tch::TchError> {
+        if tensor.kind() == kind && tensor.device() == self.device {
+            Ok(tensor.shallow_clone())
+        } else {
+            tensor
+                .f_to_kind(kind)
+                .and_then(|converted| converted.f_to_device(self.device))
+        }
     }
 
     /// One optimizer step on inputs of the model's precision, on its device.
@@ -357,23 +363,14 @@ impl Model for TchModel {
         }
         let mut tally = EpochTally::start();
         let feed = EpochFeed::new(plan).or_engine()?;
-        let on_host = self.kind == Kind::Float && self.device == tch::Device::Cpu;
         for step in 0.. {
-            let Some((images, targets)) = feed.batch(step).or_engine()? else {
+            let Some((images, labels)) = feed.batch(step).or_engine()? else {
                 break;
             };
-            let examples = targets.size().first().copied().unwrap_or(0) as usize;
-            let (x, targets) = if on_host {
-                (images, targets)
-            } else {
-                let x = images
-                    .f_to_kind(self.kind)
-                    .and_then(|x| x.f_to_device(self.device));
-                (
-                    x.or_engine()?,
-                    targets.f_to_device(self.device).or_engine()?,
-                )
-            };
+            let examples = labels.size().first().copied().unwrap_or(0) as usize;
+            // On the CPU in f32 both are the feed's own tensors, unconverted.
+            let x = self.on_model_device(&images, self.kind).or_engine()?;
+            let targets = self.on_model_device(&labels, Kind::Int64).or_engine()?;
             let loss = self.step(x, &targets, optimizer)?;
             tally.record(loss, examples, on_step)?;
         }
