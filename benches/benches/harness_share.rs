@@ -24,11 +24,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use parallax_benches::full_fashion_mnist;
 use parallax_core::data::epoch_order;
-use parallax_core::spec::presets;
-use parallax_core::{CpuSettings, Device, EpochPlan, Model, OptimizerConfig, init};
-use parallax_tch::TchBackend;
+use parallax_core::spec::Preset;
+use parallax_core::{Backend, CpuSettings, Device, EpochPlan, OptimizerConfig, init};
+use parallax_tch::{TchBackend, TchModel};
 use tch::Tensor;
 
 const BATCH: usize = 64;
@@ -46,6 +47,12 @@ fn to_tensors(batch: &parallax_core::Batch) -> anyhow::Result<(Tensor, Tensor)> 
         .f_reshape([n as i64, c as i64, h as i64, w as i64])?;
     let labels: Vec<i64> = batch.labels.iter().map(|&l| i64::from(l)).collect();
     Ok((images, Tensor::f_from_slice(&labels)?))
+}
+
+/// The libtorch model inside a net built by the tch backend.
+fn libtorch_model(net: &mut parallax_core::Net) -> anyhow::Result<&mut TchModel> {
+    net.engine_mut::<TchModel>()
+        .context("the tch backend built a model of another type")
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -93,15 +100,15 @@ fn main() -> anyhow::Result<()> {
     let cache = std::env::var_os("PARALLAX_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let train = full_fashion_mnist(&cache)?;
-    let spec = match model_name.as_str() {
-        "mlp" => presets::mlp([1, 28, 28], 10),
-        "cnn" => presets::cnn([1, 28, 28], 10),
-        other => anyhow::bail!("PARALLAX_BENCH_MODEL={other}: use mlp or cnn"),
-    };
-    let model = spec.resolve()?;
+    let train = full_fashion_mnist(cache)?;
+    let preset: Preset = model_name
+        .parse()
+        .with_context(|| format!("PARALLAX_BENCH_MODEL={model_name}"))?;
+    let model = preset
+        .spec(train.image_shape(), train.num_classes())
+        .resolve()?;
     let backend = TchBackend::new(Device::Cpu, CpuSettings::new(threads))?;
-    let mut net = backend.build_model(&model, Some(&init::canonical(&model, 42)))?;
+    let mut net = backend.build(&model, Some(&init::canonical(&model, 42)))?;
     let optimizer = OptimizerConfig::adam(1e-3);
     println!(
         "harness share, libtorch {model_name}: {} examples, batch {BATCH}, {threads} threads, {rounds} rounds",
@@ -126,13 +133,15 @@ fn main() -> anyhow::Result<()> {
             let which = (round + turn) % 4;
             let seconds = match which {
                 PREBUILT => {
+                    let tch_model = libtorch_model(&mut net)?;
                     let start = Instant::now();
                     for (images, labels) in &batches {
-                        net.train_step_tensors(images, labels, &optimizer)?;
+                        tch_model.train_step_tensors(images, labels, &optimizer)?;
                     }
                     start.elapsed().as_secs_f64()
                 }
                 HOT => {
+                    let tch_model = libtorch_model(&mut net)?;
                     let start = Instant::now();
                     for step in 0..plan.steps() {
                         let (images, labels) = if step + 1 == plan.steps() {
@@ -140,7 +149,7 @@ fn main() -> anyhow::Result<()> {
                         } else {
                             hot_full
                         };
-                        net.train_step_tensors(images, labels, &optimizer)?;
+                        tch_model.train_step_tensors(images, labels, &optimizer)?;
                     }
                     start.elapsed().as_secs_f64()
                 }

@@ -1,6 +1,14 @@
-//! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>.rs`.
+//! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>.rs`; what
+//! they share lives beside them: cargo invocations (`cargo`), provisioning (`provision`), the
+//! report (`report`) and the worker processes (`workers`).
 
+mod cargo;
 mod commands;
+mod provision;
+mod report;
+#[cfg(test)]
+mod tidy;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -32,7 +40,26 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                error.exit();
+            }
+            // One line, like every other error: clap's first line names the flag and the
+            // value parser's message says what to use.
+            let text = error.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            eprintln!("error: {}", line.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Compare(args) => commands::compare::run(args),
         Command::Test(args) => commands::test::run(args),
@@ -43,8 +70,8 @@ fn main() {
         Command::Env(args) => commands::env::run(args),
     };
     if let Err(error) = result {
-        // One line, no backtrace: the chain of contexts reads as a sentence.
-        eprintln!("error: {error:#}");
+        // One line, no backtrace: the chain of contexts reads as a sentence, each cause once.
+        eprintln!("error: {}", parallax_core::error::one_line(error.as_ref()));
         std::process::exit(1);
     }
 }

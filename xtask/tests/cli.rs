@@ -37,9 +37,34 @@ fn assert_one_line(args: &[&str], expected: &str) {
 
 #[test]
 fn unknown_backend() {
+    let known: Vec<&str> = parallax_registry::BACKENDS
+        .iter()
+        .map(|entry| entry.name)
+        .collect();
     assert_one_line(
         &["--backends", "burn,keras"],
-        "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf",
+        &format!(
+            "unknown backend \"keras\"; known backends: {}",
+            known.join(", ")
+        ),
+    );
+}
+
+/// A CUDA device this machine lacks is refused before anything is built or downloaded: on a
+/// machine without NVIDIA's driver for want of one, elsewhere because no machine has 99 GPUs.
+#[test]
+fn a_missing_cuda_device() {
+    assert_one_line(
+        &["--device", "cuda:99", "--backends", "burn,tch"],
+        "--device cuda:99",
+    );
+}
+
+#[test]
+fn missing_initial_weights() {
+    assert_one_line(
+        &["--init", "/nonexistent/start.safetensors"],
+        "initial weights /nonexistent/start.safetensors do not exist",
     );
 }
 

@@ -9,16 +9,19 @@ use burn::module::{Param, RunningState};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
-use parallax_core::spec::{Op, ResolvedModel};
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
+use parallax_core::error::EngineError;
+use parallax_core::spec::{
+    ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ResolvedModel,
+};
 use parallax_core::{Error, Result, Weights};
 
 use crate::BACKEND_NAME;
-use crate::net::{Block, ConvNorm, Net, Norm, Params};
+use crate::net::{ConvNorm, Net, Norm, Params};
 
-/// An engine error from burn's side.
-pub(crate) fn engine_error(message: impl std::fmt::Display) -> Error {
-    Error::engine(BACKEND_NAME, message)
+/// An engine error from burn's side: burn's own error, or a message of the adapter's.
+pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
+    Error::engine(BACKEND_NAME, source)
 }
 
 /// A host batch `[N, C, H, W]` as a burn tensor on `device`.
@@ -46,6 +49,13 @@ pub(crate) fn tensor_to_array<const D: usize>(tensor: Tensor<D>) -> Result<Array
     ArrayD::from_shape_vec(IxDyn(&dims), values).map_err(engine_error)
 }
 
+/// A `[N, C, H, W]` burn tensor as a host array.
+pub(crate) fn tensor_to_array4(tensor: Tensor<4>) -> Result<Array4<f32>> {
+    tensor_to_array(tensor)?
+        .into_dimensionality()
+        .map_err(engine_error)
+}
+
 /// `[N, classes]` logits as a host array.
 pub(crate) fn logits_to_array(tensor: Tensor<2>) -> Result<Array2<f32>> {
     let [rows, cols] = tensor.dims();
@@ -53,11 +63,18 @@ pub(crate) fn logits_to_array(tensor: Tensor<2>) -> Result<Array2<f32>> {
     Array2::from_shape_vec((rows, cols), values).map_err(engine_error)
 }
 
-fn tensor<const D: usize>(weights: &Weights, name: &str, device: &Device) -> Result<Tensor<D>> {
-    let array = weights.require(name)?;
+/// The canonical tensor `param` names, as a burn tensor of rank `D` on `device`.
+fn tensor<const D: usize>(
+    weights: &Weights,
+    param: &ParamInfo,
+    device: &Device,
+) -> Result<Tensor<D>> {
+    // The weights were checked against the model, so the tensor is there with its shape.
+    let array = weights.require(&param.name)?;
     let shape: [usize; D] = array.shape().try_into().map_err(|_| {
-        Error::Weights(format!(
-            "tensor {name:?} has {} dimensions, expected {D}",
+        engine_error(format!(
+            "tensor {:?} has {} dimensions, burn's layer takes {D}",
+            param.name,
             array.ndim()
         ))
     })?;
@@ -65,188 +82,164 @@ fn tensor<const D: usize>(weights: &Weights, name: &str, device: &Device) -> Res
     Ok(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-fn import_conv(conv: &mut Conv2d, weights: &Weights, prefix: &str, device: &Device) -> Result<()> {
-    conv.weight = Param::from_tensor(tensor(weights, &format!("{prefix}.weight"), device)?);
-    if conv.bias.is_some() {
-        conv.bias = Some(Param::from_tensor(tensor(
-            weights,
-            &format!("{prefix}.bias"),
-            device,
-        )?));
-    }
-    Ok(())
-}
-
-fn import_norm(norm: &mut Norm, weights: &Weights, prefix: &str, device: &Device) -> Result<()> {
-    norm.gamma = Param::from_tensor(tensor(weights, &format!("{prefix}.weight"), device)?);
-    norm.beta = Param::from_tensor(tensor(weights, &format!("{prefix}.bias"), device)?);
-    norm.running_mean =
-        RunningState::new(tensor(weights, &format!("{prefix}.running_mean"), device)?);
-    norm.running_var =
-        RunningState::new(tensor(weights, &format!("{prefix}.running_var"), device)?);
-    Ok(())
-}
-
 fn import_linear(
     linear: &mut Linear,
+    op: &DenseOp,
     weights: &Weights,
-    prefix: &str,
     device: &Device,
 ) -> Result<()> {
-    let weight: Tensor<2> = tensor(weights, &format!("{prefix}.weight"), device)?;
+    let weight: Tensor<2> = tensor(weights, &op.weight, device)?;
     linear.weight = Param::from_tensor(weight.transpose());
-    if linear.bias.is_some() {
-        linear.bias = Some(Param::from_tensor(tensor(
-            weights,
-            &format!("{prefix}.bias"),
-            device,
-        )?));
-    }
+    linear.bias = match &op.bias {
+        Some(bias) => Some(Param::from_tensor(tensor(weights, bias, device)?)),
+        None => None,
+    };
     Ok(())
 }
 
-/// Replaces every parameter and running statistic of `net` with canonical `weights`.
+fn import_conv(conv: &mut Conv2d, op: &ConvOp, weights: &Weights, device: &Device) -> Result<()> {
+    conv.weight = Param::from_tensor(tensor(weights, &op.weight, device)?);
+    conv.bias = match &op.bias {
+        Some(bias) => Some(Param::from_tensor(tensor(weights, bias, device)?)),
+        None => None,
+    };
+    Ok(())
+}
+
+fn import_norm(norm: &mut Norm, op: &NormOp, weights: &Weights, device: &Device) -> Result<()> {
+    norm.gamma = Param::from_tensor(tensor(weights, &op.weight, device)?);
+    norm.beta = Param::from_tensor(tensor(weights, &op.bias, device)?);
+    norm.running_mean = RunningState::new(tensor(weights, &op.running_mean, device)?);
+    norm.running_var = RunningState::new(tensor(weights, &op.running_var, device)?);
+    Ok(())
+}
+
+fn import_conv_norm(
+    step: &mut ConvNorm,
+    op: &ConvNormOp,
+    weights: &Weights,
+    device: &Device,
+) -> Result<()> {
+    import_conv(&mut step.conv, &op.conv, weights, device)?;
+    import_norm(&mut step.norm, &op.norm, weights, device)
+}
+
+/// An internal error: the network's parameters don't match the spec it was built from.
+fn mismatch(layer: &str) -> parallax_core::Error {
+    engine_error(format!(
+        "layer {layer:?} has no parameters of its kind; the network and its spec disagree"
+    ))
+}
+
+/// Replaces every parameter and running statistic of `net` with canonical `weights`, which
+/// core has checked against the model.
 pub(crate) fn import(
     net: &mut Net,
     model: &ResolvedModel,
     weights: &Weights,
     device: &Device,
 ) -> Result<()> {
-    weights.check(model)?;
     for (layer, params) in model.layers.iter().zip(net.layers.iter_mut()) {
-        let prefix = &layer.name;
         match (&layer.op, params) {
-            (Op::Dense { .. }, Some(Params::Dense(linear))) => {
-                import_linear(linear, weights, prefix, device)?
+            (Op::Dense(op), Some(Params::Dense(linear))) => {
+                import_linear(linear, op, weights, device)?
             }
-            (Op::Conv2d(_), Some(Params::Conv(conv))) => {
-                import_conv(conv, weights, prefix, device)?
-            }
-            (Op::BatchNorm(_), Some(Params::Norm(norm))) => {
-                import_norm(norm, weights, prefix, device)?
+            (Op::Conv2d(op), Some(Params::Conv(conv))) => import_conv(conv, op, weights, device)?,
+            (Op::BatchNorm(op), Some(Params::Norm(norm))) => {
+                import_norm(norm, op, weights, device)?
             }
             (Op::Block(op), Some(Params::Block(block))) => {
-                for ((conv_name, _, norm_name, _), step) in
-                    op.main.iter().zip(block.main.iter_mut())
-                {
-                    import_conv(
-                        &mut step.conv,
-                        weights,
-                        &format!("{prefix}.{conv_name}"),
-                        device,
-                    )?;
-                    import_norm(
-                        &mut step.norm,
-                        weights,
-                        &format!("{prefix}.{norm_name}"),
-                        device,
-                    )?;
+                for (step, step_op) in block.main.iter_mut().zip(&op.main) {
+                    import_conv_norm(step, step_op, weights, device)?;
                 }
-                if let Some(step) = block.shortcut.as_mut() {
-                    import_conv(
-                        &mut step.conv,
-                        weights,
-                        &format!("{prefix}.downsample.0"),
-                        device,
-                    )?;
-                    import_norm(
-                        &mut step.norm,
-                        weights,
-                        &format!("{prefix}.downsample.1"),
-                        device,
-                    )?;
+                match (block.shortcut.as_mut(), &op.shortcut) {
+                    (Some(step), Some(step_op)) => {
+                        import_conv_norm(step, step_op, weights, device)?
+                    }
+                    (None, None) => {}
+                    (Some(_), None) | (None, Some(_)) => return Err(mismatch(&layer.name)),
                 }
             }
-            _ => {}
+            (Op::Dense(_) | Op::Conv2d(_) | Op::BatchNorm(_) | Op::Block(_), _) => {
+                return Err(mismatch(&layer.name));
+            }
+            (
+                Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten,
+                _,
+            ) => {}
         }
     }
     Ok(())
 }
 
-fn export_conv(out: &mut Weights, conv: &Conv2d, prefix: &str) -> Result<()> {
-    out.insert(
-        format!("{prefix}.weight"),
-        tensor_to_array(conv.weight.val())?,
-    );
-    if let Some(bias) = &conv.bias {
-        out.insert(format!("{prefix}.bias"), tensor_to_array(bias.val())?);
+fn export_conv(out: &mut Weights, conv: &Conv2d, op: &ConvOp) -> Result<()> {
+    out.insert(op.weight.name.clone(), tensor_to_array(conv.weight.val())?);
+    if let (Some(bias), Some(info)) = (&conv.bias, &op.bias) {
+        out.insert(info.name.clone(), tensor_to_array(bias.val())?);
     }
     Ok(())
 }
 
-fn export_norm(out: &mut Weights, norm: &Norm, prefix: &str) -> Result<()> {
+fn export_norm(out: &mut Weights, norm: &Norm, op: &NormOp) -> Result<()> {
+    out.insert(op.weight.name.clone(), tensor_to_array(norm.gamma.val())?);
+    out.insert(op.bias.name.clone(), tensor_to_array(norm.beta.val())?);
     out.insert(
-        format!("{prefix}.weight"),
-        tensor_to_array(norm.gamma.val())?,
-    );
-    out.insert(format!("{prefix}.bias"), tensor_to_array(norm.beta.val())?);
-    out.insert(
-        format!("{prefix}.running_mean"),
+        op.running_mean.name.clone(),
         tensor_to_array(norm.running_mean.value_sync())?,
     );
     out.insert(
-        format!("{prefix}.running_var"),
+        op.running_var.name.clone(),
         tensor_to_array(norm.running_var.value_sync())?,
     );
     Ok(())
 }
 
-fn export_conv_norm(
-    out: &mut Weights,
-    step: &ConvNorm,
-    conv_name: &str,
-    norm_name: &str,
-) -> Result<()> {
-    export_conv(out, &step.conv, conv_name)?;
-    export_norm(out, &step.norm, norm_name)
-}
-
-fn export_block(
-    out: &mut Weights,
-    block: &Block,
-    op: &parallax_core::spec::BlockOp,
-    prefix: &str,
-) -> Result<()> {
-    for ((conv_name, _, norm_name, _), step) in op.main.iter().zip(&block.main) {
-        export_conv_norm(
-            out,
-            step,
-            &format!("{prefix}.{conv_name}"),
-            &format!("{prefix}.{norm_name}"),
-        )?;
-    }
-    if let Some(step) = &block.shortcut {
-        export_conv_norm(
-            out,
-            step,
-            &format!("{prefix}.downsample.0"),
-            &format!("{prefix}.downsample.1"),
-        )?;
-    }
-    Ok(())
+fn export_conv_norm(out: &mut Weights, step: &ConvNorm, op: &ConvNormOp) -> Result<()> {
+    export_conv(out, &step.conv, &op.conv)?;
+    export_norm(out, &step.norm, &op.norm)
 }
 
 /// The network's parameters and running statistics in the canonical layout.
 pub(crate) fn export(net: &Net, model: &ResolvedModel) -> Result<Weights> {
     let mut out = Weights::new();
     for (layer, params) in model.layers.iter().zip(&net.layers) {
-        let prefix = &layer.name;
         match (&layer.op, params) {
-            (Op::Dense { .. }, Some(Params::Dense(linear))) => {
+            (Op::Dense(op), Some(Params::Dense(linear))) => {
                 out.insert(
-                    format!("{prefix}.weight"),
+                    op.weight.name.clone(),
                     tensor_to_array(linear.weight.val().transpose())?,
                 );
-                if let Some(bias) = &linear.bias {
-                    out.insert(format!("{prefix}.bias"), tensor_to_array(bias.val())?);
+                if let (Some(bias), Some(info)) = (&linear.bias, &op.bias) {
+                    out.insert(info.name.clone(), tensor_to_array(bias.val())?);
                 }
             }
-            (Op::Conv2d(_), Some(Params::Conv(conv))) => export_conv(&mut out, conv, prefix)?,
-            (Op::BatchNorm(_), Some(Params::Norm(norm))) => export_norm(&mut out, norm, prefix)?,
+            (Op::Conv2d(op), Some(Params::Conv(conv))) => export_conv(&mut out, conv, op)?,
+            (Op::BatchNorm(op), Some(Params::Norm(norm))) => export_norm(&mut out, norm, op)?,
             (Op::Block(op), Some(Params::Block(block))) => {
-                export_block(&mut out, block, op, prefix)?
+                for (step, step_op) in block.main.iter().zip(&op.main) {
+                    export_conv_norm(&mut out, step, step_op)?;
+                }
+                if let (Some(step), Some(step_op)) = (&block.shortcut, &op.shortcut) {
+                    export_conv_norm(&mut out, step, step_op)?;
+                }
             }
-            _ => {}
+            (Op::Dense(_) | Op::Conv2d(_) | Op::BatchNorm(_) | Op::Block(_), _) => {
+                return Err(mismatch(&layer.name));
+            }
+            (
+                Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten,
+                _,
+            ) => {}
         }
     }
     Ok(out)

@@ -12,7 +12,12 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
-use parallax_core::spec::{BlockOp, ConvOp, NormOp, Op, PoolOp, ResolvedModel};
+use parallax_core::Result;
+use parallax_core::spec::{
+    BlockOp, ConvNorm as ConvNormOp, ConvOp, NormOp, Op, PoolOp, ResolvedModel,
+};
+
+use crate::convert::engine_error;
 
 /// Batch normalisation with PyTorch's running-statistics rule.
 #[derive(Module, Debug)]
@@ -109,8 +114,15 @@ fn conv(op: &ConvOp, device: &Device) -> Conv2d {
     Conv2dConfig::new([op.in_channels, op.out_channels], op.kernel)
         .with_stride(op.stride)
         .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
-        .with_bias(op.bias)
+        .with_bias(op.bias.is_some())
         .init(device)
+}
+
+fn conv_norm(op: &ConvNormOp, device: &Device) -> ConvNorm {
+    ConvNorm {
+        conv: conv(&op.conv, device),
+        norm: Norm::new(&op.norm, device),
+    }
 }
 
 impl Net {
@@ -120,13 +132,9 @@ impl Net {
             .layers
             .iter()
             .map(|layer| match &layer.op {
-                Op::Dense {
-                    in_features,
-                    out_features,
-                    bias,
-                } => Some(Params::Dense(
-                    LinearConfig::new(*in_features, *out_features)
-                        .with_bias(*bias)
+                Op::Dense(op) => Some(Params::Dense(
+                    LinearConfig::new(op.in_features, op.out_features)
+                        .with_bias(op.bias.is_some())
                         .init(device),
                 )),
                 Op::Conv2d(op) => Some(Params::Conv(conv(op, device))),
@@ -149,15 +157,9 @@ fn new_block(block: &BlockOp, device: &Device) -> Block {
         main: block
             .main
             .iter()
-            .map(|(_, op, _, norm)| ConvNorm {
-                conv: conv(op, device),
-                norm: Norm::new(norm, device),
-            })
+            .map(|step| conv_norm(step, device))
             .collect(),
-        shortcut: block.shortcut.as_ref().map(|(op, norm)| ConvNorm {
-            conv: conv(op, device),
-            norm: Norm::new(norm, device),
-        }),
+        shortcut: block.shortcut.as_ref().map(|step| conv_norm(step, device)),
     }
 }
 
@@ -180,7 +182,7 @@ impl Activation {
         }
     }
 
-    fn flat(self) -> Tensor<2> {
+    pub(crate) fn flat(self) -> Tensor<2> {
         match self {
             Activation::Flat(tensor) => tensor,
             Activation::Image(tensor) => {
@@ -212,6 +214,13 @@ fn block_forward(block: &Block, input: Tensor<4>, train: bool) -> Tensor<4> {
     relu(x + shortcut)
 }
 
+/// An internal error: the network's parameters don't match the spec it was built from.
+fn mismatch(layer: &str) -> parallax_core::Error {
+    engine_error(format!(
+        "layer {layer:?} has no parameters of its kind; the network and its spec disagree"
+    ))
+}
+
 /// Runs layers `range` of the network on `input`.
 ///
 /// `train` selects batch statistics and dropout. Splitting the pass at a layer is what GradCAM
@@ -222,24 +231,41 @@ pub(crate) fn forward(
     mut x: Activation,
     range: std::ops::Range<usize>,
     train: bool,
-) -> Activation {
+) -> Result<Activation> {
     for index in range {
         let (Some(layer), Some(params)) = (model.layers.get(index), net.layers.get(index)) else {
-            break;
+            return Err(engine_error(format!("the network has no layer {index}")));
         };
-        x = match (&layer.op, params) {
-            (Op::Dense { .. }, Some(Params::Dense(linear))) => {
+        let params = params.as_ref();
+        x = match &layer.op {
+            Op::Dense(_) => {
+                let Some(Params::Dense(linear)) = params else {
+                    return Err(mismatch(&layer.name));
+                };
                 Activation::Flat(linear.forward(x.flat()))
             }
-            (Op::Conv2d(_), Some(Params::Conv(conv))) => Activation::Image(conv.forward(x.image())),
-            (Op::BatchNorm(_), Some(Params::Norm(norm))) => match x {
-                Activation::Image(t) => Activation::Image(norm.forward(t, train)),
-                Activation::Flat(t) => Activation::Flat(norm.forward(t, train)),
-            },
-            (Op::Block(_), Some(Params::Block(block))) => {
+            Op::Conv2d(_) => {
+                let Some(Params::Conv(conv)) = params else {
+                    return Err(mismatch(&layer.name));
+                };
+                Activation::Image(conv.forward(x.image()))
+            }
+            Op::BatchNorm(_) => {
+                let Some(Params::Norm(norm)) = params else {
+                    return Err(mismatch(&layer.name));
+                };
+                match x {
+                    Activation::Image(t) => Activation::Image(norm.forward(t, train)),
+                    Activation::Flat(t) => Activation::Flat(norm.forward(t, train)),
+                }
+            }
+            Op::Block(_) => {
+                let Some(Params::Block(block)) = params else {
+                    return Err(mismatch(&layer.name));
+                };
                 Activation::Image(block_forward(block, x.image(), train))
             }
-            (Op::MaxPool2d(op), _) => {
+            Op::MaxPool2d(op) => {
                 let options = MaxPoolOptions {
                     padding: pool_padding(op),
                     stride: op.stride,
@@ -247,7 +273,7 @@ pub(crate) fn forward(
                 };
                 Activation::Image(max_pool2d(x.image(), options))
             }
-            (Op::AvgPool2d(op), _) => {
+            Op::AvgPool2d(op) => {
                 let options = AvgPoolOptions {
                     padding: pool_padding(op),
                     stride: op.stride,
@@ -256,28 +282,26 @@ pub(crate) fn forward(
                 };
                 Activation::Image(avg_pool2d(x.image(), options))
             }
-            (Op::GlobalAvgPool, _) => {
+            Op::GlobalAvgPool => {
                 let [n, c, h, w] = x.clone().image().dims();
                 Activation::Flat(x.image().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]))
             }
-            (Op::Relu, _) => match x {
+            Op::Relu => match x {
                 Activation::Image(t) => Activation::Image(relu(t)),
                 Activation::Flat(t) => Activation::Flat(relu(t)),
             },
-            (Op::Dropout(rate), _) if train && *rate > 0.0 => {
+            Op::Dropout(rate) if train && *rate > 0.0 => {
                 let keep = 1.0 - rate;
                 match x {
                     Activation::Image(t) => Activation::Image(dropout(t, keep)),
                     Activation::Flat(t) => Activation::Flat(dropout(t, keep)),
                 }
             }
-            (Op::Dropout(_), _) => x,
-            (Op::Flatten, _) => Activation::Flat(x.flat()),
-            // Net::new builds parameters from the same resolved layers, so they always match.
-            (_, _) => x,
+            Op::Dropout(_) => x,
+            Op::Flatten => Activation::Flat(x.flat()),
         };
     }
-    x
+    Ok(x)
 }
 
 fn dropout<const D: usize>(input: Tensor<D>, keep: f64) -> Tensor<D> {

@@ -1,13 +1,20 @@
-//! The burn backend against the shared conformance suite, plus what is particular to burn.
+//! The burn backend against the shared conformance suite and the full-data acceptance, plus
+//! what is particular to burn. This is the crate's one integration-test binary.
 
-use parallax_burn::{BurnBackend, BurnEngine};
-use parallax_core::{Backend, CpuSettings, Device, Error, OptimizerConfig, spec::presets};
+use parallax_burn::{BurnBackend, BurnEngine, BurnModel};
+use parallax_core::{Backend, CpuSettings, Device, Error, spec::presets};
 
 fn flex() -> BurnBackend {
     BurnBackend::new(BurnEngine::Flex, Device::Cpu, CpuSettings::new(2)).expect("Flex on the CPU")
 }
 
 parallax_core::conformance_tests!(flex);
+
+mod acceptance {
+    use super::flex;
+
+    parallax_core::acceptance_tests!(flex);
+}
 
 #[test]
 fn flex_refuses_a_gpu_with_a_typed_error() {
@@ -29,18 +36,14 @@ fn cuda_without_the_feature_says_how_to_get_it() {
 }
 
 #[test]
-fn keras_adam_is_reported_unsupported() {
+fn the_net_hands_out_the_burn_model_and_nothing_else() {
     let model = presets::mlp([1, 4, 4], 2).resolve().expect("resolve");
     let mut net = flex().build(&model, None).expect("build");
-    let batch = parallax_core::Batch {
-        images: ndarray::Array4::zeros((2, 1, 4, 4)),
-        labels: ndarray::Array1::from(vec![0, 1]),
-    };
-    let keras = OptimizerConfig::parse("adam-keras", 1e-3).expect("parse");
-    assert!(matches!(
-        net.train_step(&batch, &keras),
-        Err(Error::Unsupported { .. })
-    ));
+    assert_eq!(
+        net.engine::<BurnModel>().map(BurnModel::engine),
+        Some(BurnEngine::Flex)
+    );
+    assert!(net.engine_mut::<BurnModel>().is_some());
 }
 
 #[test]

@@ -2,28 +2,33 @@
 //!
 //! # Design
 //!
-//! A [`Backend`] is an engine bound to a device and a thread count; it builds [`Model`]s from a
+//! A [`Backend`] is an engine bound to a device and a thread count; it builds models from a
 //! [`ResolvedModel`]. Everything that crosses the boundary is host-side and framework-free:
 //! batches are `ndarray` arrays in N,C,H,W order, weights are [`Weights`] in the canonical
 //! PyTorch layout, logits come back as `[N, classes]`. That keeps core free of every engine and
 //! makes the same test suite run on all of them.
 //!
-//! The trait is object-safe, so the runner picks a backend at run time (`Box<dyn Backend>`),
-//! and heavy generics stay inside each adapter. [`Model`] requires few methods: an epoch, an
-//! evaluation and the metrics are provided on top of [`Model::train_step`] and
-//! [`Model::predict`], and adapters override them only to go faster. Whatever a backend cannot
-//! do returns [`Error::Unsupported`], never a panic.
+//! The traits are object-safe, so the runner picks a backend at run time (`Box<dyn Backend>`),
+//! and heavy generics stay inside each adapter. An adapter's [`Model`] is a set of hooks; what
+//! callers hold is core's [`Net`], which checks every input once, in front of the engine, and
+//! then calls the hook. The hooks take their inputs as [`Checked`] values that only core can
+//! make, so no adapter can be reached around the checks, and none repeats them. [`Model`]
+//! requires few methods: the epoch is provided on top of [`Model::train_step`], and evaluation
+//! and the metrics are core's alone. Whatever a backend cannot do returns
+//! [`Error::Unsupported`], never a panic.
 
-use std::collections::BTreeMap;
+use std::any::Any;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
-use ndarray::{Array2, Array4, ArrayView4, s};
+use ndarray::{Array2, Array4, ArrayView4};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, Dataset, EpochPlan};
-use crate::metrics::{self, ClassificationReport, ConfusionMatrix};
+use crate::data::{Batch, EpochPlan};
+use crate::ledger::Ledger;
+use crate::metrics::{ClassificationReport, ConfusionMatrix};
+use crate::net::Net;
 use crate::spec::ResolvedModel;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -114,9 +119,9 @@ pub struct BackendInfo {
     pub threads: usize,
     /// Whether subnormal floats are flushed to zero on its threads.
     pub flush_denormals: bool,
-    /// The fairness ledger: what this engine would do by default where parallax sets a value
-    /// explicitly (initialisation, Adam's epsilon, batch-norm momentum...), by topic.
-    pub defaults: BTreeMap<String, String>,
+    /// The fairness ledger: on every topic, what this engine does by default and what parallax
+    /// does instead.
+    pub ledger: Ledger,
 }
 
 /// Adam's two formulations, which differ in where epsilon enters.
@@ -185,35 +190,66 @@ impl OptimizerConfig {
         }
     }
 
-    /// Parses `adam`, `adam-keras`, `sgd` (momentum 0.9) or `sgd:M`, with this learning rate.
-    pub fn parse(name: &str, lr: f64) -> Result<Self, String> {
-        let mut config = match name {
-            "adam" => Self::adam(lr),
-            "adam-keras" => Self::adam(lr),
-            "sgd" => Self::sgd(lr, 0.9),
-            other => match other.strip_prefix("sgd:").map(str::parse::<f64>) {
-                Some(Ok(momentum)) if (0.0..1.0).contains(&momentum) => Self::sgd(lr, momentum),
-                _ => {
-                    return Err(format!(
-                        "unknown optimizer {other:?}: use adam, adam-keras, sgd or sgd:MOMENTUM"
-                    ));
-                }
+    /// Adam in Keras's formulation with Keras's defaults (β 0.9/0.999, ε 1e-7) and this
+    /// learning rate.
+    pub fn adam_keras(lr: f64) -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-7,
+                formulation: AdamFormulation::Keras,
             },
-        };
-        if name == "adam-keras"
-            && let OptimizerKind::Adam {
-                epsilon,
-                formulation,
-                ..
-            } = &mut config.kind
-        {
-            *epsilon = 1e-7;
-            *formulation = AdamFormulation::Keras;
+            lr,
         }
+    }
+}
+
+/// An optimizer as `--optimizer` names it: `adam`, `adam-keras`, `sgd` (momentum 0.9) or
+/// `sgd:M`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerName {
+    /// PyTorch's Adam with its defaults.
+    Adam,
+    /// Keras's Adam with its defaults.
+    AdamKeras,
+    /// SGD with this momentum.
+    Sgd(f64),
+}
+
+impl OptimizerName {
+    /// The optimizer with learning rate `lr`, which must be positive and finite.
+    pub fn with_lr(self, lr: f64) -> Result<OptimizerConfig> {
         if !(lr > 0.0 && lr.is_finite()) {
-            return Err(format!("learning rate must be positive, got {lr}"));
+            return Err(Error::InvalidArgument(format!(
+                "learning rate must be positive, got {lr}"
+            )));
         }
-        Ok(config)
+        Ok(match self {
+            OptimizerName::Adam => OptimizerConfig::adam(lr),
+            OptimizerName::AdamKeras => OptimizerConfig::adam_keras(lr),
+            OptimizerName::Sgd(momentum) => OptimizerConfig::sgd(lr, momentum),
+        })
+    }
+}
+
+impl FromStr for OptimizerName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "adam" => Ok(OptimizerName::Adam),
+            "adam-keras" => Ok(OptimizerName::AdamKeras),
+            "sgd" => Ok(OptimizerName::Sgd(0.9)),
+            other => match other.strip_prefix("sgd:").map(str::parse::<f64>) {
+                Some(Ok(momentum)) if (0.0..1.0).contains(&momentum) => {
+                    Ok(OptimizerName::Sgd(momentum))
+                }
+                _ => Err(format!(
+                    "unknown optimizer {other:?}: use adam, adam-keras, sgd or sgd:MOMENTUM (momentum in [0, 1))"
+                )),
+            },
+        }
     }
 }
 
@@ -338,206 +374,121 @@ pub struct GradCam {
     pub gradients: Array4<f32>,
 }
 
-/// An engine on one device: builds models from resolved specs.
-pub trait Backend {
-    /// What this backend is, where it runs, and its defaults.
-    fn info(&self) -> BackendInfo;
-
-    /// Builds a model. With `weights`, the model starts from them (canonical layout);
-    /// without, from the engine's own default initialisation.
-    fn build(&self, model: &ResolvedModel, weights: Option<&Weights>) -> Result<Box<dyn Model>>;
+/// What a GradCAM pass is asked for, once core has checked it: the images, the index of a
+/// layer whose output is an image, and one class of the model per image.
+#[derive(Clone, Copy, Debug)]
+pub struct GradCamTarget<'a> {
+    /// Images `[N, C, H, W]` of the model's input shape.
+    pub images: ArrayView4<'a, f32>,
+    /// The target layer's index in [`ResolvedModel::layers`].
+    pub layer: usize,
+    /// One class per image, each below the model's class count.
+    pub classes: &'a [u32],
 }
 
-/// A model built by a [`Backend`], with its optimizer state.
+/// A value that core has checked against the model before handing it to an adapter's hook.
 ///
-/// Required: weights in and out, one training step, and prediction. The rest has defaults.
-pub trait Model {
-    /// Replaces every parameter and buffer with canonical weights.
-    fn import_weights(&mut self, weights: &Weights) -> Result<()>;
+/// Only core makes one: an adapter's [`Model`] methods take their inputs as `Checked`, so that
+/// they can be reached only through core's [`Net`], which checks first (the idea of burn's
+/// `check.rs`, without its panics). Read the value through `Deref` or [`Checked::into_inner`].
+#[derive(Clone, Copy, Debug)]
+pub struct Checked<T>(T);
+
+impl<T> Checked<T> {
+    /// Marks `value` as checked; core's checks are the only callers.
+    pub(crate) fn new(value: T) -> Self {
+        Checked(value)
+    }
+
+    /// The checked value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Checked<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// An engine on one device: builds models from resolved specs.
+///
+/// An adapter implements [`Backend::info`] and [`Backend::create`]; callers use
+/// [`Backend::build`], which checks the weights and wraps the adapter's model in a [`Net`].
+pub trait Backend {
+    /// What this backend is, where it runs, its defaults and its fairness ledger.
+    fn info(&self) -> BackendInfo;
+
+    /// The adapter's hook: the engine's model of `model`, starting from `weights` (checked
+    /// against the model), or from the engine's own default initialisation without them.
+    fn create(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<Checked<&Weights>>,
+    ) -> Result<Box<dyn Model>>;
+
+    /// Builds `model`, from canonical `weights` when given (they must be exactly the model's
+    /// tensors), and returns it behind core's checks.
+    fn build(&self, model: &ResolvedModel, weights: Option<&Weights>) -> Result<Net> {
+        if let Some(weights) = weights {
+            weights.check(model)?;
+        }
+        let inner = self.create(model, weights.map(Checked::new))?;
+        Ok(Net::new(inner, model, self.info().backend))
+    }
+}
+
+/// A model built by a [`Backend`], with its optimizer state: the adapter's hooks, which core's
+/// [`Net`] calls after checking their inputs.
+///
+/// Required: weights in and out, one training step, prediction and GradCAM's activations and
+/// gradients. The epoch has a default; adapters override it only to go faster.
+pub trait Model: Any {
+    /// Replaces every parameter and buffer with canonical weights, which are exactly the
+    /// model's tensors with their canonical shapes.
+    fn import_weights(&mut self, weights: Checked<&Weights>) -> Result<()>;
 
     /// The current parameters and buffers in the canonical layout.
     fn export_weights(&self) -> Result<Weights>;
 
     /// One optimizer step on one batch, in training mode (batch statistics, dropout on);
-    /// returns the batch's mean cross-entropy before the step.
+    /// returns the batch's mean cross-entropy before the step. The batch's images have the
+    /// model's input shape, and its labels are the model's classes, one per image.
     ///
     /// The optimizer's state (momenta, step count) lives in the model and carries over between
     /// steps and epochs; a different `optimizer` than the previous step's starts it afresh.
-    fn train_step(&mut self, batch: &Batch, optimizer: &OptimizerConfig) -> Result<f32>;
+    fn train_step(&mut self, batch: Checked<&Batch>, optimizer: &OptimizerConfig) -> Result<f32>;
 
-    /// Logits `[N, classes]` for images `[N, C, H, W]`, in evaluation mode and without autograd.
-    fn predict(&mut self, images: ArrayView4<f32>) -> Result<Array2<f32>>;
+    /// Logits `[N, classes]` for images `[N, C, H, W]` of the model's input shape, in
+    /// evaluation mode and without autograd.
+    fn predict(&mut self, images: Checked<ArrayView4<'_, f32>>) -> Result<Array2<f32>>;
 
-    /// The activations of the named layer and the gradient of the target class's logit with
-    /// respect to them, in evaluation mode. `layer` is a layer name or group prefix
-    /// ([`ResolvedModel::find_layer`]); `class` is one target class per image.
-    fn grad_cam(
-        &mut self,
-        images: ArrayView4<f32>,
-        layer: &str,
-        classes: &[u32],
-    ) -> Result<GradCam> {
-        let _ = (images, layer, classes);
-        Err(Error::Unsupported {
-            backend: "this backend".into(),
-            what: "GradCAM activations and gradients".into(),
-        })
-    }
+    /// The activations of the target layer and the gradient of each image's target class
+    /// logit with respect to them, in evaluation mode.
+    fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam>;
 
-    /// One epoch over `plan`'s batches, calling `on_step` after each step.
+    /// One epoch over `plan`'s batches, whose examples all fit the model, calling `on_step`
+    /// after each step.
     ///
     /// The default gathers each batch on the host and runs [`Model::train_step`] on it; the
     /// time it reports covers the whole loop. Adapters override it to gather inside their
-    /// engine, keeping the loop's accounting through [`EpochTally`].
+    /// engine, keeping the loop's accounting through [`EpochTally`]; the conformance check
+    /// `an_epoch_equals_its_steps` holds every override to its own steps.
     fn train_epoch(
         &mut self,
-        plan: &EpochPlan<'_>,
+        plan: Checked<&EpochPlan<'_>>,
         optimizer: &OptimizerConfig,
         on_step: &mut dyn FnMut(StepProgress),
     ) -> Result<EpochStats> {
         let mut tally = EpochTally::start();
         for batch in plan.batches() {
-            let loss = self.train_step(&batch, optimizer)?;
+            // The plan's data set was checked as a whole, so each of its batches fits.
+            let loss = self.train_step(Checked::new(&batch), optimizer)?;
             tally.record(loss, batch.len(), on_step)?;
         }
         Ok(tally.finish())
-    }
-
-    /// Logits for a whole data set, predicted `batch_size` examples at a time, in order.
-    fn predict_dataset(&mut self, data: &Dataset, batch_size: usize) -> Result<Array2<f32>> {
-        predict_in_batches(data, batch_size, |images| self.predict(images))
-    }
-
-    /// Loss, accuracy, precision/recall/F1 and the confusion matrix on a data set.
-    ///
-    /// Metrics are computed by core from the logits, identically for every backend.
-    fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Evaluation> {
-        let start = Instant::now();
-        let logits = self.predict_dataset(data, batch_size)?;
-        let labels = data.labels();
-        let predictions = metrics::argmax_rows(logits.view());
-        let confusion_matrix =
-            ConfusionMatrix::from_predictions(labels, &predictions, data.num_classes());
-        Ok(Evaluation {
-            loss: metrics::cross_entropy(logits.view(), labels),
-            report: ClassificationReport::from_confusion(&confusion_matrix),
-            confusion_matrix,
-            predictions,
-            seconds: start.elapsed().as_secs_f64(),
-        })
-    }
-}
-
-/// Runs `predict` over a data set `batch_size` examples at a time, in order, and stacks the
-/// logits; checks that every part has one row per example and the same class count.
-///
-/// [`Model::predict_dataset`]'s default uses it; adapters that prepare something once per pass
-/// (an evaluation snapshot, a session) call it with their own closure.
-pub fn predict_in_batches(
-    data: &Dataset,
-    batch_size: usize,
-    mut predict: impl FnMut(ArrayView4<f32>) -> Result<Array2<f32>>,
-) -> Result<Array2<f32>> {
-    let images = data.images();
-    let mut logits: Option<Array2<f32>> = None;
-    let batch_size = batch_size.max(1);
-    let mut start = 0;
-    while start < data.len() {
-        let end = (start + batch_size).min(data.len());
-        let part = predict(images.slice(s![start..end, .., .., ..]))?;
-        let all = logits.get_or_insert_with(|| Array2::zeros((data.len(), part.ncols())));
-        if part.nrows() != end - start || part.ncols() != all.ncols() {
-            return Err(Error::engine(
-                "prediction",
-                format!(
-                    "expected {}×{} logits, got {}×{}",
-                    end - start,
-                    all.ncols(),
-                    part.nrows(),
-                    part.ncols()
-                ),
-            ));
-        }
-        all.slice_mut(s![start..end, ..]).assign(&part);
-        start = end;
-    }
-    Ok(logits.unwrap_or_else(|| Array2::zeros((0, data.num_classes()))))
-}
-
-/// Checks that `images` have the model's input shape, C×H×W.
-pub fn check_input(model: &ResolvedModel, images: ArrayView4<f32>) -> Result<()> {
-    let (_, c, h, w) = images.dim();
-    if [c, h, w] != model.input() {
-        let [ec, eh, ew] = model.input();
-        return Err(Error::InputShape {
-            expected: format!("{ec}×{eh}×{ew}"),
-            actual: format!("{c}×{h}×{w}"),
-        });
-    }
-    Ok(())
-}
-
-/// Checks a GradCAM request and returns the index of the target layer: the images fit the
-/// model, the layer exists and gives an image, and there is one valid class per image.
-pub fn grad_cam_target(
-    model: &ResolvedModel,
-    backend: &str,
-    images: ArrayView4<f32>,
-    layer: &str,
-    classes: &[u32],
-) -> Result<usize> {
-    check_input(model, images)?;
-    let unsupported = |what: String| Error::Unsupported {
-        backend: backend.into(),
-        what,
-    };
-    let index = model.find_layer(layer).ok_or_else(|| {
-        unsupported(format!(
-            "GradCAM on layer {layer:?}: model {:?} has no such layer",
-            model.spec.name
-        ))
-    })?;
-    if !matches!(model.layers[index].output, crate::spec::Shape::Image { .. }) {
-        return Err(unsupported(format!(
-            "GradCAM on layer {layer:?}, whose output is not an image"
-        )));
-    }
-    if classes.len() != images.dim().0 {
-        return Err(unsupported(format!(
-            "GradCAM with {} target classes for {} images (one per image)",
-            classes.len(),
-            images.dim().0
-        )));
-    }
-    if let Some(class) = classes
-        .iter()
-        .find(|&&class| class as usize >= model.classes())
-    {
-        return Err(unsupported(format!(
-            "GradCAM for class {class} of a model with {} classes",
-            model.classes()
-        )));
-    }
-    Ok(index)
-}
-
-/// Checks training labels: one per image, each a class of the model.
-pub fn check_labels(model: &ResolvedModel, labels: &[u32], images: usize) -> Result<()> {
-    if labels.len() != images {
-        return Err(Error::Data(crate::data::DataError::CountMismatch {
-            context: "training batch".into(),
-            images,
-            labels: labels.len(),
-        }));
-    }
-    let classes = model.classes();
-    match labels.iter().position(|&label| label as usize >= classes) {
-        Some(index) => Err(Error::Data(crate::data::DataError::LabelOutOfRange {
-            context: "training batch".into(),
-            index,
-            label: labels[index],
-            classes,
-        })),
-        None => Ok(()),
     }
 }

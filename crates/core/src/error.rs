@@ -1,10 +1,18 @@
 //! The one error type of parallax-core, grouped by concern; adapters convert into it.
+//!
+//! Errors keep their sources: an engine's exception, an I/O error or a parser's error stays
+//! reachable through [`std::error::Error::source`]. Each variant's message is nevertheless a
+//! whole sentence on its own, the source's text included, because that is what a user reads;
+//! [`one_line`] prints a chain without saying the same thing twice.
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use crate::data::DataError;
 pub use crate::spec::SpecError;
+
+/// An engine's own error, kept as the source of an [`Error::Engine`].
+pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in parallax-core or in a backend adapter.
 ///
@@ -32,9 +40,15 @@ pub enum Error {
     },
 
     // === Weights ===
-    /// Canonical weights that don't match the model: a missing tensor, a wrong shape, a bad file.
-    #[error("weights: {0}")]
-    Weights(String),
+    /// Canonical weights that don't match the model, or a weights file that can't be read.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+
+    // === Requests ===
+    /// An argument outside what the model or the run allows (a GradCAM class the model does
+    /// not have, a layer it does not have, zero epochs).
+    #[error("{0}")]
+    InvalidArgument(String),
 
     // === Backends ===
     /// A capability that this backend does not provide (yet, or ever).
@@ -55,13 +69,14 @@ pub enum Error {
         /// Why it can't be used, and what to do.
         reason: String,
     },
-    /// A failure inside the engine (a libtorch exception, a TensorFlow status).
-    #[error("{backend}: {message}")]
+    /// A failure inside the engine (a libtorch exception, a TensorFlow status), with the
+    /// engine's own error as the source.
+    #[error("{backend}: {source}")]
     Engine {
         /// The backend's name.
         backend: String,
-        /// The engine's own message.
-        message: String,
+        /// The engine's error.
+        source: EngineError,
     },
 
     /// Training produced a loss that is not a finite number.
@@ -96,11 +111,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// An [`Error::Engine`]: `backend`'s engine failed with `message`.
-    pub fn engine(backend: &str, message: impl fmt::Display) -> Self {
+    /// An [`Error::Engine`]: `backend`'s engine failed with `source`, an engine error or a
+    /// message of the adapter's own.
+    pub fn engine(backend: &str, source: impl Into<EngineError>) -> Self {
         Error::Engine {
             backend: backend.into(),
-            message: message.to_string(),
+            source: source.into(),
         }
     }
 
@@ -119,5 +135,80 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Canonical weights that don't fit a model, or a weights file that can't be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeightsError {
+    /// A tensor the model needs is absent.
+    #[error("weights: tensor {name:?} is missing")]
+    Missing {
+        /// The canonical name.
+        name: String,
+    },
+    /// A tensor whose shape is not the one the model expects.
+    #[error("weights: tensor {name:?} has shape {actual:?}, the model expects {expected:?}")]
+    Shape {
+        /// The canonical name.
+        name: String,
+        /// The model's canonical shape.
+        expected: Vec<usize>,
+        /// The tensor's shape.
+        actual: Vec<usize>,
+    },
+    /// A tensor that is not a parameter of the model.
+    #[error("weights: tensor {name:?} is not a parameter of model {model:?}")]
+    Unexpected {
+        /// The tensor's name.
+        name: String,
+        /// The model's name.
+        model: String,
+    },
+    /// A file that is not a safetensors file of `f32` tensors.
+    #[error(
+        "{}: not a weights file parallax can read ({message}); pass a safetensors file of F32 tensors with canonical (PyTorch) names",
+        path.display()
+    )]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+        /// The reader's error, when there is one.
+        #[source]
+        source: Option<safetensors::SafeTensorError>,
+    },
+}
+
+/// An error and its sources as one line, `outer: inner: innermost`, leaving out a source whose
+/// text its outer error already says (as parallax's errors and `#[error(transparent)]` do).
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = Error::io("/data/x", io);
+        assert_eq!(one_line(&error), "/data/x: no such file");
+        let engine = Error::engine("tch", "out of memory");
+        assert_eq!(one_line(&engine), "tch: out of memory");
+        assert!(std::error::Error::source(&engine).is_some());
     }
 }

@@ -1,5 +1,6 @@
 //! Framework-agnostic core of parallax: model specs, data, batch order, metrics, canonical weights,
-//! run records, and the [`Backend`] trait that every engine adapter implements.
+//! the run protocol and its records, and the [`Backend`] trait that every engine adapter
+//! implements.
 //!
 //! **Architecture invariant:** this crate never names a framework. Host-side tensors are
 //! [`ndarray`] arrays, weights use one canonical PyTorch-style layout, and everything an engine
@@ -10,18 +11,24 @@ pub mod backend;
 pub mod conformance;
 pub mod data;
 pub mod denormals;
-mod error;
+pub mod error;
 pub mod init;
+pub mod layout;
+pub mod ledger;
 pub mod metrics;
+mod net;
 pub mod record;
+pub mod run;
 pub mod spec;
 pub mod weights;
 
 pub use backend::{
-    Backend, BackendInfo, CpuSettings, Device, EpochStats, EpochTally, GradCam, Model,
-    OptimizerConfig, OptimizerKind,
+    Backend, BackendInfo, Checked, CpuSettings, Device, EpochStats, EpochTally, Evaluation,
+    GradCam, GradCamTarget, Model, OptimizerConfig, OptimizerKind, OptimizerName, StepProgress,
 };
 pub use data::{Batch, Dataset, EpochPlan};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WeightsError};
+pub use ledger::{Ledger, Topic};
+pub use net::Net;
 pub use spec::{Layer, ModelSpec, Padding};
 pub use weights::Weights;

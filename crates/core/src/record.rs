@@ -1,55 +1,101 @@
-//! The run record: one JSON document per backend run, documented in `docs/run-record.md`.
+//! The run request and the run record: what a worker is asked to do, and the JSON document it
+//! writes, documented in `docs/run-record.md`.
+//!
+//! Records of an older layout still read: [`RunRecord::load`] migrates them to the current one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::backend::{BackendInfo, OptimizerConfig};
+use crate::backend::{Device, OptimizerConfig};
+use crate::data::DataRequest;
+use crate::ledger::{Ledger, Topic};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
+use crate::spec::ModelSource;
 use crate::{Error, Result};
 
 /// The version of the record's layout; bumped when a field changes meaning or disappears.
-pub const RECORD_VERSION: u32 = 1;
+///
+/// Version 2 added `status`, `error`, `run` and the typed `ledger` (version 1's
+/// `engine_defaults`), and made `init` a value that can name a weights file.
+pub const RECORD_VERSION: u32 = 2;
 
 /// How a run's initial weights are chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// Serialised as `canonical`, `native`, or the path of a safetensors file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum InitMode {
     /// The canonical weights drawn from the run's seed: the same start on every backend.
     #[default]
     Canonical,
     /// The engine's own default initialisation.
     Native,
+    /// Canonical weights read from a safetensors file (PyTorch names and layouts), the same on
+    /// every backend.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for InitMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitMode::Canonical => f.write_str("canonical"),
+            InitMode::Native => f.write_str("native"),
+            InitMode::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl FromStr for InitMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "canonical" => Ok(InitMode::Canonical),
+            "native" => Ok(InitMode::Native),
+            path if path.ends_with(".safetensors") => Ok(InitMode::File(PathBuf::from(path))),
+            other => Err(format!(
+                "unknown init {other:?}: use canonical, native or a .safetensors weights file"
+            )),
+        }
+    }
+}
+
+impl From<InitMode> for String {
+    fn from(mode: InitMode) -> Self {
+        mode.to_string()
+    }
+}
+
+impl TryFrom<String> for InitMode {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
 }
 
 /// What one worker process is asked to do: train one backend on one model and data set.
 ///
-/// `cargo xtask compare` writes one per backend and hands it to the worker; the worker answers
-/// with a [`RunRecord`].
+/// `cargo xtask compare` writes one per run of its matrix and hands it to a worker, which
+/// executes it with [`crate::run::execute`] and answers with a [`RunRecord`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRequest {
     /// Backend name (`burn`, ...).
     pub backend: String,
     /// Device.
-    pub device: crate::backend::Device,
+    pub device: Device,
     /// CPU threads for the engine.
     pub threads: usize,
     /// Flush subnormal floats to zero on the engine's threads.
     pub flush_denormals: bool,
-    /// A preset name (`mlp`, `cnn`, `resnet18`, `resnet50`) or a spec file path.
-    pub model: String,
-    /// A built-in data set name, or `image-folder`.
-    pub dataset: String,
-    /// An explicit data directory (`--data`).
-    pub data_dir: Option<std::path::PathBuf>,
-    /// The cache directory where downloaded data sets live.
-    pub cache_dir: std::path::PathBuf,
-    /// The repository's `fixtures/` directory (the bundled subset).
-    pub fixtures_dir: std::path::PathBuf,
-    /// Image size (height = width) for `image-folder` data sets.
-    pub image_size: usize,
-    /// Channels (1 or 3) for `image-folder` data sets.
-    pub image_channels: usize,
+    /// A preset (`mlp`, `cnn`, `resnet18`, `resnet50`) or a spec file.
+    pub model: ModelSource,
+    /// The data set and where to find it.
+    #[serde(flatten)]
+    pub data: DataRequest,
     /// Epochs.
     pub epochs: u32,
     /// Batch size.
@@ -60,10 +106,80 @@ pub struct RunRequest {
     pub seed: u64,
     /// Initial weights.
     pub init: InitMode,
-    /// Use only the first N training examples, for quick runs.
-    pub limit_train: Option<usize>,
+    /// Write the trained weights beside the record.
+    #[serde(default)]
+    pub save_weights: bool,
     /// `git describe` of the checkout.
     pub git_revision: String,
+}
+
+impl RunRequest {
+    /// The run's identity: its model, backend and seed, and the digest of everything else it
+    /// was asked (so two runs of one comparison share a configuration, and runs of another
+    /// configuration don't).
+    pub fn id(&self) -> RunId {
+        RunId {
+            model: self.model.key(),
+            backend: self.backend.clone(),
+            seed: self.seed,
+            configuration: self.configuration(),
+        }
+    }
+
+    /// The first 12 hex digits of the SHA-256 of the request's canonical JSON, without what
+    /// varies within one comparison (backend, seed) or says nothing about the computation
+    /// (directories of the cache and fixtures, git revision, whether weights are saved).
+    pub fn configuration(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            for key in [
+                "backend",
+                "seed",
+                "cache_dir",
+                "fixtures_dir",
+                "git_revision",
+                "save_weights",
+            ] {
+                object.remove(key);
+            }
+        }
+        // serde_json's maps are sorted by key, so the text is canonical.
+        let digest = Sha256::digest(value.to_string().as_bytes());
+        hex::encode(digest)[..12].to_string()
+    }
+}
+
+/// A run's identity, from its request; it decides where its files go
+/// ([`Layout`](crate::layout::Layout)).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunId {
+    /// The model's key: the preset's name or the spec file's stem.
+    pub model: String,
+    /// The backend's name.
+    pub backend: String,
+    /// The seed.
+    pub seed: u64,
+    /// [`RunRequest::configuration`]: the same for every run of one comparison.
+    pub configuration: String,
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/seed-{}", self.model, self.backend, self.seed)
+    }
+}
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Training goes on; the record holds the epochs finished so far.
+    Running,
+    /// Every epoch ran.
+    #[default]
+    Complete,
+    /// The run failed after at least one epoch; `error` says why.
+    Failed,
 }
 
 /// One epoch of a run.
@@ -87,10 +203,18 @@ pub struct EpochRecord {
 }
 
 /// Everything one backend run produced, with what is needed to reproduce it.
+///
+/// [`crate::run::execute`] assembles it, in one place; nothing patches it afterwards.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// [`RECORD_VERSION`].
     pub record_version: u32,
+    /// Running, complete or failed.
+    pub status: RunStatus,
+    /// Why a failed run failed.
+    pub error: Option<String>,
+    /// The run's identity.
+    pub run: RunId,
     /// The backend's name (`burn`, `tch`, `tf`).
     pub backend: String,
     /// The engine (`burn-flex`, `libtorch`, `tensorflow`).
@@ -111,14 +235,15 @@ pub struct RunRecord {
     pub dataset: String,
     /// Where the data came from.
     pub data_source: String,
-    /// Training and test examples.
+    /// Training examples.
     pub train_examples: usize,
     /// Test examples.
     pub test_examples: usize,
     /// Seed of the data order and of the canonical initial weights.
     pub seed: u64,
-    /// `canonical` (shared initial weights from the seed) or `native` (the engine's own).
-    pub init: String,
+    /// `canonical` (shared initial weights from the seed), `native` (the engine's own) or the
+    /// weights file every backend started from.
+    pub init: InitMode,
     /// Batch size.
     pub batch_size: usize,
     /// Optimizer and learning rate.
@@ -127,15 +252,15 @@ pub struct RunRecord {
     pub git_revision: String,
     /// Per-epoch figures.
     pub epochs: Vec<EpochRecord>,
-    /// Final test accuracy.
+    /// Test accuracy after the last finished epoch.
     pub test_accuracy: f64,
-    /// Final test loss.
+    /// Test loss after the last finished epoch.
     pub test_loss: f64,
-    /// Final macro-averaged F1.
+    /// Macro-averaged F1 after the last finished epoch.
     pub macro_f1: f64,
-    /// Final weighted-averaged F1.
+    /// Weighted-averaged F1 after the last finished epoch.
     pub weighted_f1: f64,
-    /// Final precision, recall and F1 per class and averaged.
+    /// Precision, recall and F1 per class and averaged, after the last finished epoch.
     pub report: ClassificationReport,
     /// Rows are true classes, columns predicted ones.
     pub confusion_matrix: ConfusionMatrix,
@@ -148,35 +273,99 @@ pub struct RunRecord {
     pub time_to_first_step_seconds: f64,
     /// Median of the epochs' training seconds (robust to a slow first epoch).
     pub median_epoch_seconds: f64,
-    /// The fairness ledger: the engine's own defaults where parallax sets values explicitly.
-    pub engine_defaults: std::collections::BTreeMap<String, String>,
+    /// The fairness ledger: the engine's own defaults, topic by topic, and what parallax does.
+    pub ledger: Ledger,
 }
 
 impl RunRecord {
-    /// Fills the fields that describe the backend from its [`BackendInfo`].
-    pub fn describe_backend(&mut self, info: &BackendInfo) {
-        self.backend = info.backend.clone();
-        self.framework = info.framework.clone();
-        self.framework_version = info.framework_version.clone();
-        self.device = info.device.to_string();
-        self.threads = info.threads;
-        self.flush_denormals = info.flush_denormals;
-        self.engine_defaults = info.defaults.clone();
-    }
-
     /// Writes the record as pretty JSON, through a temporary file so a reader never sees half of it.
     pub fn save(&self, path: &Path) -> Result<()> {
         write_json_atomically(path, self)
     }
 
-    /// Reads a record.
+    /// Reads a record of this layout or an older one (migrated to this one).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
-        serde_json::from_str(&text).map_err(|error| Error::Format {
+        let format_error = |message: String| Error::Format {
             path: path.to_path_buf(),
-            message: error.to_string(),
-        })
+            message,
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|error| format_error(error.to_string()))?;
+        match value
+            .get("record_version")
+            .and_then(serde_json::Value::as_u64)
+        {
+            Some(1) => migrate_v1(&mut value),
+            Some(version) if version == u64::from(RECORD_VERSION) => {}
+            Some(version) => {
+                return Err(format_error(format!(
+                    "record version {version} is newer than this parallax reads ({RECORD_VERSION}); update parallax"
+                )));
+            }
+            None => return Err(format_error("not a run record: no record_version".into())),
+        }
+        serde_json::from_value(value).map_err(|error| format_error(error.to_string()))
     }
+}
+
+/// Turns a version-1 record into a version-2 one: a finished run (version 1 wrote records only
+/// then), an identity without a configuration digest (`v1`), `init` as it was, and the
+/// free-form `engine_defaults` filed under the ledger's topics.
+fn migrate_v1(value: &mut serde_json::Value) {
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
+    let text = |object: &serde_json::Map<String, serde_json::Value>, key: &str| {
+        object
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let run = RunId {
+        model: text(object, "model"),
+        backend: text(object, "backend"),
+        seed: object
+            .get("seed")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_default(),
+        configuration: "v1".into(),
+    };
+    let mut ledger = Ledger::default();
+    if let Some(defaults) = object
+        .remove("engine_defaults")
+        .and_then(|defaults| defaults.as_object().cloned())
+    {
+        for (key, entry) in defaults {
+            let topic = match key.as_str() {
+                "init" => Topic::Initialisation,
+                "adam" => Topic::OptimizerEpsilon,
+                "sgd_momentum" => Topic::OptimizerFormulation,
+                "batch_norm" => Topic::BatchNormRunningVariance,
+                "padding" => Topic::Padding,
+                "layout" => Topic::Layout,
+                "denormals" => Topic::Subnormals,
+                "loss" => Topic::Loss,
+                // threads, omp_wait_policy and omp_wait_policy_in_effect
+                _ => Topic::Threads,
+            };
+            let entry = entry.as_str().unwrap_or_default().to_string();
+            let joined = match ledger.get(topic) {
+                Some(earlier) => format!("{earlier}; {entry}"),
+                None => entry,
+            };
+            ledger.insert(topic, joined);
+        }
+    }
+    object.insert("record_version".into(), RECORD_VERSION.into());
+    object.insert("status".into(), "complete".into());
+    object.insert("error".into(), serde_json::Value::Null);
+    object.insert("run".into(), serde_json::to_value(run).unwrap_or_default());
+    object.insert(
+        "ledger".into(),
+        serde_json::to_value(ledger).unwrap_or_default(),
+    );
 }
 
 /// A worker's progress, one JSON object per line on its stdout, read by `cargo xtask compare`.
@@ -238,12 +427,20 @@ pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<()>
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn init_modes_parse_and_print_alike() {
+        for text in ["canonical", "native", "weights/resnet50.safetensors"] {
+            assert_eq!(text.parse::<InitMode>().unwrap().to_string(), text);
+        }
+        assert!("glorot".parse::<InitMode>().is_err());
     }
 }

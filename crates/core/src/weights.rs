@@ -10,6 +10,7 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::error::WeightsError;
 use crate::spec::ResolvedModel;
 use crate::{Error, Result};
 
@@ -36,9 +37,10 @@ impl Weights {
     }
 
     /// One tensor by name, or an error naming it.
-    pub fn require(&self, name: &str) -> Result<&ArrayD<f32>> {
-        self.get(name)
-            .ok_or_else(|| Error::Weights(format!("tensor {name:?} is missing")))
+    pub fn require(&self, name: &str) -> Result<&ArrayD<f32>, WeightsError> {
+        self.get(name).ok_or_else(|| WeightsError::Missing {
+            name: name.to_string(),
+        })
     }
 
     /// All tensors, by name.
@@ -61,26 +63,26 @@ impl Weights {
     /// Checks that these weights are exactly the model's canonical tensors, with the right shapes.
     ///
     /// Extra tensors that PyTorch keeps and parallax doesn't (`num_batches_tracked`) are allowed.
-    pub fn check(&self, model: &ResolvedModel) -> Result<()> {
-        let expected = model.parameters();
-        for param in &expected {
+    pub fn check(&self, model: &ResolvedModel) -> Result<(), WeightsError> {
+        let mut expected = std::collections::BTreeSet::new();
+        for param in model.params() {
             let tensor = self.require(&param.name)?;
             if tensor.shape() != param.shape.as_slice() {
-                return Err(Error::Weights(format!(
-                    "tensor {:?} has shape {:?}, the model expects {:?}",
-                    param.name,
-                    tensor.shape(),
-                    param.shape
-                )));
+                return Err(WeightsError::Shape {
+                    name: param.name.clone(),
+                    expected: param.shape.clone(),
+                    actual: tensor.shape().to_vec(),
+                });
             }
+            expected.insert(param.name.as_str());
         }
         if let Some(extra) = self.tensors.keys().find(|name| {
-            !name.ends_with(".num_batches_tracked") && !expected.iter().any(|p| &p.name == *name)
+            !name.ends_with(".num_batches_tracked") && !expected.contains(name.as_str())
         }) {
-            return Err(Error::Weights(format!(
-                "tensor {extra:?} is not a parameter of model {:?}",
-                model.spec.name
-            )));
+            return Err(WeightsError::Unexpected {
+                name: extra.clone(),
+                model: model.spec.name.clone(),
+            });
         }
         Ok(())
     }
@@ -92,11 +94,12 @@ impl Weights {
         for (name, a) in &self.tensors {
             let b = other.require(name)?;
             if a.shape() != b.shape() {
-                return Err(Error::Weights(format!(
-                    "tensor {name:?} has shapes {:?} and {:?}",
-                    a.shape(),
-                    b.shape()
-                )));
+                return Err(WeightsError::Shape {
+                    name: name.clone(),
+                    expected: a.shape().to_vec(),
+                    actual: b.shape().to_vec(),
+                }
+                .into());
             }
             let difference = relative_difference(a.view(), b.view());
             if difference > worst.1 || worst.0.is_empty() {
@@ -119,44 +122,57 @@ impl Weights {
                 (name.clone(), tensor.shape().to_vec(), bytes)
             })
             .collect();
+        let file_error = |error: safetensors::SafeTensorError| WeightsError::File {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+            source: Some(error),
+        };
         let views = buffers
             .iter()
             .map(|(name, shape, bytes)| {
                 TensorView::new(Dtype::F32, shape.clone(), bytes)
                     .map(|view| (name.clone(), view))
-                    .map_err(|error| Error::Weights(format!("{name}: {error}")))
+                    .map_err(file_error)
             })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::serialize(views, None)
-            .map_err(|error| Error::Weights(error.to_string()))?;
+            .collect::<Result<Vec<_>, WeightsError>>()?;
+        let bytes = safetensors::serialize(views, None).map_err(file_error)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
+        }
         std::fs::write(path, bytes).map_err(|error| Error::io(path, error))
     }
 
     /// Reads a safetensors file of F32 tensors.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|error| Error::io(path, error))?;
-        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|error| {
-            Error::Weights(format!(
-                "{}: not a safetensors file: {error}",
-                path.display()
-            ))
-        })?;
+        let file =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|error| WeightsError::File {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+                source: Some(error),
+            })?;
         let mut weights = Weights::new();
         for (name, view) in file.tensors() {
             if view.dtype() != Dtype::F32 {
-                return Err(Error::Weights(format!(
-                    "{}: tensor {name:?} is {:?}; parallax reads F32 only",
-                    path.display(),
-                    view.dtype()
-                )));
+                return Err(WeightsError::File {
+                    path: path.to_path_buf(),
+                    message: format!("tensor {name:?} is {:?}", view.dtype()),
+                    source: None,
+                }
+                .into());
             }
             let values = view
                 .data()
                 .chunks_exact(4)
                 .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
                 .collect();
-            let tensor = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
-                .map_err(|error| Error::Weights(format!("{name}: {error}")))?;
+            let tensor = ArrayD::from_shape_vec(IxDyn(view.shape()), values).map_err(|error| {
+                WeightsError::File {
+                    path: path.to_path_buf(),
+                    message: format!("tensor {name:?}: {error}"),
+                    source: None,
+                }
+            })?;
             weights.insert(name, tensor);
         }
         Ok(weights)

@@ -201,10 +201,17 @@ fn try_batch_reports_out_of_range_indices() {
 }
 
 #[test]
-fn batches_keep_the_last_partial_batch() {
+fn an_epoch_plan_batches_in_order_keeps_the_last_partial_batch_and_checks_its_indices_once() {
     let data = numbered(10, 3);
     let order = epoch_order(data.len(), 1, 0);
-    let batches: Vec<_> = data.batches(&order, 4).collect();
+    let plan = EpochPlan::new(&data, &order, 4).expect("a valid plan");
+    assert_eq!(
+        (plan.steps(), plan.examples(), plan.batch_size()),
+        (3, 10, 4)
+    );
+    let chunk_sizes: Vec<usize> = plan.chunks().map(<[u32]>::len).collect();
+    assert_eq!(chunk_sizes, vec![4, 4, 2]);
+    let batches: Vec<_> = plan.batches().collect();
     let sizes: Vec<usize> = batches.iter().map(|batch| batch.len()).collect();
     assert_eq!(sizes, vec![4, 4, 2]);
     let seen: Vec<f32> = batches
@@ -219,28 +226,8 @@ fn batches_keep_the_last_partial_batch() {
         .collect();
     let expected: Vec<f32> = order.iter().map(|&i| i as f32).collect();
     assert_eq!(seen, expected, "batches must follow the order");
-    assert_eq!(
-        data.batches(&order, 0).count(),
-        10,
-        "batch size 0 counts as 1"
-    );
-    assert_eq!(data.batches(&[], 4).count(), 0);
-}
-
-#[test]
-fn an_epoch_plan_batches_as_the_data_set_does_and_checks_its_indices_once() {
-    let data = numbered(10, 3);
-    let order = epoch_order(data.len(), 1, 0);
-    let plan = EpochPlan::new(&data, &order, 4).expect("a valid plan");
-    assert_eq!(
-        (plan.steps(), plan.examples(), plan.batch_size()),
-        (3, 10, 4)
-    );
-    let chunk_sizes: Vec<usize> = plan.chunks().map(<[u32]>::len).collect();
-    assert_eq!(chunk_sizes, vec![4, 4, 2]);
-    let from_plan: Vec<_> = plan.batches().collect();
-    let from_data: Vec<_> = data.batches(&order, 4).collect();
-    assert_eq!(from_plan, from_data);
+    let by_index: Vec<_> = order.chunks(4).map(|indices| data.batch(indices)).collect();
+    assert_eq!(batches, by_index);
     assert_eq!(EpochPlan::new(&data, &[], 4).expect("empty").steps(), 0);
 
     let error = EpochPlan::new(&data, &order, 0).expect_err("batch size 0");
@@ -365,20 +352,6 @@ fn standardize_uses_each_channels_statistics() -> Result<()> {
         std: vec![0.0],
     };
     assert!(zero_std.validate(1).is_err());
-    Ok(())
-}
-
-#[test]
-fn fit_finds_per_channel_mean_and_std() -> Result<()> {
-    // Channel 0 is 0 and 255 (mean 0.5, std 0.5); channel 1 is constant 51 (mean 0.2, std 0
-    // replaced by 1).
-    let pixels = [0, 0, 51, 51, 255, 255, 51, 51];
-    let Normalization::Standardize { mean, std } = Normalization::fit(&pixels, [2, 2, 1, 2])?
-    else {
-        panic!("fit must standardise");
-    };
-    assert_eq!(mean, vec![0.5, 0.2]);
-    assert_eq!(std, vec![0.5, 1.0]);
     Ok(())
 }
 
@@ -1016,29 +989,14 @@ fn bundled_subset_loads() -> Result<()> {
     Ok(())
 }
 
-/// The full Fashion-MNIST, where this machine has it: `PARALLAX_DATA_DIR` or Debian's package.
-fn full_fashion_mnist() -> Option<PathBuf> {
-    let root = std::env::temp_dir();
-    let loc = DataLocator {
-        explicit_dir: None,
-        cache_dir: root.join("parallax-no-cache"),
-        fixtures_dir: fixtures_dir(),
-    };
-    loc.locate(BuiltinDataset::FashionMnist).ok()
-}
-
-/// Returns the full data, or explains why the test that needs it cannot run: a failure in CI,
-/// where the data is part of the setup, and a note elsewhere.
+/// The full Fashion-MNIST's directory, or `None` where this machine lacks it; under CI its
+/// absence fails the test (the one rule, `parallax_core::conformance::full_fashion_mnist`).
 fn require_full_data(test: &str) -> Option<PathBuf> {
-    let found = full_fashion_mnist();
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: the full Fashion-MNIST is required in CI; install Debian's dataset-fashion-mnist or set PARALLAX_DATA_DIR"
-        );
-        eprintln!("note: {test} skipped: the full Fashion-MNIST is not installed");
+    let request = parallax_core::conformance::full_fashion_mnist();
+    if request.is_none() {
+        eprintln!("note: {test} stopped: the full Fashion-MNIST is not installed");
     }
-    found
+    request.and_then(|request| request.locator().locate(BuiltinDataset::FashionMnist).ok())
 }
 
 /// The committed subset must be exactly the first 2000/500 examples of the full data. With

@@ -5,17 +5,17 @@
 //! `[O, I, kH, kW]`), so weights cross without any transposition: import copies each canonical
 //! array into the tensor of the same name, in place, and export copies it back out.
 
-use ndarray::{Array2, ArrayD, ArrayView4, IxDyn};
-use parallax_core::spec::ResolvedModel;
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
+use parallax_core::error::EngineError;
 use parallax_core::{Error, Result, Weights};
 use tch::{Kind, TchError, Tensor};
 
 use crate::BACKEND_NAME;
 use crate::net::Net;
 
-/// An engine error from libtorch's side.
-pub(crate) fn engine_error(message: impl std::fmt::Display) -> Error {
-    Error::engine(BACKEND_NAME, message)
+/// An engine error from libtorch's side: libtorch's own error, or a message of the adapter's.
+pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
+    Error::engine(BACKEND_NAME, source)
 }
 
 /// Maps libtorch's errors into core's [`Error::Engine`], at the trait boundary.
@@ -83,22 +83,21 @@ pub(crate) fn logits_to_array(tensor: &Tensor) -> Result<Array2<f32>> {
         .map_err(engine_error)
 }
 
-/// Replaces every parameter and running statistic of `net` with canonical `weights`.
+/// A `[N, C, H, W]` tensor as a host array.
+pub(crate) fn tensor_to_array4(tensor: &Tensor) -> Result<Array4<f32>> {
+    tensor_to_array(tensor)?
+        .into_dimensionality()
+        .map_err(engine_error)
+}
+
+/// Replaces every parameter and running statistic of `net` with canonical `weights`, which
+/// core has checked against the model.
 ///
 /// The copy is in place and outside autograd, so the tensors keep their identity (and their
 /// `requires_grad`) for the layers that hold them.
-pub(crate) fn import(net: &mut Net, model: &ResolvedModel, weights: &Weights) -> Result<()> {
-    weights.check(model)?;
+pub(crate) fn import(net: &mut Net, weights: &Weights) -> Result<()> {
     for named in &net.named {
         let array = weights.require(&named.info.name)?;
-        if array.shape() != named.info.shape.as_slice() {
-            return Err(Error::Weights(format!(
-                "tensor {:?} has shape {:?}, expected {:?}",
-                named.info.name,
-                array.shape(),
-                named.info.shape
-            )));
-        }
         let values: Vec<f32> = match array.as_slice() {
             Some(slice) => slice.to_vec(),
             None => array.iter().copied().collect(),

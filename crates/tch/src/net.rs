@@ -7,7 +7,10 @@
 //! functional ops, so batch norm updates its running variance with the unbiased batch variance,
 //! exactly as PyTorch does.
 
-use parallax_core::spec::{BlockOp, ConvOp, NormOp, Op, ParamInfo, ParamRole, ResolvedModel};
+use parallax_core::spec::{
+    BlockOp, ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamRole,
+    ResolvedModel,
+};
 use tch::{Kind, TchError, Tensor};
 
 /// libtorch's own result: the adapter maps its errors to core's once, at the trait boundary.
@@ -27,11 +30,12 @@ pub(crate) struct Dense {
     bias: Option<Tensor>,
 }
 
-/// A convolution with its explicit padding.
+/// A convolution with its stride and explicit padding.
 pub(crate) struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
-    op: ConvOp,
+    stride: [usize; 2],
+    padding: [usize; 4],
 }
 
 /// Batch normalisation: scale, shift and running statistics.
@@ -40,7 +44,8 @@ pub(crate) struct Norm {
     bias: Tensor,
     running_mean: Tensor,
     running_var: Tensor,
-    op: NormOp,
+    momentum: f64,
+    epsilon: f64,
 }
 
 /// A residual block: the main path's (conv, norm) pairs and an optional projection shortcut.
@@ -72,53 +77,65 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    fn take(&mut self, name: &str) -> Result<Tensor> {
+    /// The next tensor, which must be `info`'s.
+    fn take(&mut self, info: &ParamInfo) -> Result<Tensor> {
         let named = self
             .named
             .get(self.next)
-            .filter(|named| named.info.name == name)
-            .ok_or_else(|| TchError::Shape(format!("tensor {name:?} out of canonical order")))?;
+            .filter(|named| named.info.name == info.name)
+            .ok_or_else(|| {
+                TchError::Shape(format!("tensor {:?} out of canonical order", info.name))
+            })?;
         self.next += 1;
         Ok(named.tensor.shallow_clone())
     }
 
-    fn conv(&mut self, prefix: &str, op: &ConvOp) -> Result<Conv> {
+    fn optional(&mut self, info: Option<&ParamInfo>) -> Result<Option<Tensor>> {
+        info.map(|info| self.take(info)).transpose()
+    }
+
+    fn dense(&mut self, op: &DenseOp) -> Result<Dense> {
+        Ok(Dense {
+            weight: self.take(&op.weight)?,
+            bias: self.optional(op.bias.as_ref())?,
+        })
+    }
+
+    fn conv(&mut self, op: &ConvOp) -> Result<Conv> {
         Ok(Conv {
-            weight: self.take(&format!("{prefix}.weight"))?,
-            bias: if op.bias {
-                Some(self.take(&format!("{prefix}.bias"))?)
-            } else {
-                None
-            },
-            op: *op,
+            weight: self.take(&op.weight)?,
+            bias: self.optional(op.bias.as_ref())?,
+            stride: op.stride,
+            padding: op.padding,
         })
     }
 
-    fn norm(&mut self, prefix: &str, op: &NormOp) -> Result<Norm> {
+    fn norm(&mut self, op: &NormOp) -> Result<Norm> {
         Ok(Norm {
-            weight: self.take(&format!("{prefix}.weight"))?,
-            bias: self.take(&format!("{prefix}.bias"))?,
-            running_mean: self.take(&format!("{prefix}.running_mean"))?,
-            running_var: self.take(&format!("{prefix}.running_var"))?,
-            op: *op,
+            weight: self.take(&op.weight)?,
+            bias: self.take(&op.bias)?,
+            running_mean: self.take(&op.running_mean)?,
+            running_var: self.take(&op.running_var)?,
+            momentum: op.momentum,
+            epsilon: op.epsilon,
         })
     }
 
-    fn block(&mut self, prefix: &str, op: &BlockOp) -> Result<Block> {
-        let mut main = Vec::with_capacity(op.main.len());
-        for (conv_name, conv, norm_name, norm) in &op.main {
-            main.push((
-                self.conv(&format!("{prefix}.{conv_name}"), conv)?,
-                self.norm(&format!("{prefix}.{norm_name}"), norm)?,
-            ));
-        }
-        let shortcut = match &op.shortcut {
-            Some((conv, norm)) => Some((
-                self.conv(&format!("{prefix}.downsample.0"), conv)?,
-                self.norm(&format!("{prefix}.downsample.1"), norm)?,
-            )),
-            None => None,
-        };
+    fn conv_norm(&mut self, op: &ConvNormOp) -> Result<(Conv, Norm)> {
+        Ok((self.conv(&op.conv)?, self.norm(&op.norm)?))
+    }
+
+    fn block(&mut self, op: &BlockOp) -> Result<Block> {
+        let main = op
+            .main
+            .iter()
+            .map(|step| self.conv_norm(step))
+            .collect::<Result<Vec<_>>>()?;
+        let shortcut = op
+            .shortcut
+            .as_ref()
+            .map(|step| self.conv_norm(step))
+            .transpose()?;
         Ok(Block { main, shortcut })
     }
 }
@@ -169,19 +186,11 @@ impl Net {
         };
         let mut layers = Vec::with_capacity(model.layers.len());
         for layer in &model.layers {
-            let prefix = &layer.name;
             layers.push(match &layer.op {
-                Op::Dense { bias, .. } => Some(Params::Dense(Dense {
-                    weight: cursor.take(&format!("{prefix}.weight"))?,
-                    bias: if *bias {
-                        Some(cursor.take(&format!("{prefix}.bias"))?)
-                    } else {
-                        None
-                    },
-                })),
-                Op::Conv2d(op) => Some(Params::Conv(cursor.conv(prefix, op)?)),
-                Op::BatchNorm(op) => Some(Params::Norm(cursor.norm(prefix, op)?)),
-                Op::Block(op) => Some(Params::Block(cursor.block(prefix, op)?)),
+                Op::Dense(op) => Some(Params::Dense(cursor.dense(op)?)),
+                Op::Conv2d(op) => Some(Params::Conv(cursor.conv(op)?)),
+                Op::BatchNorm(op) => Some(Params::Norm(cursor.norm(op)?)),
+                Op::Block(op) => Some(Params::Block(cursor.block(op)?)),
                 Op::MaxPool2d(_)
                 | Op::AvgPool2d(_)
                 | Op::GlobalAvgPool
@@ -244,9 +253,9 @@ fn i64_pair(pair: [usize; 2]) -> [i64; 2] {
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let [top, _, left, _] = self.op.padding;
-        let stride = i64_pair(self.op.stride);
-        if symmetric(self.op.padding) {
+        let [top, _, left, _] = self.padding;
+        let stride = i64_pair(self.stride);
+        if symmetric(self.padding) {
             x.f_conv2d(
                 &self.weight,
                 self.bias.as_ref(),
@@ -258,7 +267,7 @@ impl Conv {
         } else {
             // libtorch pads symmetrically only; asymmetric ("same" with an even kernel or a
             // stride) padding is applied as explicit zeros first.
-            pad(x, self.op.padding, 0.0)?.f_conv2d(
+            pad(x, self.padding, 0.0)?.f_conv2d(
                 &self.weight,
                 self.bias.as_ref(),
                 stride,
@@ -281,8 +290,8 @@ impl Norm {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            self.op.momentum,
-            self.op.epsilon,
+            self.momentum,
+            self.epsilon,
             false,
         )
     }
@@ -357,30 +366,47 @@ pub(crate) fn forward(
 ) -> Result<Tensor> {
     for index in range {
         let (Some(layer), Some(params)) = (model.layers.get(index), net.layers.get(index)) else {
-            break;
+            return Err(TchError::Shape(format!("the network has no layer {index}")));
         };
-        x = match (&layer.op, params) {
-            (Op::Dense { .. }, Some(Params::Dense(dense))) => {
+        let params = params.as_ref();
+        let mismatch = || {
+            TchError::Shape(format!(
+                "layer {:?} has no parameters of its kind; the network and its spec disagree",
+                layer.name
+            ))
+        };
+        x = match &layer.op {
+            Op::Dense(_) => {
+                let Some(Params::Dense(dense)) = params else {
+                    return Err(mismatch());
+                };
                 flat(x)?.f_linear(&dense.weight, dense.bias.as_ref())?
             }
-            (Op::Conv2d(_), Some(Params::Conv(conv))) => conv.forward(&image(x)?)?,
-            (Op::BatchNorm(_), Some(Params::Norm(norm))) => norm.forward(&x, train)?,
-            (Op::Block(_), Some(Params::Block(block))) => block.forward(&image(x)?, train)?,
-            (Op::MaxPool2d(op), _) => max_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
-            (Op::AvgPool2d(op), _) => avg_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
-            (Op::GlobalAvgPool, _) => {
-                image(x)?.f_mean_dim([2i64, 3].as_slice(), false, None::<Kind>)?
+            Op::Conv2d(_) => {
+                let Some(Params::Conv(conv)) = params else {
+                    return Err(mismatch());
+                };
+                conv.forward(&image(x)?)?
             }
-            (Op::Relu, _) => x.f_relu()?,
-            (Op::Dropout(rate), _) if train && *rate > 0.0 => x.f_dropout(*rate, true)?,
-            (Op::Dropout(_), _) => x,
-            (Op::Flatten, _) => flat(x)?,
-            (op, _) => {
-                return Err(TchError::Shape(format!(
-                    "layer {:?} ({op:?}) has no parameters",
-                    layer.name
-                )));
+            Op::BatchNorm(_) => {
+                let Some(Params::Norm(norm)) = params else {
+                    return Err(mismatch());
+                };
+                norm.forward(&x, train)?
             }
+            Op::Block(_) => {
+                let Some(Params::Block(block)) = params else {
+                    return Err(mismatch());
+                };
+                block.forward(&image(x)?, train)?
+            }
+            Op::MaxPool2d(op) => max_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
+            Op::AvgPool2d(op) => avg_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
+            Op::GlobalAvgPool => image(x)?.f_mean_dim([2i64, 3].as_slice(), false, None::<Kind>)?,
+            Op::Relu => x.f_relu()?,
+            Op::Dropout(rate) if train && *rate > 0.0 => x.f_dropout(*rate, true)?,
+            Op::Dropout(_) => x,
+            Op::Flatten => flat(x)?,
         };
     }
     Ok(x)

@@ -7,15 +7,21 @@
 //! layer fed by a flattened image reads its canonical rows in a permuted order; so does a batch
 //! norm over such features. [`Layout`] names each case, and the conversions are exact inverses.
 
-use ndarray::{Array2, ArrayD, ArrayView4, Axis, IxDyn};
+use std::collections::HashMap;
+
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, Axis, IxDyn};
+use parallax_core::error::EngineError;
+use parallax_core::spec::{Op, ResolvedModel};
 use parallax_core::{Error, Result};
 use tensorflow::{Status, Tensor};
 
 use crate::BACKEND_NAME;
+use crate::forward::{Repr, TfResult, input_repr, next_repr};
 
-/// An engine error from TensorFlow's side.
-pub(crate) fn engine_error(message: impl std::fmt::Display) -> Error {
-    Error::engine(BACKEND_NAME, message)
+/// An engine error from TensorFlow's side: TensorFlow's own status, or a message of the
+/// adapter's.
+pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
+    Error::engine(BACKEND_NAME, source)
 }
 
 /// Maps TensorFlow's status into core's [`Error::Engine`], at the trait boundary.
@@ -121,6 +127,54 @@ impl Layout {
     }
 }
 
+/// Each canonical tensor's layout in the graph, by name, from the representation that reaches
+/// its layer; tensors absent from the map are stored as they are ([`Layout::Same`]).
+pub(crate) fn layouts(model: &ResolvedModel) -> TfResult<HashMap<String, Layout>> {
+    let mut layouts = HashMap::new();
+    let mut repr = input_repr(model);
+    for layer in &model.layers {
+        match &layer.op {
+            Op::Dense(op) => {
+                let order = match repr {
+                    Repr::Image {
+                        channels,
+                        height,
+                        width,
+                    } => flat_order(channels, height, width),
+                    Repr::Flat { order, .. } => order,
+                };
+                layouts.insert(op.weight.name.clone(), Layout::DenseKernel(order));
+            }
+            Op::Conv2d(op) => {
+                layouts.insert(op.weight.name.clone(), Layout::ConvKernel);
+            }
+            Op::Block(op) => {
+                for step in op.main.iter().chain(&op.shortcut) {
+                    layouts.insert(step.conv.weight.name.clone(), Layout::ConvKernel);
+                }
+            }
+            Op::BatchNorm(op) => {
+                if let Repr::Flat {
+                    order: Some(order), ..
+                } = repr
+                {
+                    for param in op.params() {
+                        layouts.insert(param.name.clone(), Layout::Features(order));
+                    }
+                }
+            }
+            Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::GlobalAvgPool
+            | Op::Relu
+            | Op::Dropout(_)
+            | Op::Flatten => {}
+        }
+        repr = next_repr(&layer.op, repr, &layer.output)?;
+    }
+    Ok(layouts)
+}
+
 /// `array` in row-major order with a new shape of the same size.
 fn reshape(array: &ArrayD<f32>, shape: &[usize]) -> Result<ArrayD<f32>> {
     let values: Vec<f32> = array.iter().copied().collect();
@@ -168,9 +222,9 @@ pub(crate) fn images_to_nhwc(images: ArrayView4<f32>) -> Tensor<f32> {
 }
 
 /// An NHWC tensor as a canonical `[N, C, H, W]` host array.
-pub(crate) fn nhwc_to_images(tensor: &Tensor<f32>) -> Result<ndarray::Array4<f32>> {
+pub(crate) fn nhwc_to_images(tensor: &Tensor<f32>) -> Result<Array4<f32>> {
     let array = tensor_to_array(tensor)?;
-    let array: ndarray::Array4<f32> = array.into_dimensionality().map_err(engine_error)?;
+    let array: Array4<f32> = array.into_dimensionality().map_err(engine_error)?;
     Ok(array
         .permuted_axes([0, 3, 1, 2])
         .as_standard_layout()

@@ -2,11 +2,11 @@
 //! `--harness-share` the measurement of the harness's share of a libtorch epoch, with the
 //! native libraries provisioned.
 
-use std::process::Command;
-
 use anyhow::{Context, bail};
 
-use super::{repo_root, setup};
+use crate::cargo::cargo;
+use crate::provision;
+use crate::workers::set_openmp_wait;
 
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -22,24 +22,30 @@ pub struct Args {
 
 /// Runs the benchmarks.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .current_dir(repo_root()?)
-        .args(["bench", "-p", "parallax-benches"]);
-    if args.harness_share {
-        setup::ensure(false)?.apply(&mut command);
-        command
-            .args(["--features", "tch", "--bench", "harness_share"])
-            .env("PARALLAX_CACHE", setup::cache_dir());
+    let mut command = if args.harness_share {
+        let native = provision::ensure(false)?;
+        let mut command = cargo(
+            &[
+                "bench",
+                "-p",
+                "parallax-benches",
+                "--features",
+                "tch",
+                "--bench",
+                "harness_share",
+            ],
+            Some(&native),
+        );
+        command.env("PARALLAX_CACHE", provision::cache_dir());
         // As in `cargo xtask compare`'s libtorch workers: a short OpenMP spin, unless set.
-        if std::env::var_os("OMP_WAIT_POLICY").is_none()
-            && std::env::var_os("GOMP_SPINCOUNT").is_none()
-        {
-            command.env("GOMP_SPINCOUNT", super::compare::LIBTORCH_SPIN_COUNT);
-        }
+        set_openmp_wait(&mut command);
+        command
     } else {
-        command.args(["--bench", "train_step"]);
-    }
+        cargo(
+            &["bench", "-p", "parallax-benches", "--bench", "train_step"],
+            None,
+        )
+    };
     if let Some(filter) = &args.filter {
         command.arg("--").arg(filter);
     }

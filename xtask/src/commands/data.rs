@@ -3,7 +3,7 @@
 use anyhow::Context;
 use parallax_core::data::builtin::BuiltinDataset;
 
-use super::cache_dir;
+use crate::provision::cache_dir;
 
 /// Flags of `cargo xtask data`.
 #[derive(clap::Subcommand, Debug)]
@@ -11,7 +11,7 @@ pub enum Args {
     /// Downloads a data set from its canonical mirror into the cache, checking every file's SHA-256.
     Download {
         /// fashion-mnist or mnist.
-        dataset: String,
+        dataset: BuiltinDataset,
         /// Another mirror with the same file names (for testing, or a local copy).
         #[arg(long)]
         base_url: Option<String>,
@@ -22,7 +22,7 @@ pub enum Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args {
         Args::Download { dataset, base_url } => {
-            let which: BuiltinDataset = dataset.parse().map_err(anyhow::Error::msg)?;
+            let which = dataset;
             let cache = cache_dir();
             eprintln!("downloading {which} into {}", cache.display());
             let dir = parallax_core::data::download::download(which, &cache, base_url.as_deref())

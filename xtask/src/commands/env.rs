@@ -1,7 +1,7 @@
 //! `cargo xtask env`: prints the environment that a plain `cargo build`/`cargo test`, or a crate
 //! outside this workspace, needs to link libtorch and TensorFlow; provisions them first if needed.
 
-use super::setup::{self, Format};
+use crate::provision::{self, Format};
 
 /// Flags of `cargo xtask env`.
 #[derive(clap::Args, Debug)]
@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Runs `cargo xtask env`: progress, if any, goes to stderr, and only the variables to stdout.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let env = setup::ensure(args.cuda)?;
-    print!("{}", setup::render(&env.vars(), args.format));
+    let env = provision::ensure(args.cuda)?;
+    print!("{}", provision::render(&env.vars(), args.format));
     Ok(())
 }

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::repo_root;
-use super::test::{DEBIAN_FASHION_MNIST, ensure_fashion_mnist};
+use parallax_core::data::builtin::DEBIAN_FASHION_MNIST_DIR;
+
+use crate::cargo::repo_root;
+use crate::provision::data::ensure_fashion_mnist;
 
 /// Training and test images in the bundled Fashion-MNIST subset.
 pub const SUBSET_TRAIN: usize = 2000;
@@ -16,16 +18,16 @@ pub const SUBSET_TEST: usize = 500;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of the full Fashion-MNIST IDX files.
-    #[arg(long, default_value = DEBIAN_FASHION_MNIST)]
+    #[arg(long, default_value = DEBIAN_FASHION_MNIST_DIR)]
     pub source: PathBuf,
 }
 
 /// Rewrites `fixtures/fashion-mnist-subset` from the full data set.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.source.as_os_str() == DEBIAN_FASHION_MNIST {
+    if args.source.as_os_str() == DEBIAN_FASHION_MNIST_DIR {
         ensure_fashion_mnist()?;
     }
-    let target = repo_root()?.join("fixtures").join("fashion-mnist-subset");
+    let target = repo_root().join("fixtures").join("fashion-mnist-subset");
     parallax_core::data::write_subset(&args.source, &target, SUBSET_TRAIN, SUBSET_TEST)
         .with_context(|| format!("writing {}", target.display()))?;
     println!(

@@ -219,6 +219,14 @@ impl FromStr for BuiltinDataset {
     }
 }
 
+/// Whether this process runs under CI: `CI` is set to anything but empty, `0` or `false`.
+///
+/// Under CI a missing data set or native library is a failure, never a reason to skip a test
+/// or to fall back to the bundled subset.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false"))
+}
+
 /// Where to look for the built-in data sets; see the [module documentation](self) for the
 /// order.
 #[derive(Clone, Debug, PartialEq, Eq)]

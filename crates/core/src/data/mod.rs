@@ -28,6 +28,7 @@ pub mod builtin;
 pub mod download;
 pub mod folder;
 pub mod idx;
+pub mod request;
 pub mod subset;
 
 pub use builtin::{BuiltinDataset, DataLocator};
@@ -35,6 +36,7 @@ pub use builtin::{BuiltinDataset, DataLocator};
 pub use download::download;
 pub use folder::read_image_folder;
 pub use idx::{IdxImages, read_idx_images, read_idx_labels, write_idx_images, write_idx_labels};
+pub use request::{DataRequest, DatasetName, LoadedData};
 pub use subset::{verify_manifest, write_subset};
 
 /// A data set that is missing, truncated or malformed, or a request that doesn't fit it.
@@ -299,49 +301,6 @@ pub enum Normalization {
 }
 
 impl Normalization {
-    /// Per-channel mean and standard deviation of unit-range pixels, as a
-    /// [`Normalization::Standardize`].
-    ///
-    /// `pixels` holds images of `shape` (N, C, H, W) in that order, as [`Normalization::apply`]
-    /// takes them. The standard deviation is the population one (divided by the count, as
-    /// `torch.std(unbiased=False)`); a channel with no spread gets a standard deviation of 1,
-    /// so that the transform stays finite. Fit on the training set only, and reuse the result
-    /// for the test set.
-    pub fn fit(pixels: &[u8], shape: [usize; 4]) -> Result<Self, DataError> {
-        check_pixels(pixels, shape)?;
-        let [_, c, h, w] = shape;
-        if pixels.is_empty() {
-            return Err(DataError::InvalidArgument {
-                name: "pixels",
-                reason: "no images to fit a normalisation on".into(),
-            });
-        }
-        // Sums are kept in integers, which are exact whatever the order of summation, and only
-        // the final moments in f64.
-        let mut sums = vec![0u64; c];
-        let mut squares = vec![0u64; c];
-        for (plane_index, plane) in pixels.chunks(h * w).enumerate() {
-            let channel = plane_index % c;
-            if let (Some(sum), Some(square)) = (sums.get_mut(channel), squares.get_mut(channel)) {
-                for &x in plane {
-                    *sum += u64::from(x);
-                    *square += u64::from(x) * u64::from(x);
-                }
-            }
-        }
-        let count = (pixels.len() / c) as f64;
-        let mut mean = Vec::with_capacity(c);
-        let mut std = Vec::with_capacity(c);
-        for (&sum, &square) in sums.iter().zip(&squares) {
-            let m = sum as f64 / count / 255.0;
-            let variance = (square as f64 / count / (255.0 * 255.0) - m * m).max(0.0);
-            let s = variance.sqrt();
-            mean.push(m as f32);
-            std.push(if s > 1e-12 { s as f32 } else { 1.0 });
-        }
-        Ok(Normalization::Standardize { mean, std })
-    }
-
     /// Checks that the normalisation fits images of `channels` channels.
     pub fn validate(&self, channels: usize) -> Result<(), DataError> {
         match self {
@@ -718,23 +677,6 @@ impl Dataset {
     pub fn batch(&self, indices: &[u32]) -> Batch {
         self.try_batch(indices)
             .unwrap_or_else(|error| panic!("Dataset::batch: {error}"))
-    }
-
-    /// Batches of `batch_size` examples in `order`; the last batch holds the rest and may be
-    /// smaller (PyTorch's `drop_last=False`, and Keras' behaviour). A `batch_size` of 0 is
-    /// treated as 1.
-    ///
-    /// # Panics
-    ///
-    /// As [`Dataset::batch`], when `order` holds an index beyond the end.
-    pub fn batches<'a>(
-        &'a self,
-        order: &'a [u32],
-        batch_size: usize,
-    ) -> impl Iterator<Item = Batch> + 'a {
-        order
-            .chunks(batch_size.max(1))
-            .map(move |indices| self.batch(indices))
     }
 
     /// A new data set of the examples at `indices`, in that order, named `name`.

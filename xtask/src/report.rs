@@ -1,6 +1,7 @@
 //! The comparison's summary (`summary.json`), its Markdown report and its terminal table.
 
 use comfy_table::{Table, TableStyle, presets};
+use parallax_core::Topic;
 use parallax_core::record::{RunRecord, RunRequest};
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +94,28 @@ const QUALITY: &[&str] = &[
     "macro F1",
 ];
 
+/// The fairness ledger as one table: a row per topic, a column per backend. Markdown cells
+/// cannot hold a `|`, so one is written as a slash.
+fn ledger_table(summary: &Summary) -> Table {
+    let mut header = vec!["topic".to_string()];
+    header.extend(summary.records.iter().map(|r| r.backend.clone()));
+    let rows = Topic::ALL
+        .iter()
+        .map(|&topic| {
+            let mut row = vec![topic.title().to_string()];
+            row.extend(summary.records.iter().map(|r| {
+                r.ledger
+                    .get(topic)
+                    .unwrap_or("(not recorded)")
+                    .replace('|', "/")
+            }));
+            row
+        })
+        .collect();
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    table(&header_refs, rows, presets::ASCII_MARKDOWN)
+}
+
 /// The table printed at the end of `cargo xtask compare`.
 pub fn terminal_table(summary: &Summary) -> String {
     let mut rows = Vec::new();
@@ -135,7 +158,9 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     out.push_str(&format!(
         "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {:?} at lr {}, seed {}, {} initial weights, {} threads, device {}.\n",
         request.model,
-        first.map(|r| r.dataset.as_str()).unwrap_or(request.dataset.as_str()),
+        first
+            .map(|r| r.dataset.clone())
+            .unwrap_or_else(|| request.data.dataset.to_string()),
         first.map(|r| r.train_examples).unwrap_or(0),
         first.map(|r| r.test_examples).unwrap_or(0),
         request.epochs,
@@ -143,9 +168,10 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         request.optimizer.kind,
         request.optimizer.lr,
         request.seed,
-        match request.init {
-            parallax_core::record::InitMode::Canonical => "shared canonical",
-            parallax_core::record::InitMode::Native => "each engine's own",
+        match &request.init {
+            parallax_core::record::InitMode::Canonical => "shared canonical".to_string(),
+            parallax_core::record::InitMode::Native => "each engine's own".to_string(),
+            parallax_core::record::InitMode::File(path) => format!("shared, from {}", path.display()),
         },
         request.threads,
         request.device,
@@ -234,13 +260,9 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         out.push_str(&table(&header_refs, rows, md).to_string());
     }
 
-    out.push_str("\n\n## Fairness ledger\n\nWhat each engine would do by default where parallax sets a value explicitly for every backend.\n\n");
-    for r in &summary.records {
-        out.push_str(&format!("- **{}**\n", r.backend));
-        for (topic, default) in &r.engine_defaults {
-            out.push_str(&format!("  - {topic}: {default}\n"));
-        }
-    }
+    out.push_str("\n\n## Fairness ledger\n\nWhat each engine does by default, and what parallax does instead so that every backend computes the same thing, topic by topic.\n\n");
+    out.push_str(&ledger_table(summary).to_string());
+    out.push('\n');
 
     if !summary.failures.is_empty() {
         out.push_str("\n## Failed runs\n\n");
@@ -277,6 +299,7 @@ mod tests {
             "seed": 1, "init": "canonical", "limit_train": null, "git_revision": "x"
         }))
         .unwrap();
+        assert!(!request.save_weights);
         let markdown = markdown(&summary, &request);
         for section in [
             "## Engines",

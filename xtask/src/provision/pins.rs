@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The pins file, compiled in so that the binary and the hashes it checks never disagree.
-const PINS_TOML: &str = include_str!("../../../wheels.toml");
+const PINS_TOML: &str = include_str!("../../wheels.toml");
 
 /// Everything `xtask/wheels.toml` says.
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,216 @@
+//! The burn backend: which of burn's engines runs on which device, with which threads, and
+//! what burn does by default (the fairness ledger).
+
+use parallax_core::denormals;
+use parallax_core::spec::ResolvedModel;
+use parallax_core::{
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
+    Weights,
+};
+
+use crate::convert;
+use crate::model::BurnModel;
+use crate::net::Net;
+
+/// The backend's name in `--backends` and in records.
+pub const BACKEND_NAME: &str = "burn";
+
+/// The burn release this crate is built and pinned against.
+pub const BURN_VERSION: &str = "0.22.1";
+
+/// Which of burn's execution backends runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BurnEngine {
+    /// Flex, burn's pure-Rust CPU backend (the default; nothing to install).
+    Flex,
+    /// CubeCL CUDA, for NVIDIA GPUs (cargo feature `cuda`).
+    Cuda,
+    /// LibTorch through burn-tch (cargo feature `tch`), on CPU or CUDA.
+    LibTorch,
+}
+
+impl BurnEngine {
+    /// The engine for a device: Flex on the CPU, CubeCL CUDA on GPUs.
+    pub fn for_device(device: Device) -> Self {
+        match device {
+            Device::Cpu => BurnEngine::Flex,
+            Device::Cuda(_) => BurnEngine::Cuda,
+        }
+    }
+
+    /// The name in `--backends`: `burn-tch` for LibTorch, so its records don't collide with Flex's.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            BurnEngine::LibTorch => "burn-tch",
+            BurnEngine::Flex | BurnEngine::Cuda => BACKEND_NAME,
+        }
+    }
+
+    fn framework(&self) -> &'static str {
+        match self {
+            BurnEngine::Flex => "burn-flex",
+            BurnEngine::Cuda => "burn-cuda",
+            BurnEngine::LibTorch => "burn-tch",
+        }
+    }
+
+    /// How this engine's threads are pooled.
+    fn threads_entry(&self) -> &'static str {
+        match self {
+            BurnEngine::Flex => {
+                "Flex computes on rayon's global pool, sized once per process; parallax sizes it to the run's threads"
+            }
+            BurnEngine::Cuda => "CubeCL computes on the GPU; the host thread only launches kernels",
+            BurnEngine::LibTorch => {
+                "libtorch's OpenMP intra-op threads (at::set_num_threads), set to the run's threads"
+            }
+        }
+    }
+}
+
+/// burn on one device with a fixed number of CPU threads.
+#[derive(Clone, Debug)]
+pub struct BurnBackend {
+    engine: BurnEngine,
+    device: Device,
+    burn_device: burn::tensor::Device,
+    threads: usize,
+    flush_denormals: bool,
+}
+
+fn device_error(engine: BurnEngine, device: Device, reason: impl Into<String>) -> Error {
+    Error::device(engine.backend_name(), device, reason)
+}
+
+// burn 0.22 deprecates burn-tch in favour of CubeCL; parallax keeps it on purpose, because it
+// runs burn's own layer on the very libtorch of the tch adapter and so separates the two costs.
+#[allow(deprecated)]
+fn burn_device(engine: BurnEngine, device: Device) -> Result<burn::tensor::Device> {
+    match (engine, device) {
+        (BurnEngine::Flex, Device::Cpu) => Ok(burn::tensor::Device::flex()),
+        (BurnEngine::Flex, Device::Cuda(_)) => Err(device_error(
+            engine,
+            device,
+            "Flex is a CPU backend; use --device cpu, or burn's CUDA engine",
+        )),
+        #[cfg(feature = "cuda")]
+        (BurnEngine::Cuda, Device::Cuda(index)) => Ok(burn::tensor::Device::cuda(index)),
+        #[cfg(not(feature = "cuda"))]
+        (BurnEngine::Cuda, _) => Err(device_error(
+            engine,
+            device,
+            "this build has no CUDA support; rebuild parallax-burn with the `cuda` feature (`cargo xtask compare --device cuda:N` builds it)",
+        )),
+        #[cfg(feature = "cuda")]
+        (BurnEngine::Cuda, Device::Cpu) => Err(device_error(
+            engine,
+            device,
+            "CubeCL CUDA needs a cuda:N device",
+        )),
+        #[cfg(feature = "tch")]
+        (BurnEngine::LibTorch, Device::Cpu) => Ok(burn::tensor::Device::libtorch()),
+        #[cfg(feature = "tch")]
+        (BurnEngine::LibTorch, Device::Cuda(index)) => {
+            Ok(burn::tensor::Device::libtorch_cuda(index))
+        }
+        #[cfg(not(feature = "tch"))]
+        (BurnEngine::LibTorch, _) => Err(device_error(
+            engine,
+            device,
+            "this build has no LibTorch support; rebuild parallax-burn with the `tch` feature",
+        )),
+    }
+}
+
+/// Threads the engine computes with: rayon's pool, or libtorch's intra-op pool.
+fn engine_threads(engine: BurnEngine) -> usize {
+    #[cfg(feature = "tch")]
+    if engine == BurnEngine::LibTorch {
+        return usize::try_from(tch::get_num_threads()).unwrap_or(1);
+    }
+    let _ = engine;
+    rayon::current_num_threads()
+}
+
+impl BurnBackend {
+    /// burn's `engine` on `device`, with the comparison's CPU settings.
+    ///
+    /// Flex computes on rayon's global pool, which a process configures once: the first backend
+    /// created decides its size and subnormal handling, and [`BackendInfo`] reports what is
+    /// actually in effect. The calling thread, which runs the small operations, is set too.
+    pub fn new(engine: BurnEngine, device: Device, cpu: CpuSettings) -> Result<Self> {
+        let burn_device = burn_device(engine, device)?;
+        let flush = cpu.flush_denormals;
+        denormals::flush_denormals_on_this_thread(flush);
+        // An error only means the pool already exists; what it does is reported in `info`.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(cpu.threads)
+            .start_handler(move |_| {
+                denormals::flush_denormals_on_this_thread(flush);
+            })
+            .build_global();
+        // libtorch computes on its own OpenMP threads. They start lazily and, like every new
+        // thread, copy the creating thread's floating-point environment, set just above.
+        #[cfg(feature = "tch")]
+        if engine == BurnEngine::LibTorch {
+            tch::set_num_threads(i32::try_from(cpu.threads.max(1)).unwrap_or(i32::MAX));
+        }
+        let pool_flushes = rayon::broadcast(|_| denormals::flushing_denormals_on_this_thread())
+            .into_iter()
+            .all(|flushing| flushing);
+        Ok(BurnBackend {
+            engine,
+            device,
+            burn_device,
+            threads: engine_threads(engine),
+            flush_denormals: pool_flushes && denormals::flushing_denormals_on_this_thread(),
+        })
+    }
+
+    /// What burn does by default on each topic of the fairness ledger, and what parallax does.
+    fn ledger(&self) -> Ledger {
+        Ledger::from_fn(|topic| {
+            match topic {
+                Topic::Initialisation => "Linear/Conv2d KaimingUniform with gain 1/√3: PyTorch's ±1/√fan_in bound (used with --init native)",
+                Topic::OptimizerEpsilon => "AdamConfig ε = 1e-5; parallax passes the run's ε (PyTorch's 1e-8 by default)",
+                Topic::OptimizerFormulation => "Adam as PyTorch writes it; MomentumConfig dampening 0.1, which parallax sets to 0 (PyTorch's rule); Keras's Adam is parallax's own burn optimizer",
+                Topic::BatchNormMomentum => "burn::nn::BatchNorm momentum 0.1 in PyTorch's convention; parallax uses the spec's",
+                Topic::BatchNormEpsilon => "burn::nn::BatchNorm ε 1e-5; parallax uses the spec's",
+                Topic::BatchNormRunningVariance => "burn::nn::BatchNorm updates the running variance with the biased batch variance; parallax's own norm uses the unbiased one, like PyTorch",
+                Topic::Padding => "explicit amounts per side, as core resolves them (TensorFlow's rule for \"same\")",
+                Topic::Layout => "NCHW, the canonical layout; dense weights are stored [in, out] and transposed at the boundary",
+                Topic::Subnormals => "burn keeps subnormal floats (no flush-to-zero); parallax sets the run's policy on its threads",
+                Topic::Threads => self.engine.threads_entry(),
+                Topic::Loss => "log-softmax and the mean of the target class's negative log-probability, as PyTorch's cross-entropy",
+            }
+            .to_string()
+        })
+    }
+}
+
+impl Backend for BurnBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: self.engine.backend_name().into(),
+            framework: self.engine.framework().into(),
+            framework_version: BURN_VERSION.into(),
+            device: self.device,
+            threads: self.threads,
+            flush_denormals: self.flush_denormals,
+            ledger: self.ledger(),
+        }
+    }
+
+    fn create(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<Checked<&Weights>>,
+    ) -> Result<Box<dyn Model>> {
+        let device = self.burn_device.clone().autodiff();
+        let mut net = Net::new(model, &device);
+        if let Some(weights) = weights {
+            convert::import(&mut net, model, &weights, &device)?;
+        }
+        Ok(Box::new(BurnModel::new(net, model, device, self.engine)))
+    }
+}

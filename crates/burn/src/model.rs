@@ -1,0 +1,180 @@
+//! [`BurnModel`]: the `Model` hooks on burn, with its optimizer state.
+
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use ndarray::{Array2, ArrayView4};
+use parallax_core::spec::ResolvedModel;
+use parallax_core::{
+    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, Weights,
+};
+
+use crate::backend::BurnEngine;
+use crate::convert::{self, engine_error, images_to_tensor, logits_to_array, tensor_to_array4};
+use crate::net::{Activation, Net, forward};
+use crate::optim::module_optimizer;
+
+/// A spec's network on burn, with its optimizer state.
+pub struct BurnModel {
+    /// Always `Some` between calls; burn's optimizer takes the module by value for a step.
+    net: Option<Net>,
+    /// The network without autodiff, for predictions; made on first use after a change.
+    eval: Option<Net>,
+    model: Arc<ResolvedModel>,
+    /// The autodiff device the parameters live on.
+    device: burn::tensor::Device,
+    engine: BurnEngine,
+    optimizer: Option<(OptimizerConfig, ModuleOptimizer)>,
+}
+
+fn lost() -> parallax_core::Error {
+    engine_error("the model was lost in an earlier failed step")
+}
+
+fn labels_tensor(labels: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int> {
+    let values: Vec<i64> = labels.iter().map(|&label| i64::from(label)).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(values, [labels.len()]), device)
+        .reshape([labels.len(), 1])
+}
+
+impl BurnModel {
+    pub(crate) fn new(
+        net: Net,
+        model: &ResolvedModel,
+        device: burn::tensor::Device,
+        engine: BurnEngine,
+    ) -> Self {
+        BurnModel {
+            net: Some(net),
+            eval: None,
+            model: Arc::new(model.clone()),
+            device,
+            engine,
+            optimizer: None,
+        }
+    }
+
+    /// Which of burn's engines computes.
+    pub fn engine(&self) -> BurnEngine {
+        self.engine
+    }
+
+    fn net(&self) -> Result<&Net> {
+        self.net.as_ref().ok_or_else(lost)
+    }
+
+    /// The optimizer for `config`: the current one, or a fresh one when the configuration
+    /// changed.
+    fn optimizer(&mut self, config: &OptimizerConfig) -> &mut ModuleOptimizer {
+        if !matches!(&self.optimizer, Some((current, _)) if current == config) {
+            self.optimizer = None;
+        }
+        let (_, optimizer) = self
+            .optimizer
+            .get_or_insert_with(|| (*config, module_optimizer(config)));
+        optimizer
+    }
+}
+
+impl Model for BurnModel {
+    fn import_weights(&mut self, weights: Checked<&Weights>) -> Result<()> {
+        let net = self.net.as_mut().ok_or_else(lost)?;
+        convert::import(net, &self.model, &weights, &self.device)?;
+        self.eval = None;
+        // The optimizer's state belongs to the old parameters.
+        self.optimizer = None;
+        Ok(())
+    }
+
+    fn export_weights(&self) -> Result<Weights> {
+        convert::export(self.net()?, &self.model)
+    }
+
+    fn train_step(&mut self, batch: Checked<&Batch>, optimizer: &OptimizerConfig) -> Result<f32> {
+        let labels = batch.labels.to_vec();
+        let lr = optimizer.lr;
+        let device = self.device.clone();
+        let model = Arc::clone(&self.model);
+        self.optimizer(optimizer);
+        self.eval = None;
+        let net = self.net.take().ok_or_else(lost)?;
+        let x = images_to_tensor(batch.images.view(), &device);
+        let targets = labels_tensor(&labels, &device);
+        let logits = match forward(
+            &net,
+            &model,
+            Activation::Image(x),
+            0..model.layers.len(),
+            true,
+        ) {
+            Ok(output) => output.flat(),
+            Err(error) => {
+                self.net = Some(net);
+                return Err(error);
+            }
+        };
+        let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
+        let loss_value = loss.clone().try_into_scalar::<f32>();
+        let gradients = GradientsParams::from_grads(loss.backward(), &net);
+        let Some((_, optim)) = self.optimizer.as_mut() else {
+            self.net = Some(net);
+            return Err(engine_error("optimizer missing after creation"));
+        };
+        self.net = Some(optim.step(lr, net, gradients));
+        loss_value.map_err(|error| engine_error(format!("{error:?}")))
+    }
+
+    fn predict(&mut self, images: Checked<ArrayView4<'_, f32>>) -> Result<Array2<f32>> {
+        if self.eval.is_none() {
+            // One snapshot without autodiff serves every prediction until the weights change.
+            self.eval = Some(self.net()?.valid());
+        }
+        let valid = self.eval.as_ref().ok_or_else(lost)?;
+        let device = self.device.clone().without_autodiff();
+        let x = images_to_tensor(images.into_inner(), &device);
+        let logits = forward(
+            valid,
+            &self.model,
+            Activation::Image(x),
+            0..self.model.layers.len(),
+            false,
+        )?;
+        logits_to_array(logits.flat())
+    }
+
+    fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam> {
+        let GradCamTarget {
+            images,
+            layer,
+            classes,
+        } = target.into_inner();
+        let net = self.net()?;
+        let x = images_to_tensor(images, &self.device);
+        let Activation::Image(activations) =
+            forward(net, &self.model, Activation::Image(x), 0..layer + 1, false)?
+        else {
+            return Err(engine_error("GradCAM layer gave a flat activation"));
+        };
+        let leaf = activations.detach().require_grad();
+        let logits = forward(
+            net,
+            &self.model,
+            Activation::Image(leaf.clone()),
+            layer + 1..self.model.layers.len(),
+            false,
+        )?
+        .flat();
+        let score = logits.gather(1, labels_tensor(classes, &self.device)).sum();
+        let gradients = score.backward();
+        let gradient = leaf
+            .grad(&gradients)
+            .ok_or_else(|| engine_error("no gradient reached the GradCAM layer"))?;
+        Ok(GradCam {
+            activations: tensor_to_array4(leaf.inner())?,
+            gradients: tensor_to_array4(gradient)?,
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! The run protocol: what one run of a backend does, from its request to its record.
+//!
+//! [`execute`] loads the data, resolves the model, draws or reads the initial weights, builds
+//! the model, trains epoch by epoch with an evaluation after each, times the first step, and
+//! assembles the [`RunRecord`] in one place. The worker binary is argument parsing, a backend
+//! and this call; tests and benches call the same code, so what they measure is what
+//! `cargo xtask compare` runs.
+//!
+//! When given a [`RunFiles`], the protocol writes the record after every epoch (status
+//! `running`), at the end (`complete`), and when a later part fails (`failed`, with the error),
+//! so that what finished is on disk before anything after it can go wrong.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::backend::{Backend, BackendInfo, Evaluation};
+use crate::data::{EpochPlan, LoadedData, epoch_order};
+use crate::error::one_line;
+use crate::record::{
+    EpochRecord, InitMode, ProgressEvent, RECORD_VERSION, RunRecord, RunRequest, RunStatus, median,
+};
+use crate::spec::ResolvedModel;
+use crate::weights::Weights;
+use crate::{Error, Result, init};
+
+/// Where a run writes its record and, when its request asks for them, its trained weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunFiles {
+    /// The record, rewritten after every epoch.
+    pub record: PathBuf,
+    /// The trained weights, written at the end.
+    pub weights: Option<PathBuf>,
+}
+
+/// How many test examples one prediction call takes during evaluation.
+pub const EVALUATION_BATCH: usize = 1000;
+
+/// Checks what a request asks for that no data set or backend needs to see.
+pub fn validate(request: &RunRequest) -> Result<()> {
+    if request.epochs == 0 || request.batch_size == 0 {
+        return Err(Error::InvalidArgument(
+            "--epochs and --batch-size must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's model, resolved for its data: a preset takes the data's input shape and class
+/// count; a spec file must fit both.
+pub fn resolve_model(request: &RunRequest, data: &LoadedData) -> Result<ResolvedModel> {
+    let train = &data.train;
+    let spec = request
+        .model
+        .spec(train.image_shape(), train.num_classes())?;
+    let mismatch = |message: String| Error::InvalidArgument(message);
+    if spec.input != train.image_shape() {
+        let [c, h, w] = spec.input;
+        let [dc, dh, dw] = train.image_shape();
+        return Err(mismatch(format!(
+            "model {} expects {c}×{h}×{w} inputs, data set {} has {dc}×{dh}×{dw}",
+            spec.name, data.name
+        )));
+    }
+    let model = spec.resolve()?;
+    if model.classes() != train.num_classes() {
+        return Err(mismatch(format!(
+            "model {} has {} outputs, data set {} has {} classes",
+            model.spec.name,
+            model.classes(),
+            data.name,
+            train.num_classes()
+        )));
+    }
+    Ok(model)
+}
+
+/// The run's initial weights: drawn from the seed, read from a file, or `None` for the
+/// engine's own.
+pub fn initial_weights(request: &RunRequest, model: &ResolvedModel) -> Result<Option<Weights>> {
+    match &request.init {
+        InitMode::Canonical => Ok(Some(init::canonical(model, request.seed))),
+        InitMode::Native => Ok(None),
+        InitMode::File(path) => {
+            let weights = Weights::load(path)?;
+            weights.check(model)?;
+            Ok(Some(weights))
+        }
+    }
+}
+
+/// Executes `request` on `backend`: see the [module documentation](self).
+///
+/// `progress` sees every [`ProgressEvent`]; step events come at most every quarter second and
+/// at each epoch's last step.
+pub fn execute(
+    request: &RunRequest,
+    backend: &dyn Backend,
+    files: Option<&RunFiles>,
+    progress: &mut dyn FnMut(&ProgressEvent),
+) -> Result<RunRecord> {
+    validate(request)?;
+    let info = backend.info();
+    let data = request.data.load(request.seed)?;
+    let model = resolve_model(request, &data)?;
+    let weights = initial_weights(request, &model)?;
+
+    let build_start = Instant::now();
+    let mut net = backend.build(&model, weights.as_ref())?;
+    let build_seconds = build_start.elapsed().as_secs_f64();
+    let train = &data.train;
+    let steps_per_epoch = train.len().div_ceil(request.batch_size);
+    progress(&ProgressEvent::Start {
+        dataset: data.name.to_string(),
+        source: data.source.display().to_string(),
+        train_examples: train.len(),
+        steps_per_epoch,
+        epochs: request.epochs,
+        framework: format!("{} {}", info.framework, info.framework_version),
+    });
+
+    let mut record = start_record(request, &info, &model, &data);
+    let mut epochs = || -> Result<()> {
+        for epoch in 1..=request.epochs {
+            let order = epoch_order(train.len(), request.seed, epoch - 1);
+            let plan = EpochPlan::new(train, &order, request.batch_size)?;
+            let mut last_report = Instant::now();
+            let stats = net.train_epoch(&plan, &request.optimizer, &mut |step| {
+                if last_report.elapsed().as_millis() >= 250 || step.step == steps_per_epoch {
+                    last_report = Instant::now();
+                    progress(&ProgressEvent::Step {
+                        epoch,
+                        step: step.step,
+                        loss: step.loss,
+                    });
+                }
+            })?;
+            if epoch == 1 {
+                record.time_to_first_step_seconds = build_seconds + stats.first_step_seconds;
+            }
+            let evaluation = net.evaluate(&data.test, EVALUATION_BATCH)?;
+            let elapsed = record
+                .epochs
+                .last()
+                .map_or(0.0, |last: &EpochRecord| last.elapsed_training_seconds)
+                + stats.seconds;
+            let epoch_record = EpochRecord {
+                epoch,
+                train_loss: stats.train_loss,
+                seconds: stats.seconds,
+                samples_per_second: stats.samples_per_second,
+                test_accuracy: evaluation.report.accuracy,
+                test_loss: evaluation.loss,
+                elapsed_training_seconds: elapsed,
+            };
+            progress(&ProgressEvent::Epoch(epoch_record.clone()));
+            finish_epoch(&mut record, epoch_record, evaluation);
+            if let Some(files) = files {
+                record.save(&files.record)?;
+            }
+        }
+        if let Some(path) = files.and_then(|files| files.weights.as_ref()) {
+            net.export_weights()?.save(path)?;
+        }
+        Ok(())
+    };
+    match epochs() {
+        Ok(()) => {
+            record.status = RunStatus::Complete;
+            record.peak_rss_bytes = peak_rss_bytes();
+            if let Some(files) = files {
+                record.save(&files.record)?;
+            }
+            Ok(record)
+        }
+        Err(error) => {
+            // What finished stays on disk; a run that failed before its first epoch has no
+            // record.
+            if let Some(files) = files
+                && !record.epochs.is_empty()
+            {
+                record.status = RunStatus::Failed;
+                record.error = Some(one_line(&error));
+                record.peak_rss_bytes = peak_rss_bytes();
+                // The run's own error is what matters; a failure to save is secondary.
+                let _ = record.save(&files.record);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The record of a run that has not finished an epoch yet: everything the request, the backend
+/// and the data say, with empty results.
+fn start_record(
+    request: &RunRequest,
+    info: &BackendInfo,
+    model: &ResolvedModel,
+    data: &LoadedData,
+) -> RunRecord {
+    RunRecord {
+        record_version: RECORD_VERSION,
+        status: RunStatus::Running,
+        error: None,
+        run: request.id(),
+        backend: info.backend.clone(),
+        framework: info.framework.clone(),
+        framework_version: info.framework_version.clone(),
+        device: info.device.to_string(),
+        threads: info.threads,
+        flush_denormals: info.flush_denormals,
+        model: model.spec.name.clone(),
+        parameters: model.trainable_count(),
+        dataset: data.name.to_string(),
+        data_source: data.source.display().to_string(),
+        train_examples: data.train.len(),
+        test_examples: data.test.len(),
+        seed: request.seed,
+        init: request.init.clone(),
+        batch_size: request.batch_size,
+        optimizer: request.optimizer,
+        git_revision: request.git_revision.clone(),
+        epochs: Vec::new(),
+        test_accuracy: 0.0,
+        test_loss: 0.0,
+        macro_f1: 0.0,
+        weighted_f1: 0.0,
+        report: crate::metrics::ClassificationReport::from_confusion(
+            &crate::metrics::ConfusionMatrix::new(model.classes()),
+        ),
+        confusion_matrix: crate::metrics::ConfusionMatrix::new(model.classes()),
+        class_names: data.test.class_names().to_vec(),
+        peak_rss_bytes: 0,
+        time_to_first_step_seconds: 0.0,
+        median_epoch_seconds: 0.0,
+        ledger: info.ledger.clone(),
+    }
+}
+
+/// Adds a finished epoch and its evaluation: the final figures are always the last epoch's.
+fn finish_epoch(record: &mut RunRecord, epoch: EpochRecord, evaluation: Evaluation) {
+    record.epochs.push(epoch);
+    let seconds: Vec<f64> = record.epochs.iter().map(|e| e.seconds).collect();
+    record.median_epoch_seconds = median(&seconds);
+    record.test_accuracy = evaluation.report.accuracy;
+    record.test_loss = evaluation.loss;
+    record.macro_f1 = evaluation.report.macro_avg.f1;
+    record.weighted_f1 = evaluation.report.weighted_avg.f1;
+    record.report = evaluation.report;
+    record.confusion_matrix = evaluation.confusion_matrix;
+    record.peak_rss_bytes = peak_rss_bytes();
+}
+
+/// The process's peak resident memory (Linux's `VmHWM`, the engines' native allocations
+/// included), or 0 where it is not known.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}

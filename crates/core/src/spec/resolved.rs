@@ -1,0 +1,834 @@
+//! The resolved form of a spec: every size, padding amount and canonical parameter name explicit.
+//!
+//! Backends build from this form only. Each layer's [`Op`] carries its parameters as typed groups
+//! ([`DenseOp`], [`ConvOp`], [`NormOp`], [`BlockOp`] with its main path and shortcut), each tensor
+//! with its canonical name, shape and role. Every name is composed here, once, so adapters never
+//! spell `downsample.0` or build a name with `format!`; they match on [`Op`] exhaustively, so a
+//! new layer kind fails to compile in each of them until it is handled.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Layer, ModelSpec, Padding, Pair, SpecError};
+
+/// The shape of one example between layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// An image: channels × height × width.
+    Image {
+        /// Channels.
+        channels: usize,
+        /// Height.
+        height: usize,
+        /// Width.
+        width: usize,
+    },
+    /// A vector of features.
+    Flat(usize),
+}
+
+impl Shape {
+    /// The number of values in one example.
+    pub fn len(&self) -> usize {
+        match *self {
+            Shape::Image {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
+            Shape::Flat(n) => n,
+        }
+    }
+
+    /// Whether one example holds no value at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Image {
+                channels,
+                height,
+                width,
+            } => write!(f, "{channels}×{height}×{width}"),
+            Shape::Flat(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// One canonical parameter or buffer: name, shape, and how it is initialised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    /// Canonical name, PyTorch state-dict style (`fc1.weight`, `layer1.0.bn1.running_var`).
+    pub name: String,
+    /// Canonical shape (Linear `[out, in]`, Conv `[O, I, kH, kW]`).
+    pub shape: Vec<usize>,
+    /// What kind of tensor it is.
+    pub role: ParamRole,
+}
+
+/// What a canonical tensor is, which decides its initialisation and whether it is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRole {
+    /// A Dense or Conv weight with this fan-in.
+    Weight {
+        /// Inputs per output unit (in × kH × kW for convolutions).
+        fan_in: usize,
+    },
+    /// A Dense or Conv bias with this fan-in.
+    Bias {
+        /// Fan-in of the layer the bias belongs to.
+        fan_in: usize,
+    },
+    /// Batch-norm scale (gamma).
+    NormScale,
+    /// Batch-norm shift (beta).
+    NormShift,
+    /// Batch-norm running mean (a buffer, not trained by gradients).
+    RunningMean,
+    /// Batch-norm running variance (a buffer).
+    RunningVar,
+}
+
+impl ParamRole {
+    /// Whether gradient descent updates this tensor.
+    pub fn is_trainable(&self) -> bool {
+        !matches!(self, ParamRole::RunningMean | ParamRole::RunningVar)
+    }
+}
+
+/// The canonical name of tensor `leaf` under `prefix`: the one place where names are joined,
+/// as tch-rs's `vs / "layer1"` and candle's `pp` do.
+fn join(prefix: &str, leaf: &str) -> String {
+    format!("{prefix}.{leaf}")
+}
+
+fn param(prefix: &str, leaf: &str, shape: Vec<usize>, role: ParamRole) -> ParamInfo {
+    ParamInfo {
+        name: join(prefix, leaf),
+        shape,
+        role,
+    }
+}
+
+/// A fully connected layer with its parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DenseOp {
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// `[out, in]`.
+    pub weight: ParamInfo,
+    /// `[out]`, when the layer adds a bias.
+    pub bias: Option<ParamInfo>,
+}
+
+impl DenseOp {
+    fn new(prefix: &str, in_features: usize, out_features: usize, bias: bool) -> Self {
+        let fan_in = in_features;
+        DenseOp {
+            in_features,
+            out_features,
+            weight: param(
+                prefix,
+                "weight",
+                vec![out_features, in_features],
+                ParamRole::Weight { fan_in },
+            ),
+            bias: bias.then(|| {
+                param(
+                    prefix,
+                    "bias",
+                    vec![out_features],
+                    ParamRole::Bias { fan_in },
+                )
+            }),
+        }
+    }
+
+    /// Weight, then bias.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        std::iter::once(&self.weight)
+            .chain(self.bias.as_ref())
+            .collect()
+    }
+}
+
+/// A convolution with every size explicit, and its parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvOp {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Padding: top, bottom, left, right.
+    pub padding: [usize; 4],
+    /// `[O, I, kH, kW]`.
+    pub weight: ParamInfo,
+    /// `[O]`, when a bias is added.
+    pub bias: Option<ParamInfo>,
+}
+
+impl ConvOp {
+    /// Weight, then bias.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        std::iter::once(&self.weight)
+            .chain(self.bias.as_ref())
+            .collect()
+    }
+}
+
+/// A pooling window with every size explicit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolOp {
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Padding: top, bottom, left, right.
+    pub padding: [usize; 4],
+}
+
+/// Batch normalisation with its size and its four tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NormOp {
+    /// Channels (or features) normalised.
+    pub features: usize,
+    /// Added to the variance.
+    pub epsilon: f64,
+    /// Weight of the new batch in the running statistics (PyTorch's convention).
+    pub momentum: f64,
+    /// The scale γ, `[features]`.
+    pub weight: ParamInfo,
+    /// The shift β, `[features]`.
+    pub bias: ParamInfo,
+    /// The running mean, a buffer.
+    pub running_mean: ParamInfo,
+    /// The running variance, a buffer.
+    pub running_var: ParamInfo,
+}
+
+impl NormOp {
+    fn new(prefix: &str, features: usize, epsilon: f64, momentum: f64) -> Self {
+        let vector = |leaf, role| param(prefix, leaf, vec![features], role);
+        NormOp {
+            features,
+            epsilon,
+            momentum,
+            weight: vector("weight", ParamRole::NormScale),
+            bias: vector("bias", ParamRole::NormShift),
+            running_mean: vector("running_mean", ParamRole::RunningMean),
+            running_var: vector("running_var", ParamRole::RunningVar),
+        }
+    }
+
+    /// Scale, shift, running mean, running variance: PyTorch's state-dict order.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        vec![
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+        ]
+    }
+}
+
+/// A convolution without bias followed by batch norm: one step of a residual block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvNorm {
+    /// The convolution.
+    pub conv: ConvOp,
+    /// The batch norm after it.
+    pub norm: NormOp,
+}
+
+impl ConvNorm {
+    /// The convolution's tensors, then the norm's.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        let mut params = self.conv.params();
+        params.extend(self.norm.params());
+        params
+    }
+}
+
+/// A residual block with its convolutions resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockOp {
+    /// `basic` or `bottleneck`.
+    pub kind: BlockKind,
+    /// The main path, in order. A ReLU follows every step but the last, whose output is added
+    /// to the shortcut first.
+    pub main: Vec<ConvNorm>,
+    /// The projection shortcut (torchvision's `downsample`), when the block changes the stride
+    /// or the channel count.
+    pub shortcut: Option<ConvNorm>,
+}
+
+impl BlockOp {
+    /// The main path's tensors in order, then the shortcut's.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        self.main
+            .iter()
+            .chain(self.shortcut.as_ref())
+            .flat_map(ConvNorm::params)
+            .collect()
+    }
+}
+
+/// Which residual block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// Two 3×3 convolutions.
+    Basic,
+    /// 1×1, 3×3, 1×1 convolutions, four-fold expansion.
+    Bottleneck,
+}
+
+/// A layer with every size explicit: what backends build from.
+///
+/// Variants differ in size, but a model holds a few dozen layers at most, so boxing the large
+/// ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Fully connected.
+    Dense(DenseOp),
+    /// Convolution.
+    Conv2d(ConvOp),
+    /// Max pooling.
+    MaxPool2d(PoolOp),
+    /// Average pooling, padded cells excluded.
+    AvgPool2d(PoolOp),
+    /// Spatial mean per channel.
+    GlobalAvgPool,
+    /// Batch normalisation.
+    BatchNorm(NormOp),
+    /// ReLU.
+    Relu,
+    /// Dropout with the given rate.
+    Dropout(f64),
+    /// Flatten C,H,W.
+    Flatten,
+    /// Residual block.
+    Block(BlockOp),
+}
+
+impl Op {
+    /// The layer's canonical tensors, in state-dict order; none for parameter-free layers.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        match self {
+            Op::Dense(op) => op.params(),
+            Op::Conv2d(op) => op.params(),
+            Op::BatchNorm(op) => op.params(),
+            Op::Block(op) => op.params(),
+            Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::GlobalAvgPool
+            | Op::Relu
+            | Op::Dropout(_)
+            | Op::Flatten => Vec::new(),
+        }
+    }
+}
+
+/// One resolved layer: its unique name, what it does, and the shapes around it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedLayer {
+    /// Unique name; prefix of its canonical parameter names.
+    pub name: String,
+    /// The operation, with its parameters.
+    pub op: Op,
+    /// Shape of one example going in.
+    pub input: Shape,
+    /// Shape of one example coming out.
+    pub output: Shape,
+}
+
+/// A spec after shape inference: every layer resolved, the output a flat vector of logits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedModel {
+    /// The spec it came from.
+    pub spec: ModelSpec,
+    /// Resolved layers, in order.
+    pub layers: Vec<ResolvedLayer>,
+}
+
+impl ResolvedModel {
+    /// The number of classes: the size of the last layer's flat output.
+    pub fn classes(&self) -> usize {
+        self.layers
+            .last()
+            .map(|layer| layer.output.len())
+            .unwrap_or(0)
+    }
+
+    /// Input shape, channels × height × width.
+    pub fn input(&self) -> [usize; 3] {
+        self.spec.input
+    }
+
+    /// Every canonical tensor of the model, in layer order: the layers' [`Op::params`] in turn.
+    pub fn params(&self) -> impl Iterator<Item = &ParamInfo> {
+        self.layers.iter().flat_map(|layer| layer.op.params())
+    }
+
+    /// [`ResolvedModel::params`], owned.
+    pub fn parameters(&self) -> Vec<ParamInfo> {
+        self.params().cloned().collect()
+    }
+
+    /// The number of values that gradient descent trains.
+    pub fn trainable_count(&self) -> usize {
+        self.params()
+            .filter(|param| param.role.is_trainable())
+            .map(|param| param.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The index of the layer a GradCAM target names: an exact layer name, or a prefix such as
+    /// `layer4` that names a group of layers (`layer4.0`, `layer4.1`...), meaning the group's last.
+    pub fn find_layer(&self, name: &str) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|layer| layer.name == name)
+            .or_else(|| {
+                let prefix = format!("{name}.");
+                self.layers
+                    .iter()
+                    .rposition(|layer| layer.name.starts_with(&prefix))
+            })
+    }
+}
+
+/// TensorFlow's "same" padding of a window over an `input` of height × width:
+/// `[top, bottom, left, right]`.
+///
+/// The output has `ceil(input / stride)` positions; when the total padding is odd, the extra row
+/// or column goes after (bottom or right). Core resolves [`Padding::Same`] with it, and an
+/// adapter that can pass TensorFlow's own `SAME` compares its explicit padding against it.
+pub fn same_padding(input: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) -> [usize; 4] {
+    let one = |input: usize, kernel: usize, stride: usize| {
+        let output = input.div_ceil(stride.max(1));
+        let total = (output.saturating_sub(1) * stride + kernel).saturating_sub(input);
+        (total / 2, total - total / 2)
+    };
+    let (top, bottom) = one(input[0], kernel[0], stride[0]);
+    let (left, right) = one(input[1], kernel[1], stride[1]);
+    [top, bottom, left, right]
+}
+
+fn resolve_padding(
+    padding: Padding,
+    height: usize,
+    width: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> [usize; 4] {
+    match padding {
+        Padding::Valid => [0; 4],
+        Padding::Explicit(amounts) => amounts,
+        Padding::Same => same_padding([height, width], kernel, stride),
+    }
+}
+
+/// Output size of a window over one padded dimension, or `None` when the window doesn't fit.
+fn window_output(
+    input: usize,
+    before: usize,
+    after: usize,
+    kernel: usize,
+    stride: usize,
+) -> Option<usize> {
+    let padded = input + before + after;
+    (kernel > 0 && stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
+}
+
+impl ModelSpec {
+    /// Infers every layer's shapes, resolves padding and names, and checks that layers fit.
+    ///
+    /// The first layer that does not fit gives the error, for example
+    /// `layer 3 (dense): expects 3136 inputs, gets 784`.
+    pub fn resolve(&self) -> Result<ResolvedModel, SpecError> {
+        let model_error = |message: String| SpecError::Model {
+            model: self.name.clone(),
+            message,
+        };
+        let [channels, height, width] = self.input;
+        if channels == 0 || height == 0 || width == 0 {
+            return Err(model_error(format!(
+                "input shape {channels}×{height}×{width} has a zero size"
+            )));
+        }
+        if self.layers.is_empty() {
+            return Err(model_error("has no layers".into()));
+        }
+        let mut shape = Shape::Image {
+            channels,
+            height,
+            width,
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (index, named) in self.layers.iter().enumerate() {
+            let name = named.name.clone().unwrap_or_else(|| index.to_string());
+            if name.is_empty()
+                || layers
+                    .iter()
+                    .any(|layer: &ResolvedLayer| layer.name == name)
+            {
+                return Err(model_error(format!(
+                    "layer name {name:?} is empty or used twice"
+                )));
+            }
+            let error = |message: String| SpecError::Layer {
+                position: index + 1,
+                kind: named.layer.kind(),
+                name: named.name.clone(),
+                message,
+            };
+            let (op, output) = resolve_layer(&named.layer, shape, &name).map_err(error)?;
+            layers.push(ResolvedLayer {
+                name,
+                op,
+                input: shape,
+                output,
+            });
+            shape = output;
+        }
+        if !matches!(shape, Shape::Flat(n) if n > 0) {
+            return Err(model_error(format!(
+                "the last layer must give a flat vector of class scores, but gives {shape}; end with flatten or global_avg_pool and a dense layer"
+            )));
+        }
+        Ok(ResolvedModel {
+            spec: self.clone(),
+            layers,
+        })
+    }
+}
+
+fn image_input(shape: Shape) -> Result<(usize, usize, usize), String> {
+    match shape {
+        Shape::Image {
+            channels,
+            height,
+            width,
+        } => Ok((channels, height, width)),
+        Shape::Flat(n) => Err(format!(
+            "expects an image (channels × height × width), gets a flat vector of {n}"
+        )),
+    }
+}
+
+/// A convolution's sizes as a spec gives them.
+struct ConvRequest {
+    filters: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+    bias: bool,
+}
+
+fn resolve_conv(
+    prefix: &str,
+    in_shape: Shape,
+    request: ConvRequest,
+) -> Result<(ConvOp, Shape), String> {
+    let ConvRequest {
+        filters,
+        kernel,
+        stride,
+        padding,
+        bias,
+    } = request;
+    let (channels, height, width) = image_input(in_shape)?;
+    if filters == 0 || kernel.contains(&0) || stride.contains(&0) {
+        return Err("filters, kernel and stride must be at least 1".into());
+    }
+    let padding = resolve_padding(padding, height, width, kernel, stride);
+    let out_height = window_output(height, padding[0], padding[1], kernel[0], stride[0]);
+    let out_width = window_output(width, padding[2], padding[3], kernel[1], stride[1]);
+    let (Some(out_height), Some(out_width)) = (out_height, out_width) else {
+        return Err(format!(
+            "kernel {}×{} does not fit input {in_shape} with padding {padding:?}",
+            kernel[0], kernel[1]
+        ));
+    };
+    let fan_in = channels * kernel[0] * kernel[1];
+    let conv = ConvOp {
+        in_channels: channels,
+        out_channels: filters,
+        kernel,
+        stride,
+        padding,
+        weight: param(
+            prefix,
+            "weight",
+            vec![filters, channels, kernel[0], kernel[1]],
+            ParamRole::Weight { fan_in },
+        ),
+        bias: bias.then(|| param(prefix, "bias", vec![filters], ParamRole::Bias { fan_in })),
+    };
+    Ok((
+        conv,
+        Shape::Image {
+            channels: filters,
+            height: out_height,
+            width: out_width,
+        },
+    ))
+}
+
+fn resolve_pool(
+    in_shape: Shape,
+    kernel: Pair,
+    stride: Option<Pair>,
+    padding: Padding,
+) -> Result<(PoolOp, Shape), String> {
+    let (channels, height, width) = image_input(in_shape)?;
+    let kernel = kernel.0;
+    let stride = stride.map(|s| s.0).unwrap_or(kernel);
+    if kernel.contains(&0) || stride.contains(&0) {
+        return Err("kernel and stride must be at least 1".into());
+    }
+    let padding = resolve_padding(padding, height, width, kernel, stride);
+    if padding[0].max(padding[1]) >= kernel[0] || padding[2].max(padding[3]) >= kernel[1] {
+        return Err(format!(
+            "padding {padding:?} must be smaller than the window {}×{}",
+            kernel[0], kernel[1]
+        ));
+    }
+    let out_height = window_output(height, padding[0], padding[1], kernel[0], stride[0]);
+    let out_width = window_output(width, padding[2], padding[3], kernel[1], stride[1]);
+    let (Some(out_height), Some(out_width)) = (out_height, out_width) else {
+        return Err(format!(
+            "window {}×{} does not fit input {in_shape}",
+            kernel[0], kernel[1]
+        ));
+    };
+    Ok((
+        PoolOp {
+            kernel,
+            stride,
+            padding,
+        },
+        Shape::Image {
+            channels,
+            height: out_height,
+            width: out_width,
+        },
+    ))
+}
+
+/// One step of a residual block as torchvision names and sizes it: a square convolution
+/// without bias, then the default batch norm.
+struct BlockStep {
+    /// The convolution's name under the block.
+    conv: &'static str,
+    /// The norm's name under the block.
+    norm: &'static str,
+    filters: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+}
+
+/// A block step named under `prefix`, on `in_shape`.
+fn conv_norm(prefix: &str, step: &BlockStep, in_shape: Shape) -> Result<(ConvNorm, Shape), String> {
+    let (conv, shape) = resolve_conv(
+        &join(prefix, step.conv),
+        in_shape,
+        ConvRequest {
+            filters: step.filters,
+            kernel: [step.kernel; 2],
+            stride: [step.stride; 2],
+            padding: step.padding,
+            bias: false,
+        },
+    )?;
+    let norm = NormOp::new(
+        &join(prefix, step.norm),
+        step.filters,
+        super::default_bn_epsilon(),
+        super::default_bn_momentum(),
+    );
+    Ok((ConvNorm { conv, norm }, shape))
+}
+
+fn resolve_block(
+    prefix: &str,
+    in_shape: Shape,
+    kind: BlockKind,
+    planes: usize,
+    stride: usize,
+) -> Result<(Op, Shape), String> {
+    let (in_channels, _, _) = image_input(in_shape)?;
+    if planes == 0 || stride == 0 {
+        return Err("planes and stride must be at least 1".into());
+    }
+    let pad1 = Padding::Explicit([1; 4]);
+    let step = |conv, norm, filters, kernel, stride, padding| BlockStep {
+        conv,
+        norm,
+        filters,
+        kernel,
+        stride,
+        padding,
+    };
+    let steps = match kind {
+        BlockKind::Basic => vec![
+            step("conv1", "bn1", planes, 3, stride, pad1),
+            step("conv2", "bn2", planes, 3, 1, pad1),
+        ],
+        BlockKind::Bottleneck => vec![
+            step("conv1", "bn1", planes, 1, 1, Padding::Valid),
+            step("conv2", "bn2", planes, 3, stride, pad1),
+            step("conv3", "bn3", planes * 4, 1, 1, Padding::Valid),
+        ],
+    };
+    let mut shape = in_shape;
+    let mut main = Vec::with_capacity(steps.len());
+    for step in &steps {
+        let (resolved, out) = conv_norm(prefix, step, shape)?;
+        main.push(resolved);
+        shape = out;
+    }
+    let Shape::Image {
+        channels: out_channels,
+        ..
+    } = shape
+    else {
+        return Err("internal: a block's convolutions gave a flat shape".into());
+    };
+    let shortcut = if stride != 1 || in_channels != out_channels {
+        // torchvision's `downsample` is a Sequential of the convolution and the norm.
+        let downsample = join(prefix, "downsample");
+        let (step, projected) = conv_norm(
+            &downsample,
+            &step("0", "1", out_channels, 1, stride, Padding::Valid),
+            in_shape,
+        )?;
+        if projected != shape {
+            return Err(format!(
+                "shortcut gives {projected} but the main path gives {shape}"
+            ));
+        }
+        Some(step)
+    } else {
+        None
+    };
+    Ok((
+        Op::Block(BlockOp {
+            kind,
+            main,
+            shortcut,
+        }),
+        shape,
+    ))
+}
+
+fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape), String> {
+    match *layer {
+        Layer::Dense {
+            units,
+            in_features,
+            bias,
+        } => {
+            let Shape::Flat(inputs) = shape else {
+                return Err(format!(
+                    "expects a flat input, gets {shape}; add a flatten layer before it"
+                ));
+            };
+            if let Some(expected) = in_features
+                && expected != inputs
+            {
+                return Err(format!("expects {expected} inputs, gets {inputs}"));
+            }
+            if units == 0 {
+                return Err("units must be at least 1".into());
+            }
+            Ok((
+                Op::Dense(DenseOp::new(name, inputs, units, bias)),
+                Shape::Flat(units),
+            ))
+        }
+        Layer::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            bias,
+        } => {
+            let request = ConvRequest {
+                filters,
+                kernel: kernel.0,
+                stride: stride.0,
+                padding,
+                bias,
+            };
+            let (conv, out) = resolve_conv(name, shape, request)?;
+            Ok((Op::Conv2d(conv), out))
+        }
+        Layer::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+        } => {
+            let (pool, out) = resolve_pool(shape, kernel, stride, padding)?;
+            Ok((Op::MaxPool2d(pool), out))
+        }
+        Layer::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+        } => {
+            let (pool, out) = resolve_pool(shape, kernel, stride, padding)?;
+            Ok((Op::AvgPool2d(pool), out))
+        }
+        Layer::GlobalAvgPool => {
+            let (channels, _, _) = image_input(shape)?;
+            Ok((Op::GlobalAvgPool, Shape::Flat(channels)))
+        }
+        Layer::BatchNorm { epsilon, momentum } => {
+            if !(epsilon > 0.0 && epsilon.is_finite() && (0.0..=1.0).contains(&momentum)) {
+                return Err(format!(
+                    "epsilon must be positive and momentum in [0, 1], got {epsilon} and {momentum}"
+                ));
+            }
+            let features = match shape {
+                Shape::Image { channels, .. } => channels,
+                Shape::Flat(n) => n,
+            };
+            Ok((
+                Op::BatchNorm(NormOp::new(name, features, epsilon, momentum)),
+                shape,
+            ))
+        }
+        Layer::Relu => Ok((Op::Relu, shape)),
+        Layer::Dropout { rate } => {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(format!("rate must be in [0, 1), got {rate}"));
+            }
+            Ok((Op::Dropout(rate), shape))
+        }
+        Layer::Flatten => Ok((Op::Flatten, Shape::Flat(shape.len()))),
+        Layer::BasicBlock { planes, stride } => {
+            resolve_block(name, shape, BlockKind::Basic, planes, stride)
+        }
+        Layer::Bottleneck { planes, stride } => {
+            resolve_block(name, shape, BlockKind::Bottleneck, planes, stride)
+        }
+    }
+}

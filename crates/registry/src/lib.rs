@@ -1,0 +1,175 @@
+//! The one table of parallax's backends: what each is called, which engine and adapter crate
+//! it is, which cargo features build it, which native libraries it links, whether its threads
+//! are OpenMP's, and which devices it runs on.
+//!
+//! xtask reads it to check `--backends`, build one worker per backend, provision native
+//! libraries and set OpenMP's wait policy; the worker reads it to name what it lacks; the tests
+//! read it for the names. Adding an engine is its own adapter crate, one row here, and the
+//! Cargo lines that declare it (workspace member and dependency, the worker's feature and its
+//! one constructor arm).
+//!
+//! **Architecture invariant:** this crate is data only. It depends on nothing, so that xtask
+//! can read it without building an engine, and `parallax-core`, which never names a framework,
+//! does not depend on it.
+
+use std::fmt;
+
+/// A native library that `cargo xtask setup` provisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NativeLibrary {
+    /// libtorch 2.9.0, PyTorch's C++ engine.
+    Libtorch,
+    /// The TensorFlow 2.21 C library.
+    Tensorflow,
+}
+
+/// One backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// The name in `--backends`, run records and reports.
+    pub name: &'static str,
+    /// The engine underneath, as a reader would name it.
+    pub engine: &'static str,
+    /// The adapter crate that implements `parallax_core::Backend` for it.
+    pub adapter: &'static str,
+    /// The worker's (`parallax-runner`'s) cargo feature that compiles it in, for the CPU.
+    pub feature: &'static str,
+    /// The worker's feature for CUDA devices, or `None` where the backend has no CUDA path.
+    /// Backends that link a native library use its CUDA build (`cargo xtask setup --cuda`).
+    pub cuda_feature: Option<&'static str>,
+    /// The native libraries it links.
+    pub native: &'static [NativeLibrary],
+    /// Whether its intra-op threads are OpenMP's, whose wait policy `compare` sets.
+    pub openmp: bool,
+    /// Features that `cargo xtask test` enables so that the workspace's tests cover it.
+    pub test_features: &'static [&'static str],
+}
+
+impl BackendEntry {
+    /// Whether it links a native library.
+    pub fn is_native(&self) -> bool {
+        !self.native.is_empty()
+    }
+
+    /// The worker feature for a device: CUDA's, or the CPU's; `None` when the backend cannot
+    /// run on CUDA.
+    pub fn feature_for(&self, cuda: bool) -> Option<&'static str> {
+        if cuda {
+            self.cuda_feature
+        } else {
+            Some(self.feature)
+        }
+    }
+}
+
+/// Every backend, in the order help texts and reports list them.
+pub const BACKENDS: &[BackendEntry] = &[
+    BackendEntry {
+        name: "burn",
+        engine: "burn 0.22.1: Flex on the CPU, CubeCL on CUDA",
+        adapter: "parallax-burn",
+        feature: "burn",
+        cuda_feature: Some("burn-cuda"),
+        native: &[],
+        openmp: false,
+        test_features: &[],
+    },
+    BackendEntry {
+        name: "tch",
+        engine: "libtorch 2.9.0 through tch",
+        adapter: "parallax-tch",
+        feature: "tch",
+        cuda_feature: Some("tch"),
+        native: &[NativeLibrary::Libtorch],
+        openmp: true,
+        test_features: &[],
+    },
+    BackendEntry {
+        name: "burn-tch",
+        engine: "burn 0.22.1 on libtorch 2.9.0 (burn-tch)",
+        adapter: "parallax-burn",
+        feature: "burn-tch",
+        cuda_feature: Some("burn-tch"),
+        native: &[NativeLibrary::Libtorch],
+        openmp: true,
+        test_features: &["parallax-burn/tch"],
+    },
+    BackendEntry {
+        name: "tf",
+        engine: "TensorFlow 2.21 in graph mode, the engine under Keras",
+        adapter: "parallax-tf",
+        feature: "tf",
+        cuda_feature: Some("tf"),
+        native: &[NativeLibrary::Tensorflow],
+        openmp: false,
+        test_features: &[],
+    },
+];
+
+/// The backends' names, comma-separated, for messages.
+pub fn names() -> String {
+    BACKENDS
+        .iter()
+        .map(|entry| entry.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The backend called `name`.
+pub fn find(name: &str) -> Result<&'static BackendEntry, UnknownBackend> {
+    BACKENDS
+        .iter()
+        .find(|entry| entry.name == name)
+        .ok_or_else(|| UnknownBackend(name.to_string()))
+}
+
+/// A backend name that is not in the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownBackend(pub String);
+
+impl fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown backend {:?}; known backends: {}",
+            self.0,
+            names()
+        )
+    }
+}
+
+impl std::error::Error for UnknownBackend {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        for (index, entry) in BACKENDS.iter().enumerate() {
+            assert!(
+                BACKENDS[..index]
+                    .iter()
+                    .all(|other| other.name != entry.name),
+                "{} appears twice",
+                entry.name
+            );
+            assert_eq!(find(entry.name), Ok(entry));
+        }
+        assert_eq!(
+            find("keras").unwrap_err().to_string(),
+            "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf"
+        );
+    }
+
+    #[test]
+    fn openmp_backends_link_libtorch() {
+        for entry in BACKENDS.iter().filter(|entry| entry.openmp) {
+            assert!(
+                entry.native.contains(&NativeLibrary::Libtorch),
+                "{}",
+                entry.name
+            );
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The libtorch backend: the device, the thread pool, subnormals, and what libtorch does by
+//! default (the fairness ledger).
+
+use parallax_core::denormals;
+use parallax_core::spec::ResolvedModel;
+use parallax_core::{
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
+    Weights,
+};
+use tch::{Kind, Tensor};
+
+use crate::convert::{self, OrEngine};
+use crate::model::TchModel;
+use crate::net::Net;
+
+/// The backend's name in `--backends` and in records.
+pub const BACKEND_NAME: &str = "tch";
+
+/// The libtorch release this crate links (tch 0.22 checks for exactly this version).
+pub const LIBTORCH_VERSION: &str = "2.9.0";
+
+/// libtorch on one device with a fixed number of CPU threads.
+#[derive(Clone, Debug)]
+pub struct TchBackend {
+    device: Device,
+    tch_device: tch::Device,
+    kind: Kind,
+    threads: usize,
+    flush_denormals: bool,
+}
+
+fn device_error(device: Device, reason: impl Into<String>) -> Error {
+    Error::device(BACKEND_NAME, device, reason)
+}
+
+fn tch_device(device: Device) -> Result<tch::Device> {
+    match device {
+        Device::Cpu => Ok(tch::Device::Cpu),
+        Device::Cuda(index) => {
+            if !tch::Cuda::is_available() {
+                return Err(device_error(
+                    device,
+                    "libtorch sees no CUDA device: this libtorch is a CPU build or no GPU is present (provision the CUDA build with `cargo xtask setup --cuda`, or use --device cpu)",
+                ));
+            }
+            let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+            if index >= count {
+                return Err(device_error(
+                    device,
+                    format!("libtorch sees {count} CUDA device(s), so cuda:{index} does not exist"),
+                ));
+            }
+            Ok(tch::Device::Cuda(index))
+        }
+    }
+}
+
+/// Whether libtorch's intra-op threads flush subnormals, found by computing: a product of two
+/// small normal floats whose exact value is subnormal comes out as zero only where
+/// flush-to-zero is on. The tensor is large enough for libtorch to split it across all its
+/// threads, so a single thread that keeps subnormals shows.
+fn libtorch_flushes_denormals() -> bool {
+    let probe = || -> std::result::Result<bool, tch::TchError> {
+        let small = Tensor::f_full([1 << 20], 1e-20, (Kind::Float, tch::Device::Cpu))?;
+        let product = small.f_mul(&small)?;
+        let nonzero = product.f_ne(0.0)?.f_any()?.f_int64_value(&[])?;
+        Ok(nonzero == 0)
+    };
+    tch::no_grad(probe).unwrap_or(false)
+}
+
+/// The OpenMP wait settings this process runs with, as the ledger records them.
+fn omp_wait_in_effect() -> String {
+    ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"]
+        .map(|name| {
+            format!(
+                "{name}={}",
+                std::env::var(name).unwrap_or_else(|_| "unset".into())
+            )
+        })
+        .join(" ")
+}
+
+impl TchBackend {
+    /// libtorch on `device`, with the comparison's CPU settings.
+    ///
+    /// libtorch computes on OpenMP threads. Their number is a process-wide setting
+    /// (`at::set_num_threads`), applied here. Flush-to-zero is per thread: it is set on the
+    /// calling thread, and OpenMP's workers inherit it when they are created, which happens at
+    /// the first parallel operation that this thread runs. [`BackendInfo`] reports what a
+    /// computation on libtorch's threads actually shows.
+    pub fn new(device: Device, cpu: CpuSettings) -> Result<Self> {
+        let tch_device = tch_device(device)?;
+        denormals::flush_denormals_on_this_thread(cpu.flush_denormals);
+        tch::set_num_threads(i32::try_from(cpu.threads.max(1)).unwrap_or(i32::MAX));
+        let flush_denormals =
+            libtorch_flushes_denormals() && denormals::flushing_denormals_on_this_thread();
+        Ok(TchBackend {
+            device,
+            tch_device,
+            kind: Kind::Float,
+            threads: usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1),
+            flush_denormals,
+        })
+    }
+
+    /// The same backend computing in 64-bit floats: slower, and meant as a numerical referee
+    /// that tells float rounding from a real disagreement between engines (the parity tests
+    /// hold the f32 backend to it). Weights and logits still cross the trait as 32-bit floats.
+    pub fn with_float64(mut self) -> Self {
+        self.kind = Kind::Double;
+        self
+    }
+
+    /// What libtorch does by default on each topic of the fairness ledger, and what parallax
+    /// does.
+    fn ledger(&self) -> Ledger {
+        Ledger::from_fn(|topic| {
+            match topic {
+            Topic::Initialisation => "Linear/Conv2d kaiming_uniform(a=√5): a ±1/√fan_in bound, PyTorch's (used with --init native)".into(),
+            Topic::OptimizerEpsilon => "torch.optim.Adam ε = 1e-8; parallax passes the run's ε".into(),
+            Topic::OptimizerFormulation => "torch.optim's single-tensor Adam and SGD (dampening 0), written as in-place updates; Keras's Adam on request".into(),
+            Topic::BatchNormMomentum => "nn.BatchNorm momentum 0.1 (the new batch's weight); parallax uses the spec's".into(),
+            Topic::BatchNormEpsilon => "nn.BatchNorm ε 1e-5; parallax uses the spec's".into(),
+            Topic::BatchNormRunningVariance => "at::batch_norm updates the running variance with the unbiased batch variance, as PyTorch does".into(),
+            Topic::Padding => "symmetric padding in the op; asymmetric padding (\"same\" with a stride or an even kernel) as an explicit pad first: zeros, or −∞ for max pooling".into(),
+            Topic::Layout => "NCHW, the canonical layout itself: weights cross unchanged".into(),
+            Topic::Subnormals => "libtorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy".into(),
+            Topic::Threads => format!(
+                "OpenMP intra-op threads (at::set_num_threads); GNU OpenMP spins about 3 ms (GOMP_SPINCOUNT 300000) before sleeping, and cargo xtask compare sets GOMP_SPINCOUNT=10000 (about 0.1 ms); in effect: {}",
+                omp_wait_in_effect()
+            ),
+            Topic::Loss => "log_softmax and nll_loss with mean reduction, as nn.CrossEntropyLoss".into(),
+        }
+        })
+    }
+}
+
+impl Backend for TchBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: BACKEND_NAME.into(),
+            framework: "libtorch".into(),
+            framework_version: LIBTORCH_VERSION.into(),
+            device: self.device,
+            threads: self.threads,
+            flush_denormals: self.flush_denormals,
+            ledger: self.ledger(),
+        }
+    }
+
+    fn create(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<Checked<&Weights>>,
+    ) -> Result<Box<dyn Model>> {
+        let mut net = Net::new(model, self.kind, self.tch_device).or_engine()?;
+        if let Some(weights) = weights {
+            convert::import(&mut net, &weights)?;
+        }
+        Ok(Box::new(TchModel::new(
+            net,
+            model,
+            self.tch_device,
+            self.kind,
+        )))
+    }
+}

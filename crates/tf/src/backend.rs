@@ -1,0 +1,219 @@
+//! The TensorFlow backend: the session's thread pools and device, subnormals, and what
+//! TensorFlow and Keras do by default (the fairness ledger).
+
+use parallax_core::denormals;
+use parallax_core::spec::ResolvedModel;
+use parallax_core::{
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
+    Weights,
+};
+use tensorflow::{DataType, Graph, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
+
+use crate::convert::{OrEngine, engine_error};
+use crate::model::TfModel;
+use crate::net::Net;
+
+/// The backend's name in `--backends` and in records.
+pub const BACKEND_NAME: &str = "tf";
+
+/// The TensorFlow release whose C library this crate is provisioned with.
+pub const TENSORFLOW_VERSION: &str = "2.21.0";
+
+/// TensorFlow on one device with fixed thread pools.
+#[derive(Clone, Debug)]
+pub struct TfBackend {
+    device: Device,
+    /// TensorFlow's name for the device (`/device:CPU:0`, `/device:GPU:N`).
+    device_name: String,
+    threads: usize,
+    inter_op_threads: usize,
+    flush_denormals: bool,
+    version: String,
+}
+
+/// The session configuration: a serialised `tensorflow.ConfigProto` with the thread counts.
+///
+/// The tensorflow crate keeps its generated protobuf types private, and a message of three
+/// integers is easier to write than a protobuf dependency: each field is a tag byte
+/// (`field << 3`, wire type 0) and a varint, per the protobuf encoding.
+fn session_config(intra_op: usize, inter_op: usize) -> Vec<u8> {
+    // Field numbers from tensorflow/core/protobuf/config.proto.
+    const INTRA_OP_PARALLELISM_THREADS: u8 = 2;
+    const INTER_OP_PARALLELISM_THREADS: u8 = 5;
+    let mut bytes = Vec::new();
+    for (field, value) in [
+        (INTRA_OP_PARALLELISM_THREADS, intra_op),
+        (INTER_OP_PARALLELISM_THREADS, inter_op),
+    ] {
+        bytes.push(field << 3);
+        let mut value = value as u64;
+        loop {
+            let low = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                bytes.push(low);
+                break;
+            }
+            bytes.push(low | 0x80);
+        }
+    }
+    bytes
+}
+
+/// A device error of this backend.
+fn device_error(device: Device, reason: impl Into<String>) -> Error {
+    Error::device(BACKEND_NAME, device, reason)
+}
+
+impl TfBackend {
+    /// TensorFlow on `device`, with the comparison's CPU settings.
+    ///
+    /// Both of TensorFlow's thread pools get `cpu.threads` threads: the intra-op pool that
+    /// splits one kernel and the inter-op pool that runs independent kernels side by side.
+    /// TensorFlow creates its CPU pools once per process, sized by the first session, so every
+    /// backend of one process should use the same count (the runner makes one).
+    ///
+    /// TensorFlow flushes subnormal floats on its own threads whatever the caller asks;
+    /// [`BackendInfo::flush_denormals`] reports what a computation on them shows.
+    pub fn new(device: Device, cpu: CpuSettings) -> Result<Self> {
+        let threads = cpu.threads.max(1);
+        let mut backend = TfBackend {
+            device,
+            device_name: match device {
+                Device::Cpu => "/device:CPU:0".into(),
+                Device::Cuda(index) => format!("/device:GPU:{index}"),
+            },
+            threads,
+            inter_op_threads: threads,
+            flush_denormals: true,
+            version: tensorflow::version().map_err(engine_error)?,
+        };
+        denormals::flush_denormals_on_this_thread(cpu.flush_denormals);
+        if let Device::Cuda(index) = device {
+            let gpus = backend.visible_gpus()?;
+            if index >= gpus {
+                return Err(device_error(
+                    device,
+                    format!(
+                        "TensorFlow sees {gpus} GPU(s), so /device:GPU:{index} does not exist (the provisioned tensorflow-cpu build has none): use --device cpu"
+                    ),
+                ));
+            }
+        }
+        backend.flush_denormals = backend.flushes_denormals()?;
+        Ok(backend)
+    }
+
+    fn session_options(&self) -> Result<SessionOptions> {
+        let mut options = SessionOptions::new();
+        options
+            .set_config(&session_config(self.threads, self.inter_op_threads))
+            .or_engine()?;
+        Ok(options)
+    }
+
+    /// The GPUs a session of this process can place operations on.
+    fn visible_gpus(&self) -> Result<usize> {
+        let session = Session::new(&self.session_options()?, &Graph::new()).or_engine()?;
+        let devices = session.device_list().or_engine()?;
+        Ok(devices
+            .iter()
+            .filter(|device| device.device_type == "GPU")
+            .count())
+    }
+
+    /// Whether TensorFlow's threads flush subnormals, found by computing: the product of two
+    /// small normal floats whose exact value is subnormal is zero only where flush-to-zero is
+    /// on. The operands are fed rather than constant, so that no graph optimisation folds the
+    /// product on the calling thread.
+    fn flushes_denormals(&self) -> Result<bool> {
+        let probe = || -> std::result::Result<bool, tensorflow::Status> {
+            let mut scope = tensorflow::Scope::new_root_scope().with_device(&self.device_name);
+            let x = ops::Placeholder::new()
+                .dtype(DataType::Float)
+                .shape(Shape::from(Some(vec![None])))
+                .build(&mut scope)?;
+            let product = ops::mul(x.clone(), x.clone(), &mut scope)?;
+            let session = Session::new(
+                &self.session_options().map_err(|error| {
+                    tensorflow::Status::new_set_lossy(
+                        tensorflow::Code::Internal,
+                        &error.to_string(),
+                    )
+                })?,
+                &scope.graph(),
+            )?;
+            let small = Tensor::new(&[1 << 16]).with_values(&vec![1e-20f32; 1 << 16])?;
+            let mut args = SessionRunArgs::new();
+            args.add_feed(&x, 0, &small);
+            let token = args.request_fetch(&product, 0);
+            session.run(&mut args)?;
+            let values: Tensor<f32> = args.fetch(token)?;
+            Ok(values.iter().all(|&value| value == 0.0))
+        };
+        probe().or_engine()
+    }
+}
+
+impl TfBackend {
+    /// What TensorFlow and Keras do by default on each topic of the fairness ledger, and what
+    /// parallax does.
+    fn ledger(&self) -> Ledger {
+        Ledger::from_fn(|topic| {
+            match topic {
+                Topic::Initialisation => "Keras: glorot_uniform kernels and zero biases (used with --init native)",
+                Topic::OptimizerEpsilon => "Keras Adam ε = 1e-7; parallax passes the run's ε (PyTorch's 1e-8 by default, Keras's with adam-keras)",
+                Topic::OptimizerFormulation => "Keras Adam adds ε to the uncorrected root (adam-keras), parallax's default is PyTorch's; Keras SGD keeps v = μv − lr·g, equivalent to PyTorch's rule for a constant learning rate, which parallax uses",
+                Topic::BatchNormMomentum => "Keras momentum 0.99 (PyTorch's 0.01, the other convention); parallax uses the spec's, in PyTorch's convention, as FusedBatchNormV3's exponential_avg_factor",
+                Topic::BatchNormEpsilon => "Keras ε 1e-3; parallax uses the spec's (PyTorch's 1e-5 by default)",
+                Topic::BatchNormRunningVariance => "FusedBatchNormV3 updates the running variance with the unbiased batch variance, like PyTorch",
+                Topic::Padding => "\"same\" is TensorFlow's own rule (the extra cell after), passed as SAME; other explicit padding is a Pad before a VALID op",
+                Topic::Layout => "NHWC activations, dense kernels [in, out] and conv kernels HWIO: canonical weights are converted at the boundary, and a dense layer after a flattened image has its rows permuted",
+                Topic::Subnormals => "TensorFlow flushes subnormal floats on its threads always; --keep-denormals does not change it",
+                Topic::Threads => "intra-op and inter-op pools of the session's ConfigProto, both the run's thread count",
+                Topic::Loss => "SoftmaxCrossEntropyWithLogits on one-hot labels (the sparse op has no C++ gradient), mean over the batch",
+            }
+            .to_string()
+        })
+    }
+}
+
+impl Backend for TfBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: BACKEND_NAME.into(),
+            framework: "tensorflow".into(),
+            framework_version: self.version.clone(),
+            device: self.device,
+            threads: self.threads,
+            flush_denormals: self.flush_denormals,
+            ledger: self.ledger(),
+        }
+    }
+
+    fn create(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<Checked<&Weights>>,
+    ) -> Result<Box<dyn Model>> {
+        let options = self.session_options()?;
+        let net = Net::new(model, &self.device_name, &options).or_engine()?;
+        let mut tf_model = TfModel::new(net);
+        match weights {
+            Some(weights) => tf_model.import_weights(weights)?,
+            None => tf_model.initialise()?,
+        }
+        Ok(Box::new(tf_model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_config_encodes_both_thread_counts() {
+        // intra_op_parallelism_threads (field 2) = 2, inter_op_parallelism_threads (field 5) = 300.
+        assert_eq!(session_config(2, 300), vec![0x10, 2, 0x28, 0xac, 0x02]);
+    }
+}

@@ -1,0 +1,144 @@
+//! [`TfModel`]: the `Model` hooks on a TensorFlow graph, with its session and optimizer state.
+
+use ndarray::Array2;
+use parallax_core::{
+    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, Weights,
+};
+use tensorflow::{SessionRunArgs, Tensor};
+
+use crate::convert::{
+    OrEngine, array_to_tensor, engine_error, images_to_nhwc, labels_to_tensor, nhwc_to_images,
+    tensor_to_array, tensor_to_logits,
+};
+use crate::net::Net;
+
+/// A spec's graph on TensorFlow, with its session and optimizer state.
+pub struct TfModel {
+    net: Net,
+    /// The configuration whose state the graph's optimizer slots hold.
+    optimizer: Option<OptimizerConfig>,
+}
+
+impl TfModel {
+    pub(crate) fn new(net: Net) -> Self {
+        TfModel {
+            net,
+            optimizer: None,
+        }
+    }
+
+    /// Runs every variable's Keras default initialiser.
+    pub(crate) fn initialise(&mut self) -> Result<()> {
+        let mut args = SessionRunArgs::new();
+        for param in &self.net.params {
+            args.add_target(&param.init);
+        }
+        self.net.session.run(&mut args).or_engine()
+    }
+
+    /// The number of operations in the model's graph: it stays the same from step to step.
+    pub fn operation_count(&self) -> usize {
+        self.net.operation_count()
+    }
+}
+
+impl Model for TfModel {
+    fn import_weights(&mut self, weights: Checked<&Weights>) -> Result<()> {
+        let mut feeds = Vec::with_capacity(self.net.params.len());
+        for param in &self.net.params {
+            let array = weights.require(&param.info.name)?;
+            feeds.push(array_to_tensor(&param.layout.to_tf(array)?)?);
+        }
+        let mut args = SessionRunArgs::new();
+        for (param, feed) in self.net.params.iter().zip(&feeds) {
+            args.add_feed(&param.feed, 0, feed);
+            args.add_target(&param.assign);
+        }
+        self.net.session.run(&mut args).or_engine()?;
+        // The optimizer's state belongs to the old parameters.
+        self.optimizer = None;
+        Ok(())
+    }
+
+    fn export_weights(&self) -> Result<Weights> {
+        let mut args = SessionRunArgs::new();
+        let tokens: Vec<_> = self
+            .net
+            .params
+            .iter()
+            .map(|param| args.request_fetch(&param.variable.operation, param.variable.index))
+            .collect();
+        self.net.session.run(&mut args).or_engine()?;
+        let mut weights = Weights::new();
+        for (param, token) in self.net.params.iter().zip(tokens) {
+            let tensor: Tensor<f32> = args.fetch(token).or_engine()?;
+            let array = tensor_to_array(&tensor)?;
+            weights.insert(
+                param.info.name.clone(),
+                param.layout.to_canonical(&array, &param.info.shape)?,
+            );
+        }
+        Ok(weights)
+    }
+
+    fn train_step(&mut self, batch: Checked<&Batch>, optimizer: &OptimizerConfig) -> Result<f32> {
+        let labels = batch.labels.to_vec();
+        let fresh = self.optimizer.as_ref() != Some(optimizer);
+        let (step, reset) = {
+            let ops = self.net.optimizer(optimizer).or_engine()?;
+            (ops.step.clone(), ops.reset.clone())
+        };
+        if fresh {
+            let mut args = SessionRunArgs::new();
+            args.add_target(&reset);
+            self.net.session.run(&mut args).or_engine()?;
+            self.optimizer = Some(*optimizer);
+        }
+        let loss = self.net.training().or_engine()?.loss.clone();
+        let images = images_to_nhwc(batch.images.view());
+        let labels = labels_to_tensor(&labels)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.net.images, 0, &images);
+        args.add_feed(&self.net.labels, 0, &labels);
+        args.add_target(&step);
+        let token = args.request_fetch(&loss.operation, loss.index);
+        self.net.session.run(&mut args).or_engine()?;
+        let loss: Tensor<f32> = args.fetch(token).or_engine()?;
+        loss.first()
+            .copied()
+            .ok_or_else(|| engine_error("the loss came back empty"))
+    }
+
+    fn predict(&mut self, images: Checked<ndarray::ArrayView4<'_, f32>>) -> Result<Array2<f32>> {
+        let input = images_to_nhwc(images.into_inner());
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.net.images, 0, &input);
+        let token = args.request_fetch(&self.net.eval.logits.operation, self.net.eval.logits.index);
+        self.net.session.run(&mut args).or_engine()?;
+        let logits: Tensor<f32> = args.fetch(token).or_engine()?;
+        tensor_to_logits(&logits)
+    }
+
+    fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam> {
+        let GradCamTarget {
+            images,
+            layer,
+            classes,
+        } = target.into_inner();
+        let (activations, gradient) = self.net.grad_cam_gradient(layer).or_engine()?;
+        let input = images_to_nhwc(images);
+        let targets = labels_to_tensor(classes)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.net.images, 0, &input);
+        args.add_feed(&self.net.labels, 0, &targets);
+        let activations_token = args.request_fetch(&activations.operation, activations.index);
+        let gradient_token = args.request_fetch(&gradient.operation, gradient.index);
+        self.net.session.run(&mut args).or_engine()?;
+        let activations: Tensor<f32> = args.fetch(activations_token).or_engine()?;
+        let gradients: Tensor<f32> = args.fetch(gradient_token).or_engine()?;
+        Ok(GradCam {
+            activations: nhwc_to_images(&activations)?,
+            gradients: nhwc_to_images(&gradients)?,
+        })
+    }
+}

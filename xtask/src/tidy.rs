@@ -1,0 +1,281 @@
+//! Tidy checks: the architecture's invariants that a test can check, run as `#[test]`s in the
+//! style of rust-analyzer's `xtask/src/tidy.rs`. Each failure says what to change.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cargo::repo_root;
+
+/// The engine crates and the adapters over them, which core must never depend on.
+const ENGINE_CRATES: &[&str] = &[
+    "tch",
+    "torch-sys",
+    "tensorflow",
+    "tensorflow-sys",
+    "burn",
+    "burn-tch",
+    "cubecl",
+];
+
+/// The adapter crates, by directory, which all split their code the same way.
+const ADAPTERS: &[&str] = &["crates/burn", "crates/tch", "crates/tf"];
+
+/// The files every adapter has, one per concern.
+const ADAPTER_FILES: &[&str] = &[
+    "lib.rs",
+    "backend.rs",
+    "model.rs",
+    "net.rs",
+    "convert.rs",
+    "optim.rs",
+];
+
+/// The packages in `package`'s normal dependency tree, from `cargo tree`.
+fn dependency_tree(package: &str) -> Vec<String> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(repo_root())
+        .args([
+            "tree", "--frozen", "-p", package, "-e", "normal", "--prefix", "none", "--format",
+            "{p}",
+        ])
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn core_depends_on_no_engine_and_xtask_on_no_adapter() {
+    let core = dependency_tree("parallax-core");
+    let engines: Vec<&String> = core
+        .iter()
+        .filter(|name| {
+            ENGINE_CRATES.contains(&name.as_str())
+                || name.starts_with("burn-")
+                || name.starts_with("cubecl")
+                || name.starts_with("parallax-") && *name != "parallax-core"
+        })
+        .collect();
+    assert!(
+        engines.is_empty(),
+        "parallax-core must name no framework, but depends on {engines:?}"
+    );
+    let xtask = dependency_tree("xtask");
+    let adapters: Vec<&String> = xtask
+        .iter()
+        .filter(|name| {
+            ENGINE_CRATES.contains(&name.as_str())
+                || name.starts_with("burn-")
+                || [
+                    "parallax-burn",
+                    "parallax-tch",
+                    "parallax-tf",
+                    "parallax-runner",
+                ]
+                .contains(&name.as_str())
+        })
+        .collect();
+    assert!(
+        adapters.is_empty(),
+        "xtask must build before any engine, but depends on {adapters:?}"
+    );
+    for source in rust_files(&repo_root().join("crates/core")) {
+        let text = read(&source);
+        for engine in ["tch::", "tensorflow::", "burn::"] {
+            assert!(
+                !text.contains(engine),
+                "{} uses {engine}; core never names a framework",
+                source.display()
+            );
+        }
+    }
+}
+
+/// The serialised fields of `pub struct name` in a Rust source, from its `pub field:` lines;
+/// a `#[serde(flatten)]` field is left out, since its own fields are what is serialised.
+fn struct_fields(source: &str, name: &str) -> Vec<String> {
+    let start = source
+        .find(&format!("pub struct {name} {{"))
+        .unwrap_or_else(|| panic!("no struct {name}"));
+    let body = &source[start..];
+    let end = body.find("\n}").expect("the struct ends");
+    let mut fields = Vec::new();
+    let mut flattened = false;
+    for line in body[..end].lines().map(str::trim) {
+        if line.starts_with("#[serde(flatten)]") {
+            flattened = true;
+        } else if let Some((field, _)) = line
+            .strip_prefix("pub ")
+            .and_then(|line| line.split_once(':'))
+        {
+            if !flattened && !field.contains(' ') {
+                fields.push(field.trim().to_string());
+            }
+            flattened = false;
+        }
+    }
+    fields
+}
+
+#[test]
+fn every_run_record_field_is_documented() {
+    let root = repo_root();
+    let source = read(&root.join("crates/core/src/record.rs"));
+    let doc = read(&root.join("docs/run-record.md"));
+    for structure in ["RunRecord", "EpochRecord", "RunRequest", "RunId"] {
+        for field in struct_fields(&source, structure) {
+            assert!(
+                doc.contains(&format!("`{field}`")),
+                "{structure}::{field} is not in docs/run-record.md; document it there"
+            );
+        }
+    }
+    let data = read(&root.join("crates/core/src/data/request.rs"));
+    for field in struct_fields(&data, "DataRequest") {
+        assert!(
+            doc.contains(&format!("`{field}`")),
+            "DataRequest::{field} (a run request's field) is not in docs/run-record.md"
+        );
+    }
+}
+
+#[test]
+fn every_rust_file_opens_with_a_module_doc() {
+    let missing: Vec<PathBuf> = rust_files(&repo_root())
+        .into_iter()
+        .filter(|path| !read(path).starts_with("//!"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "these files do not open with a `//!` line saying what they are: {missing:?}"
+    );
+}
+
+#[test]
+fn the_readme_library_example_is_compiled() {
+    let root = repo_root();
+    let readme = read(&root.join("README.md"));
+    assert!(
+        readme.contains("```rust"),
+        "README.md lost its library example"
+    );
+    let burn = read(&root.join("crates/burn/src/lib.rs"));
+    assert!(
+        burn.contains("#[cfg(doctest)]") && burn.contains("include_str!(\"../../../README.md\")"),
+        "crates/burn/src/lib.rs must compile the README's examples as doctests"
+    );
+}
+
+#[test]
+fn adapters_read_alike() {
+    let root = repo_root();
+    for adapter in ADAPTERS {
+        let src = root.join(adapter).join("src");
+        for file in ADAPTER_FILES {
+            assert!(
+                src.join(file).is_file(),
+                "{adapter} has no src/{file}; every adapter splits its code the same way (docs/ARCHITECTURE.md)"
+            );
+        }
+        let lib = read(&src.join("lib.rs"));
+        assert!(
+            lib.starts_with("//! An implementation of `parallax-core`'s [`Backend`]"),
+            "{adapter}/src/lib.rs must open by saying which trait it implements for which engine"
+        );
+        let tests: Vec<PathBuf> = std::fs::read_dir(root.join(adapter).join("tests"))
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            tests.len(),
+            1,
+            "{adapter} must have one integration-test binary, has {tests:?}"
+        );
+        for source in rust_files(&src) {
+            let text = read(&source);
+            for (pattern, why) in [
+                (
+                    ".weight\"",
+                    "builds a parameter name; take it from the op's ParamInfo",
+                ),
+                (
+                    ".bias\"",
+                    "builds a parameter name; take it from the op's ParamInfo",
+                ),
+                (
+                    "downsample",
+                    "spells a PyTorch name; take it from the op's ParamInfo",
+                ),
+                (
+                    "_ => {}",
+                    "has a catch-all arm; match every case so that new ones fail to compile",
+                ),
+                (
+                    "fn same_padding",
+                    "defines same_padding again; use parallax_core::spec::same_padding",
+                ),
+                ("check_input", "checks its input itself; core's Net does"),
+            ] {
+                assert!(
+                    !text.contains(pattern),
+                    "{} {why} ({pattern:?})",
+                    source.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_crate_is_in_the_architecture_code_map() {
+    let root = repo_root();
+    let architecture = read(&root.join("docs/ARCHITECTURE.md"));
+    for entry in std::fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            architecture.contains(&format!("### `crates/{name}`")),
+            "crates/{name} has no section in docs/ARCHITECTURE.md's code map"
+        );
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// Every `.rs` file under `dir`, leaving out build output and git's own files.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if !matches!(
+                    name.to_str(),
+                    Some("target" | ".git" | "out" | ".whl" | ".gl")
+                ) {
+                    pending.push(path);
+                }
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}

@@ -1,0 +1,346 @@
+//! The worker processes: one `parallax-runner` binary per backend, built with only that
+//! backend's feature, and one process per run, whose progress is followed live.
+//!
+//! One binary for all backends would load every engine's libraries into every worker: with
+//! libtorch and TensorFlow linked, burn's peak resident memory went from 335 to 608 MiB, which
+//! is the other engines' code and not burn's. After the first build, each further one only
+//! compiles the worker's own crate and links it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use parallax_core::record::{ProgressEvent, RunRecord};
+use parallax_registry::BackendEntry;
+
+use crate::cargo::{cargo, target_dir};
+use crate::provision::NativeEnv;
+
+/// How long GNU OpenMP's threads spin before they sleep, in libtorch workers (see
+/// [`set_openmp_wait`]).
+pub const LIBTORCH_SPIN_COUNT: &str = "10000";
+
+/// Sets OpenMP's wait policy for a process whose backend computes on OpenMP threads, unless
+/// the user set one.
+///
+/// libtorch's threads are GNU OpenMP's, which spin for about 3 ms (GOMP_SPINCOUNT 300000)
+/// before sleeping whenever they wait for each other. On a machine busy with other work that
+/// took a two-thread mlp epoch from 1.3 s to 52 s. Sleeping at once (OMP_WAIT_POLICY=PASSIVE)
+/// avoids it but pays a wake-up on each of the mlp's tiny operations: 1.85 s per epoch on a
+/// quiet machine, against 0.58 s spinning. A short spin of 10,000 rounds (about 0.1 ms) keeps
+/// both: 0.56 s on a quiet machine, and faster than passive waiting beside two busy processes.
+pub fn set_openmp_wait(command: &mut Command) {
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() && std::env::var_os("GOMP_SPINCOUNT").is_none()
+    {
+        command.env("GOMP_SPINCOUNT", LIBTORCH_SPIN_COUNT);
+    }
+}
+
+/// Where a worker for `cuda` devices or the CPU is built: CUDA builds link the CUDA builds of
+/// the native libraries, so they get a target directory of their own rather than rebuilding
+/// the CPU ones each time.
+fn worker_target(cuda: bool) -> PathBuf {
+    let target = target_dir();
+    if cuda { target.join("cuda") } else { target }
+}
+
+/// The worker binary of `entry` for the CPU or CUDA, as [`build`] leaves it.
+pub fn worker_path(entry: &BackendEntry, cuda: bool) -> PathBuf {
+    let suffix = if cuda { "-cuda" } else { "" };
+    worker_target(cuda)
+        .join("release")
+        .join(format!("parallax-runner-{}{suffix}", entry.name))
+}
+
+/// Builds one worker binary per backend, in release mode, each with only its feature, and
+/// returns them by backend name.
+pub fn build(
+    entries: &[&'static BackendEntry],
+    cuda: bool,
+    native: Option<&NativeEnv>,
+) -> anyhow::Result<BTreeMap<&'static str, PathBuf>> {
+    eprintln!(
+        "building the workers (cargo build --release -p parallax-runner; the first build takes several minutes)"
+    );
+    let target = worker_target(cuda);
+    let built = target.join("release").join("parallax-runner");
+    let mut workers = BTreeMap::new();
+    for entry in entries {
+        let Some(feature) = entry.feature_for(cuda) else {
+            bail!(
+                "{} has no CUDA path; leave it out of --backends or use --device cpu",
+                entry.name
+            );
+        };
+        let mut command = cargo(
+            &[
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "parallax-runner",
+                "--no-default-features",
+                "--features",
+                feature,
+            ],
+            native.filter(|_| entry.is_native()),
+        );
+        command.env("CARGO_TARGET_DIR", &target);
+        let status = command.status().context("running cargo")?;
+        if !status.success() {
+            bail!(
+                "building the {} worker failed (see cargo's messages above)",
+                entry.name
+            );
+        }
+        let worker = worker_path(entry, cuda);
+        std::fs::copy(&built, &worker)
+            .with_context(|| format!("copying {} to {}", built.display(), worker.display()))?;
+        workers.insert(entry.name, worker);
+    }
+    Ok(workers)
+}
+
+/// One run for a worker: its files and its backend.
+pub struct Job<'a> {
+    /// The backend, from the registry.
+    pub entry: &'static BackendEntry,
+    /// The worker binary.
+    pub worker: &'a Path,
+    /// The run request, already written.
+    pub request: &'a Path,
+    /// Where the worker writes the record.
+    pub record: &'a Path,
+    /// Where the worker writes trained weights, when the request asks for them.
+    pub weights: &'a Path,
+    /// The label of its progress lines.
+    pub label: &'a str,
+}
+
+/// Runs one worker, follows its progress, and returns its record; a failed worker gives its
+/// own error line.
+pub fn run(
+    job: &Job<'_>,
+    progress: &MultiProgress,
+    native: Option<&NativeEnv>,
+) -> anyhow::Result<RunRecord> {
+    let mut command = Command::new(job.worker);
+    // The worker finds the native libraries through the loader path that setup provisioned.
+    if let Some(native) = native.filter(|_| job.entry.is_native()) {
+        native.apply(&mut command);
+    }
+    if job.entry.openmp {
+        set_openmp_wait(&mut command);
+    }
+    let mut child = command
+        .arg("--request")
+        .arg(job.request)
+        .arg("--record")
+        .arg(job.record)
+        .arg("--weights")
+        .arg(job.weights)
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the worker {}", job.worker.display()))?;
+    let stderr = child.stderr.take().context("worker stderr")?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    if let Some(stdout) = child.stdout.take() {
+        follow_progress(stdout, job.label, progress);
+    }
+    let status = child.wait().context("waiting for the worker")?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    if !status.success() {
+        // The worker's own last `error:` line says what went wrong; a crash has none.
+        let reason = stderr
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("error: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| match status.code() {
+                Some(code) => format!(
+                    "worker exited with status {code}: {}",
+                    stderr.lines().last().unwrap_or("")
+                ),
+                None => "worker was killed by a signal (crash or out of memory)".to_string(),
+            });
+        bail!("{reason}");
+    }
+    Ok(RunRecord::load(job.record)?)
+}
+
+/// Prints a line above the progress bars, or plainly when there are none (output to a file
+/// or a CI log), where indicatif would drop it.
+pub fn say(progress: &MultiProgress, line: String) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        let _ = progress.println(line);
+    }
+}
+
+/// The data a worker's stdout carries back: its progress events, read as they come.
+fn follow_progress(stdout: impl Read, label: &str, progress: &MultiProgress) {
+    let bar = progress.add(ProgressBar::new(0));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(500));
+    let mut epochs = 0;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        match serde_json::from_str::<ProgressEvent>(&line) {
+            Ok(ProgressEvent::Start {
+                dataset,
+                source,
+                train_examples,
+                steps_per_epoch,
+                epochs: total,
+                framework,
+            }) => {
+                epochs = total;
+                bar.set_length(steps_per_epoch as u64);
+                say(
+                    progress,
+                    format!(
+                        "{label}: {framework}, {dataset} from {source}, {train_examples} training examples"
+                    ),
+                );
+            }
+            Ok(ProgressEvent::Step { epoch, step, loss }) => {
+                bar.set_message(format!("{epoch}/{epochs} loss {loss:.4}"));
+                bar.set_position(step as u64);
+            }
+            Ok(ProgressEvent::Epoch(record)) => {
+                say(
+                    progress,
+                    format!(
+                        "{label}: epoch {}/{epochs}: train loss {:.4}, {:.2} s, test accuracy {:.4}",
+                        record.epoch, record.train_loss, record.seconds, record.test_accuracy
+                    ),
+                );
+            }
+            // Anything else on stdout (an engine's own chatter) is shown as it is.
+            Err(_) => {
+                say(progress, format!("{label}: {line}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+}
+
+/// Checks that CUDA device `index` exists here, from `nvidia-smi -L`, before anything is built
+/// or downloaded for it.
+pub fn check_gpu(index: usize) -> anyhow::Result<()> {
+    check_gpu_with("nvidia-smi", index)
+}
+
+/// [`check_gpu`] with another program in `nvidia-smi`'s place, for tests.
+fn check_gpu_with(program: &str, index: usize) -> anyhow::Result<()> {
+    let remedy = "use --device cpu, or run on a machine with an NVIDIA GPU, where `cargo xtask setup --cuda` provisions the CUDA libraries";
+    let output = match Command::new(program).arg("-L").output() {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => bail!(
+            "--device cuda:{index} needs an NVIDIA GPU, and `{program} -L` failed here ({}); {remedy}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => bail!(
+            "--device cuda:{index} needs an NVIDIA GPU, and this machine has no NVIDIA driver ({program}: {error}); {remedy}"
+        ),
+    };
+    let count = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("GPU "))
+        .count();
+    if index >= count {
+        bail!("--device cuda:{index} does not exist: {program} shows {count} GPU(s); {remedy}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in worker: a shell script that fails the way a real worker does.
+    fn failing_worker(dir: &Path) -> PathBuf {
+        let path = dir.join("worker.sh");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho '{\"event\":\"step\",\"epoch\":1,\"step\":1,\"loss\":2.3}'\necho 'some engine log' >&2\necho 'error: device cuda:0 is not available on burn: no GPU' >&2\nexit 1\n",
+        )
+        .unwrap();
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_failing_worker_gives_its_error_line_and_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = failing_worker(dir.path());
+        let record = dir.path().join("record.json");
+        let progress = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let job = Job {
+            entry: parallax_registry::find("burn").unwrap(),
+            worker: &worker,
+            request: &dir.path().join("request.json"),
+            record: &record,
+            weights: &dir.path().join("weights.safetensors"),
+            label: "burn",
+        };
+        let error = run(&job, &progress, None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "device cuda:0 is not available on burn: no GPU"
+        );
+        assert!(!record.exists());
+    }
+
+    #[test]
+    fn cuda_workers_have_their_own_target_and_name() {
+        let burn = parallax_registry::find("burn").unwrap();
+        let cpu = worker_path(burn, false);
+        let cuda = worker_path(burn, true);
+        assert!(cpu.ends_with("release/parallax-runner-burn"));
+        assert!(cuda.ends_with("cuda/release/parallax-runner-burn-cuda"));
+        assert_eq!(burn.feature_for(true), Some("burn-cuda"));
+    }
+
+    #[test]
+    fn a_gpu_is_looked_up_before_anything_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("nvidia-smi");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-1)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-2)'\n",
+        )
+        .unwrap();
+        let mut permissions = std::fs::metadata(&fake).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&fake, permissions).unwrap();
+        let fake = fake.to_str().unwrap();
+        assert!(check_gpu_with(fake, 1).is_ok());
+        let missing = check_gpu_with(fake, 2).unwrap_err().to_string();
+        assert!(missing.contains("shows 2 GPU(s)"), "{missing}");
+        let no_driver = check_gpu_with("/nonexistent/nvidia-smi", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(no_driver.contains("no NVIDIA driver"), "{no_driver}");
+        assert!(no_driver.contains("--device cpu"), "{no_driver}");
+    }
+}
