@@ -275,18 +275,21 @@ fn check_gpu_with(program: &str, index: usize) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// A stand-in worker: a shell script that fails the way a real worker does.
-    fn failing_worker(dir: &Path) -> PathBuf {
-        let path = dir.join("worker.sh");
-        std::fs::write(
-            &path,
-            "#!/bin/sh\necho '{\"event\":\"step\",\"epoch\":1,\"step\":1,\"loss\":2.3}'\necho 'some engine log' >&2\necho 'error: device cuda:0 is not available on burn: no GPU' >&2\nexit 1\n",
-        )
-        .unwrap();
+    /// A shell script at `path` that runs `body`, made executable.
+    fn script(path: PathBuf, body: &str) -> PathBuf {
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
         let mut permissions = std::fs::metadata(&path).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
         std::fs::set_permissions(&path, permissions).unwrap();
         path
+    }
+
+    /// A stand-in worker: a shell script that fails the way a real worker does.
+    fn failing_worker(dir: &Path) -> PathBuf {
+        script(
+            dir.join("worker.sh"),
+            "echo '{\"event\":\"step\",\"epoch\":1,\"step\":1,\"loss\":2.3}'\necho 'some engine log' >&2\necho 'error: device cuda:0 is not available on burn: no GPU' >&2\nexit 1\n",
+        )
     }
 
     #[test]
@@ -324,15 +327,10 @@ mod tests {
     #[test]
     fn a_gpu_is_looked_up_before_anything_is_built() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("nvidia-smi");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-1)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-2)'\n",
-        )
-        .unwrap();
-        let mut permissions = std::fs::metadata(&fake).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-        std::fs::set_permissions(&fake, permissions).unwrap();
+        let fake = script(
+            dir.path().join("nvidia-smi"),
+            "echo 'GPU 0: NVIDIA H200 (UUID: GPU-1)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-2)'\n",
+        );
         let fake = fake.to_str().unwrap();
         assert!(check_gpu_with(fake, 1).is_ok());
         let missing = check_gpu_with(fake, 2).unwrap_err().to_string();

@@ -17,7 +17,7 @@ use parallax_core::spec::{
 use parallax_core::{Error, Result, Weights};
 
 use crate::BACKEND_NAME;
-use crate::net::{ConvNorm, Net, Norm, Params};
+use crate::net::{ConvNorm, Net, Norm, Params, mismatch};
 
 /// An engine error from burn's side: burn's own error, or a message of the adapter's.
 pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
@@ -122,13 +122,6 @@ fn import_conv_norm(
 ) -> Result<()> {
     import_conv(&mut step.conv, &op.conv, weights, device)?;
     import_norm(&mut step.norm, &op.norm, weights, device)
-}
-
-/// An internal error: the network's parameters don't match the spec it was built from.
-fn mismatch(layer: &str) -> parallax_core::Error {
-    engine_error(format!(
-        "layer {layer:?} has no parameters of its kind; the network and its spec disagree"
-    ))
 }
 
 /// Replaces every parameter and running statistic of `net` with canonical `weights`, which

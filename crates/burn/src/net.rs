@@ -215,7 +215,7 @@ fn block_forward(block: &Block, input: Tensor<4>, train: bool) -> Tensor<4> {
 }
 
 /// An internal error: the network's parameters don't match the spec it was built from.
-fn mismatch(layer: &str) -> parallax_core::Error {
+pub(crate) fn mismatch(layer: &str) -> parallax_core::Error {
     engine_error(format!(
         "layer {layer:?} has no parameters of its kind; the network and its spec disagree"
     ))

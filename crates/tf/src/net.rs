@@ -326,7 +326,7 @@ fn keras_initial_value(scope: &mut Scope, info: &ParamInfo, shape: &[u64]) -> Tf
 }
 
 /// A forward pass of every layer from `images`.
-pub(crate) fn pass(
+fn pass(
     scope: &Scope,
     model: &ResolvedModel,
     variables: &HashMap<String, Output>,
