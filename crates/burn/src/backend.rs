@@ -54,6 +54,18 @@ impl BurnEngine {
         }
     }
 
+    /// Whether this engine keeps subnormal floats by default.
+    fn subnormals_entry(&self) -> &'static str {
+        match self {
+            BurnEngine::Flex | BurnEngine::Cuda => {
+                "burn keeps subnormal floats (no flush-to-zero); parallax sets the run's policy on its threads"
+            }
+            BurnEngine::LibTorch => {
+                "libtorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy on the threads libtorch's inherit it from"
+            }
+        }
+    }
+
     /// How this engine's threads are pooled.
     fn threads_entry(&self) -> &'static str {
         match self {
@@ -179,7 +191,7 @@ impl BurnBackend {
                 Topic::BatchNormRunningVariance => "burn::nn::BatchNorm updates the running variance with the biased batch variance; parallax's own norm uses the unbiased one, like PyTorch",
                 Topic::Padding => "explicit amounts per side, as core resolves them (TensorFlow's rule for \"same\")",
                 Topic::Layout => "NCHW, the canonical layout; dense weights are stored [in, out] and transposed at the boundary",
-                Topic::Subnormals => "burn keeps subnormal floats (no flush-to-zero); parallax sets the run's policy on its threads",
+                Topic::Subnormals => self.engine.subnormals_entry(),
                 Topic::Threads => self.engine.threads_entry(),
                 Topic::Loss => "log-softmax and the mean of the target class's negative log-probability, as PyTorch's cross-entropy",
             }
