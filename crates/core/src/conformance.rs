@@ -185,6 +185,10 @@ pub fn reports_itself(backend: &dyn Backend) {
         Vec::<Topic>::new(),
         "ledger topics without an entry"
     );
+    let model = resolve(&presets::mlp([1, 4, 4], 2));
+    let net = backend.build(&model, None).expect("build");
+    assert_eq!(net.backend(), info.backend, "the net names another backend");
+    assert_eq!(net.model(), &model, "the net holds another model");
 }
 
 /// `predict` gives `[N, classes]` finite logits for every preset.

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{RunId, RunRecord, RunRequest, write_json_atomically};
-use crate::{Error, Result};
+use crate::Result;
+use crate::record::{RunId, RunRequest, write_json_atomically};
 
 /// The version of the manifest's layout.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -93,35 +93,6 @@ impl Layout {
     pub fn report_markdown(&self) -> PathBuf {
         self.root.join("report.md")
     }
-
-    /// Every record under `records/`, whatever its layout version, in path order; files that
-    /// are not records are reported as errors beside the others.
-    pub fn records(&self) -> Vec<(PathBuf, Result<RunRecord>)> {
-        let mut paths = Vec::new();
-        collect_json(&self.root.join("records"), &mut paths);
-        paths.sort();
-        paths
-            .into_iter()
-            .map(|path| {
-                let record = RunRecord::load(&path);
-                (path, record)
-            })
-            .collect()
-    }
-}
-
-fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_json(&path, out);
-        } else if path.extension().is_some_and(|ext| ext == "json") {
-            out.push(path);
-        }
-    }
 }
 
 /// One run of a command's matrix.
@@ -174,16 +145,6 @@ impl Manifest {
     /// Writes the manifest to `layout`'s path for it.
     pub fn save(&self, layout: &Layout) -> Result<()> {
         write_json_atomically(&layout.manifest(), self)
-    }
-
-    /// Reads the manifest of `layout`.
-    pub fn load(layout: &Layout) -> Result<Self> {
-        let path = layout.manifest();
-        let text = std::fs::read_to_string(&path).map_err(|error| Error::io(&path, error))?;
-        serde_json::from_str(&text).map_err(|error| Error::Format {
-            path,
-            message: error.to_string(),
-        })
     }
 }
 

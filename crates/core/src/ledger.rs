@@ -112,11 +112,6 @@ impl Ledger {
             .filter(|topic| self.get(*topic).is_none_or(str::is_empty))
             .collect()
     }
-
-    /// The entries, in [`Topic::ALL`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (Topic, &str)> {
-        self.0.iter().map(|(topic, entry)| (*topic, entry.as_str()))
-    }
 }
 
 #[cfg(test)]
