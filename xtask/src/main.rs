@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Train each backend on the same spec, data order and initial weights, and write the report.
     Compare(commands::compare::Args),
+    /// GradCAM on every backend from the same weights and inputs, with the maps compared.
+    Gradcam(commands::gradcam::Args),
     /// Run every test, provisioning what they need first (the README's test command, and CI's).
     Test(commands::test::Args),
     /// Fetch the built-in data sets into the cache.
@@ -62,6 +64,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Compare(args) => commands::compare::run(args),
+        Command::Gradcam(args) => commands::gradcam::run(args),
         Command::Test(args) => commands::test::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Fixtures(args) => commands::fixtures::run(args),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use parallax_core::gradcam::job::CamResult;
 use parallax_core::record::{ProgressEvent, RunRecord};
 use parallax_registry::BackendEntry;
 
@@ -121,33 +122,23 @@ pub struct Job<'a> {
     pub label: &'a str,
 }
 
-/// Runs one worker, follows its progress, and returns its record; a failed worker gives its
-/// own error line.
-pub fn run(
-    job: &Job<'_>,
-    progress: &MultiProgress,
-    native: Option<&NativeEnv>,
-) -> anyhow::Result<RunRecord> {
-    let mut command = Command::new(job.worker);
+/// A command for `worker`, with the native libraries' loader path and OpenMP's wait policy
+/// when its backend needs them.
+fn worker_command(entry: &BackendEntry, worker: &Path, native: Option<&NativeEnv>) -> Command {
+    let mut command = Command::new(worker);
     // The worker finds the native libraries through the loader path that setup provisioned.
-    if let Some(native) = native.filter(|_| job.entry.is_native()) {
+    if let Some(native) = native.filter(|_| entry.is_native()) {
         native.apply(&mut command);
     }
-    if job.entry.openmp {
+    if entry.openmp {
         set_openmp_wait(&mut command);
     }
-    let mut child = command
-        .arg("--request")
-        .arg(job.request)
-        .arg("--record")
-        .arg(job.record)
-        .arg("--weights")
-        .arg(job.weights)
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting the worker {}", job.worker.display()))?;
+    command.env("TF_CPP_MIN_LOG_LEVEL", "2");
+    command
+}
+
+/// Waits for a worker whose stderr is piped; a failure gives the worker's own `error:` line.
+fn finish(mut child: std::process::Child, on_stdout: impl FnOnce(std::process::ChildStdout)) -> anyhow::Result<()> {
     let stderr = child.stderr.take().context("worker stderr")?;
     let stderr_reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -155,7 +146,7 @@ pub fn run(
         text
     });
     if let Some(stdout) = child.stdout.take() {
-        follow_progress(stdout, job.label, progress);
+        on_stdout(stdout);
     }
     let status = child.wait().context("waiting for the worker")?;
     let stderr = stderr_reader.join().unwrap_or_default();
@@ -175,7 +166,51 @@ pub fn run(
             });
         bail!("{reason}");
     }
+    Ok(())
+}
+
+/// Runs one worker, follows its progress, and returns its record; a failed worker gives its
+/// own error line.
+pub fn run(
+    job: &Job<'_>,
+    progress: &MultiProgress,
+    native: Option<&NativeEnv>,
+) -> anyhow::Result<RunRecord> {
+    let child = worker_command(job.entry, job.worker, native)
+        .arg("--request")
+        .arg(job.request)
+        .arg("--record")
+        .arg(job.record)
+        .arg("--weights")
+        .arg(job.weights)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the worker {}", job.worker.display()))?;
+    finish(child, |stdout| follow_progress(stdout, job.label, progress))?;
     Ok(RunRecord::load(job.record)?)
+}
+
+/// Runs one GradCAM request in `entry`'s worker and returns its result.
+pub fn run_grad_cam(
+    entry: &BackendEntry,
+    worker: &Path,
+    request: &Path,
+    out: &Path,
+    native: Option<&NativeEnv>,
+) -> anyhow::Result<CamResult> {
+    let child = worker_command(entry, worker, native)
+        .arg("--gradcam")
+        .arg(request)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the worker {}", worker.display()))?;
+    finish(child, |_| {})?;
+    let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))
 }
 
 /// Prints a line above the progress bars, or plainly when there are none (output to a file

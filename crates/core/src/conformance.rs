@@ -17,7 +17,7 @@ use crate::data::{Batch, DataRequest, Dataset, EpochPlan};
 use crate::ledger::Topic;
 use crate::record::{InitMode, RunRequest};
 use crate::spec::{
-    Layer, ModelSource, ModelSpec, NamedLayer, Padding, Pair, Preset, ResolvedModel, presets,
+    Layer, ModelSource, ModelSpec, StrideAt, NamedLayer, Padding, Pair, Preset, ResolvedModel, presets,
 };
 use crate::weights::{Weights, relative_difference};
 use crate::{Error, WeightsError, init};
@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             predicts_logits_of_the_right_shape,
             weights_round_trip_for_every_layer_kind,
             rejects_weights_that_do_not_fit,
+            one_set_of_weights_runs_in_both_resnet_forms,
             rejects_inputs_of_the_wrong_shape,
             rejects_labels_out_of_range,
             evaluation_is_deterministic_and_leaves_weights_alone,
@@ -100,18 +101,18 @@ pub fn every_layer_spec() -> ModelSpec {
                     padding: Padding::Explicit([1, 0, 1, 0]),
                 },
             ),
+            named("block", Layer::basic_block(8, 1)),
+            named("neck", Layer::bottleneck(4, 2)),
+            // Keras's form: the stride in the first 1×1, biases on the convolutions.
             named(
-                "block",
-                Layer::BasicBlock {
-                    planes: 8,
-                    stride: 1,
-                },
-            ),
-            named(
-                "neck",
+                "neck_v1",
                 Layer::Bottleneck {
                     planes: 4,
                     stride: 2,
+                    stride_at: StrideAt::Conv1,
+                    conv_bias: true,
+                    epsilon: 1.001e-5,
+                    momentum: 0.01,
                 },
             ),
             named(
@@ -238,6 +239,77 @@ pub fn weights_round_trip_for_every_layer_kind(backend: &dyn Backend) {
             spec.name
         );
     }
+}
+
+/// A ResNet with convolution biases (Keras's form) and the same ResNet without them
+/// (torchvision's) give the same logits from one set of weights: the biases folded into the
+/// running means one way, zeros the other way ([`Weights::fit_to`]).
+pub fn one_set_of_weights_runs_in_both_resnet_forms(backend: &dyn Backend) {
+    let spec = |conv_bias: bool| ModelSpec {
+        name: format!("forms-{conv_bias}"),
+        input: [3, 16, 16],
+        layers: vec![
+            named(
+                "conv1",
+                Layer::Conv2d {
+                    filters: 8,
+                    kernel: Pair::square(3),
+                    stride: Pair::square(2),
+                    padding: Padding::Explicit([1; 4]),
+                    bias: conv_bias,
+                },
+            ),
+            named(
+                "bn1",
+                Layer::BatchNorm {
+                    epsilon: 1.001e-5,
+                    momentum: 0.01,
+                },
+            ),
+            named("relu", Layer::Relu),
+            named(
+                "layer1.0",
+                Layer::Bottleneck {
+                    planes: 4,
+                    stride: 2,
+                    stride_at: StrideAt::Conv1,
+                    conv_bias,
+                    epsilon: 1.001e-5,
+                    momentum: 0.01,
+                },
+            ),
+            named("avgpool", Layer::GlobalAvgPool),
+            named(
+                "fc",
+                Layer::Dense {
+                    units: 3,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+        ],
+    };
+    let (with_bias, without_bias) = (resolve(&spec(true)), resolve(&spec(false)));
+    let images = test_images(2, [3, 16, 16], 11);
+    let logits = |model: &ResolvedModel, weights: &Weights| {
+        let mut net = backend.build(model, Some(weights)).expect("build");
+        net.predict(images.view()).expect("predict")
+    };
+    // Non-zero running means, so that folding a bias into them is visible.
+    let mut keras = init::canonical(&with_bias, 12);
+    for param in with_bias.params() {
+        if param.name.ends_with("running_mean") {
+            let values = test_images(1, [1, 1, param.shape[0]], 13).into_shape_clone(param.shape.clone()).expect("shape");
+            keras.insert(param.name.clone(), values.into_dyn());
+        }
+    }
+    let reference = logits(&with_bias, &keras);
+    let folded = keras.clone().fit_to(&without_bias).expect("fit to torchvision's form");
+    let difference = relative_difference(reference.view(), logits(&without_bias, &folded).view());
+    assert!(difference < 1e-4, "folded biases change the logits by {difference}");
+    let back = folded.fit_to(&with_bias).expect("fit to Keras's form");
+    let difference = relative_difference(reference.view(), logits(&with_bias, &back).view());
+    assert!(difference < 1e-4, "zero biases change the logits by {difference}");
 }
 
 /// Missing tensors and wrong shapes are typed errors.

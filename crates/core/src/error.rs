@@ -142,6 +142,12 @@ impl Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WeightsError {
+    /// A Keras weights file that does not hold what a Keras weights file holds.
+    #[error("Keras weights: {message}")]
+    Keras {
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor the model needs is absent.
     #[error("weights: tensor {name:?} is missing")]
     Missing {

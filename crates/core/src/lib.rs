@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod data;
 pub mod denormals;
 pub mod error;
+pub mod gradcam;
 pub mod init;
 pub mod layout;
 pub mod ledger;

@@ -5,6 +5,9 @@
 //! and [`parallax_core::run::execute`]: it reports progress as JSON lines on stdout
 //! ([`ProgressEvent`]), writes the record after every epoch and at the end, and exits 0; on
 //! failure it prints one `error:` line on stderr and exits 1.
+//!
+//! `cargo xtask gradcam` starts it with `--gradcam REQUEST --out RESULT` instead: one
+//! [`parallax_core::gradcam::job::execute`], its result written as JSON.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,7 +15,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use parallax_core::error::one_line;
-use parallax_core::record::{ProgressEvent, RunRequest};
+use parallax_core::gradcam::job::CamRequest;
+use parallax_core::record::{ProgressEvent, RunRequest, write_json_atomically};
 use parallax_core::run::{RunFiles, execute};
 use parallax_core::{Backend, CpuSettings, Device};
 
@@ -21,11 +25,17 @@ use parallax_core::{Backend, CpuSettings, Device};
 #[command(name = "parallax-runner", version, about)]
 struct Cli {
     /// The run request, as JSON.
-    #[arg(long)]
-    request: PathBuf,
+    #[arg(long, required_unless_present = "gradcam", requires = "record")]
+    request: Option<PathBuf>,
     /// Where to write the run record.
     #[arg(long)]
-    record: PathBuf,
+    record: Option<PathBuf>,
+    /// A GradCAM request, as JSON, instead of a run request.
+    #[arg(long, conflicts_with = "request", requires = "out")]
+    gradcam: Option<PathBuf>,
+    /// Where to write the GradCAM result.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Where to write the trained weights, when the request asks for them.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -79,10 +89,16 @@ fn make_backend(name: &str, device: Device, cpu: CpuSettings) -> anyhow::Result<
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&cli.request)
-        .with_context(|| format!("reading run request {}", cli.request.display()))?;
+    if let (Some(path), Some(out)) = (&cli.gradcam, &cli.out) {
+        return grad_cam(path, out);
+    }
+    let (Some(request_path), Some(record)) = (&cli.request, &cli.record) else {
+        anyhow::bail!("pass --request and --record, or --gradcam and --out");
+    };
+    let text = std::fs::read_to_string(request_path)
+        .with_context(|| format!("reading run request {}", request_path.display()))?;
     let request: RunRequest = serde_json::from_str(&text)
-        .with_context(|| format!("parsing run request {}", cli.request.display()))?;
+        .with_context(|| format!("parsing run request {}", request_path.display()))?;
     let backend = make_backend(
         &request.backend,
         request.device,
@@ -92,10 +108,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         },
     )?;
     let files = RunFiles {
-        record: cli.record.clone(),
+        record: record.clone(),
         weights: cli.weights.clone().filter(|_| request.save_weights),
     };
     execute(&request, backend.as_ref(), Some(&files), &mut emit)?;
+    Ok(())
+}
+
+/// Runs one GradCAM request and writes its result.
+fn grad_cam(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading GradCAM request {}", path.display()))?;
+    let request: CamRequest = serde_json::from_str(&text)
+        .with_context(|| format!("parsing GradCAM request {}", path.display()))?;
+    let backend = make_backend(&request.backend, request.device, request.cpu())?;
+    let result = parallax_core::gradcam::job::execute(&request, backend.as_ref())?;
+    write_json_atomically(out, &result)?;
     Ok(())
 }
 

@@ -103,6 +103,15 @@ fn dataset(args: &Args, cache: &Path, fixtures: &Path) -> anyhow::Result<Dataset
             return Ok(DatasetName::ImageFolder);
         }
         DatasetName::Builtin(which) => which,
+        DatasetName::Placed(which) => {
+            let locator = DataRequest {
+                data_dir: args.data.clone(),
+                ..DataRequest::builtin(which, cache.to_path_buf(), fixtures.to_path_buf())
+            }
+            .locator();
+            locator.locate(which)?;
+            return Ok(args.dataset);
+        }
     };
     let locator = DataRequest {
         data_dir: args.data.clone(),

@@ -8,5 +8,6 @@ pub mod compare;
 pub mod data;
 pub mod env;
 pub mod fixtures;
+pub mod gradcam;
 pub mod setup;
 pub mod test;

@@ -9,6 +9,8 @@
 //! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Under CI
 //! nothing is skipped: a missing data set is a failure.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -83,9 +85,116 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    phase("GradCAM across engines", grad_cam_acceptance)?;
     eprintln!(
         "xtask test: all phases: {:.1} min",
         start.elapsed().as_secs_f64() / 60.0
     );
+    Ok(())
+}
+
+/// Runs `cargo xtask <args>` with this very binary, so that the acceptance phase goes through
+/// the commands a user types, workers included.
+fn xtask(args: &[&str]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let status = Command::new(exe)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo xtask {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo xtask {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The numbers the GradCAM acceptance reads back from a `summary.json`: the smallest
+/// layer-resolution Pearson's r between two backends, and per backend the mean energy
+/// pointing game and argmax hit rate over images with boxes.
+fn grad_cam_figures(dir: &Path) -> anyhow::Result<(f64, Vec<(String, f64, f64)>)> {
+    let path = dir.join("gradcam/summary.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let summary: serde_json::Value = serde_json::from_str(&text)?;
+    let images = summary["images"].as_array().context("summary without images")?;
+    let mut min_pearson = f64::INFINITY;
+    let mut localisation: std::collections::BTreeMap<String, (f64, f64, usize)> = Default::default();
+    for image in images {
+        for pair in image["pairs"].as_array().into_iter().flatten() {
+            // A correlation that is undefined (a constant map) counts as no agreement.
+            min_pearson = min_pearson.min(pair["raw"]["pearson"].as_f64().unwrap_or(f64::NEG_INFINITY));
+        }
+        for (backend, result) in image["backends"].as_object().into_iter().flatten() {
+            if let Some(hit) = result["argmax_hit"].as_bool() {
+                let entry = localisation.entry(backend.clone()).or_default();
+                entry.0 += result["pointing"].as_f64().unwrap_or(0.0);
+                entry.1 += f64::from(u8::from(hit));
+                entry.2 += 1;
+            }
+        }
+    }
+    if images.is_empty() || min_pearson == f64::INFINITY {
+        bail!("{}: no pair of backends was compared", path.display());
+    }
+    let localisation = localisation
+        .into_iter()
+        .map(|(backend, (pointing, hits, n))| (backend, pointing / n as f64, hits / n as f64))
+        .collect();
+    Ok((min_pearson, localisation))
+}
+
+/// The bounds the GradCAM issue sets: every engine's maps agree (Pearson ≥ 0.999) from the
+/// same weights, and a cnn trained on `fashion-mnist-subset-placed` localises its items.
+const AGREEMENT: f64 = 0.999;
+const POINTING: f64 = 0.5;
+const ARGMAX_HITS: f64 = 0.8;
+
+/// GradCAM on tch, tf and burn: a cnn trained briefly on the placed subset by one engine, then
+/// mapped on all three from those weights; ResNet-18 and ResNet-50 with canonical weights on
+/// the bundled photos.
+fn grad_cam_acceptance() -> anyhow::Result<()> {
+    let root = crate::cargo::repo_root();
+    let out = crate::cargo::target_dir().join("acceptance");
+    let train = out.join("placed-train");
+    let train_dir = train.to_string_lossy().into_owned();
+    xtask(&[
+        "compare", "--backends", "tch", "--model", "cnn", "--dataset", "fashion-mnist-subset-placed",
+        "--epochs", "8", "--save-weights", "--out", &train_dir,
+    ])?;
+    let weights = train.join("weights/cnn/tch/seed-42.safetensors");
+    let cnn = out.join("placed-gradcam");
+    xtask(&[
+        "gradcam", "--model", "cnn", "--dataset", "fashion-mnist-subset-placed", "--count", "100",
+        "--weights", &weights.to_string_lossy(), "--faithfulness-steps", "0", "--backends", "tch,tf,burn",
+        "--out", &cnn.to_string_lossy(),
+    ])?;
+    let mut failures = Vec::new();
+    let (pearson, localisation) = grad_cam_figures(&cnn)?;
+    eprintln!("gradcam acceptance: cnn on fashion-mnist-subset-placed: smallest raw Pearson {pearson:.6}");
+    if pearson < AGREEMENT {
+        failures.push(format!("cnn maps agree to Pearson {pearson:.6} < {AGREEMENT}"));
+    }
+    for (backend, pointing, hits) in localisation {
+        eprintln!("gradcam acceptance: {backend}: energy pointing game {pointing:.3}, argmax hit rate {hits:.3}");
+        if pointing < POINTING || hits < ARGMAX_HITS {
+            failures.push(format!(
+                "{backend} localises with pointing {pointing:.3} (bound {POINTING}) and hits {hits:.3} (bound {ARGMAX_HITS})"
+            ));
+        }
+    }
+    let photos = root.join("fixtures/photos");
+    for model in ["resnet18", "resnet50"] {
+        let dir = out.join(format!("{model}-photos"));
+        xtask(&[
+            "gradcam", "--model", model, "--images", &photos.to_string_lossy(), "--faithfulness-steps", "0",
+            "--backends", "tch,tf,burn", "--out", &dir.to_string_lossy(),
+        ])?;
+        let (pearson, _) = grad_cam_figures(&dir)?;
+        eprintln!("gradcam acceptance: {model} on the photos: smallest raw Pearson {pearson:.6}");
+        if pearson < AGREEMENT {
+            failures.push(format!("{model} maps agree to Pearson {pearson:.6} < {AGREEMENT}"));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("GradCAM acceptance: {}", failures.join("; "));
+    }
     Ok(())
 }

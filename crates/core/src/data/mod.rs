@@ -28,6 +28,7 @@ pub mod builtin;
 pub mod download;
 pub mod folder;
 pub mod idx;
+pub mod placed;
 pub mod request;
 pub mod subset;
 
@@ -36,6 +37,7 @@ pub use builtin::{BuiltinDataset, DataLocator};
 pub use download::download;
 pub use folder::read_image_folder;
 pub use idx::{IdxImages, read_idx_images, read_idx_labels, write_idx_images, write_idx_labels};
+pub use placed::BoundingBox;
 pub use request::{DataRequest, DatasetName, LoadedData};
 pub use subset::{verify_manifest, write_subset};
 

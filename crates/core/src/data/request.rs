@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builtin::{BuiltinDataset, DataLocator};
 use super::folder::read_image_folder;
+use super::placed::{BoundingBox, Split, place};
 use super::{DataError, Dataset, Normalization};
 
 /// The name `--dataset` takes for a folder of class subfolders.
@@ -24,7 +25,13 @@ pub enum DatasetName {
     Builtin(BuiltinDataset),
     /// One subfolder per class of PNG or JPEG files, split 80/20 by the run's seed.
     ImageFolder,
+    /// A built-in data set's items placed on a larger canvas with known boxes
+    /// (`fashion-mnist-placed`, [`super::placed`]).
+    Placed(BuiltinDataset),
 }
+
+/// The suffix that names a placed data set.
+const PLACED_SUFFIX: &str = "-placed";
 
 impl DatasetName {
     /// Every name `--dataset` takes, in the order help texts list them.
@@ -33,6 +40,7 @@ impl DatasetName {
             .into_iter()
             .map(DatasetName::Builtin)
             .chain(std::iter::once(DatasetName::ImageFolder))
+            .chain(BuiltinDataset::ALL.into_iter().map(DatasetName::Placed))
             .collect()
     }
 }
@@ -42,6 +50,7 @@ impl fmt::Display for DatasetName {
         match self {
             DatasetName::Builtin(which) => which.fmt(f),
             DatasetName::ImageFolder => f.write_str(IMAGE_FOLDER),
+            DatasetName::Placed(which) => write!(f, "{which}{PLACED_SUFFIX}"),
         }
     }
 }
@@ -121,9 +130,11 @@ impl DataRequest {
     }
 
     /// Loads the training and test sets, normalised to [0, 1]. An image folder is split 80/20
-    /// by `seed`, the same way for every backend.
+    /// by `seed`, the same way for every backend; a placed data set is placed the same way
+    /// whatever the seed.
     pub fn load(&self, seed: u64) -> Result<LoadedData, DataError> {
         let normalization = Normalization::UnitRange;
+        let mut test_boxes = None;
         let (train, test, source) = match self.dataset {
             DatasetName::ImageFolder => {
                 let root = self
@@ -145,6 +156,13 @@ impl DataRequest {
                 (train, test, root.to_path_buf())
             }
             DatasetName::Builtin(which) => self.locator().load(which, &normalization)?,
+            DatasetName::Placed(which) => {
+                let (train, test, source) = self.locator().load(which, &normalization)?;
+                let (train, _) = place(&train, Split::Train)?;
+                let (test, boxes) = place(&test, Split::Test)?;
+                test_boxes = Some(boxes);
+                (train, test, source)
+            }
         };
         let train = match self.limit_train {
             Some(limit) => train.take(limit),
@@ -153,6 +171,7 @@ impl DataRequest {
         Ok(LoadedData {
             train,
             test,
+            test_boxes,
             name: self.dataset,
             source,
         })
@@ -166,6 +185,8 @@ pub struct LoadedData {
     pub train: Dataset,
     /// The test set.
     pub test: Dataset,
+    /// The box of every test example, for data sets that know where their objects are.
+    pub test_boxes: Option<Vec<BoundingBox>>,
     /// The data set's name.
     pub name: DatasetName,
     /// The directory it was read from.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use resolved::{
     BlockKind, BlockOp, ConvNorm, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamRole, PoolOp,
-    ResolvedLayer, ResolvedModel, Shape, same_padding,
+    ResolvedLayer, ResolvedModel, Shape, keras_block_output, same_padding,
 };
 
 /// A model spec that doesn't parse, or whose layers don't fit together.
@@ -253,16 +253,87 @@ pub enum Layer {
         /// Stride of the first convolution and of the shortcut.
         #[serde(default = "default_usize_one")]
         stride: usize,
+        /// Whether each convolution adds a bias (Keras's convolutions do; torchvision's don't).
+        #[serde(default, skip_serializing_if = "is_false")]
+        conv_bias: bool,
+        /// The batch norms' ε.
+        #[serde(default = "default_bn_epsilon", skip_serializing_if = "is_default_epsilon")]
+        epsilon: f64,
+        /// The batch norms' momentum, PyTorch's convention.
+        #[serde(default = "default_bn_momentum", skip_serializing_if = "is_default_momentum")]
+        momentum: f64,
     },
-    /// A ResNet bottleneck block: 1×1, 3×3 (strided), 1×1 convolutions with batch norm and
-    /// output `4 × planes` channels (torchvision's `Bottleneck`, "ResNet v1.5").
+    /// A ResNet bottleneck block: 1×1, 3×3, 1×1 convolutions with batch norm and output
+    /// `4 × planes` channels. The stride sits in the 3×3 convolution by default (torchvision's
+    /// `Bottleneck`, "ResNet v1.5"), or in the first 1×1 (Keras's, "ResNet v1").
     Bottleneck {
         /// Channels of the inner convolutions; the output has four times as many.
         planes: usize,
-        /// Stride of the 3×3 convolution and of the shortcut.
+        /// Stride of the main path and of the shortcut.
         #[serde(default = "default_usize_one")]
         stride: usize,
+        /// Which convolution of the main path is strided.
+        #[serde(default, skip_serializing_if = "is_default_stride_at")]
+        stride_at: StrideAt,
+        /// Whether each convolution adds a bias (Keras's convolutions do; torchvision's don't).
+        #[serde(default, skip_serializing_if = "is_false")]
+        conv_bias: bool,
+        /// The batch norms' ε.
+        #[serde(default = "default_bn_epsilon", skip_serializing_if = "is_default_epsilon")]
+        epsilon: f64,
+        /// The batch norms' momentum, PyTorch's convention.
+        #[serde(default = "default_bn_momentum", skip_serializing_if = "is_default_momentum")]
+        momentum: f64,
     },
+}
+
+/// Where a bottleneck block puts its stride: the one place where ResNet v1 and v1.5 differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrideAt {
+    /// In the 3×3 convolution (`conv2`): torchvision's v1.5.
+    #[default]
+    Conv2,
+    /// In the first 1×1 convolution (`conv1`): the original v1, Keras's and Caffe's.
+    Conv1,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+fn is_default_epsilon(value: &f64) -> bool {
+    *value == default_bn_epsilon()
+}
+fn is_default_momentum(value: &f64) -> bool {
+    *value == default_bn_momentum()
+}
+fn is_default_stride_at(value: &StrideAt) -> bool {
+    *value == StrideAt::default()
+}
+
+impl Layer {
+    /// torchvision's basic block.
+    pub fn basic_block(planes: usize, stride: usize) -> Layer {
+        Layer::BasicBlock {
+            planes,
+            stride,
+            conv_bias: false,
+            epsilon: default_bn_epsilon(),
+            momentum: default_bn_momentum(),
+        }
+    }
+
+    /// torchvision's bottleneck block (v1.5).
+    pub fn bottleneck(planes: usize, stride: usize) -> Layer {
+        Layer::Bottleneck {
+            planes,
+            stride,
+            stride_at: StrideAt::Conv2,
+            conv_bias: false,
+            epsilon: default_bn_epsilon(),
+            momentum: default_bn_momentum(),
+        }
+    }
 }
 
 fn default_usize_one() -> usize {
@@ -347,11 +418,19 @@ pub enum Preset {
     Resnet18,
     /// [`presets::resnet50`].
     Resnet50,
+    /// [`presets::resnet50_keras`].
+    Resnet50Keras,
 }
 
 impl Preset {
     /// Every preset, in the order help texts list them.
-    pub const ALL: [Preset; 4] = [Preset::Mlp, Preset::Cnn, Preset::Resnet18, Preset::Resnet50];
+    pub const ALL: [Preset; 5] = [
+        Preset::Mlp,
+        Preset::Cnn,
+        Preset::Resnet18,
+        Preset::Resnet50,
+        Preset::Resnet50Keras,
+    ];
 
     /// The name `--model` takes.
     pub fn name(self) -> &'static str {
@@ -360,6 +439,7 @@ impl Preset {
             Preset::Cnn => "cnn",
             Preset::Resnet18 => "resnet18",
             Preset::Resnet50 => "resnet50",
+            Preset::Resnet50Keras => "resnet50-keras",
         }
     }
 
@@ -375,6 +455,7 @@ impl Preset {
             Preset::Cnn => presets::cnn(input, classes),
             Preset::Resnet18 => presets::resnet18(input, classes),
             Preset::Resnet50 => presets::resnet50(input, classes),
+            Preset::Resnet50Keras => presets::resnet50_keras(input, classes),
         }
     }
 }
@@ -466,7 +547,7 @@ impl TryFrom<String> for ModelSource {
 
 /// The built-in model specs.
 pub mod presets {
-    use super::{Layer, ModelSpec, NamedLayer, Padding, Pair};
+    use super::{Layer, ModelSpec, NamedLayer, Padding, Pair, StrideAt};
 
     fn named(name: &str, layer: Layer) -> NamedLayer {
         NamedLayer {
@@ -531,13 +612,26 @@ pub mod presets {
         }
     }
 
+    /// The two ResNet forms that share one set of weight shapes.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum ResnetForm {
+        /// torchvision's v1.5: no convolution biases, ε = 1e-5, stride in the 3×3.
+        Torchvision,
+        /// Keras's v1: biases on every convolution, ε = 1.001e-5, stride in the first 1×1.
+        Keras,
+    }
+
     fn resnet(
         name: &str,
         input: [usize; 3],
         classes: usize,
         blocks: [usize; 4],
         bottleneck: bool,
+        form: ResnetForm,
     ) -> ModelSpec {
+        let keras = form == ResnetForm::Keras;
+        // Keras's ε and momentum (0.99 in Keras's convention, 0.01 in PyTorch's).
+        let (epsilon, momentum) = if keras { (1.001e-5, 0.01) } else { (1e-5, 0.1) };
         let mut layers = vec![
             named(
                 "conv1",
@@ -546,16 +640,10 @@ pub mod presets {
                     kernel: Pair::square(7),
                     stride: Pair::square(2),
                     padding: Padding::Explicit([3; 4]),
-                    bias: false,
+                    bias: keras,
                 },
             ),
-            named(
-                "bn1",
-                Layer::BatchNorm {
-                    epsilon: 1e-5,
-                    momentum: 0.1,
-                },
-            ),
+            named("bn1", Layer::BatchNorm { epsilon, momentum }),
             named("relu", Layer::Relu),
             named(
                 "maxpool",
@@ -570,9 +658,22 @@ pub mod presets {
             for index in 0..count {
                 let stride = if stage > 0 && index == 0 { 2 } else { 1 };
                 let block = if bottleneck {
-                    Layer::Bottleneck { planes, stride }
+                    Layer::Bottleneck {
+                        planes,
+                        stride,
+                        stride_at: if keras { StrideAt::Conv1 } else { StrideAt::Conv2 },
+                        conv_bias: keras,
+                        epsilon,
+                        momentum,
+                    }
                 } else {
-                    Layer::BasicBlock { planes, stride }
+                    Layer::BasicBlock {
+                        planes,
+                        stride,
+                        conv_bias: keras,
+                        epsilon,
+                        momentum,
+                    }
                 };
                 layers.push(named(&format!("layer{}.{index}", stage + 1), block));
             }
@@ -588,12 +689,20 @@ pub mod presets {
 
     /// torchvision's ResNet-18 (basic blocks 2-2-2-2), with its parameter names.
     pub fn resnet18(input: [usize; 3], classes: usize) -> ModelSpec {
-        resnet("resnet18", input, classes, [2, 2, 2, 2], false)
+        resnet("resnet18", input, classes, [2, 2, 2, 2], false, ResnetForm::Torchvision)
     }
 
     /// torchvision's ResNet-50 (bottleneck blocks 3-4-6-3, v1.5 strides), with its parameter names.
     pub fn resnet50(input: [usize; 3], classes: usize) -> ModelSpec {
-        resnet("resnet50", input, classes, [3, 4, 6, 3], true)
+        resnet("resnet50", input, classes, [3, 4, 6, 3], true, ResnetForm::Torchvision)
+    }
+
+    /// Keras's ResNet-50 (`keras.applications.ResNet50`): v1 strides (in each stage's first
+    /// 1×1 convolution), a bias on every convolution, batch-norm ε = 1.001e-5. Its tensors are
+    /// torchvision's plus the convolution biases, under torchvision's names, so one set of
+    /// weights runs in either form ([`crate::weights::Weights::fit_to`]).
+    pub fn resnet50_keras(input: [usize; 3], classes: usize) -> ModelSpec {
+        resnet("resnet50-keras", input, classes, [3, 4, 6, 3], true, ResnetForm::Keras)
     }
 }
 
@@ -622,7 +731,7 @@ mod tests {
         );
         assert_eq!(
             "vgg".parse::<ModelSource>().unwrap_err().to_string(),
-            "unknown model \"vgg\"; presets are mlp, cnn, resnet18, resnet50, or pass a .json/.toml spec file"
+            "unknown model \"vgg\"; presets are mlp, cnn, resnet18, resnet50, resnet50-keras, or pass a .json/.toml spec file"
         );
         for preset in Preset::ALL {
             assert_eq!(preset.spec([1, 28, 28], 10).name, preset.name());

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Layer, ModelSpec, Padding, Pair, SpecError};
+use super::{Layer, ModelSpec, Padding, Pair, SpecError, StrideAt};
 
 /// The shape of one example between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +181,15 @@ pub struct ConvOp {
 }
 
 impl ConvOp {
+    /// The name a bias of this convolution has, whether or not the model gives it one: weights
+    /// made for the other ResNet form carry it ([`crate::weights::Weights::fit_to`]).
+    pub fn bias_name(&self) -> String {
+        match self.weight.name.rsplit_once('.') {
+            Some((prefix, _)) => join(prefix, "bias"),
+            None => "bias".into(),
+        }
+    }
+
     /// Weight, then bias.
     pub fn params(&self) -> Vec<&ParamInfo> {
         std::iter::once(&self.weight)
@@ -367,6 +376,37 @@ pub struct ResolvedModel {
 }
 
 impl ResolvedModel {
+    /// Every convolution whose output goes straight into a batch norm, with that norm: the
+    /// stem's `conv1`/`bn1` and each step of a residual block.
+    pub fn conv_norm_pairs(&self) -> Vec<(&ConvOp, &NormOp)> {
+        let mut pairs = Vec::new();
+        for (index, layer) in self.layers.iter().enumerate() {
+            match &layer.op {
+                Op::Conv2d(conv) => {
+                    if let Some(Op::BatchNorm(norm)) = self.layers.get(index + 1).map(|next| &next.op) {
+                        pairs.push((conv, norm));
+                    }
+                }
+                Op::Block(block) => pairs.extend(
+                    block
+                        .main
+                        .iter()
+                        .chain(&block.shortcut)
+                        .map(|step| (&step.conv, &step.norm)),
+                ),
+                Op::Dense(_)
+                | Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::BatchNorm(_)
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten => {}
+            }
+        }
+        pairs
+    }
+
     /// The number of classes: the size of the last layer's flat output.
     pub fn classes(&self) -> usize {
         self.layers
@@ -398,9 +438,13 @@ impl ResolvedModel {
             .sum()
     }
 
-    /// The index of the layer a GradCAM target names: an exact layer name, or a prefix such as
-    /// `layer4` that names a group of layers (`layer4.0`, `layer4.1`...), meaning the group's last.
+    /// The index of the layer a GradCAM target names: an exact layer name, a prefix such as
+    /// `layer4` that names a group of layers (`layer4.0`, `layer4.1`...), meaning the group's
+    /// last, or Keras's name for a ResNet block's output (`conv5_block3_out` is `layer4.2`).
     pub fn find_layer(&self, name: &str) -> Option<usize> {
+        if let Some(canonical) = keras_block_output(name) {
+            return self.find_layer(&canonical);
+        }
         self.layers
             .iter()
             .position(|layer| layer.name == name)
@@ -411,6 +455,22 @@ impl ResolvedModel {
                     .rposition(|layer| layer.name.starts_with(&prefix))
             })
     }
+}
+
+/// The canonical name of a layer that keras.applications' ResNets name differently:
+/// `conv{s}_block{b}_out` is block `b − 1` of stage `s − 1` (`layer{s−1}.{b−1}`), `conv1_relu`
+/// is the stem's output and `pool1_pool` its pooling.
+pub fn keras_block_output(name: &str) -> Option<String> {
+    match name {
+        "conv1_relu" => return Some("relu".into()),
+        "pool1_pool" => return Some("maxpool".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("conv")?.strip_suffix("_out")?;
+    let (stage, block) = rest.split_once("_block")?;
+    let stage: usize = stage.parse().ok()?;
+    let block: usize = block.parse().ok()?;
+    (stage >= 2 && block >= 1).then(|| format!("layer{}.{}", stage - 1, block - 1))
 }
 
 /// TensorFlow's "same" padding of a window over an `input` of height × width:
@@ -632,8 +692,8 @@ fn resolve_pool(
     ))
 }
 
-/// One step of a residual block as torchvision names and sizes it: a square convolution
-/// without bias, then the default batch norm.
+/// One step of a residual block as torchvision names and sizes it: a square convolution, then
+/// a batch norm.
 struct BlockStep {
     /// The convolution's name under the block.
     conv: &'static str,
@@ -645,8 +705,22 @@ struct BlockStep {
     padding: Padding,
 }
 
+/// How a block's convolutions and norms are configured beyond their sizes.
+#[derive(Clone, Copy)]
+struct BlockOptions {
+    stride_at: StrideAt,
+    conv_bias: bool,
+    epsilon: f64,
+    momentum: f64,
+}
+
 /// A block step named under `prefix`, on `in_shape`.
-fn conv_norm(prefix: &str, step: &BlockStep, in_shape: Shape) -> Result<(ConvNorm, Shape), String> {
+fn conv_norm(
+    prefix: &str,
+    step: &BlockStep,
+    options: &BlockOptions,
+    in_shape: Shape,
+) -> Result<(ConvNorm, Shape), String> {
     let (conv, shape) = resolve_conv(
         &join(prefix, step.conv),
         in_shape,
@@ -655,14 +729,14 @@ fn conv_norm(prefix: &str, step: &BlockStep, in_shape: Shape) -> Result<(ConvNor
             kernel: [step.kernel; 2],
             stride: [step.stride; 2],
             padding: step.padding,
-            bias: false,
+            bias: options.conv_bias,
         },
     )?;
     let norm = NormOp::new(
         &join(prefix, step.norm),
         step.filters,
-        super::default_bn_epsilon(),
-        super::default_bn_momentum(),
+        options.epsilon,
+        options.momentum,
     );
     Ok((ConvNorm { conv, norm }, shape))
 }
@@ -673,10 +747,19 @@ fn resolve_block(
     kind: BlockKind,
     planes: usize,
     stride: usize,
+    options: BlockOptions,
 ) -> Result<(Op, Shape), String> {
     let (in_channels, _, _) = image_input(in_shape)?;
     if planes == 0 || stride == 0 {
         return Err("planes and stride must be at least 1".into());
+    }
+    let BlockOptions {
+        epsilon, momentum, ..
+    } = options;
+    if !(epsilon > 0.0 && epsilon.is_finite() && (0.0..=1.0).contains(&momentum)) {
+        return Err(format!(
+            "epsilon must be positive and momentum in [0, 1], got {epsilon} and {momentum}"
+        ));
     }
     let pad1 = Padding::Explicit([1; 4]);
     let step = |conv, norm, filters, kernel, stride, padding| BlockStep {
@@ -692,16 +775,22 @@ fn resolve_block(
             step("conv1", "bn1", planes, 3, stride, pad1),
             step("conv2", "bn2", planes, 3, 1, pad1),
         ],
-        BlockKind::Bottleneck => vec![
-            step("conv1", "bn1", planes, 1, 1, Padding::Valid),
-            step("conv2", "bn2", planes, 3, stride, pad1),
-            step("conv3", "bn3", planes * 4, 1, 1, Padding::Valid),
-        ],
+        BlockKind::Bottleneck => {
+            let (first, middle) = match options.stride_at {
+                StrideAt::Conv2 => (1, stride),
+                StrideAt::Conv1 => (stride, 1),
+            };
+            vec![
+                step("conv1", "bn1", planes, 1, first, Padding::Valid),
+                step("conv2", "bn2", planes, 3, middle, pad1),
+                step("conv3", "bn3", planes * 4, 1, 1, Padding::Valid),
+            ]
+        }
     };
     let mut shape = in_shape;
     let mut main = Vec::with_capacity(steps.len());
     for step in &steps {
-        let (resolved, out) = conv_norm(prefix, step, shape)?;
+        let (resolved, out) = conv_norm(prefix, step, &options, shape)?;
         main.push(resolved);
         shape = out;
     }
@@ -718,6 +807,7 @@ fn resolve_block(
         let (step, projected) = conv_norm(
             &downsample,
             &step("0", "1", out_channels, 1, stride, Padding::Valid),
+            &options,
             in_shape,
         )?;
         if projected != shape {
@@ -824,11 +914,36 @@ fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape),
             Ok((Op::Dropout(rate), shape))
         }
         Layer::Flatten => Ok((Op::Flatten, Shape::Flat(shape.len()))),
-        Layer::BasicBlock { planes, stride } => {
-            resolve_block(name, shape, BlockKind::Basic, planes, stride)
+        Layer::BasicBlock {
+            planes,
+            stride,
+            conv_bias,
+            epsilon,
+            momentum,
+        } => {
+            let options = BlockOptions {
+                stride_at: StrideAt::Conv1,
+                conv_bias,
+                epsilon,
+                momentum,
+            };
+            resolve_block(name, shape, BlockKind::Basic, planes, stride, options)
         }
-        Layer::Bottleneck { planes, stride } => {
-            resolve_block(name, shape, BlockKind::Bottleneck, planes, stride)
+        Layer::Bottleneck {
+            planes,
+            stride,
+            stride_at,
+            conv_bias,
+            epsilon,
+            momentum,
+        } => {
+            let options = BlockOptions {
+                stride_at,
+                conv_bias,
+                epsilon,
+                momentum,
+            };
+            resolve_block(name, shape, BlockKind::Bottleneck, planes, stride, options)
         }
     }
 }

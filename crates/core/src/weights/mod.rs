@@ -4,6 +4,8 @@
 //! PyTorch's conventions (Linear `[out, in]`, Conv `[O, I, kH, kW]`), and a flatten feeds dense
 //! layers in C,H,W order. Every adapter converts to and from this layout.
 
+pub mod keras;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -87,6 +89,42 @@ impl Weights {
         Ok(())
     }
 
+    /// These weights made to fit `model` when they come from the other form of the same
+    /// network: a convolution bias that the model lacks is folded into the batch norm after it
+    /// (its running mean becomes μ − b, exact in evaluation mode), and a bias that the model
+    /// has but the weights lack is zero. Keras's ResNet-50 weights thus run in torchvision's
+    /// form and the other way round. Everything else is left to [`Weights::check`].
+    pub fn fit_to(mut self, model: &ResolvedModel) -> Result<Weights, WeightsError> {
+        for (conv, norm) in model.conv_norm_pairs() {
+            let bias_name = conv.bias_name();
+            match (&conv.bias, self.tensors.contains_key(&bias_name)) {
+                (None, true) => {
+                    let bias = self.tensors.remove(&bias_name).unwrap_or_default();
+                    let mean = self
+                        .tensors
+                        .get_mut(&norm.running_mean.name)
+                        .ok_or_else(|| WeightsError::Missing {
+                            name: norm.running_mean.name.clone(),
+                        })?;
+                    if mean.shape() != bias.shape() {
+                        return Err(WeightsError::Shape {
+                            name: bias_name,
+                            expected: mean.shape().to_vec(),
+                            actual: bias.shape().to_vec(),
+                        });
+                    }
+                    *mean -= &bias;
+                }
+                (Some(bias), false) => {
+                    self.tensors
+                        .insert(bias_name, ArrayD::zeros(IxDyn(&bias.shape)));
+                }
+                (None, false) | (Some(_), true) => {}
+            }
+        }
+        Ok(self)
+    }
+
     /// The largest relative difference between two sets of weights over their common names:
     /// max |a − b| divided by max |a|, per tensor. Names present in only one side are an error.
     pub fn max_relative_difference(&self, other: &Weights) -> Result<(String, f32)> {
@@ -140,6 +178,28 @@ impl Weights {
             std::fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
         }
         std::fs::write(path, bytes).map_err(|error| Error::io(path, error))
+    }
+
+    /// Reads weights in any format parallax knows, by the file's first bytes: Keras's HDF5
+    /// weights ([`keras::read_h5`]) or safetensors. A PyTorch `.pth` (a zip) is refused with
+    /// what to do instead.
+    pub fn load_any(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 8];
+        let read = std::fs::File::open(path)
+            .and_then(|mut file| std::io::Read::read(&mut file, &mut head))
+            .map_err(|error| Error::io(path, error))?;
+        if read == 8 && head == keras::HDF5_SIGNATURE {
+            return Ok(keras::read_h5(path)?);
+        }
+        if head.starts_with(b"PK\x03\x04") {
+            return Err(WeightsError::File {
+                path: path.to_path_buf(),
+                message: "a PyTorch .pth/.pt file (zip + pickle) is not read without libtorch; save it as safetensors with `safetensors.torch.save_file(model.state_dict(), \"weights.safetensors\")`".into(),
+                source: None,
+            }
+            .into());
+        }
+        Self::load(path)
     }
 
     /// Reads a safetensors file of F32 tensors.
