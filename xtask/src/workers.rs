@@ -138,7 +138,10 @@ fn worker_command(entry: &BackendEntry, worker: &Path, native: Option<&NativeEnv
 }
 
 /// Waits for a worker whose stderr is piped; a failure gives the worker's own `error:` line.
-fn finish(mut child: std::process::Child, on_stdout: impl FnOnce(std::process::ChildStdout)) -> anyhow::Result<()> {
+fn finish(
+    mut child: std::process::Child,
+    on_stdout: impl FnOnce(std::process::ChildStdout),
+) -> anyhow::Result<()> {
     let stderr = child.stderr.take().context("worker stderr")?;
     let stderr_reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -209,7 +212,8 @@ pub fn run_grad_cam(
         .spawn()
         .with_context(|| format!("starting the worker {}", worker.display()))?;
     finish(child, |_| {})?;
-    let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    let text =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))
 }
 

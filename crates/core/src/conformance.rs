@@ -17,7 +17,8 @@ use crate::data::{Batch, DataRequest, Dataset, EpochPlan};
 use crate::ledger::Topic;
 use crate::record::{InitMode, RunRequest};
 use crate::spec::{
-    Layer, ModelSource, ModelSpec, StrideAt, NamedLayer, Padding, Pair, Preset, ResolvedModel, presets,
+    Layer, ModelSource, ModelSpec, NamedLayer, Padding, Pair, Preset, ResolvedModel, StrideAt,
+    presets,
 };
 use crate::weights::{Weights, relative_difference};
 use crate::{Error, WeightsError, init};
@@ -49,6 +50,8 @@ macro_rules! conformance_tests {
             the_adam_formulations_put_epsilon_where_their_frameworks_do,
             grad_cam_returns_activations_and_exact_gradients,
             grad_cam_refuses_bad_arguments,
+            imported_weights_give_their_producers_logits,
+            grad_cam_matches_pytorch_grad_cam,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -299,17 +302,28 @@ pub fn one_set_of_weights_runs_in_both_resnet_forms(backend: &dyn Backend) {
     let mut keras = init::canonical(&with_bias, 12);
     for param in with_bias.params() {
         if param.name.ends_with("running_mean") {
-            let values = test_images(1, [1, 1, param.shape[0]], 13).into_shape_clone(param.shape.clone()).expect("shape");
+            let values = test_images(1, [1, 1, param.shape[0]], 13)
+                .into_shape_clone(param.shape.clone())
+                .expect("shape");
             keras.insert(param.name.clone(), values.into_dyn());
         }
     }
     let reference = logits(&with_bias, &keras);
-    let folded = keras.clone().fit_to(&without_bias).expect("fit to torchvision's form");
+    let folded = keras
+        .clone()
+        .fit_to(&without_bias)
+        .expect("fit to torchvision's form");
     let difference = relative_difference(reference.view(), logits(&without_bias, &folded).view());
-    assert!(difference < 1e-4, "folded biases change the logits by {difference}");
+    assert!(
+        difference < 1e-4,
+        "folded biases change the logits by {difference}"
+    );
     let back = folded.fit_to(&with_bias).expect("fit to Keras's form");
     let difference = relative_difference(reference.view(), logits(&with_bias, &back).view());
-    assert!(difference < 1e-4, "zero biases change the logits by {difference}");
+    assert!(
+        difference < 1e-4,
+        "zero biases change the logits by {difference}"
+    );
 }
 
 /// Missing tensors and wrong shapes are typed errors.
@@ -1109,4 +1123,112 @@ pub fn reaches_accuracy(backend: &dyn Backend, preset: Preset, epochs: u32, accu
         record.backend,
         record.test_accuracy
     );
+}
+
+/// A fixture of `fixtures/gradcam/`, made by Keras or PyTorch with its committed script.
+fn gradcam_fixture(name: &str) -> PathBuf {
+    repo_root().join("fixtures/gradcam").join(name)
+}
+
+/// Builds a committed tiny ResNet from its spec file and its producer's weights file.
+fn producer_net(backend: &dyn Backend, spec: &str, weights: &str) -> (ResolvedModel, crate::Net) {
+    let model = ModelSpec::from_file(&gradcam_fixture(spec))
+        .expect("spec")
+        .resolve()
+        .expect("resolve");
+    let weights = Weights::load_any(&gradcam_fixture(weights))
+        .expect("read the producer's weights")
+        .fit_to(&model)
+        .expect("fit");
+    let net = backend.build(&model, Some(&weights)).expect("build");
+    (model, net)
+}
+
+/// Keras's HDF5 weights (a tiny ResNet with keras.applications' names, written by Keras 3.15)
+/// and PyTorch's torchvision-named weights give the logits their producers computed, to 1e-4.
+pub fn imported_weights_give_their_producers_logits(backend: &dyn Backend) {
+    for (spec, weights, expected) in [
+        (
+            "keras-resnet-tiny.json",
+            "keras-resnet-tiny.h5",
+            "keras-resnet-tiny.expected.safetensors",
+        ),
+        (
+            "torch-resnet-tiny.json",
+            "torch-resnet-tiny.safetensors",
+            "torch-resnet-tiny.expected.safetensors",
+        ),
+    ] {
+        let (_, mut net) = producer_net(backend, spec, weights);
+        let expected = Weights::load(&gradcam_fixture(expected)).expect("expected outputs");
+        let input: Array4<f32> = expected
+            .require("input")
+            .expect("input")
+            .clone()
+            .into_dimensionality()
+            .expect("4-D");
+        let logits = net.predict(input.view()).expect("predict");
+        let reference = expected.require("logits").expect("logits");
+        let difference = logits
+            .iter()
+            .zip(reference.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            difference < 1e-4,
+            "{weights}: logits differ from the producer's by {difference}"
+        );
+    }
+}
+
+/// The engine's activations and gradients, through core's formulas, give the raw maps that
+/// PyTorch computed for the same weights (cross-checked by the fixture's script against
+/// pytorch-grad-cam 1.5.7), for GradCAM, GradCAM++ and HiResCAM at two layers.
+pub fn grad_cam_matches_pytorch_grad_cam(backend: &dyn Backend) {
+    use crate::gradcam::{CamMethod, raw_maps};
+    let (_, mut net) = producer_net(
+        backend,
+        "torch-resnet-tiny.json",
+        "torch-resnet-tiny.safetensors",
+    );
+    let expected = Weights::load(&gradcam_fixture("torch-resnet-tiny.expected.safetensors"))
+        .expect("expected");
+    let input: Array4<f32> = expected
+        .require("input")
+        .expect("input")
+        .clone()
+        .into_dimensionality()
+        .expect("4-D");
+    for (layer, prefix) in [("layer2", ""), ("layer1", "layer1_")] {
+        let cam = net
+            .grad_cam(input.view(), layer, &[3, 3])
+            .expect("grad_cam");
+        for (method, name) in [
+            (CamMethod::GradCam, "gradcam"),
+            (CamMethod::GradCamPlusPlus, "gradcampp"),
+            (CamMethod::HiResCam, "hirescam"),
+        ] {
+            let reference = expected
+                .require(&format!("{prefix}{name}_signed"))
+                .expect("reference map");
+            for (image, map) in raw_maps(&cam, method).iter().enumerate() {
+                let reference = reference.index_axis(Axis(0), image);
+                let scale = reference
+                    .iter()
+                    .fold(0.0f32, |m, v| m.max(v.abs()))
+                    .max(1e-6);
+                let difference = map
+                    .signed
+                    .iter()
+                    .zip(reference.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    difference / scale < 1e-3,
+                    "{layer} {name} image {image}: relative difference {}",
+                    difference / scale
+                );
+            }
+        }
+    }
 }

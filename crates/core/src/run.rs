@@ -81,7 +81,7 @@ pub fn initial_weights(request: &RunRequest, model: &ResolvedModel) -> Result<Op
         InitMode::Canonical => Ok(Some(init::canonical(model, request.seed))),
         InitMode::Native => Ok(None),
         InitMode::File(path) => {
-            let weights = Weights::load(path)?;
+            let weights = Weights::load_any(path)?.fit_to(model)?;
             weights.check(model)?;
             Ok(Some(weights))
         }

@@ -76,6 +76,10 @@ pub struct Args {
     /// safetensors file of canonical weights, shared by every backend.
     #[arg(long, default_value = "canonical")]
     pub init: InitMode,
+    /// Start every backend from these weights (safetensors with canonical names, or Keras's
+    /// HDF5 weights): the same as `--init FILE`.
+    #[arg(long, conflicts_with = "init")]
+    pub weights: Option<PathBuf>,
     /// Write each run's trained weights to OUT/weights/ as safetensors.
     #[arg(long)]
     pub save_weights: bool,
@@ -151,7 +155,11 @@ fn requests(args: &Args) -> anyhow::Result<Vec<RunRequest>> {
     if let ModelSource::File(path) = &args.model {
         ModelSpec::from_file(path)?.resolve()?;
     }
-    if let InitMode::File(path) = &args.init
+    let init = match &args.weights {
+        Some(path) => InitMode::File(path.clone()),
+        None => args.init.clone(),
+    };
+    if let InitMode::File(path) = &init
         && !path.is_file()
     {
         bail!(
@@ -213,7 +221,7 @@ fn requests(args: &Args) -> anyhow::Result<Vec<RunRequest>> {
             batch_size: args.batch_size,
             optimizer,
             seed: args.seed,
-            init: args.init.clone(),
+            init: init.clone(),
             save_weights: args.save_weights,
             git_revision: git_revision.clone(),
         })
@@ -346,6 +354,7 @@ mod tests {
             keep_denormals: false,
             device: Device::Cpu,
             init: InitMode::Canonical,
+            weights: None,
             save_weights: false,
             limit_train: None,
             out: std::env::temp_dir(),

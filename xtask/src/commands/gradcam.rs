@@ -389,14 +389,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// the returned summary.
 pub fn experiment(args: &Args) -> anyhow::Result<GradCamSummary> {
     if args.backends.is_empty() {
-        bail!("--backends is empty; known backends: {}", parallax_registry::names());
+        bail!(
+            "--backends is empty; known backends: {}",
+            parallax_registry::names()
+        );
     }
     let mut summary = GradCamSummary::default();
     // The model's input: a data set's own shape, or the preprocessing's for photos.
     let (input, classes) = match args.dataset {
         Some(dataset) => {
             let shape = if matches!(dataset, DatasetName::Placed(_)) {
-                [1, parallax_core::data::placed::CANVAS, parallax_core::data::placed::CANVAS]
+                [
+                    1,
+                    parallax_core::data::placed::CANVAS,
+                    parallax_core::data::placed::CANVAS,
+                ]
             } else {
                 [1, 28, 28]
             };
@@ -418,7 +425,9 @@ pub fn experiment(args: &Args) -> anyhow::Result<GradCamSummary> {
         ))
     })?;
     if !matches!(model.layers[index].output, Shape::Image { .. }) {
-        bail!("GradCAM layer {layer:?} gives a flat vector, not an image; pick a convolutional layer such as layer4");
+        bail!(
+            "GradCAM layer {layer:?} gives a flat vector, not an image; pick a convolutional layer such as layer4"
+        );
     }
     if let ClassChoice::Index(class) = args.class
         && class as usize >= model.classes()
@@ -529,31 +538,53 @@ fn maps(result: &CamResult, settings: &CamSettings, size: [usize; 2]) -> Maps {
         .zip(&result.weights)
         .map(|(signed, weights)| RawCam {
             weights: weights.clone().into(),
-            signed: Array2::from_shape_vec((h, w), signed.clone()).unwrap_or_else(|_| Array2::zeros((h, w))),
+            signed: Array2::from_shape_vec((h, w), signed.clone())
+                .unwrap_or_else(|_| Array2::zeros((h, w))),
         })
         .collect();
-    let upsampled = raw.iter().map(|map| postprocess(map, size, settings)).collect();
+    let upsampled = raw
+        .iter()
+        .map(|map| postprocess(map, size, settings))
+        .collect();
     Maps { raw, upsampled }
 }
 
 fn softmax(row: &[f32], class: usize) -> f64 {
-    let max = row.iter().map(|&v| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
+    let max = row
+        .iter()
+        .map(|&v| f64::from(v))
+        .fold(f64::NEG_INFINITY, f64::max);
     let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-    row.get(class).map_or(f64::NAN, |&v| (f64::from(v) - max).exp() / sum)
+    row.get(class)
+        .map_or(f64::NAN, |&v| (f64::from(v) - max).exp() / sum)
 }
 
 fn argmax(row: &[f32]) -> u32 {
-    parallax_core::metrics::argmax_rows(ndarray::ArrayView2::from_shape((1, row.len()), row).expect("one row"))[0]
+    parallax_core::metrics::argmax_rows(
+        ndarray::ArrayView2::from_shape((1, row.len()), row).expect("one row"),
+    )[0]
 }
 
 /// Compares and scores every backend's maps.
-fn analyse(inputs: &Inputs, results: &[CamResult], settings: &CamSettings, summary: &mut GradCamSummary) {
+fn analyse(
+    inputs: &Inputs,
+    results: &[CamResult],
+    settings: &CamSettings,
+    summary: &mut GradCamSummary,
+) {
     let (_, _, height, width) = inputs.tensors.dim();
-    let all: Vec<Maps> = results.iter().map(|result| maps(result, settings, [height, width])).collect();
+    let all: Vec<Maps> = results
+        .iter()
+        .map(|result| maps(result, settings, [height, width]))
+        .collect();
     let images = inputs.names.len() as f64;
     for result in results {
-        summary.frameworks.insert(result.backend.clone(), result.framework.clone());
-        summary.seconds_per_image.insert(result.backend.clone(), result.cam_seconds / images);
+        summary
+            .frameworks
+            .insert(result.backend.clone(), result.framework.clone());
+        summary
+            .seconds_per_image
+            .insert(result.backend.clone(), result.cam_seconds / images);
         summary
             .faithfulness_seconds_per_image
             .insert(result.backend.clone(), result.faithfulness_seconds / images);
@@ -576,13 +607,18 @@ fn analyse(inputs: &Inputs, results: &[CamResult], settings: &CamSettings, summa
                 result.backend.clone(),
                 BackendImage {
                     class,
-                    class_name: inputs.class_names.get(class as usize).cloned().unwrap_or_default(),
+                    class_name: inputs
+                        .class_names
+                        .get(class as usize)
+                        .cloned()
+                        .unwrap_or_default(),
                     predicted: argmax(&result.logits[i]),
                     score: softmax(&result.logits[i], class as usize),
                     flat: upsampled.flat,
                     spread_raw: spread(raw.view()),
                     spread_map: spread(upsampled.values.view()),
-                    pointing: bbox.and_then(|bbox| energy_pointing_game(upsampled.values.view(), &bbox)),
+                    pointing: bbox
+                        .and_then(|bbox| energy_pointing_game(upsampled.values.view(), &bbox)),
                     argmax_hit: bbox.and_then(|bbox| argmax_hit(upsampled.values.view(), &bbox)),
                     deletion_auc: faithfulness.map(|f| f.deletion.auc),
                     insertion_auc: faithfulness.map(|f| f.insertion.auc),
@@ -603,11 +639,22 @@ fn analyse(inputs: &Inputs, results: &[CamResult], settings: &CamSettings, summa
                 let (up_a, up_b) = if flat {
                     let size = [height, width];
                     (
-                        scaled(&parallax_core::gradcam::upsample(raw_a.view(), size, settings.upsampling)),
-                        scaled(&parallax_core::gradcam::upsample(raw_b.view(), size, settings.upsampling)),
+                        scaled(&parallax_core::gradcam::upsample(
+                            raw_a.view(),
+                            size,
+                            settings.upsampling,
+                        )),
+                        scaled(&parallax_core::gradcam::upsample(
+                            raw_b.view(),
+                            size,
+                            settings.upsampling,
+                        )),
                     )
                 } else {
-                    (ma.upsampled[i].values.clone(), mb.upsampled[i].values.clone())
+                    (
+                        ma.upsampled[i].values.clone(),
+                        mb.upsampled[i].values.clone(),
+                    )
                 };
                 let weights_a: Vec<f64> = ma.raw[i].weights.iter().map(|&v| f64::from(v)).collect();
                 let weights_b: Vec<f64> = mb.raw[i].weights.iter().map(|&v| f64::from(v)).collect();
@@ -668,7 +715,9 @@ fn composite(input: &Array3<f32>, maps: &[ArrayView2<f32>], magnify: u32) -> Rgb
         });
     }
     if maps.len() >= 2 {
-        draw(1 + maps.len(), &|row, column| jet((maps[0][[row, column]] - maps[1][[row, column]]).abs()));
+        draw(1 + maps.len(), &|row, column| {
+            jet((maps[0][[row, column]] - maps[1][[row, column]]).abs())
+        });
     }
     canvas
 }
@@ -682,7 +731,10 @@ fn write_outputs(
     summary: &GradCamSummary,
 ) -> anyhow::Result<()> {
     let (_, _, height, width) = inputs.tensors.dim();
-    let all: Vec<Maps> = results.iter().map(|result| maps(result, settings, [height, width])).collect();
+    let all: Vec<Maps> = results
+        .iter()
+        .map(|result| maps(result, settings, [height, width]))
+        .collect();
     let mut tensors = Weights::new();
     let magnify = (224 / height.max(1)).max(1) as u32;
     for (i, name) in inputs.names.iter().enumerate() {
@@ -690,15 +742,24 @@ fn write_outputs(
         tensors.insert(format!("{name}/input"), input.clone().into_dyn());
         for (result, maps) in results.iter().zip(&all) {
             let backend = &result.backend;
-            tensors.insert(format!("{name}/{backend}/raw"), maps.raw[i].map(settings.relu).into_dyn());
-            tensors.insert(format!("{name}/{backend}/map"), maps.upsampled[i].values.clone().into_dyn());
+            tensors.insert(
+                format!("{name}/{backend}/raw"),
+                maps.raw[i].map(settings.relu).into_dyn(),
+            );
+            tensors.insert(
+                format!("{name}/{backend}/map"),
+                maps.upsampled[i].values.clone().into_dyn(),
+            );
             tensors.insert(
                 format!("{name}/{backend}/logits"),
                 ndarray::Array1::from(result.logits[i].clone()).into_dyn(),
             );
         }
         let display = inputs.display.to_display(&input);
-        let panels: Vec<ArrayView2<f32>> = all.iter().map(|maps| maps.upsampled[i].values.view()).collect();
+        let panels: Vec<ArrayView2<f32>> = all
+            .iter()
+            .map(|maps| maps.upsampled[i].values.view())
+            .collect();
         let png = out.join(format!("{name}.png"));
         composite(&display, &panels, magnify)
             .save(&png)
@@ -714,8 +775,18 @@ fn write_outputs(
     Ok(())
 }
 
+/// A statistic of a map, or `flat` when the map had nothing to measure.
 fn number(value: Option<f64>) -> String {
     value.map_or_else(|| "flat".into(), |v| format!("{v:.4}"))
+}
+
+/// A figure that was not measured for this run (no box, no faithfulness) shows as a dash.
+fn measured(value: Option<f64>, flat: bool) -> String {
+    match value {
+        Some(v) => format!("{v:.4}"),
+        None if flat => "flat".into(),
+        None => "–".into(),
+    }
 }
 
 /// The Markdown report.
@@ -727,13 +798,21 @@ fn markdown(summary: &GradCamSummary, results: &[CamResult]) -> String {
         summary.weights,
         summary.preprocess,
         summary.settings,
-        results.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>().join(", ")
+        results
+            .iter()
+            .map(|r| r.backend.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     text.push_str(&format!(
         "Smallest Pearson's r between two backends' layer-resolution maps: {}.\n\n",
-        number(summary.min_raw_pearson())
+        summary
+            .min_raw_pearson()
+            .map_or("undefined".into(), |r| format!("{r:.6}"))
     ));
-    text.push_str("| backend | engine | GradCAM s/image | faithfulness s/image |\n|---|---|---|---|\n");
+    text.push_str(
+        "| backend | engine | GradCAM s/image | faithfulness s/image |\n|---|---|---|---|\n",
+    );
     for (backend, framework) in &summary.frameworks {
         text.push_str(&format!(
             "| {backend} | {framework} | {:.3} | {:.3} |\n",
@@ -773,10 +852,10 @@ fn markdown(summary: &GradCamSummary, results: &[CamResult]) -> String {
                 number(result.spread_map.gini),
                 number(result.spread_map.area_above_half),
                 number(result.spread_map.participation_ratio),
-                number(result.pointing),
+                measured(result.pointing, result.flat && image.bbox.is_some()),
                 result.argmax_hit.map_or("–".into(), |hit| hit.to_string()),
-                number(result.deletion_auc),
-                number(result.insertion_auc),
+                measured(result.deletion_auc, false),
+                measured(result.insertion_auc, false),
             ));
         }
     }
@@ -802,16 +881,23 @@ mod tests {
 
     #[test]
     fn class_choices_parse() {
-        assert_eq!("predicted".parse::<ClassChoice>(), Ok(ClassChoice::Predicted));
+        assert_eq!(
+            "predicted".parse::<ClassChoice>(),
+            Ok(ClassChoice::Predicted)
+        );
         assert_eq!("3".parse::<ClassChoice>(), Ok(ClassChoice::Index(3)));
         assert!("cat".parse::<ClassChoice>().is_err());
     }
 
     #[test]
     fn the_default_layer_is_the_last_image_layer_by_its_group() {
-        let model = parallax_core::spec::presets::resnet50([3, 224, 224], 1000).resolve().unwrap();
+        let model = parallax_core::spec::presets::resnet50([3, 224, 224], 1000)
+            .resolve()
+            .unwrap();
         assert_eq!(default_layer(&model).as_deref(), Some("layer4"));
-        let cnn = parallax_core::spec::presets::cnn([1, 64, 64], 10).resolve().unwrap();
+        let cnn = parallax_core::spec::presets::cnn([1, 64, 64], 10)
+            .resolve()
+            .unwrap();
         assert_eq!(default_layer(&cnn).as_deref(), Some("pool2"));
     }
 

@@ -112,15 +112,20 @@ fn xtask(args: &[&str]) -> anyhow::Result<()> {
 /// pointing game and argmax hit rate over images with boxes.
 fn grad_cam_figures(dir: &Path) -> anyhow::Result<(f64, Vec<(String, f64, f64)>)> {
     let path = dir.join("gradcam/summary.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let summary: serde_json::Value = serde_json::from_str(&text)?;
-    let images = summary["images"].as_array().context("summary without images")?;
+    let images = summary["images"]
+        .as_array()
+        .context("summary without images")?;
     let mut min_pearson = f64::INFINITY;
-    let mut localisation: std::collections::BTreeMap<String, (f64, f64, usize)> = Default::default();
+    let mut localisation: std::collections::BTreeMap<String, (f64, f64, usize)> =
+        Default::default();
     for image in images {
         for pair in image["pairs"].as_array().into_iter().flatten() {
             // A correlation that is undefined (a constant map) counts as no agreement.
-            min_pearson = min_pearson.min(pair["raw"]["pearson"].as_f64().unwrap_or(f64::NEG_INFINITY));
+            min_pearson =
+                min_pearson.min(pair["raw"]["pearson"].as_f64().unwrap_or(f64::NEG_INFINITY));
         }
         for (backend, result) in image["backends"].as_object().into_iter().flatten() {
             if let Some(hit) = result["argmax_hit"].as_bool() {
@@ -156,24 +161,52 @@ fn grad_cam_acceptance() -> anyhow::Result<()> {
     let train = out.join("placed-train");
     let train_dir = train.to_string_lossy().into_owned();
     xtask(&[
-        "compare", "--backends", "tch", "--model", "cnn", "--dataset", "fashion-mnist-subset-placed",
-        "--epochs", "8", "--save-weights", "--out", &train_dir,
+        "compare",
+        "--backends",
+        "tch",
+        "--model",
+        "cnn",
+        "--dataset",
+        "fashion-mnist-subset-placed",
+        "--epochs",
+        "8",
+        "--save-weights",
+        "--out",
+        &train_dir,
     ])?;
     let weights = train.join("weights/cnn/tch/seed-42.safetensors");
     let cnn = out.join("placed-gradcam");
     xtask(&[
-        "gradcam", "--model", "cnn", "--dataset", "fashion-mnist-subset-placed", "--count", "100",
-        "--weights", &weights.to_string_lossy(), "--faithfulness-steps", "0", "--backends", "tch,tf,burn",
-        "--out", &cnn.to_string_lossy(),
+        "gradcam",
+        "--model",
+        "cnn",
+        "--dataset",
+        "fashion-mnist-subset-placed",
+        "--count",
+        "100",
+        "--weights",
+        &weights.to_string_lossy(),
+        "--faithfulness-steps",
+        "0",
+        "--backends",
+        "tch,tf,burn",
+        "--out",
+        &cnn.to_string_lossy(),
     ])?;
     let mut failures = Vec::new();
     let (pearson, localisation) = grad_cam_figures(&cnn)?;
-    eprintln!("gradcam acceptance: cnn on fashion-mnist-subset-placed: smallest raw Pearson {pearson:.6}");
+    eprintln!(
+        "gradcam acceptance: cnn on fashion-mnist-subset-placed: smallest raw Pearson {pearson:.6}"
+    );
     if pearson < AGREEMENT {
-        failures.push(format!("cnn maps agree to Pearson {pearson:.6} < {AGREEMENT}"));
+        failures.push(format!(
+            "cnn maps agree to Pearson {pearson:.6} < {AGREEMENT}"
+        ));
     }
     for (backend, pointing, hits) in localisation {
-        eprintln!("gradcam acceptance: {backend}: energy pointing game {pointing:.3}, argmax hit rate {hits:.3}");
+        eprintln!(
+            "gradcam acceptance: {backend}: energy pointing game {pointing:.3}, argmax hit rate {hits:.3}"
+        );
         if pointing < POINTING || hits < ARGMAX_HITS {
             failures.push(format!(
                 "{backend} localises with pointing {pointing:.3} (bound {POINTING}) and hits {hits:.3} (bound {ARGMAX_HITS})"
@@ -184,13 +217,24 @@ fn grad_cam_acceptance() -> anyhow::Result<()> {
     for model in ["resnet18", "resnet50"] {
         let dir = out.join(format!("{model}-photos"));
         xtask(&[
-            "gradcam", "--model", model, "--images", &photos.to_string_lossy(), "--faithfulness-steps", "0",
-            "--backends", "tch,tf,burn", "--out", &dir.to_string_lossy(),
+            "gradcam",
+            "--model",
+            model,
+            "--images",
+            &photos.to_string_lossy(),
+            "--faithfulness-steps",
+            "0",
+            "--backends",
+            "tch,tf,burn",
+            "--out",
+            &dir.to_string_lossy(),
         ])?;
         let (pearson, _) = grad_cam_figures(&dir)?;
         eprintln!("gradcam acceptance: {model} on the photos: smallest raw Pearson {pearson:.6}");
         if pearson < AGREEMENT {
-            failures.push(format!("{model} maps agree to Pearson {pearson:.6} < {AGREEMENT}"));
+            failures.push(format!(
+                "{model} maps agree to Pearson {pearson:.6} < {AGREEMENT}"
+            ));
         }
     }
     if !failures.is_empty() {

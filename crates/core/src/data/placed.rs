@@ -7,8 +7,8 @@
 //! background does not draw a visible square around it.
 
 use ndarray::{Array4, Axis, s};
-use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{DataError, Dataset, bounded};
@@ -112,8 +112,13 @@ mod tests {
 
     fn items() -> Dataset {
         let images = Array4::<f32>::ones((3, 1, 28, 28));
-        Dataset::new("items", images, Array1::from(vec![0, 1, 0]), vec!["a".into(), "b".into()])
-            .unwrap()
+        Dataset::new(
+            "items",
+            images,
+            Array1::from(vec![0, 1, 0]),
+            vec!["a".into(), "b".into()],
+        )
+        .unwrap()
     }
 
     #[test]

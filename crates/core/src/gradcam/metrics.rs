@@ -282,7 +282,11 @@ pub fn faithfulness(
     for start in (0..frames.dim().0).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(frames.dim().0);
         let logits = predict(frames.slice(s![start..end, .., .., ..]))?;
-        probabilities.extend(logits.outer_iter().map(|row| softmax_at(row.as_slice(), class)));
+        probabilities.extend(
+            logits
+                .outer_iter()
+                .map(|row| softmax_at(row.as_slice(), class)),
+        );
     }
     let curve = |substrate, scores: &[f64]| Curve {
         substrate,
@@ -298,7 +302,10 @@ pub fn faithfulness(
 /// The softmax probability of `class` in one row of logits, computed in `f64`.
 fn softmax_at(row: Option<&[f32]>, class: usize) -> f64 {
     let Some(row) = row else { return f64::NAN };
-    let max = row.iter().map(|&v| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
+    let max = row
+        .iter()
+        .map(|&v| f64::from(v))
+        .fold(f64::NEG_INFINITY, f64::max);
     let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
     row.get(class)
         .map_or(f64::NAN, |&v| (f64::from(v) - max).exp() / sum)
@@ -395,7 +402,10 @@ mod tests {
         assert!((focused.gini.unwrap() - 15.0 / 16.0).abs() < 1e-12);
         assert_eq!(broad.area_above_half, Some(1.0));
         assert_eq!(focused.participation_ratio, Some(1.0 / 16.0));
-        assert_eq!(spread(Array2::<f32>::zeros((2, 2)).view()), Spread::default());
+        assert_eq!(
+            spread(Array2::<f32>::zeros((2, 2)).view()),
+            Spread::default()
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl FromStr for CamMethod {
         CamMethod::ALL
             .into_iter()
             .find(|method| method.name() == text)
-            .ok_or_else(|| format!("unknown GradCAM method {text:?}; use gradcam, gradcam++ or hirescam"))
+            .ok_or_else(|| {
+                format!("unknown GradCAM method {text:?}; use gradcam, gradcam++ or hirescam")
+            })
     }
 }
 
@@ -218,7 +220,11 @@ pub fn raw_maps(cam: &GradCam, method: CamMethod) -> Vec<RawCam> {
 }
 
 /// One image's raw map from its activations and gradients, both `[C, h, w]`.
-pub fn raw_map(activations: ArrayView3<f32>, gradients: ArrayView3<f32>, method: CamMethod) -> RawCam {
+pub fn raw_map(
+    activations: ArrayView3<f32>,
+    gradients: ArrayView3<f32>,
+    method: CamMethod,
+) -> RawCam {
     let (_, height, width) = activations.dim();
     let positions = (height * width).max(1) as f64;
     let gradient_means: Array1<f32> = gradients
@@ -253,10 +259,10 @@ pub fn raw_map(activations: ArrayView3<f32>, gradients: ArrayView3<f32>, method:
 
 /// GradCAM++'s channel weights, as pytorch-grad-cam computes them (the exponential of the
 /// score taken as the score itself, so that powers of the gradient stand in for the higher
-/// derivatives): `a_ij = g² / (2g² + Σ_ij A · g³ + ε)`, zero where `g = 0`, and
+/// derivatives): `a_ij = g² / (2g² + Σ_ij A · g³ + ε)` with its ε = 1e-6, zero where `g = 0`, and
 /// `w_k = Σ_ij max(g, 0) · a_ij`.
 fn plus_plus_weights(activations: ArrayView3<f32>, gradients: ArrayView3<f32>) -> Array1<f32> {
-    const EPSILON: f64 = 1e-7;
+    const EPSILON: f64 = 1e-6;
     activations
         .outer_iter()
         .zip(gradients.outer_iter())
@@ -291,9 +297,11 @@ pub struct ScaledMap {
 
 /// Scales `map` to [0, 1] by `scaling`.
 pub fn scale(map: ArrayView2<f32>, scaling: MapScaling) -> ScaledMap {
-    let (min, max) = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    });
+    let (min, max) = map
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
     if map.is_empty() || !(max > min) {
         return ScaledMap {
             values: Array2::zeros(map.raw_dim()),
@@ -311,7 +319,11 @@ pub fn scale(map: ArrayView2<f32>, scaling: MapScaling) -> ScaledMap {
 }
 
 /// Resizes `map` to `[height, width]` by `mode`, separably (rows, then columns).
-pub fn upsample(map: ArrayView2<f32>, [height, width]: [usize; 2], mode: Upsampling) -> Array2<f32> {
+pub fn upsample(
+    map: ArrayView2<f32>,
+    [height, width]: [usize; 2],
+    mode: Upsampling,
+) -> Array2<f32> {
     let (in_height, in_width) = map.dim();
     if in_height == 0 || in_width == 0 {
         return Array2::zeros((height, width));
@@ -436,7 +448,11 @@ mod tests {
         let gradients = Array3::from_shape_vec((1, 1, 2), vec![2.0, -5.0]).unwrap();
         let raw = &raw_maps(&cam_of(activations, gradients), CamMethod::GradCamPlusPlus)[0];
         // g = 2: a = 4 / (8 + 2·8) = 1/6; w = 2/6. g = −5 contributes nothing.
-        assert!((raw.weights[0] - 1.0 / 3.0).abs() < 1e-6, "{}", raw.weights[0]);
+        assert!(
+            (raw.weights[0] - 1.0 / 3.0).abs() < 1e-6,
+            "{}",
+            raw.weights[0]
+        );
     }
 
     #[test]
@@ -466,8 +482,21 @@ mod tests {
         // torch.nn.functional.interpolate(mode="bicubic", align_corners=False), row by row.
         let bicubic = upsample(map.view(), [4, 4], Upsampling::Bicubic);
         let expected = [
-            -0.31640625f32, 0.015625, 0.5625, 0.89453125, 0.34765625, 0.6796875, 1.2265625,
-            1.55859375, 1.44140625, 1.7734375, 2.3203125, 2.65234375, 2.10546875, 2.4375, 2.984375,
+            -0.31640625f32,
+            0.015625,
+            0.5625,
+            0.89453125,
+            0.34765625,
+            0.6796875,
+            1.2265625,
+            1.55859375,
+            1.44140625,
+            1.7734375,
+            2.3203125,
+            2.65234375,
+            2.10546875,
+            2.4375,
+            2.984375,
             3.31640625,
         ];
         for (got, want) in bicubic.iter().zip(expected) {

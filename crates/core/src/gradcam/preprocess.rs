@@ -94,8 +94,10 @@ impl Preprocess {
                 let mut bgr = Array3::<f32>::zeros(rgb.raw_dim());
                 for channel in 0..3 {
                     let mean = CAFFE_BGR_MEAN[channel];
-                    bgr.index_axis_mut(ndarray::Axis(0), channel)
-                        .assign(&rgb.index_axis(ndarray::Axis(0), 2 - channel).mapv(|v| v - mean));
+                    bgr.index_axis_mut(ndarray::Axis(0), channel).assign(
+                        &rgb.index_axis(ndarray::Axis(0), 2 - channel)
+                            .mapv(|v| v - mean),
+                    );
                 }
                 bgr
             }
@@ -154,9 +156,15 @@ impl FromStr for Preprocess {
 /// An RGB image as `[3, H, W]`, each value mapped by `f(channel, value in 0..=255)`.
 fn to_tensor(image: &RgbImage, f: impl Fn(usize, f32) -> f32) -> Array3<f32> {
     let (width, height) = image.dimensions();
-    Array3::from_shape_fn((3, height as usize, width as usize), |(channel, row, column)| {
-        f(channel, f32::from(image.get_pixel(column as u32, row as u32)[channel]))
-    })
+    Array3::from_shape_fn(
+        (3, height as usize, width as usize),
+        |(channel, row, column)| {
+            f(
+                channel,
+                f32::from(image.get_pixel(column as u32, row as u32)[channel]),
+            )
+        },
+    )
 }
 
 /// Reads a PNG or JPEG as RGB; an unreadable file gives one error naming it.
@@ -215,6 +223,9 @@ mod tests {
         let path = dir.path().join("broken.png");
         std::fs::write(&path, b"not a png").unwrap();
         let error = read_rgb(&path).unwrap_err().to_string();
-        assert!(error.contains("broken.png") && error.contains("PNG or JPEG"), "{error}");
+        assert!(
+            error.contains("broken.png") && error.contains("PNG or JPEG"),
+            "{error}"
+        );
     }
 }

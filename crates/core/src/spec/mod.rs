@@ -257,10 +257,16 @@ pub enum Layer {
         #[serde(default, skip_serializing_if = "is_false")]
         conv_bias: bool,
         /// The batch norms' ε.
-        #[serde(default = "default_bn_epsilon", skip_serializing_if = "is_default_epsilon")]
+        #[serde(
+            default = "default_bn_epsilon",
+            skip_serializing_if = "is_default_epsilon"
+        )]
         epsilon: f64,
         /// The batch norms' momentum, PyTorch's convention.
-        #[serde(default = "default_bn_momentum", skip_serializing_if = "is_default_momentum")]
+        #[serde(
+            default = "default_bn_momentum",
+            skip_serializing_if = "is_default_momentum"
+        )]
         momentum: f64,
     },
     /// A ResNet bottleneck block: 1×1, 3×3, 1×1 convolutions with batch norm and output
@@ -279,10 +285,16 @@ pub enum Layer {
         #[serde(default, skip_serializing_if = "is_false")]
         conv_bias: bool,
         /// The batch norms' ε.
-        #[serde(default = "default_bn_epsilon", skip_serializing_if = "is_default_epsilon")]
+        #[serde(
+            default = "default_bn_epsilon",
+            skip_serializing_if = "is_default_epsilon"
+        )]
         epsilon: f64,
         /// The batch norms' momentum, PyTorch's convention.
-        #[serde(default = "default_bn_momentum", skip_serializing_if = "is_default_momentum")]
+        #[serde(
+            default = "default_bn_momentum",
+            skip_serializing_if = "is_default_momentum"
+        )]
         momentum: f64,
     },
 }
@@ -661,7 +673,11 @@ pub mod presets {
                     Layer::Bottleneck {
                         planes,
                         stride,
-                        stride_at: if keras { StrideAt::Conv1 } else { StrideAt::Conv2 },
+                        stride_at: if keras {
+                            StrideAt::Conv1
+                        } else {
+                            StrideAt::Conv2
+                        },
                         conv_bias: keras,
                         epsilon,
                         momentum,
@@ -689,12 +705,26 @@ pub mod presets {
 
     /// torchvision's ResNet-18 (basic blocks 2-2-2-2), with its parameter names.
     pub fn resnet18(input: [usize; 3], classes: usize) -> ModelSpec {
-        resnet("resnet18", input, classes, [2, 2, 2, 2], false, ResnetForm::Torchvision)
+        resnet(
+            "resnet18",
+            input,
+            classes,
+            [2, 2, 2, 2],
+            false,
+            ResnetForm::Torchvision,
+        )
     }
 
     /// torchvision's ResNet-50 (bottleneck blocks 3-4-6-3, v1.5 strides), with its parameter names.
     pub fn resnet50(input: [usize; 3], classes: usize) -> ModelSpec {
-        resnet("resnet50", input, classes, [3, 4, 6, 3], true, ResnetForm::Torchvision)
+        resnet(
+            "resnet50",
+            input,
+            classes,
+            [3, 4, 6, 3],
+            true,
+            ResnetForm::Torchvision,
+        )
     }
 
     /// Keras's ResNet-50 (`keras.applications.ResNet50`): v1 strides (in each stage's first
@@ -702,7 +732,14 @@ pub mod presets {
     /// torchvision's plus the convolution biases, under torchvision's names, so one set of
     /// weights runs in either form ([`crate::weights::Weights::fit_to`]).
     pub fn resnet50_keras(input: [usize; 3], classes: usize) -> ModelSpec {
-        resnet("resnet50-keras", input, classes, [3, 4, 6, 3], true, ResnetForm::Keras)
+        resnet(
+            "resnet50-keras",
+            input,
+            classes,
+            [3, 4, 6, 3],
+            true,
+            ResnetForm::Keras,
+        )
     }
 }
 

@@ -383,7 +383,9 @@ impl ResolvedModel {
         for (index, layer) in self.layers.iter().enumerate() {
             match &layer.op {
                 Op::Conv2d(conv) => {
-                    if let Some(Op::BatchNorm(norm)) = self.layers.get(index + 1).map(|next| &next.op) {
+                    if let Some(Op::BatchNorm(norm)) =
+                        self.layers.get(index + 1).map(|next| &next.op)
+                    {
                         pairs.push((conv, norm));
                     }
                 }

@@ -26,7 +26,8 @@ pub fn read_h5(path: &Path) -> Result<Weights, WeightsError> {
     let fail = |message: String| WeightsError::Keras {
         message: format!("{}: {message}", path.display()),
     };
-    let file = Hdf5File::open(path).map_err(|error| fail(format!("not a readable HDF5 file ({error})")))?;
+    let file = Hdf5File::open(path)
+        .map_err(|error| fail(format!("not a readable HDF5 file ({error})")))?;
     let root = file
         .root_group()
         .map_err(|error| fail(format!("no root group ({error})")))?;
@@ -45,9 +46,9 @@ pub fn read_h5(path: &Path) -> Result<Weights, WeightsError> {
             let dataset = file
                 .dataset(&format!("{layer}/{weight}"))
                 .map_err(|error| fail(format!("dataset {layer}/{weight}: {error}")))?;
-            let values = dataset
-                .read_array::<f32>()
-                .map_err(|error| fail(format!("dataset {layer}/{weight} is not float32 ({error})")))?;
+            let values = dataset.read_array::<f32>().map_err(|error| {
+                fail(format!("dataset {layer}/{weight} is not float32 ({error})"))
+            })?;
             tensors.push(KerasTensor {
                 layer: layer.clone(),
                 weight,
@@ -60,7 +61,11 @@ pub fn read_h5(path: &Path) -> Result<Weights, WeightsError> {
 
 /// A string-array attribute; Keras 3 writes an empty float array for a layer without weights.
 fn strings(attribute: &Attribute) -> Result<Vec<String>, String> {
-    if attribute.num_elements().map_err(|error| error.to_string())? == 0 {
+    if attribute
+        .num_elements()
+        .map_err(|error| error.to_string())?
+        == 0
+    {
         return Ok(Vec::new());
     }
     attribute.read_strings().map_err(|error| error.to_string())
@@ -153,12 +158,53 @@ pub fn from_keras(tensors: Vec<KerasTensor>) -> Result<Weights, WeightsError> {
 mod tests {
     use super::*;
 
+    fn fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gradcam/keras-resnet-tiny.h5")
+    }
+
+    #[test]
+    fn a_file_written_by_keras_reads_into_canonical_names() {
+        let weights = Weights::load_any(&fixture()).unwrap();
+        assert_eq!(weights.get("conv1.weight").unwrap().shape(), &[64, 3, 7, 7]);
+        assert_eq!(
+            weights
+                .get("layer2.0.downsample.1.running_var")
+                .unwrap()
+                .shape(),
+            &[32]
+        );
+        assert_eq!(weights.get("fc.weight").unwrap().shape(), &[10, 32]);
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_file_is_one_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixture()).unwrap();
+        let truncated = dir.path().join("truncated.h5");
+        std::fs::write(&truncated, &bytes[..600]).unwrap();
+        let error = crate::error::one_line(&Weights::load_any(&truncated).unwrap_err());
+        assert!(
+            error.contains("truncated.h5") && error.contains("Keras"),
+            "{error}"
+        );
+        let text = dir.path().join("weights.safetensors");
+        std::fs::write(&text, b"hello").unwrap();
+        let error = crate::error::one_line(&Weights::load_any(&text).unwrap_err());
+        assert!(error.contains("not a weights file"), "{error}");
+    }
+
     #[test]
     fn keras_resnet_names_map_to_torchvision() {
         assert_eq!(canonical_layer("conv1_conv"), "conv1");
-        assert_eq!(canonical_layer("conv2_block1_0_conv"), "layer1.0.downsample.0");
+        assert_eq!(
+            canonical_layer("conv2_block1_0_conv"),
+            "layer1.0.downsample.0"
+        );
         assert_eq!(canonical_layer("conv3_block4_3_bn"), "layer2.3.bn3");
-        assert_eq!(canonical_layer("conv5_block3_0_bn"), "layer4.2.downsample.1");
+        assert_eq!(
+            canonical_layer("conv5_block3_0_bn"),
+            "layer4.2.downsample.1"
+        );
         assert_eq!(canonical_layer("predictions"), "fc");
         assert_eq!(canonical_layer("dense_1"), "dense_1");
     }
