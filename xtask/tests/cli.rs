@@ -1,11 +1,15 @@
-//! `cargo xtask compare` refuses bad flags with one clear line and a non-zero exit, before it
-//! builds or trains anything.
+//! `cargo xtask compare` and `cargo xtask gradcam` refuse bad flags and bad files with one
+//! clear line and a non-zero exit, before they build or train anything.
 
 use std::process::Command;
 
 fn compare(args: &[&str]) -> (bool, String) {
+    xtask("compare", args)
+}
+
+fn xtask(command: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("compare")
+        .arg(command)
         .args(args)
         .args([
             "--out",
@@ -23,8 +27,12 @@ fn compare(args: &[&str]) -> (bool, String) {
 }
 
 fn assert_one_line(args: &[&str], expected: &str) {
-    let (success, stderr) = compare(args);
-    assert!(!success, "compare {args:?} succeeded");
+    assert_one_line_of("compare", args, expected);
+}
+
+fn assert_one_line_of(command: &str, args: &[&str], expected: &str) {
+    let (success, stderr) = xtask(command, args);
+    assert!(!success, "{command} {args:?} succeeded");
     assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
@@ -100,4 +108,91 @@ fn spec_whose_layers_do_not_fit() {
 fn bad_optimizer_and_device() {
     assert_one_line(&["--optimizer", "rmsprop"], "unknown optimizer \"rmsprop\"");
     assert_one_line(&["--device", "tpu"], "unknown device \"tpu\"");
+}
+
+fn fixture(path: &str) -> String {
+    format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn gradcam_refuses_a_layer_that_is_not_an_image() {
+    assert_one_line_of(
+        "gradcam",
+        &[
+            "--model",
+            "resnet18",
+            "--layer",
+            "fc",
+            "--images",
+            &fixture("photos"),
+        ],
+        "gives a flat vector, not an image",
+    );
+    assert_one_line_of(
+        "gradcam",
+        &[
+            "--model",
+            "resnet18",
+            "--layer",
+            "layer9",
+            "--images",
+            &fixture("photos"),
+        ],
+        "has no such layer",
+    );
+}
+
+#[test]
+fn gradcam_refuses_a_class_out_of_range() {
+    assert_one_line_of(
+        "gradcam",
+        &[
+            "--model",
+            "resnet18",
+            "--class",
+            "1000",
+            "--images",
+            &fixture("photos"),
+        ],
+        "--class 1000 is out of range",
+    );
+}
+
+/// Keras's tiny ResNet does not fit ResNet-18: the first tensor whose shape differs is named
+/// with both shapes.
+#[test]
+fn gradcam_refuses_weights_of_another_shape() {
+    assert_one_line_of(
+        "gradcam",
+        &[
+            "--model",
+            "resnet18",
+            "--weights",
+            &fixture("gradcam/keras-resnet-tiny.h5"),
+            "--images",
+            &fixture("photos"),
+        ],
+        "has shape [4, 64, 1, 1], the model expects [64, 64, 3, 3]",
+    );
+}
+
+#[test]
+fn gradcam_refuses_an_hdf5_file_that_is_not_keras_weights() {
+    let dir = std::env::temp_dir().join("parallax-cli-test-h5");
+    std::fs::create_dir_all(&dir).unwrap();
+    let truncated = dir.join("truncated.h5");
+    let bytes = std::fs::read(fixture("gradcam/keras-resnet-tiny.h5")).unwrap();
+    std::fs::write(&truncated, &bytes[..600]).unwrap();
+    assert_one_line_of(
+        "gradcam",
+        &[
+            "--model",
+            "resnet18",
+            "--weights",
+            truncated.to_str().unwrap(),
+            "--images",
+            &fixture("photos"),
+        ],
+        "Keras weights",
+    );
 }

@@ -5,6 +5,7 @@
 //! layers in C,H,W order. Every adapter converts to and from this layout.
 
 pub mod keras;
+pub mod pytorch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -181,8 +182,8 @@ impl Weights {
     }
 
     /// Reads weights in any format parallax knows, by the file's first bytes: Keras's HDF5
-    /// weights ([`keras::read_h5`]) or safetensors. A PyTorch `.pth` (a zip) is refused with
-    /// what to do instead.
+    /// weights ([`keras::read_h5`]), a PyTorch state dict saved by `torch.save`
+    /// ([`pytorch::read_pth`]), or safetensors.
     pub fn load_any(path: &Path) -> Result<Self> {
         let mut head = [0u8; 8];
         let read = std::fs::File::open(path)
@@ -191,13 +192,9 @@ impl Weights {
         if read == 8 && head == keras::HDF5_SIGNATURE {
             return Ok(keras::read_h5(path)?);
         }
-        if head.starts_with(b"PK\x03\x04") {
-            return Err(WeightsError::File {
-                path: path.to_path_buf(),
-                message: "a PyTorch .pth/.pt file (zip + pickle) is not read without libtorch; save it as safetensors with `safetensors.torch.save_file(model.state_dict(), \"weights.safetensors\")`".into(),
-                source: None,
-            }
-            .into());
+        // A zip (torch.save since 1.6) or a bare pickle (older torch.save).
+        if head.starts_with(b"PK\x03\x04") || head.starts_with(&[0x80]) {
+            return Ok(pytorch::read_pth(path)?);
         }
         Self::load(path)
     }

@@ -1,0 +1,291 @@
+//! The files `cargo xtask gradcam` writes: one PNG per image, `maps.safetensors`,
+//! `summary.json` and the Markdown report.
+
+use std::path::Path;
+
+use anyhow::Context;
+use embedded_graphics::mono_font::MonoTextStyle;
+use embedded_graphics::mono_font::ascii::FONT_6X10;
+use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
+use embedded_graphics::prelude::{DrawTarget, OriginDimensions, Point, Size};
+use embedded_graphics::text::Text;
+use embedded_graphics::{Drawable, Pixel};
+use image::{Rgb, RgbImage};
+use ndarray::{Array3, ArrayView2, Axis};
+use parallax_core::gradcam::CamSettings;
+use parallax_core::gradcam::job::CamResult;
+use parallax_core::record::write_json_atomically;
+use parallax_core::weights::Weights;
+
+use super::Inputs;
+use super::analysis::{GradCamSummary, Maps, maps};
+
+/// matplotlib's `jet`, piecewise linear.
+pub(crate) fn jet(value: f32) -> [f32; 3] {
+    let v = value.clamp(0.0, 1.0);
+    let channel = |centre: f32| (1.5 - (4.0 * v - centre).abs()).clamp(0.0, 1.0);
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+/// An `RgbImage` as an embedded-graphics target, for the captions.
+struct Canvas<'a>(&'a mut RgbImage);
+
+impl OriginDimensions for Canvas<'_> {
+    fn size(&self) -> Size {
+        Size::new(self.0.width(), self.0.height())
+    }
+}
+
+impl DrawTarget for Canvas<'_> {
+    type Color = Rgb888;
+    type Error = std::convert::Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Self::Error> {
+        for Pixel(point, colour) in pixels {
+            if let (Ok(x), Ok(y)) = (u32::try_from(point.x), u32::try_from(point.y))
+                && x < self.0.width()
+                && y < self.0.height()
+            {
+                self.0
+                    .put_pixel(x, y, Rgb([colour.r(), colour.g(), colour.b()]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Height of the caption strip under the panels: two lines of a 6×10 font, and the legend.
+const CAPTION_HEIGHT: u32 = 40;
+
+/// One panel per column: the input, each backend's overlay (jet at 50%), and the absolute
+/// difference between the first two backends' maps (jet, 0 to 1); under each its caption
+/// (`captions[panel]`, up to two lines), and the colour map's legend at the bottom.
+pub(crate) fn composite(
+    input: &Array3<f32>,
+    maps: &[ArrayView2<f32>],
+    magnify: u32,
+    captions: &[String],
+) -> RgbImage {
+    let (_, height, width) = input.dim();
+    let panels = 1 + maps.len() + usize::from(maps.len() >= 2);
+    let gap = 4;
+    let (panel_w, panel_h) = (width as u32 * magnify, height as u32 * magnify);
+    let mut canvas = RgbImage::from_pixel(
+        panels as u32 * (panel_w + gap) - gap,
+        panel_h + CAPTION_HEIGHT,
+        Rgb([255, 255, 255]),
+    );
+    let pixel = |rgb: [f32; 3]| Rgb(rgb.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8));
+    let mut draw = |panel: usize, colour: &dyn Fn(usize, usize) -> [f32; 3]| {
+        let x0 = panel as u32 * (panel_w + gap);
+        for y in 0..panel_h {
+            for x in 0..panel_w {
+                let (row, column) = ((y / magnify) as usize, (x / magnify) as usize);
+                canvas.put_pixel(x0 + x, y, pixel(colour(row, column)));
+            }
+        }
+    };
+    let base = |row: usize, column: usize| [0, 1, 2].map(|c| input[[c, row, column]]);
+    draw(0, &base);
+    for (index, map) in maps.iter().enumerate() {
+        draw(1 + index, &|row, column| {
+            let heat = jet(map[[row, column]]);
+            let image = base(row, column);
+            [0, 1, 2].map(|c| 0.5 * heat[c] + 0.5 * image[c])
+        });
+    }
+    if maps.len() >= 2 {
+        draw(1 + maps.len(), &|row, column| {
+            jet((maps[0][[row, column]] - maps[1][[row, column]]).abs())
+        });
+    }
+    let style = MonoTextStyle::new(&FONT_6X10, Rgb888::BLACK);
+    let mut target = Canvas(&mut canvas);
+    // A panel holds about one character per 6 pixels; longer captions are cut.
+    let room = (panel_w / 6) as usize;
+    for (panel, caption) in captions.iter().enumerate().take(panels) {
+        let x = (panel as u32 * (panel_w + gap)) as i32;
+        for (line, text) in caption.lines().take(2).enumerate() {
+            let text: String = text.chars().take(room).collect();
+            let origin = Point::new(x + 2, (panel_h + 10 + 10 * line as u32) as i32);
+            // Drawing into memory cannot fail.
+            let _ = Text::new(&text, origin, style).draw(&mut target);
+        }
+    }
+    let legend = "colour map: jet, 0 (blue) to 1 (red); overlays at 50% over the input";
+    let _ = Text::new(legend, Point::new(2, (panel_h + 34) as i32), style).draw(&mut target);
+    canvas
+}
+
+/// Writes the PNGs, `maps.safetensors`, `summary.json` and `gradcam.md`.
+pub(crate) fn write_outputs(
+    out: &Path,
+    inputs: &Inputs,
+    results: &[CamResult],
+    settings: &CamSettings,
+    summary: &GradCamSummary,
+) -> anyhow::Result<()> {
+    let (_, _, height, width) = inputs.tensors.dim();
+    let all: Vec<Maps> = results
+        .iter()
+        .map(|result| maps(result, settings, [height, width]))
+        .collect();
+    let mut tensors = Weights::new();
+    let magnify = (224 / height.max(1)).max(1) as u32;
+    for (i, name) in inputs.names.iter().enumerate() {
+        let input = inputs.tensors.index_axis(Axis(0), i).to_owned();
+        tensors.insert(format!("{name}/input"), input.clone().into_dyn());
+        for (result, maps) in results.iter().zip(&all) {
+            let backend = &result.backend;
+            tensors.insert(
+                format!("{name}/{backend}/raw"),
+                maps.raw[i].map(settings.relu).into_dyn(),
+            );
+            tensors.insert(
+                format!("{name}/{backend}/map"),
+                maps.upsampled[i].values.clone().into_dyn(),
+            );
+            tensors.insert(
+                format!("{name}/{backend}/logits"),
+                ndarray::Array1::from(result.logits[i].clone()).into_dyn(),
+            );
+        }
+        let display = inputs.display.to_display(&input);
+        let panels: Vec<ArrayView2<f32>> = all
+            .iter()
+            .map(|maps| maps.upsampled[i].values.view())
+            .collect();
+        let mut captions = vec![format!("{name}\ninput")];
+        for result in results {
+            let backend = summary
+                .images
+                .get(i)
+                .and_then(|image| image.backends.get(&result.backend));
+            captions.push(match backend {
+                Some(found) => format!(
+                    "{}: class {} p={:.3}\n{}",
+                    result.backend, found.class, found.score, found.class_name
+                ),
+                None => result.backend.clone(),
+            });
+        }
+        if results.len() >= 2 {
+            captions.push(format!("|{} - {}|", results[0].backend, results[1].backend));
+        }
+        let png = out.join(format!("{name}.png"));
+        composite(&display, &panels, magnify, &captions)
+            .save(&png)
+            .with_context(|| format!("writing {}", png.display()))?;
+    }
+    tensors.save(&out.join("maps.safetensors"))?;
+    write_json_atomically(&out.join("summary.json"), summary)?;
+    let markdown = markdown(summary, results);
+    std::fs::write(out.join("gradcam.md"), &markdown)
+        .with_context(|| format!("writing {}", out.join("gradcam.md").display()))?;
+    println!("{markdown}");
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// A statistic of a map, or `flat` when the map had nothing to measure.
+pub(crate) fn number(value: Option<f64>) -> String {
+    value.map_or_else(|| "flat".into(), |v| format!("{v:.4}"))
+}
+
+/// A figure that was not measured for this run (no box, no faithfulness) shows as a dash.
+pub(crate) fn measured(value: Option<f64>, flat: bool) -> String {
+    match value {
+        Some(v) => format!("{v:.4}"),
+        None if flat => "flat".into(),
+        None => "–".into(),
+    }
+}
+
+/// The Markdown report.
+pub(crate) fn markdown(summary: &GradCamSummary, results: &[CamResult]) -> String {
+    let mut text = format!(
+        "# GradCAM: {} at `{}`\n\nWeights: {}. Preprocessing: {}. Settings: {:?}.\n\nEach image's PNG shows the input, then each backend's map over it (matplotlib's `jet` colour map at 50%, in the order {}), then |first − second| on the same colour map.\n\n",
+        summary.model,
+        summary.layer,
+        summary.weights,
+        summary.preprocess,
+        summary.settings,
+        results
+            .iter()
+            .map(|r| r.backend.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    text.push_str(&format!(
+        "Smallest Pearson's r between two backends' layer-resolution maps: {}.\n\n",
+        summary
+            .min_raw_pearson()
+            .map_or("undefined".into(), |r| format!("{r:.6}"))
+    ));
+    text.push_str(
+        "| backend | engine | GradCAM s/image | faithfulness s/image |\n|---|---|---|---|\n",
+    );
+    for (backend, framework) in &summary.frameworks {
+        text.push_str(&format!(
+            "| {backend} | {framework} | {:.3} | {:.3} |\n",
+            summary.seconds_per_image[backend], summary.faithfulness_seconds_per_image[backend]
+        ));
+    }
+    text.push_str("\n## Agreement between backends\n\n| image | pair | basis | raw Pearson | raw Spearman | map Pearson | top-10% IoU | max |Δ| | α Pearson | logits rel. diff. | same class |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for image in &summary.images {
+        for pair in &image.pairs {
+            text.push_str(&format!(
+                "| {} | {}–{} | {} | {} | {} | {} | {:.3} | {:.2e} | {} | {:.2e} | {} |\n",
+                image.name,
+                pair.a,
+                pair.b,
+                pair.basis,
+                number(pair.raw.pearson),
+                number(pair.raw.spearman),
+                number(pair.map.pearson),
+                pair.map.top_k_iou[1],
+                pair.map.max_abs_difference,
+                number(pair.weights_pearson),
+                pair.logits_relative_difference,
+                pair.same_prediction
+            ));
+        }
+    }
+    text.push_str("\n## Each backend's maps\n\n| image | backend | class | score | entropy | Gini | area ≥ ½max | participation | pointing | argmax in box | deletion AUC | insertion AUC |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for image in &summary.images {
+        for (backend, result) in &image.backends {
+            text.push_str(&format!(
+                "| {} | {backend} | {} {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                image.name,
+                result.class,
+                result.class_name,
+                result.score,
+                number(result.spread_map.entropy),
+                number(result.spread_map.gini),
+                number(result.spread_map.area_above_half),
+                number(result.spread_map.participation_ratio),
+                measured(result.pointing, result.flat && image.bbox.is_some()),
+                result.argmax_hit.map_or("–".into(), |hit| hit.to_string()),
+                measured(result.deletion_auc, false),
+                measured(result.insertion_auc, false),
+            ));
+        }
+    }
+    let localisation = summary.localisation();
+    if !localisation.is_empty() {
+        text.push_str("\n## Localisation\n\n| backend | energy pointing game | argmax hit rate |\n|---|---|---|\n");
+        for (backend, (pointing, hits)) in &localisation {
+            text.push_str(&format!("| {backend} | {pointing:.3} | {hits:.3} |\n"));
+        }
+    }
+    if !summary.failures.is_empty() {
+        text.push_str("\n## Failures\n\n");
+        for (what, error) in &summary.failures {
+            text.push_str(&format!("- {what}: {error}\n"));
+        }
+    }
+    text
+}
