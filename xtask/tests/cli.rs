@@ -3,10 +3,6 @@
 
 use std::process::Command;
 
-fn compare(args: &[&str]) -> (bool, String) {
-    xtask("compare", args)
-}
-
 fn xtask(command: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg(command)

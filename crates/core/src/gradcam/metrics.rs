@@ -285,7 +285,7 @@ pub fn faithfulness(
         probabilities.extend(
             logits
                 .outer_iter()
-                .map(|row| softmax_at(row.as_slice(), class)),
+                .map(|row| softmax_probability(&row.to_vec(), class)),
         );
     }
     let curve = |substrate, scores: &[f64]| Curve {
@@ -299,9 +299,9 @@ pub fn faithfulness(
     })
 }
 
-/// The softmax probability of `class` in one row of logits, computed in `f64`.
-fn softmax_at(row: Option<&[f32]>, class: usize) -> f64 {
-    let Some(row) = row else { return f64::NAN };
+/// The softmax probability of `class` in one row of logits, computed in `f64` with the row's
+/// maximum subtracted; NaN when `class` is not in the row.
+pub fn softmax_probability(row: &[f32], class: usize) -> f64 {
     let max = row
         .iter()
         .map(|&v| f64::from(v))

@@ -7,7 +7,8 @@ use ndarray::Array2;
 use parallax_core::data::BoundingBox;
 use parallax_core::gradcam::job::CamResult;
 use parallax_core::gradcam::metrics::{
-    Agreement, Spread, agreement, argmax_hit, energy_pointing_game, pearson, spread,
+    Agreement, Spread, agreement, argmax_hit, energy_pointing_game, pearson, softmax_probability,
+    spread,
 };
 use parallax_core::gradcam::{CamSettings, RawCam, ScaledMap, postprocess, scale};
 use parallax_core::weights::relative_difference;
@@ -160,16 +161,6 @@ pub(crate) fn maps(result: &CamResult, settings: &CamSettings, size: [usize; 2])
     Maps { raw, upsampled }
 }
 
-pub(crate) fn softmax(row: &[f32], class: usize) -> f64 {
-    let max = row
-        .iter()
-        .map(|&v| f64::from(v))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-    row.get(class)
-        .map_or(f64::NAN, |&v| (f64::from(v) - max).exp() / sum)
-}
-
 pub(crate) fn argmax(row: &[f32]) -> u32 {
     parallax_core::metrics::argmax_rows(
         ndarray::ArrayView2::from_shape((1, row.len()), row).expect("one row"),
@@ -180,14 +171,11 @@ pub(crate) fn argmax(row: &[f32]) -> u32 {
 pub(crate) fn analyse(
     inputs: &Inputs,
     results: &[CamResult],
+    all: &[Maps],
     settings: &CamSettings,
     summary: &mut GradCamSummary,
 ) {
     let (_, _, height, width) = inputs.tensors.dim();
-    let all: Vec<Maps> = results
-        .iter()
-        .map(|result| maps(result, settings, [height, width]))
-        .collect();
     let images = inputs.names.len() as f64;
     for result in results {
         summary
@@ -209,7 +197,7 @@ pub(crate) fn analyse(
             backends: BTreeMap::new(),
             pairs: Vec::new(),
         };
-        for (result, maps) in results.iter().zip(&all) {
+        for (result, maps) in results.iter().zip(all) {
             let class = result.targets[i];
             let raw = maps.raw[i].map(settings.relu);
             let upsampled = &maps.upsampled[i];
@@ -224,7 +212,7 @@ pub(crate) fn analyse(
                         .cloned()
                         .unwrap_or_default(),
                     predicted: argmax(&result.logits[i]),
-                    score: softmax(&result.logits[i], class as usize),
+                    score: softmax_probability(&result.logits[i], class as usize),
                     flat: upsampled.flat,
                     spread_raw: spread(raw.view()),
                     spread_map: spread(upsampled.values.view()),

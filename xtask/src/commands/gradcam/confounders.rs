@@ -17,7 +17,7 @@ use parallax_core::record::write_json_atomically;
 use parallax_core::spec::{ModelSource, Preset, Shape};
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{GradCamSummary, maps};
+use super::analysis::{GradCamSummary, argmax, maps};
 use super::{Args, Prepared, Workers, prepare, run_backends, settings};
 
 /// How far one factor moved the maps, averaged over the images.
@@ -86,19 +86,8 @@ fn row(
     }
 }
 
-fn predictions(result: &CamResult) -> Vec<usize> {
-    result
-        .logits
-        .iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 { (i, v) } else { best }
-                })
-                .0
-        })
-        .collect()
+fn predictions(result: &CamResult) -> Vec<u32> {
+    result.logits.iter().map(|row| argmax(row)).collect()
 }
 
 /// The stage before the target layer's, by its group name (`layer4` → `layer3`).

@@ -492,8 +492,13 @@ pub fn experiment(args: &Args) -> anyhow::Result<GradCamSummary> {
         Some(_) => "dataset".into(),
         None => args.preprocess.to_string(),
     };
-    analysis::analyse(&prepared.inputs, &results, &settings, &mut summary);
-    render::write_outputs(&out, &prepared.inputs, &results, &settings, &summary)?;
+    let (_, _, height, width) = prepared.inputs.tensors.dim();
+    let maps: Vec<analysis::Maps> = results
+        .iter()
+        .map(|result| analysis::maps(result, &settings, [height, width]))
+        .collect();
+    analysis::analyse(&prepared.inputs, &results, &maps, &settings, &mut summary);
+    render::write_outputs(&out, &prepared.inputs, &results, &maps, &settings, &summary)?;
     if args.confounders {
         let failures = confounders::run(args, &prepared, &results, &summary, &workers, &out)?;
         summary.failures.extend(failures);

@@ -18,7 +18,7 @@ use parallax_core::record::write_json_atomically;
 use parallax_core::weights::Weights;
 
 use super::Inputs;
-use super::analysis::{GradCamSummary, Maps, maps};
+use super::analysis::{GradCamSummary, Maps};
 
 /// matplotlib's `jet`, piecewise linear.
 pub(crate) fn jet(value: f32) -> [f32; 3] {
@@ -125,20 +125,17 @@ pub(crate) fn write_outputs(
     out: &Path,
     inputs: &Inputs,
     results: &[CamResult],
+    all: &[Maps],
     settings: &CamSettings,
     summary: &GradCamSummary,
 ) -> anyhow::Result<()> {
-    let (_, _, height, width) = inputs.tensors.dim();
-    let all: Vec<Maps> = results
-        .iter()
-        .map(|result| maps(result, settings, [height, width]))
-        .collect();
+    let (_, _, height, _) = inputs.tensors.dim();
     let mut tensors = Weights::new();
     let magnify = (224 / height.max(1)).max(1) as u32;
     for (i, name) in inputs.names.iter().enumerate() {
         let input = inputs.tensors.index_axis(Axis(0), i).to_owned();
         tensors.insert(format!("{name}/input"), input.clone().into_dyn());
-        for (result, maps) in results.iter().zip(&all) {
+        for (result, maps) in results.iter().zip(all) {
             let backend = &result.backend;
             tensors.insert(
                 format!("{name}/{backend}/raw"),
