@@ -58,12 +58,26 @@ pub fn worker_path(entry: &BackendEntry, cuda: bool) -> PathBuf {
 }
 
 /// Builds one worker binary per backend, in release mode, each with only its feature, and
-/// returns them by backend name.
+/// returns them by backend name; with `prebuilt`, every backend uses that binary instead and
+/// nothing is built.
 pub fn build(
     entries: &[&'static BackendEntry],
     cuda: bool,
     native: Option<&NativeEnv>,
+    prebuilt: Option<&Path>,
 ) -> anyhow::Result<BTreeMap<&'static str, PathBuf>> {
+    if let Some(worker) = prebuilt {
+        if !worker.is_file() {
+            bail!(
+                "--worker {} does not exist; build it with `cargo build --release -p parallax-runner --features <backends>`",
+                worker.display()
+            );
+        }
+        return Ok(entries
+            .iter()
+            .map(|entry| (entry.name, worker.to_path_buf()))
+            .collect());
+    }
     eprintln!(
         "building the workers (cargo build --release -p parallax-runner; the first build takes several minutes)"
     );
@@ -122,12 +136,13 @@ pub struct Job<'a> {
     pub label: &'a str,
 }
 
-/// A command for `worker`, with the native libraries' loader path and OpenMP's wait policy
-/// when its backend needs them.
+/// A command for `worker`, with the native libraries' loader path when given, and OpenMP's
+/// wait policy when its backend needs it.
 fn worker_command(entry: &BackendEntry, worker: &Path, native: Option<&NativeEnv>) -> Command {
     let mut command = Command::new(worker);
-    // The worker finds the native libraries through the loader path that setup provisioned.
-    if let Some(native) = native.filter(|_| entry.is_native()) {
+    // The worker finds the native libraries through the loader path that setup provisioned; a
+    // prebuilt worker with every engine needs it even for a backend that links none.
+    if let Some(native) = native {
         native.apply(&mut command);
     }
     if entry.openmp {

@@ -80,6 +80,11 @@ pub struct Args {
     /// HDF5 weights): the same as `--init FILE`.
     #[arg(long, conflicts_with = "init")]
     pub weights: Option<PathBuf>,
+    /// A prebuilt `parallax-runner` with every selected backend's feature, used instead of
+    /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
+    /// Its peak memory then includes every engine it links.
+    #[arg(long)]
+    pub worker: Option<PathBuf>,
     /// Write each run's trained weights to OUT/weights/ as safetensors.
     #[arg(long)]
     pub save_weights: bool,
@@ -251,12 +256,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cuda = matches!(args.device, Device::Cuda(_));
     // The native libraries' environment only when a selected backend links one; burn-only runs
     // need none, so they never provision libtorch.
-    let native = if args.backends.iter().any(|entry| entry.is_native()) {
+    let native = if args.worker.is_some() || args.backends.iter().any(|entry| entry.is_native()) {
         Some(provision::ensure(cuda)?)
     } else {
         None
     };
-    let workers = workers::build(&args.backends, cuda, native.as_ref())?;
+    let workers = workers::build(
+        &args.backends,
+        cuda,
+        native.as_ref(),
+        args.worker.as_deref(),
+    )?;
     let layout = Layout::new(&args.out);
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("creating {}", layout.root().display()))?;
@@ -355,6 +365,7 @@ mod tests {
             device: Device::Cpu,
             init: InitMode::Canonical,
             weights: None,
+            worker: None,
             save_weights: false,
             limit_train: None,
             out: std::env::temp_dir(),

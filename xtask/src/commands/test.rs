@@ -6,7 +6,10 @@
 //! their pinned wheels (`cargo xtask setup`), then runs `cargo test` over the whole workspace in
 //! release mode, the profile `compare` uses too, with the native libraries' environment and the
 //! features that the backend registry lists for the tests (burn's LibTorch engine), so every
-//! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Under CI
+//! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Last, the
+//! GradCAM phase trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf
+//! and burn from those weights, and maps ResNet-18 and ResNet-50 on the bundled photos,
+//! holding the engines to agreement and the cnn's maps to localisation bounds. Under CI
 //! nothing is skipped: a missing data set is a failure.
 
 use std::path::Path;
@@ -26,14 +29,24 @@ pub struct Args {
     pub cargo_args: Vec<String>,
 }
 
-/// The features of every `cargo` run here: those the registry's backends ask for, and the
-/// libtorch harness-share benchmark. Both runs take the same, so the second reuses the first's
+/// The features of every `cargo` run here: those the registry's backends ask for, the
+/// libtorch harness-share benchmark, and every CPU backend in the worker, whose one binary the
+/// GradCAM phase then uses for all engines. All runs take the same, so each reuses the first's
 /// builds.
 fn features() -> String {
+    let workers = parallax_registry::BACKENDS
+        .iter()
+        .map(|entry| format!("parallax-runner/{}", entry.feature));
     parallax_registry::BACKENDS
         .iter()
-        .flat_map(|entry| entry.test_features.iter().copied())
-        .chain(["parallax-benches/tch"])
+        .flat_map(|entry| {
+            entry
+                .test_features
+                .iter()
+                .map(|feature| feature.to_string())
+        })
+        .chain(["parallax-benches/tch".to_string()])
+        .chain(workers)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -85,7 +98,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    phase("GradCAM across engines", grad_cam_acceptance)?;
+    phase("GradCAM across engines", || {
+        // One worker with every engine, from the test build's own artifacts, rather than one
+        // build per backend with features of its own.
+        let built = cargo(
+            &[
+                "build",
+                "--release",
+                "--workspace",
+                "--bins",
+                "--features",
+                &features,
+            ],
+            Some(&native),
+        )
+        .status()
+        .context("building the worker")?
+        .success();
+        if !built {
+            bail!("the worker does not build");
+        }
+        grad_cam_acceptance(&crate::cargo::target_dir().join("release/parallax-runner"))
+    })?;
     eprintln!(
         "xtask test: all phases: {:.1} min",
         start.elapsed().as_secs_f64() / 60.0
@@ -155,7 +189,8 @@ const ARGMAX_HITS: f64 = 0.8;
 /// GradCAM on tch, tf and burn: a cnn trained briefly on the placed subset by one engine, then
 /// mapped on all three from those weights; ResNet-18 and ResNet-50 with canonical weights on
 /// the bundled photos.
-fn grad_cam_acceptance() -> anyhow::Result<()> {
+fn grad_cam_acceptance(worker: &Path) -> anyhow::Result<()> {
+    let worker = worker.to_string_lossy().into_owned();
     let root = crate::cargo::repo_root();
     let out = crate::cargo::target_dir().join("acceptance");
     let train = out.join("placed-train");
@@ -173,6 +208,8 @@ fn grad_cam_acceptance() -> anyhow::Result<()> {
         "--save-weights",
         "--out",
         &train_dir,
+        "--worker",
+        &worker,
     ])?;
     let weights = train.join("weights/cnn/tch/seed-42.safetensors");
     let cnn = out.join("placed-gradcam");
@@ -192,6 +229,8 @@ fn grad_cam_acceptance() -> anyhow::Result<()> {
         "tch,tf,burn",
         "--out",
         &cnn.to_string_lossy(),
+        "--worker",
+        &worker,
     ])?;
     let mut failures = Vec::new();
     let (pearson, localisation) = grad_cam_figures(&cnn)?;
@@ -228,6 +267,8 @@ fn grad_cam_acceptance() -> anyhow::Result<()> {
             "tch,tf,burn",
             "--out",
             &dir.to_string_lossy(),
+            "--worker",
+            &worker,
         ])?;
         let (pearson, _) = grad_cam_figures(&dir)?;
         eprintln!("gradcam acceptance: {model} on the photos: smallest raw Pearson {pearson:.6}");

@@ -100,6 +100,10 @@ pub struct Args {
     /// A second weights file for `--confounders` (Keras's against torchvision's, say).
     #[arg(long, requires = "confounders")]
     pub other_weights: Option<PathBuf>,
+    /// A prebuilt `parallax-runner` with every selected backend's feature, used instead of
+    /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
+    #[arg(long)]
+    pub worker: Option<PathBuf>,
 }
 
 fn parse_backend(name: &str) -> Result<&'static BackendEntry, String> {
@@ -289,13 +293,13 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    fn build(backends: &[&'static BackendEntry]) -> anyhow::Result<Self> {
-        let native = if backends.iter().any(|entry| entry.is_native()) {
+    fn build(backends: &[&'static BackendEntry], prebuilt: Option<&Path>) -> anyhow::Result<Self> {
+        let native = if prebuilt.is_some() || backends.iter().any(|entry| entry.is_native()) {
             Some(provision::ensure(false)?)
         } else {
             None
         };
-        let paths = workers::build(backends, false, native.as_ref())?;
+        let paths = workers::build(backends, false, native.as_ref(), prebuilt)?;
         Ok(Workers { paths, native })
     }
 }
@@ -468,7 +472,7 @@ pub fn experiment(args: &Args) -> anyhow::Result<GradCamSummary> {
         ClassChoice::Index(class) => Some(vec![class; prepared.inputs.names.len()]),
         ClassChoice::Predicted => None,
     };
-    let workers = Workers::build(&args.backends)?;
+    let workers = Workers::build(&args.backends, args.worker.as_deref())?;
     let out = args.out.join("gradcam");
     let settings = settings(args);
     let results = run_backends(
