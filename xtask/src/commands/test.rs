@@ -99,26 +99,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(())
     })?;
     phase("GradCAM across engines", || {
-        // One worker with every engine, from the test build's own artifacts, rather than one
-        // build per backend with features of its own.
-        let built = cargo(
-            &[
-                "build",
-                "--release",
-                "--workspace",
-                "--bins",
-                "--features",
-                &features,
-            ],
-            Some(&native),
-        )
-        .status()
-        .context("building the worker")?
-        .success();
-        if !built {
-            bail!("the worker does not build");
+        // The runner's integration tests made `cargo test` build the worker binary itself, with
+        // the test build's features: every engine (see `features`). A separate `cargo build`
+        // would unify features without the dev-dependencies and compile burn again.
+        let worker = crate::cargo::target_dir().join("release/parallax-runner");
+        if !worker.is_file() {
+            bail!(
+                "{} was not built by the tests; run the whole suite, not a filtered part",
+                worker.display()
+            );
         }
-        grad_cam_acceptance(&crate::cargo::target_dir().join("release/parallax-runner"))
+        grad_cam_acceptance(&worker)
     })?;
     eprintln!(
         "xtask test: all phases: {:.1} min",
