@@ -90,6 +90,15 @@ fn predictions(result: &CamResult) -> Vec<u32> {
     result.logits.iter().map(|row| argmax(row)).collect()
 }
 
+/// How many images `result` predicts differently from `baseline`.
+fn prediction_changes(result: &CamResult, baseline: &[u32]) -> usize {
+    predictions(result)
+        .iter()
+        .zip(baseline)
+        .filter(|(a, b)| a != b)
+        .count()
+}
+
 /// The stage before the target layer's, by its group name (`layer4` → `layer3`).
 fn previous_layer(prepared: &Prepared) -> Option<String> {
     let model = &prepared.model;
@@ -137,11 +146,7 @@ pub fn run(
     // The engines, against the first.
     for other in &results[1..] {
         let changed = maps(other, &base_settings, size);
-        let flips = predictions(other)
-            .iter()
-            .zip(&base_predictions)
-            .filter(|(a, b)| a != b)
-            .count();
+        let flips = prediction_changes(other, &base_predictions);
         rows.push(row(
             "engine",
             format!("{} → {}", first.backend, other.backend),
@@ -270,11 +275,7 @@ pub fn run(
             continue;
         };
         let changed_maps = maps(result, &base_settings, size);
-        let flips = predictions(result)
-            .iter()
-            .zip(&base_predictions)
-            .filter(|(a, b)| a != b)
-            .count();
+        let flips = prediction_changes(result, &base_predictions);
         rows.push(row(
             factor,
             change,
