@@ -2,25 +2,100 @@
 
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
-use parallax_core::record::{RunRecord, RunRequest};
+use parallax_core::record::{RunRecord, RunRequest, RunStatus};
+use parallax_core::stats::attribution::Attribution;
+use parallax_core::stats::comparison::{Comparison, Metric, interval_text, scope_note, signed};
+
+use crate::commands::compare::Repeatability;
 use serde::{Deserialize, Serialize};
 
-/// A backend whose run failed, with its error line.
+/// A run that failed, with its error line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Failure {
     /// Backend name.
     pub backend: String,
+    /// The run's seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// The attribution configuration or `repeat`, for runs outside the main comparison.
+    #[serde(default)]
+    pub configuration: Option<String>,
     /// The worker's error.
     pub error: String,
 }
 
-/// All records of one comparison and the failures beside them.
+impl Failure {
+    /// The run as a short label: backend, seed and configuration.
+    pub fn label(&self) -> String {
+        let mut label = self.backend.clone();
+        if let Some(seed) = self.seed {
+            label.push_str(&format!(" seed {seed}"));
+        }
+        if let Some(configuration) = &self.configuration {
+            label.push_str(&format!(" [{configuration}]"));
+        }
+        label
+    }
+}
+
+/// A record of a run outside the main comparison: an attribution configuration, or a repeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaggedRecord {
+    /// The configuration's key (`native-optimizer`, `native`, `repeat`...).
+    pub configuration: String,
+    /// The record.
+    pub record: RunRecord,
+}
+
+/// All records of one comparison, the failures beside them, and the statistics over seeds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
-    /// Successful runs, in the order they ran.
+    /// The comparison's runs (in an attribution, the controlled ones), in the order they ran;
+    /// runs that stopped early keep their finished epochs here with their status.
     pub records: Vec<RunRecord>,
+    /// Runs of the attribution's other configurations and of `--repeat`.
+    #[serde(default)]
+    pub other_runs: Vec<TaggedRecord>,
     /// Failed runs.
     pub failures: Vec<Failure>,
+    /// Descriptives and verdicts over seeds.
+    #[serde(default)]
+    pub comparison: Option<Comparison>,
+    /// The attribution of a gap to the engines' defaults, with `--attribute`.
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
+    /// Whether each engine reproduced itself, with `--repeat`.
+    #[serde(default)]
+    pub repeat: Vec<Repeatability>,
+    /// The command line.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Wall seconds of the whole comparison, builds included.
+    #[serde(default)]
+    pub wall_seconds: Option<f64>,
+}
+
+impl Summary {
+    /// Whether the records span more than one seed.
+    fn several_seeds(&self) -> bool {
+        let mut seeds: Vec<u64> = self.records.iter().map(|r| r.seed).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        seeds.len() > 1
+    }
+
+    /// A record's row label: its backend, with its seed when there are several, and its
+    /// status when it did not complete.
+    fn label(&self, record: &RunRecord) -> String {
+        let mut label = record.backend.clone();
+        if self.several_seeds() {
+            label.push_str(&format!(" s{}", record.seed));
+        }
+        if record.status != RunStatus::Complete {
+            label.push_str(" (incomplete)");
+        }
+        label
+    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -43,7 +118,7 @@ fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
         .map(|r| {
             let median_rate = r.train_examples as f64 / r.median_epoch_seconds;
             vec![
-                r.backend.clone(),
+                summary.label(r),
                 format!("{:.2}", r.median_epoch_seconds),
                 format!("{median_rate:.0}"),
                 r.epochs
@@ -64,7 +139,7 @@ fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
         .iter()
         .map(|r| {
             vec![
-                r.backend.clone(),
+                summary.label(r),
                 format!("{:.4}", r.test_accuracy),
                 format!("{:.4}", r.test_loss),
                 format!("{:.4}", r.report.weighted_avg.precision),
@@ -97,13 +172,14 @@ const QUALITY: &[&str] = &[
 /// The fairness ledger as one table: a row per topic, a column per backend. Markdown cells
 /// cannot hold a `|`, so one is written as a slash.
 fn ledger_table(summary: &Summary) -> Table {
+    let records = one_per_backend(summary);
     let mut header = vec!["topic".to_string()];
-    header.extend(summary.records.iter().map(|r| r.backend.clone()));
+    header.extend(records.iter().map(|r| r.backend.clone()));
     let rows = Topic::ALL
         .iter()
         .map(|&topic| {
             let mut row = vec![topic.title().to_string()];
-            row.extend(summary.records.iter().map(|r| {
+            row.extend(records.iter().map(|r| {
                 r.ledger
                     .get(topic)
                     .unwrap_or("(not recorded)")
@@ -116,12 +192,154 @@ fn ledger_table(summary: &Summary) -> Table {
     table(&header_refs, rows, presets::ASCII_MARKDOWN)
 }
 
-/// The table printed at the end of `cargo xtask compare`.
+/// Each backend's first record: what is the same over seeds (engine, version, ledger).
+fn one_per_backend(summary: &Summary) -> Vec<&RunRecord> {
+    let mut seen: Vec<&RunRecord> = Vec::new();
+    for record in &summary.records {
+        if !seen.iter().any(|r| r.backend == record.backend) {
+            seen.push(record);
+        }
+    }
+    seen
+}
+
+/// The CPU's model name, from `/proc/cpuinfo`.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Each backend's mean ± standard deviation over seeds, one row per backend.
+fn descriptives_rows(comparison: &Comparison) -> Vec<Vec<String>> {
+    comparison
+        .backends
+        .iter()
+        .map(|backend| {
+            let mut row = vec![backend.clone()];
+            if let Some(runs) = comparison.runs.iter().find(|r| &r.backend == backend) {
+                let mut counts = format!("{}", runs.complete);
+                if runs.incomplete > 0 {
+                    counts.push_str(&format!(" (+{} incomplete)", runs.incomplete));
+                }
+                if runs.diverged > 0 {
+                    counts.push_str(&format!(" ({} diverged)", runs.diverged));
+                }
+                row.push(counts);
+            }
+            for metric in descriptive_metrics(comparison) {
+                let cell = comparison
+                    .descriptives
+                    .iter()
+                    .find(|d| d.metric == metric && &d.backend == backend)
+                    .and_then(|d| {
+                        let describe = d.describe.as_ref()?;
+                        let mut cell = metric.show(describe.mean);
+                        if let Some(sd) = describe.sd {
+                            cell.push_str(&format!(" ± {}", metric.show(sd)));
+                        }
+                        if metric == Metric::TimeToAccuracy {
+                            if let Some(olympic) = describe.olympic_mean {
+                                cell.push_str(&format!(" (olympic {})", metric.show(olympic)));
+                            }
+                            if d.missing > 0 {
+                                cell.push_str(&format!("; {} never reached", d.missing));
+                            }
+                        }
+                        Some(cell)
+                    })
+                    .unwrap_or_else(|| "—".into());
+                row.push(cell);
+            }
+            row
+        })
+        .collect()
+}
+
+fn descriptive_metrics(comparison: &Comparison) -> Vec<Metric> {
+    let mut metrics = Metric::STANDARD.to_vec();
+    if comparison.target_accuracy.is_some() {
+        metrics.push(Metric::TimeToAccuracy);
+    }
+    metrics
+}
+
+fn descriptives_header(comparison: &Comparison) -> Vec<String> {
+    let mut header = vec!["backend".to_string(), "runs".to_string()];
+    header.extend(descriptive_metrics(comparison).iter().map(|m| {
+        if *m == Metric::TimeToAccuracy {
+            format!(
+                "time to {:.2}% accuracy",
+                100.0 * comparison.target_accuracy.unwrap_or(0.0)
+            )
+        } else {
+            m.title().to_string()
+        }
+    }));
+    header
+}
+
+/// The lines that end the terminal output and open the report: the verdicts (or why there
+/// are none), the attribution, the repeats, and the scope of the conclusions.
+fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(comparison) = &summary.comparison {
+        match &comparison.no_verdicts_because {
+            Some(reason) => lines.push(format!("No verdicts: {reason}.")),
+            None => lines.extend(comparison.verdicts.iter().map(|v| v.line.clone())),
+        }
+    }
+    if let Some(attribution) = &summary.attribution {
+        for metric in &attribution.metrics {
+            lines.extend(metric.lines.iter().cloned());
+        }
+    }
+    lines.extend(summary.repeat.iter().map(|r| r.line.clone()));
+    if !summary.records.is_empty() {
+        lines.push(scope_note(threads, &cpu_model()));
+    }
+    lines
+}
+
+/// What `cargo xtask compare` prints at the end: the table of one seed's runs, or each
+/// backend's means over seeds; the failures; then one line per verdict.
+pub fn terminal(summary: &Summary) -> String {
+    let mut out = match &summary.comparison {
+        Some(comparison) if summary.several_seeds() => {
+            let header = descriptives_header(comparison);
+            let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+            let mut text = table(
+                &header_refs,
+                descriptives_rows(comparison),
+                presets::UTF8_FULL_CONDENSED,
+            )
+            .to_string();
+            for failure in &summary.failures {
+                text.push_str(&format!("\nfailed: {}: {}", failure.label(), failure.error));
+            }
+            text
+        }
+        _ => terminal_table(summary),
+    };
+    let threads = summary.records.first().map_or(0, |r| r.threads);
+    for line in conclusions(summary, threads) {
+        out.push('\n');
+        out.push_str(&line);
+    }
+    out
+}
+
+/// The table of one seed's runs, one row per run.
 pub fn terminal_table(summary: &Summary) -> String {
     let mut rows = Vec::new();
     for r in &summary.records {
         rows.push(vec![
-            r.backend.clone(),
+            summary.label(r),
             format!("{} {}", r.framework, r.framework_version),
             format!("{:.4}", r.test_accuracy),
             format!("{:.4}", r.weighted_f1),
@@ -131,7 +349,7 @@ pub fn terminal_table(summary: &Summary) -> String {
         ]);
     }
     for f in &summary.failures {
-        rows.push(vec![f.backend.clone(), "failed".into(), f.error.clone()]);
+        rows.push(vec![f.label(), "failed".into(), f.error.clone()]);
     }
     table(
         &[
@@ -155,8 +373,19 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     let mut out = String::new();
     let first = summary.records.first();
     out.push_str("# parallax comparison\n\n");
+    let mut seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let defaults = if summary.attribution.is_some() {
+        "controlled defaults for the comparison, and the attribution's configurations below"
+            .to_string()
+    } else if request.native.is_empty() {
+        "controlled defaults".to_string()
+    } else {
+        "each engine's native defaults".to_string()
+    };
     out.push_str(&format!(
-        "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {:?} at lr {}, seed {}, {} initial weights, {} threads, device {}.\n",
+        "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {:?} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.\n",
         request.model,
         first
             .map(|r| r.dataset.clone())
@@ -167,21 +396,31 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         request.batch_size,
         request.optimizer.kind,
         request.optimizer.lr,
-        request.seed,
-        match &request.init {
-            parallax_core::record::InitMode::Canonical => "shared canonical".to_string(),
-            parallax_core::record::InitMode::Native => "each engine's own".to_string(),
-            parallax_core::record::InitMode::File(path) => format!("shared, from {}", path.display()),
+        seeds.len(),
+        if seeds.len() == 1 { "" } else { "s" },
+        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        match (&request.init, request.native.contains(&parallax_core::Factor::Initialisation)) {
+            (_, true) => "each engine's own".to_string(),
+            (parallax_core::record::InitMode::Canonical, false) => "shared canonical".to_string(),
+            (parallax_core::record::InitMode::Native, false) => "each engine's own".to_string(),
+            (parallax_core::record::InitMode::File(path), false) => format!("shared, from {}", path.display()),
         },
         request.threads,
         request.device,
     ));
-    out.push_str("Every backend saw the same examples in the same order.\n\n");
+    out.push_str("Every backend saw the same examples in the same order; within a seed the engines ran one after another, their order rotating from seed to seed.\n");
+    if let (Some(command), Some(wall)) = (&summary.command, summary.wall_seconds) {
+        out.push_str(&format!(
+            "\nReproduce with `{command}` (this run took {:.1} min of wall time).\n",
+            wall / 60.0
+        ));
+    }
+    out.push('\n');
+    out.push_str(&verdict_sections(summary, request.threads));
 
     out.push_str("## Engines\n\n");
-    let engines = summary
-        .records
-        .iter()
+    let engines = one_per_backend(summary)
+        .into_iter()
         .map(|r| {
             vec![
                 r.backend.clone(),
@@ -230,7 +469,7 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         .records
         .iter()
         .map(|r| {
-            let mut row = vec![r.backend.clone()];
+            let mut row = vec![summary.label(r)];
             row.extend(r.epochs.iter().map(|e| {
                 format!(
                     "{:.4} ({:.1} s)",
@@ -251,7 +490,7 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
             .records
             .iter()
             .map(|r| {
-                let mut row = vec![r.backend.clone()];
+                let mut row = vec![summary.label(r)];
                 row.extend(r.report.per_class.iter().map(|c| format!("{:.3}", c.f1)));
                 row
             })
@@ -269,9 +508,103 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         let rows = summary
             .failures
             .iter()
-            .map(|f| vec![f.backend.clone(), f.error.clone()])
+            .map(|f| vec![f.label(), f.error.clone()])
             .collect();
         out.push_str(&table(&["backend", "error"], rows, md).to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The report's statistical sections: the verdicts (or why there are none), the descriptives
+/// over seeds, the attribution and the repeats.
+fn verdict_sections(summary: &Summary, threads: usize) -> String {
+    let md = presets::ASCII_MARKDOWN;
+    let mut out = String::new();
+    let Some(comparison) = &summary.comparison else {
+        return out;
+    };
+    out.push_str("## Verdicts\n\n");
+    match &comparison.no_verdicts_because {
+        Some(reason) => out.push_str(&format!("No verdicts: {reason}.\n\n")),
+        None => {
+            out.push_str("One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric. Accuracy and F1 differences are in percentage points; times and memory are geometric-mean ratios in percent.\n\n");
+            for verdict in &comparison.verdicts {
+                out.push_str(&format!("- {}\n", verdict.line));
+            }
+            out.push('\n');
+        }
+    }
+    if !summary.records.is_empty() {
+        out.push_str(&format!("{}\n\n", scope_note(threads, &cpu_model())));
+    }
+    out.push_str("## Over seeds\n\nMean ± standard deviation over each backend's complete runs; s/epoch is the median of epochs 2 and later (epoch 1 holds the warm-up).\n\n");
+    let header = descriptives_header(comparison);
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    out.push_str(&table(&header_refs, descriptives_rows(comparison), md).to_string());
+    out.push_str("\n\n");
+    if let Some(attribution) = &summary.attribution {
+        out.push_str(&format!(
+            "## Attribution of the {a} vs {b} gap\n\nC0 runs both engines controlled; each C_f switches one of {b}'s defaults to its framework's value while {a} stays controlled ({a}'s C0 runs serve there); C_n runs both native. A factor's effect is its C_f gap minus the C0 gap, per seed; the interactions are the native gap minus the controlled gap minus the effects.\n\n",
+            a = attribution.a,
+            b = attribution.b
+        ));
+        for metric in &attribution.metrics {
+            let scale = metric.metric.scale();
+            out.push_str(&format!("### {}\n\n", metric.metric.title()));
+            let mut rows: Vec<Vec<String>> = metric
+                .gaps
+                .iter()
+                .map(|(configuration, estimate)| {
+                    vec![
+                        configuration.title(&attribution.b),
+                        estimate.n.to_string(),
+                        signed(scale, estimate.mean),
+                        estimate
+                            .ci95
+                            .map(|ci| interval_text(scale, ci))
+                            .unwrap_or_else(|| "—".into()),
+                    ]
+                })
+                .collect();
+            rows.extend(metric.effects.iter().map(|(factor, estimate)| {
+                vec![
+                    format!("effect of {}'s own {}", attribution.b, factor.title()),
+                    estimate.n.to_string(),
+                    signed(scale, estimate.mean),
+                    estimate
+                        .ci95
+                        .map(|ci| interval_text(scale, ci))
+                        .unwrap_or_else(|| "—".into()),
+                ]
+            }));
+            if let Some(residual) = &metric.residual {
+                rows.push(vec![
+                    "interactions (residual)".into(),
+                    residual.n.to_string(),
+                    signed(scale, residual.mean),
+                    residual
+                        .ci95
+                        .map(|ci| interval_text(scale, ci))
+                        .unwrap_or_else(|| "—".into()),
+                ]);
+            }
+            let quantity = format!("{} vs {} gap", attribution.a, attribution.b);
+            out.push_str(
+                &table(&["configuration", "seeds", &quantity, "95% CI"], rows, md).to_string(),
+            );
+            out.push_str("\n\n");
+            for line in &metric.lines {
+                out.push_str(&format!("- {line}\n"));
+            }
+            out.push('\n');
+        }
+    }
+    if !summary.repeat.is_empty() {
+        out.push_str("## Determinism\n\nThe first seed run twice per backend.\n\n");
+        for repeat in &summary.repeat {
+            out.push_str(&format!("- {}\n", repeat.line));
+        }
         out.push('\n');
     }
     out
@@ -287,8 +620,11 @@ mod tests {
             records: Vec::new(),
             failures: vec![Failure {
                 backend: "tf".into(),
+                seed: Some(1),
+                configuration: None,
                 error: "no GPU".into(),
             }],
+            ..Summary::default()
         };
         let request: RunRequest = serde_json::from_value(serde_json::json!({
             "backend": "burn", "device": "cpu", "threads": 2, "flush_denormals": true,
@@ -311,10 +647,7 @@ mod tests {
         ] {
             assert!(markdown.contains(section), "missing {section}");
         }
-        assert!(
-            markdown.contains("| tf      | no GPU |") || markdown.contains("| tf | no GPU |"),
-            "{markdown}"
-        );
+        assert!(markdown.contains("| tf seed 1 | no GPU |"), "{markdown}");
         assert!(terminal_table(&summary).contains("failed"));
     }
 }

@@ -1,12 +1,14 @@
 //! The burn backend: which of burn's engines runs on which device, with which threads, and
 //! what burn does by default (the fairness ledger).
 
+use parallax_core::backend::AdamFormulation;
 use parallax_core::denormals;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
     Weights,
 };
+use parallax_core::{NativeDefaults, VarianceEstimator};
 
 use crate::convert;
 use crate::model::BurnModel;
@@ -183,7 +185,7 @@ impl BurnBackend {
     fn ledger(&self) -> Ledger {
         Ledger::from_fn(|topic| {
             match topic {
-                Topic::Initialisation => "Linear/Conv2d KaimingUniform with gain 1/√3: PyTorch's ±1/√fan_in bound (used with --init native)",
+                Topic::Initialisation => "Linear/Conv2d KaimingUniform with gain 1/√3: PyTorch's ±1/√fan_in bound (used with --defaults native)",
                 Topic::OptimizerEpsilon => "AdamConfig ε = 1e-5; parallax passes the run's ε (PyTorch's 1e-8 by default)",
                 Topic::OptimizerFormulation => "Adam as PyTorch writes it; MomentumConfig dampening 0.1, which parallax sets to 0 (PyTorch's rule); Keras's Adam is parallax's own burn optimizer",
                 Topic::BatchNormMomentum => "burn::nn::BatchNorm momentum 0.1 in PyTorch's convention; parallax uses the spec's",
@@ -210,7 +212,18 @@ impl Backend for BurnBackend {
             threads: self.threads,
             flush_denormals: self.flush_denormals,
             ledger: self.ledger(),
+            native_defaults: NativeDefaults {
+                adam_epsilon: 1e-5,
+                adam_formulation: AdamFormulation::Pytorch,
+                batch_norm_momentum: 0.1,
+                batch_norm_epsilon: 1e-5,
+                running_variance: VarianceEstimator::Biased,
+            },
         }
+    }
+
+    fn seed(&self, seed: u64) {
+        self.burn_device.seed(seed);
     }
 
     fn create(

@@ -3,7 +3,7 @@
 //! burn's modules hold the parameters; the resolved spec, kept beside them, says what each
 //! layer does. Batch norm is written here rather than taken from `burn::nn` because parallax
 //! follows PyTorch's convention of updating the running variance with the unbiased batch
-//! variance, where `burn::nn::BatchNorm` uses the biased one.
+//! variance, where `burn::nn::BatchNorm` uses the biased one; a native run switches to burn's.
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -12,10 +12,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
-use parallax_core::Result;
 use parallax_core::spec::{
     BlockOp, ConvNorm as ConvNormOp, ConvOp, NormOp, Op, PoolOp, ResolvedModel,
 };
+use parallax_core::{Result, VarianceEstimator};
 
 use crate::convert::engine_error;
 
@@ -28,6 +28,8 @@ pub(crate) struct Norm {
     pub(crate) running_var: RunningState<Tensor<1>>,
     pub(crate) momentum: f64,
     pub(crate) epsilon: f64,
+    /// PyTorch's Bessel-corrected running variance, or burn's and Keras's biased one.
+    pub(crate) unbiased: bool,
 }
 
 impl Norm {
@@ -39,6 +41,7 @@ impl Norm {
             running_var: RunningState::new(Tensor::ones([op.features], device)),
             momentum: op.momentum,
             epsilon: op.epsilon,
+            unbiased: op.running_variance == VarianceEstimator::Unbiased,
         }
     }
 
@@ -56,8 +59,13 @@ impl Norm {
         }
         let dims = input.dims();
         let per_channel = dims.iter().product::<usize>() / dims[1].max(1);
-        // PyTorch updates the running variance with the unbiased estimate n / (n − 1).
-        let bessel = per_channel as f64 / (per_channel.max(2) - 1) as f64;
+        // PyTorch updates the running variance with the unbiased estimate n / (n − 1); burn and
+        // Keras with the batch variance itself.
+        let bessel = if self.unbiased {
+            per_channel as f64 / (per_channel.max(2) - 1) as f64
+        } else {
+            1.0
+        };
         let result = batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
         let momentum = self.momentum;
         let mean = self

@@ -26,6 +26,7 @@ use ndarray::{Array2, Array4, ArrayView4};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, EpochPlan};
+use crate::defaults::NativeDefaults;
 use crate::ledger::Ledger;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::net::Net;
@@ -122,6 +123,8 @@ pub struct BackendInfo {
     /// The fairness ledger: on every topic, what this engine does by default and what parallax
     /// does instead.
     pub ledger: Ledger,
+    /// The framework's own defaults, which a native run switches on.
+    pub native_defaults: NativeDefaults,
 }
 
 /// Adam's two formulations, which differ in where epsilon enters.
@@ -421,6 +424,11 @@ impl<T> std::ops::Deref for Checked<T> {
 pub trait Backend {
     /// What this backend is, where it runs, its defaults and its fairness ledger.
     fn info(&self) -> BackendInfo;
+
+    /// Seeds the engine's own random draws (its default initialisation, dropout) from a run's
+    /// seed, so that a run that uses the engine's own initialisation is reproducible too.
+    /// [`crate::run::execute`] calls it before building.
+    fn seed(&self, seed: u64);
 
     /// The adapter's hook: the engine's model of `model`, starting from `weights` (checked
     /// against the model), or from the engine's own default initialisation without them.

@@ -14,6 +14,7 @@ use ndarray::{Array1, Array2, Array4, Axis};
 use crate::backend::{AdamFormulation, Backend, OptimizerConfig, OptimizerKind};
 use crate::data::builtin::{BuiltinDataset, in_ci};
 use crate::data::{Batch, DataRequest, Dataset, EpochPlan};
+use crate::defaults::VarianceEstimator;
 use crate::ledger::Topic;
 use crate::record::{InitMode, RunRequest};
 use crate::spec::{
@@ -42,6 +43,7 @@ macro_rules! conformance_tests {
             evaluation_is_deterministic_and_leaves_weights_alone,
             sgd_step_matches_the_analytic_gradient,
             batch_norm_updates_running_statistics_in_training_only,
+            the_engines_own_initialisation_follows_the_seed,
             dropout_is_active_in_training_only,
             training_fits_a_separable_problem,
             an_epoch_equals_its_steps,
@@ -480,7 +482,8 @@ pub fn sgd_step_matches_the_analytic_gradient(backend: &dyn Backend) {
     );
 }
 
-/// Training steps update batch-norm running statistics (with the unbiased variance); prediction doesn't.
+/// Training steps update batch-norm running statistics, with the unbiased variance (PyTorch's) or the
+/// biased one (Keras's and burn's) as the model says; prediction doesn't.
 pub fn batch_norm_updates_running_statistics_in_training_only(backend: &dyn Backend) {
     let spec = ModelSpec {
         name: "bn".into(),
@@ -504,9 +507,24 @@ pub fn batch_norm_updates_running_statistics_in_training_only(backend: &dyn Back
             ),
         ],
     };
-    let model = resolve(&spec);
-    let weights = init::canonical(&model, 10);
-    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    for estimator in [VarianceEstimator::Unbiased, VarianceEstimator::Biased] {
+        let mut model = resolve(&spec);
+        for norm in model.norms_mut() {
+            norm.running_variance = estimator;
+        }
+        running_statistics_follow(backend, &model, estimator);
+    }
+}
+
+/// One training step of `model` (a batch norm over 2×2×2 images, momentum 0.5) moves the
+/// running statistics as `estimator` says, and a prediction does not.
+fn running_statistics_follow(
+    backend: &dyn Backend,
+    model: &ResolvedModel,
+    estimator: VarianceEstimator,
+) {
+    let weights = init::canonical(model, 10);
+    let mut net = backend.build(model, Some(&weights)).expect("build");
     let images = test_images(3, model.input(), 11);
     net.predict(images.view()).expect("predict");
     let unchanged = net.export_weights().expect("export");
@@ -531,7 +549,11 @@ pub fn batch_norm_updates_running_statistics_in_training_only(backend: &dyn Back
             .collect();
         let n = values.len() as f32;
         let mean = values.iter().sum::<f32>() / n;
-        let unbiased = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / (n - 1.0);
+        let squares = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>();
+        let variance = match estimator {
+            VarianceEstimator::Unbiased => squares / (n - 1.0),
+            VarianceEstimator::Biased => squares / n,
+        };
         let running_mean = after.get("bn.running_mean").expect("mean")[[channel]];
         let running_var = after.get("bn.running_var").expect("var")[[channel]];
         assert!(
@@ -540,11 +562,40 @@ pub fn batch_norm_updates_running_statistics_in_training_only(backend: &dyn Back
             0.5 * mean
         );
         assert!(
-            (running_var - (0.5 + 0.5 * unbiased)).abs() < 1e-5,
-            "running var {running_var}, expected {} (PyTorch's unbiased update)",
-            0.5 + 0.5 * unbiased
+            (running_var - (0.5 + 0.5 * variance)).abs() < 1e-5,
+            "running var {running_var}, expected {} (the {estimator} update)",
+            0.5 + 0.5 * variance
         );
     }
+}
+
+/// The engine's own initial weights are the same for the same seed and differ for another, so
+/// that a native run is as reproducible as a controlled one.
+pub fn the_engines_own_initialisation_follows_the_seed(backend: &dyn Backend) {
+    let model = resolve(&every_layer_spec());
+    let draw = |seed| {
+        backend.seed(seed);
+        let net = backend.build(&model, None).expect("build");
+        net.export_weights().expect("export")
+    };
+    let (first, again, other) = (draw(5), draw(5), draw(6));
+    let weight = |weights: &Weights| -> Vec<f32> {
+        weights
+            .iter()
+            .filter(|(name, _)| name.ends_with("weight"))
+            .flat_map(|(_, tensor)| tensor.iter().copied().collect::<Vec<_>>())
+            .collect()
+    };
+    assert_eq!(
+        weight(&first),
+        weight(&again),
+        "the same seed drew other weights"
+    );
+    assert_ne!(
+        weight(&first),
+        weight(&other),
+        "another seed drew the same weights"
+    );
 }
 
 /// Dropout changes training outputs from step to step but never evaluation outputs.
@@ -1098,6 +1149,7 @@ pub fn acceptance_request(
         optimizer: OptimizerConfig::adam(1e-3),
         seed: 42,
         init: InitMode::Canonical,
+        native: Default::default(),
         save_weights: false,
         git_revision: "test".into(),
     }

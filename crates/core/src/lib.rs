@@ -10,6 +10,7 @@ pub mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod data;
+pub mod defaults;
 pub mod denormals;
 pub mod error;
 pub mod gradcam;
@@ -21,6 +22,7 @@ mod net;
 pub mod record;
 pub mod run;
 pub mod spec;
+pub mod stats;
 pub mod weights;
 
 pub use backend::{
@@ -28,6 +30,7 @@ pub use backend::{
     GradCam, GradCamTarget, Model, OptimizerConfig, OptimizerKind, OptimizerName, StepProgress,
 };
 pub use data::{Batch, Dataset, EpochPlan};
+pub use defaults::{DefaultsMode, Factor, NativeDefaults, VarianceEstimator};
 pub use error::{Error, Result, WeightsError};
 pub use ledger::{Ledger, Topic};
 pub use net::Net;

@@ -3,6 +3,7 @@
 //!
 //! Records of an older layout still read: [`RunRecord::load`] migrates them to the current one.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{Device, OptimizerConfig};
 use crate::data::DataRequest;
+use crate::defaults::Factor;
 use crate::ledger::{Ledger, Topic};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::spec::ModelSource;
@@ -106,6 +108,11 @@ pub struct RunRequest {
     pub seed: u64,
     /// Initial weights.
     pub init: InitMode,
+    /// The factors switched to the engine's own defaults (none in a controlled run; all of
+    /// them with `--defaults native`; one at a time in attribution). The engine's own
+    /// initialisation overrides `init`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub native: BTreeSet<Factor>,
     /// Write the trained weights beside the record.
     #[serde(default)]
     pub save_weights: bool,
@@ -244,9 +251,13 @@ pub struct RunRecord {
     /// `canonical` (shared initial weights from the seed), `native` (the engine's own) or the
     /// weights file every backend started from.
     pub init: InitMode,
+    /// The factors the run switched to the engine's own defaults; the ledger says what each
+    /// topic used.
+    #[serde(default)]
+    pub native: BTreeSet<Factor>,
     /// Batch size.
     pub batch_size: usize,
-    /// Optimizer and learning rate.
+    /// Optimizer and learning rate, as the run used them (a native run's Adam is the engine's).
     pub optimizer: OptimizerConfig,
     /// `git describe --always --dirty` of the checkout, when known.
     pub git_revision: String,

@@ -21,7 +21,7 @@ use crate::record::{
 };
 use crate::spec::ResolvedModel;
 use crate::weights::Weights;
-use crate::{Error, Result, init};
+use crate::{Error, Result, defaults, init};
 
 /// Where a run writes its record and, when its request asks for them, its trained weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,9 +101,26 @@ pub fn execute(
     validate(request)?;
     let info = backend.info();
     let data = request.data.load(request.seed)?;
-    let model = resolve_model(request, &data)?;
-    let weights = initial_weights(request, &model)?;
+    let mut model = resolve_model(request, &data)?;
+    let mut optimizer = request.optimizer;
+    let applied = defaults::apply(
+        &request.native,
+        &info.native_defaults,
+        &mut optimizer,
+        &mut model,
+        &match &request.init {
+            InitMode::Canonical => format!("canonical, shared (seed {})", request.seed),
+            InitMode::Native => "the engine's own draw".to_string(),
+            InitMode::File(path) => format!("shared, from {}", path.display()),
+        },
+    );
+    let weights = if applied.native_initialisation {
+        None
+    } else {
+        initial_weights(request, &model)?
+    };
 
+    backend.seed(request.seed);
     let build_start = Instant::now();
     let mut net = backend.build(&model, weights.as_ref())?;
     let build_seconds = build_start.elapsed().as_secs_f64();
@@ -119,12 +136,19 @@ pub fn execute(
     });
 
     let mut record = start_record(request, &info, &model, &data);
+    record.optimizer = optimizer;
+    for (topic, used) in applied.used {
+        let default = record.ledger.get(topic).unwrap_or_default().to_string();
+        record
+            .ledger
+            .insert(topic, format!("this run: {used}. Engine: {default}"));
+    }
     let mut epochs = || -> Result<()> {
         for epoch in 1..=request.epochs {
             let order = epoch_order(train.len(), request.seed, epoch - 1);
             let plan = EpochPlan::new(train, &order, request.batch_size)?;
             let mut last_report = Instant::now();
-            let stats = net.train_epoch(&plan, &request.optimizer, &mut |step| {
+            let stats = net.train_epoch(&plan, &optimizer, &mut |step| {
                 if last_report.elapsed().as_millis() >= 250 || step.step == steps_per_epoch {
                     last_report = Instant::now();
                     progress(&ProgressEvent::Step {
@@ -216,6 +240,7 @@ fn start_record(
         test_examples: data.test.len(),
         seed: request.seed,
         init: request.init.clone(),
+        native: request.native.clone(),
         batch_size: request.batch_size,
         optimizer: request.optimizer,
         git_revision: request.git_revision.clone(),

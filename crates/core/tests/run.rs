@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ndarray::{Array2, ArrayView4};
+use parallax_core::backend::{AdamFormulation, OptimizerKind};
 use parallax_core::data::{DataRequest, builtin::BuiltinDataset};
 use parallax_core::record::{InitMode, ProgressEvent, RunRecord, RunRequest, RunStatus};
 use parallax_core::run::{RunFiles, execute};
@@ -14,6 +15,7 @@ use parallax_core::{
     Backend, BackendInfo, Batch, Checked, Device, Error, GradCam, GradCamTarget, Ledger, Model,
     OptimizerConfig, Result, Topic, Weights,
 };
+use parallax_core::{Factor, NativeDefaults, VarianceEstimator};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -43,7 +45,19 @@ impl Backend for Scripted {
             threads: 1,
             flush_denormals: true,
             ledger: Ledger::from_fn(|topic: Topic| format!("scripted {topic}")),
+            // Keras's values, so that a native run visibly differs from a controlled one.
+            native_defaults: NativeDefaults {
+                adam_epsilon: 1e-7,
+                adam_formulation: AdamFormulation::Keras,
+                batch_norm_momentum: 0.01,
+                batch_norm_epsilon: 1e-3,
+                running_variance: VarianceEstimator::Biased,
+            },
         }
+    }
+
+    fn seed(&self, _: u64) {
+        // The scripted model draws nothing at random.
     }
 
     fn create(
@@ -116,6 +130,7 @@ fn request() -> RunRequest {
         optimizer: OptimizerConfig::adam(1e-3),
         seed: 7,
         init: InitMode::Canonical,
+        native: Default::default(),
         save_weights: false,
         git_revision: "test".into(),
     }
@@ -175,6 +190,49 @@ fn a_run_records_every_epoch_and_ends_complete() {
         .filter(|event| matches!(event, ProgressEvent::Epoch(_)))
         .count();
     assert_eq!(epochs, 3);
+}
+
+#[test]
+fn a_native_run_uses_the_engines_defaults_and_says_so() {
+    let steps = Rc::new(Cell::new(0));
+    let backend = Scripted {
+        fail_after: None,
+        steps: Rc::clone(&steps),
+    };
+    let controlled = execute(&request(), &backend, None, &mut |_| {}).expect("controlled run");
+    assert!(controlled.native.is_empty());
+    assert_eq!(controlled.optimizer, OptimizerConfig::adam(1e-3));
+    assert!(
+        controlled
+            .ledger
+            .get(Topic::Initialisation)
+            .unwrap()
+            .starts_with("this run: canonical, shared (seed 7)")
+    );
+    let native = RunRequest {
+        native: Factor::ALL.into_iter().collect(),
+        ..request()
+    };
+    let record = execute(&native, &backend, None, &mut |_| {}).expect("native run");
+    assert_eq!(record.native.len(), Factor::ALL.len());
+    let OptimizerKind::Adam {
+        epsilon,
+        formulation,
+        ..
+    } = record.optimizer.kind
+    else {
+        panic!("{:?}", record.optimizer);
+    };
+    assert_eq!((epsilon, formulation), (1e-7, AdamFormulation::Keras));
+    let entry = |topic| record.ledger.get(topic).unwrap().to_string();
+    assert!(
+        entry(Topic::Initialisation)
+            .starts_with("this run: the engine's own draw. Engine: scripted")
+    );
+    assert!(entry(Topic::OptimizerEpsilon).starts_with("this run: 1e-7 (the engine's own)"));
+    assert!(entry(Topic::BatchNormMomentum).contains("no batch norm in this model"));
+    // The configuration differs, so the two runs never share a path or a summary.
+    assert_ne!(native.id().configuration, request().id().configuration);
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn request(dataset: &str, data_dir: Option<PathBuf>, model: &str, epochs: u32) -
         optimizer: OptimizerConfig::adam(1e-3),
         seed: 42,
         init: InitMode::Canonical,
+        native: Default::default(),
         save_weights: false,
         git_revision: "test".into(),
     }

@@ -1,12 +1,14 @@
 //! The libtorch backend: the device, the thread pool, subnormals, and what libtorch does by
 //! default (the fairness ledger).
 
+use parallax_core::backend::AdamFormulation;
 use parallax_core::denormals;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
     Weights,
 };
+use parallax_core::{NativeDefaults, VarianceEstimator};
 use tch::{Kind, Tensor};
 
 use crate::convert::{self, OrEngine};
@@ -117,7 +119,7 @@ impl TchBackend {
     fn ledger(&self) -> Ledger {
         Ledger::from_fn(|topic| {
             match topic {
-            Topic::Initialisation => "Linear/Conv2d kaiming_uniform(a=√5): a ±1/√fan_in bound, PyTorch's (used with --init native)".into(),
+            Topic::Initialisation => "Linear/Conv2d kaiming_uniform(a=√5): a ±1/√fan_in bound, PyTorch's (used with --defaults native)".into(),
             Topic::OptimizerEpsilon => "torch.optim.Adam ε = 1e-8; parallax passes the run's ε".into(),
             Topic::OptimizerFormulation => "torch.optim's single-tensor Adam and SGD (dampening 0), written as in-place updates; Keras's Adam on request".into(),
             Topic::BatchNormMomentum => "nn.BatchNorm momentum 0.1 (the new batch's weight); parallax uses the spec's".into(),
@@ -146,7 +148,19 @@ impl Backend for TchBackend {
             threads: self.threads,
             flush_denormals: self.flush_denormals,
             ledger: self.ledger(),
+            native_defaults: NativeDefaults {
+                adam_epsilon: 1e-8,
+                adam_formulation: AdamFormulation::Pytorch,
+                batch_norm_momentum: 0.1,
+                batch_norm_epsilon: 1e-5,
+                running_variance: VarianceEstimator::Unbiased,
+            },
         }
+    }
+
+    fn seed(&self, seed: u64) {
+        // libtorch's generator takes a signed seed; the bits are what matter.
+        tch::manual_seed(seed as i64);
     }
 
     fn create(

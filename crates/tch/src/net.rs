@@ -7,6 +7,7 @@
 //! functional ops, so batch norm updates its running variance with the unbiased batch variance,
 //! exactly as PyTorch does.
 
+use parallax_core::VarianceEstimator;
 use parallax_core::spec::{
     BlockOp, ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamRole,
     ResolvedModel,
@@ -46,6 +47,7 @@ pub(crate) struct Norm {
     running_var: Tensor,
     momentum: f64,
     epsilon: f64,
+    running_variance: VarianceEstimator,
 }
 
 /// A residual block: the main path's (conv, norm) pairs and an optional projection shortcut.
@@ -118,6 +120,7 @@ impl Cursor<'_> {
             running_var: self.take(&op.running_var)?,
             momentum: op.momentum,
             epsilon: op.epsilon,
+            running_variance: op.running_variance,
         })
     }
 
@@ -281,19 +284,39 @@ impl Conv {
 
 impl Norm {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let biased = train && self.running_variance == VarianceEstimator::Biased;
+        // libtorch's batch norm keeps the running variance it was given for its backward pass,
+        // so the biased update must not change that tensor in place: it gets a scratch copy.
+        let scratch = if biased {
+            Some(self.running_var.f_detach_copy()?)
+        } else {
+            None
+        };
         // In training, libtorch's batch_norm normalises with the batch statistics and updates the
         // running ones in place: mean with the batch mean, variance with the unbiased batch
         // variance, both weighted by PyTorch's momentum.
-        x.f_batch_norm(
+        let y = x.f_batch_norm(
             Some(&self.weight),
             Some(&self.bias),
             Some(&self.running_mean),
-            Some(&self.running_var),
+            Some(scratch.as_ref().unwrap_or(&self.running_var)),
             train,
             self.momentum,
             self.epsilon,
             false,
-        )
+        )?;
+        if let Some(updated) = scratch {
+            // libtorch left r' = (1 − m)·r + m·s²·n/(n − 1); the biased update
+            // (1 − m)·r + m·s² is (1 − m)·r/n + r'·(n − 1)/n, so it is recovered exactly from
+            // r and r' without recomputing the batch variance.
+            let n = (x.numel() / usize::try_from(x.size()[1]).unwrap_or(1).max(1)).max(2) as f64;
+            let _guard = tch::no_grad_guard();
+            let biased_update = (self.running_var.shallow_clone() * ((1.0 - self.momentum) / n))
+                .f_add(&(updated * ((n - 1.0) / n)))?;
+            let mut running_var = self.running_var.shallow_clone();
+            running_var.f_copy_(&biased_update)?;
+        }
+        Ok(y)
     }
 }
 

@@ -1,6 +1,10 @@
 //! The TensorFlow backend: the session's thread pools and device, subnormals, and what
 //! TensorFlow and Keras do by default (the fairness ledger).
 
+use parallax_core::backend::AdamFormulation;
+use parallax_core::{NativeDefaults, VarianceEstimator};
+use std::cell::Cell;
+
 use parallax_core::denormals;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
@@ -29,6 +33,8 @@ pub struct TfBackend {
     inter_op_threads: usize,
     flush_denormals: bool,
     version: String,
+    /// The op-level seed of the engine's own initial draws, set by [`Backend::seed`].
+    seed: Cell<i64>,
 }
 
 /// The session configuration: a serialised `tensorflow.ConfigProto` with the thread counts.
@@ -87,6 +93,7 @@ impl TfBackend {
             inter_op_threads: threads,
             flush_denormals: true,
             version: tensorflow::version().map_err(engine_error)?,
+            seed: Cell::new(0),
         };
         denormals::flush_denormals_on_this_thread(cpu.flush_denormals);
         if let Device::Cuda(index) = device {
@@ -161,12 +168,12 @@ impl TfBackend {
     fn ledger(&self) -> Ledger {
         Ledger::from_fn(|topic| {
             match topic {
-                Topic::Initialisation => "Keras: glorot_uniform kernels and zero biases (used with --init native)",
+                Topic::Initialisation => "Keras: glorot_uniform kernels and zero biases (used with --defaults native)",
                 Topic::OptimizerEpsilon => "Keras Adam ε = 1e-7; parallax passes the run's ε (PyTorch's 1e-8 by default, Keras's with adam-keras)",
                 Topic::OptimizerFormulation => "Keras Adam adds ε to the uncorrected root (adam-keras), parallax's default is PyTorch's; Keras SGD keeps v = μv − lr·g, equivalent to PyTorch's rule for a constant learning rate, which parallax uses",
                 Topic::BatchNormMomentum => "Keras momentum 0.99 (PyTorch's 0.01, the other convention); parallax uses the spec's, in PyTorch's convention, as FusedBatchNormV3's exponential_avg_factor",
                 Topic::BatchNormEpsilon => "Keras ε 1e-3; parallax uses the spec's (PyTorch's 1e-5 by default)",
-                Topic::BatchNormRunningVariance => "FusedBatchNormV3 updates the running variance with the unbiased batch variance, like PyTorch",
+                Topic::BatchNormRunningVariance => "FusedBatchNormV3 updates the running variance with the unbiased batch variance, like PyTorch; Keras 3 computes batch norm from ops.moments, with the biased one (switched on by --defaults native)",
                 Topic::Padding => "\"same\" is TensorFlow's own rule (the extra cell after), passed as SAME; other explicit padding is a Pad before a VALID op",
                 Topic::Layout => "NHWC activations, dense kernels [in, out] and conv kernels HWIO: canonical weights are converted at the boundary, and a dense layer after a flattened image has its rows permuted",
                 Topic::Subnormals => "TensorFlow flushes subnormal floats on its threads always; --keep-denormals does not change it",
@@ -188,7 +195,23 @@ impl Backend for TfBackend {
             threads: self.threads,
             flush_denormals: self.flush_denormals,
             ledger: self.ledger(),
+            // Keras 3's: Adam(epsilon=1e-7) in its own formulation, and
+            // BatchNormalization(momentum=0.99, epsilon=1e-3) with the biased variance of
+            // `ops.moments`.
+            native_defaults: NativeDefaults {
+                adam_epsilon: 1e-7,
+                adam_formulation: AdamFormulation::Keras,
+                batch_norm_momentum: 0.01,
+                batch_norm_epsilon: 1e-3,
+                running_variance: VarianceEstimator::Biased,
+            },
         }
+    }
+
+    fn seed(&self, seed: u64) {
+        // TensorFlow draws at random when both op-level seeds are 0; any other pair is
+        // reproducible. The bits of the run's seed are what matter.
+        self.seed.set(seed as i64);
     }
 
     fn create(
@@ -197,7 +220,8 @@ impl Backend for TfBackend {
         weights: Option<Checked<&Weights>>,
     ) -> Result<Box<dyn Model>> {
         let options = self.session_options()?;
-        let net = Net::new(model, &self.device_name, &options).or_engine()?;
+        let seed = self.seed.get();
+        let net = Net::new(model, &self.device_name, &options, seed).or_engine()?;
         let mut tf_model = TfModel::new(net);
         match weights {
             Some(weights) => tf_model.import_weights(weights)?,

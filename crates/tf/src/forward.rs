@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use parallax_core::VarianceEstimator;
 use parallax_core::spec::{
     BlockOp, ConvNorm, ConvOp, NormOp, Op, ParamInfo, PoolOp, ResolvedLayer, ResolvedModel,
     Shape as SpecShape, same_padding,
@@ -241,8 +242,10 @@ impl Forward<'_> {
 
     /// Fused batch norm of an NHWC image. In training it normalises with the batch statistics
     /// and folds them into the running ones with PyTorch's momentum (TensorFlow's
-    /// `exponential_avg_factor`), the variance with Bessel's correction, as PyTorch does.
+    /// `exponential_avg_factor`), the variance with Bessel's correction, as PyTorch does, or
+    /// without it, as Keras does, when the op asks for the biased estimator.
     fn norm(&mut self, x: Output, op: &NormOp) -> TfResult<Output> {
+        let input = x.clone();
         let scale = self.variable(&op.weight)?;
         let offset = self.variable(&op.bias)?;
         let mean = self.variable(&op.running_mean)?;
@@ -264,7 +267,29 @@ impl Forward<'_> {
             )?;
         if self.train {
             let update_mean = ops::assign(mean, norm.batch_mean(), &mut self.scope)?;
-            let update_variance = ops::assign(variance, norm.batch_variance(), &mut self.scope)?;
+            let running_variance = match op.running_variance {
+                VarianceEstimator::Unbiased => norm.batch_variance(),
+                VarianceEstimator::Biased => {
+                    // TensorFlow left r' = (1 − m)·r + m·s²·n/(n − 1); Keras's biased update
+                    // (1 − m)·r + m·s² is (1 − m)·r/n + r'·(n − 1)/n, with n the values per
+                    // channel of this batch.
+                    let size = ops::size(input, &mut self.scope)?;
+                    let count = ops::Cast::new()
+                        .DstT(DataType::Float)
+                        .build(size, &mut self.scope)?;
+                    let features = self.scalar(op.features as f32)?;
+                    let n = ops::div(count, features, &mut self.scope)?;
+                    let keep_weight = self.scalar((1.0 - op.momentum) as f32)?;
+                    let keep = ops::div(keep_weight, n.clone(), &mut self.scope)?;
+                    let one = self.scalar(1.0)?;
+                    let less_one = ops::sub(n.clone(), one, &mut self.scope)?;
+                    let fresh = ops::div(less_one, n, &mut self.scope)?;
+                    let kept = ops::mul(variance.clone(), keep, &mut self.scope)?;
+                    let updated = ops::mul(norm.batch_variance(), fresh, &mut self.scope)?;
+                    ops::add(kept, updated, &mut self.scope)?.into()
+                }
+            };
+            let update_variance = ops::assign(variance, running_variance, &mut self.scope)?;
             self.updates.extend([update_mean, update_variance]);
         }
         Ok(norm.y())

@@ -82,6 +82,7 @@ impl Net {
         model: &ResolvedModel,
         device: &str,
         options: &SessionOptions,
+        seed: i64,
     ) -> TfResult<Self> {
         let root = Scope::new_root_scope();
         let scope = root.with_device(device);
@@ -89,9 +90,11 @@ impl Net {
         let mut params = Vec::new();
         {
             let mut scope = scope.new_sub_scope("variables");
-            for info in model.parameters() {
+            for (index, info) in model.parameters().into_iter().enumerate() {
                 let layout = layouts.get(&info.name).copied().unwrap_or(Layout::Same);
-                params.push(new_param(&mut scope, info, layout)?);
+                // An op-level seed pair per variable: the run's seed and the variable's index.
+                let seeds = (seed, index as i64 + 1);
+                params.push(new_param(&mut scope, info, layout, seeds)?);
             }
         }
         let variables: HashMap<String, Output> = params
@@ -262,7 +265,12 @@ impl Net {
 }
 
 /// A variable for one canonical tensor, with its import assignment and default initialiser.
-fn new_param(scope: &mut Scope, info: ParamInfo, layout: Layout) -> TfResult<Param> {
+fn new_param(
+    scope: &mut Scope,
+    info: ParamInfo,
+    layout: Layout,
+    seeds: (i64, i64),
+) -> TfResult<Param> {
     let shape: Vec<u64> = layout
         .tf_shape(&info.shape)
         .iter()
@@ -284,7 +292,7 @@ fn new_param(scope: &mut Scope, info: ParamInfo, layout: Layout) -> TfResult<Par
         ops::Assign::new()
             .validate_shape(true)
             .build(variable.clone(), feed.clone(), scope)?;
-    let initial = keras_initial_value(scope, &info, &shape)?;
+    let initial = keras_initial_value(scope, &info, &shape, seeds)?;
     let init = ops::assign(variable.clone(), initial, scope)?;
     Ok(Param {
         info,
@@ -298,7 +306,14 @@ fn new_param(scope: &mut Scope, info: ParamInfo, layout: Layout) -> TfResult<Par
 
 /// Keras's default initial value: Glorot-uniform kernels, zero biases, and batch norm's ones and
 /// zeros. This is TensorFlow's "native" initialisation, used when a run does not share weights.
-fn keras_initial_value(scope: &mut Scope, info: &ParamInfo, shape: &[u64]) -> TfResult<Output> {
+///
+/// `seeds` are the draw's op-level seed pair, so that the same run seed draws the same weights.
+fn keras_initial_value(
+    scope: &mut Scope,
+    info: &ParamInfo,
+    shape: &[u64],
+    seeds: (i64, i64),
+) -> TfResult<Output> {
     let dims: Vec<i32> = shape.iter().map(|&d| d as i32).collect();
     let dims = ops::constant(&dims[..], scope)?;
     let fill = |scope: &mut Scope, value: f32| -> TfResult<Output> {
@@ -314,6 +329,8 @@ fn keras_initial_value(scope: &mut Scope, info: &ParamInfo, shape: &[u64]) -> Tf
             let limit = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32;
             let uniform = ops::RandomUniform::new()
                 .dtype(DataType::Float)
+                .seed(seeds.0)
+                .seed2(seeds.1)
                 .build(dims.clone(), scope)?;
             let width = ops::constant(2.0 * limit, scope)?;
             let low = ops::constant(limit, scope)?;

@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{Layer, ModelSpec, Padding, Pair, SpecError, StrideAt};
+use crate::defaults::VarianceEstimator;
 
 /// The shape of one example between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +219,10 @@ pub struct NormOp {
     pub epsilon: f64,
     /// Weight of the new batch in the running statistics (PyTorch's convention).
     pub momentum: f64,
+    /// How the running variance absorbs a batch's variance: PyTorch's unbiased estimate unless
+    /// a run switches on an engine's own ([`crate::defaults`]).
+    #[serde(default)]
+    pub running_variance: VarianceEstimator,
     /// The scale γ, `[features]`.
     pub weight: ParamInfo,
     /// The shift β, `[features]`.
@@ -235,6 +240,7 @@ impl NormOp {
             features,
             epsilon,
             momentum,
+            running_variance: VarianceEstimator::Unbiased,
             weight: vector("weight", ParamRole::NormScale),
             bias: vector("bias", ParamRole::NormShift),
             running_mean: vector("running_mean", ParamRole::RunningMean),
@@ -376,6 +382,58 @@ pub struct ResolvedModel {
 }
 
 impl ResolvedModel {
+    /// Every batch norm, standalone or inside a residual block, in order.
+    pub fn norms(&self) -> Vec<&NormOp> {
+        let mut norms = Vec::new();
+        for layer in &self.layers {
+            match &layer.op {
+                Op::BatchNorm(norm) => norms.push(norm),
+                Op::Block(block) => norms.extend(
+                    block
+                        .main
+                        .iter()
+                        .chain(&block.shortcut)
+                        .map(|step| &step.norm),
+                ),
+                Op::Dense(_)
+                | Op::Conv2d(_)
+                | Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten => {}
+            }
+        }
+        norms
+    }
+
+    /// [`ResolvedModel::norms`], to change their conventions.
+    pub fn norms_mut(&mut self) -> Vec<&mut NormOp> {
+        let mut norms = Vec::new();
+        for layer in &mut self.layers {
+            match &mut layer.op {
+                Op::BatchNorm(norm) => norms.push(norm),
+                Op::Block(block) => norms.extend(
+                    block
+                        .main
+                        .iter_mut()
+                        .chain(&mut block.shortcut)
+                        .map(|step| &mut step.norm),
+                ),
+                Op::Dense(_)
+                | Op::Conv2d(_)
+                | Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::GlobalAvgPool
+                | Op::Relu
+                | Op::Dropout(_)
+                | Op::Flatten => {}
+            }
+        }
+        norms
+    }
+
     /// Every convolution whose output goes straight into a batch norm, with that norm: the
     /// stem's `conv1`/`bn1` and each step of a residual block.
     pub fn conv_norm_pairs(&self) -> Vec<(&ConvOp, &NormOp)> {

@@ -1,0 +1,712 @@
+//! `cargo xtask compare`: trains every requested backend in its own worker process, on the same
+//! spec, data order and initial weights, and writes the records, the summary and the report.
+//!
+//! Steps: check the flags (unknown backends, models and data fail here, before any build; so
+//! does a CUDA device this machine lacks), provision the native libraries the backends link,
+//! build one worker per backend, run one worker per run with live progress, write each record
+//! as soon as its run ends (the worker rewrites it after every epoch), and finish with the
+//! report. A backend that fails is reported with its error; the others still run.
+
+mod plan;
+mod repeat;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::MultiProgress;
+use parallax_core::data::builtin::{BuiltinDataset, in_ci};
+use parallax_core::data::{DataRequest, DatasetName};
+use parallax_core::layout::{Layout, MANIFEST_VERSION, Manifest, ManifestRun};
+use parallax_core::record::{InitMode, RunRecord, RunRequest, write_json_atomically};
+use parallax_core::spec::{ModelSource, ModelSpec};
+use parallax_core::stats::attribution::{self, Configuration};
+use parallax_core::stats::comparison::{self, Margins};
+use parallax_core::{DefaultsMode, Device, Factor, OptimizerName};
+use parallax_registry::BackendEntry;
+
+use crate::cargo::repo_root;
+use crate::provision;
+use crate::report::{self, Failure, Summary, TaggedRecord};
+use crate::workers::{self, Job};
+use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
+pub use repeat::Repeatability;
+
+/// Flags of `cargo xtask compare`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Backends to train, comma-separated: burn, tch, burn-tch, tf.
+    #[arg(long, value_delimiter = ',', default_value = "burn", value_parser = parse_backend)]
+    pub backends: Vec<&'static BackendEntry>,
+    /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file.
+    #[arg(long, default_value = "mlp")]
+    pub model: ModelSource,
+    /// fashion-mnist, mnist, fashion-mnist-subset (bundled), or image-folder (with --data).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: DatasetName,
+    /// Directory holding the data set's files (IDX files, or one subfolder per class).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Image size for image-folder data sets (images are resized to SIZE×SIZE).
+    #[arg(long, default_value_t = 64)]
+    pub image_size: usize,
+    /// Channels for image-folder data sets: 1 (grayscale) or 3 (RGB).
+    #[arg(long, default_value_t = 3)]
+    pub image_channels: usize,
+    /// Training epochs.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u32,
+    /// Examples per training step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// adam (PyTorch's), adam-keras, sgd (momentum 0.9) or sgd:MOMENTUM.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of the data order and the shared initial weights, for a single-seed comparison.
+    #[arg(long, default_value_t = 42, conflicts_with = "seeds")]
+    pub seed: u64,
+    /// Seeds: a count N (seeds 1 to N) or a comma-separated list. Every backend runs once per
+    /// seed, from that seed's weights and data order; 3 or more give verdicts.
+    #[arg(long)]
+    pub seeds: Option<Seeds>,
+    /// CPU threads per backend (the same for all); all cores by default.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Keep subnormal floats instead of flushing them to zero on every backend's threads
+    /// (flushing is TensorFlow's default; subnormals can slow CPU training several-fold).
+    #[arg(long)]
+    pub keep_denormals: bool,
+    /// Device: cpu, cuda or cuda:N. CUDA builds the CUDA workers and provisions the CUDA
+    /// builds of libtorch and TensorFlow (`cargo xtask setup --cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+    /// controlled: the same initial weights, optimizer formulation and ε, and PyTorch's
+    /// batch-norm conventions on every engine; native: each engine as its framework's users get
+    /// it (its own initialisation, Adam ε and formulation, batch-norm momentum, ε and
+    /// running-variance estimator).
+    #[arg(long, default_value = "controlled")]
+    pub defaults: DefaultsMode,
+    /// Start every backend from these weights (safetensors with canonical names, Keras's HDF5
+    /// weights or a PyTorch state dict).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Attribute the gap between two engines A,B to the defaults that cause it: both
+    /// controlled, B with each factor native in turn, and both native, over the same seeds.
+    #[arg(long, value_delimiter = ',', num_args = 1, value_parser = parse_backend, conflicts_with_all = ["backends", "defaults"])]
+    pub attribute: Vec<&'static BackendEntry>,
+    /// Report, for each run, the training seconds and epochs at which its test accuracy first
+    /// reaches this fraction (e.g. 0.85).
+    #[arg(long)]
+    pub target_accuracy: Option<f64>,
+    /// Run the first seed twice per backend and report whether each engine reproduces itself
+    /// bit for bit (losses and final weights).
+    #[arg(long)]
+    pub repeat: bool,
+    /// Equivalence margin of test accuracy, percentage points.
+    #[arg(long, default_value_t = 0.5)]
+    pub margin_accuracy: f64,
+    /// Equivalence margin of macro and weighted F1, percentage points.
+    #[arg(long, default_value_t = 1.0)]
+    pub margin_f1: f64,
+    /// Equivalence margin of seconds per epoch and time to accuracy, percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub margin_time: f64,
+    /// Equivalence margin of peak memory, percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub margin_memory: f64,
+    /// Equivalence margin of time to first step, percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub margin_first_step: f64,
+    /// A prebuilt `parallax-runner` with every selected backend's feature, used instead of
+    /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
+    /// Its peak memory then includes every engine it links.
+    #[arg(long)]
+    pub worker: Option<PathBuf>,
+    /// Write each run's trained weights to OUT/weights/ as safetensors.
+    #[arg(long)]
+    pub save_weights: bool,
+    /// Train on the first N examples only (quick runs).
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Output directory.
+    #[arg(long, default_value = "out/compare")]
+    pub out: PathBuf,
+}
+
+fn parse_backend(name: &str) -> Result<&'static BackendEntry, String> {
+    parallax_registry::find(name).map_err(|error| error.to_string())
+}
+
+/// The data set a comparison trains on. Without `--data`, a missing full Fashion-MNIST falls
+/// back to the bundled subset, so that the default command works offline with nothing
+/// installed; CI must not fall back.
+fn dataset(args: &Args, cache: &Path, fixtures: &Path) -> anyhow::Result<DatasetName> {
+    let which = match args.dataset {
+        DatasetName::ImageFolder => {
+            if args.data.is_none() {
+                bail!("--dataset image-folder needs --data DIR with one subfolder per class");
+            }
+            return Ok(DatasetName::ImageFolder);
+        }
+        DatasetName::Builtin(which) => which,
+        DatasetName::Placed(which) => {
+            let locator = DataRequest {
+                data_dir: args.data.clone(),
+                ..DataRequest::builtin(which, cache.to_path_buf(), fixtures.to_path_buf())
+            }
+            .locator();
+            locator.locate(which)?;
+            return Ok(args.dataset);
+        }
+    };
+    let locator = DataRequest {
+        data_dir: args.data.clone(),
+        ..DataRequest::builtin(which, cache.to_path_buf(), fixtures.to_path_buf())
+    }
+    .locator();
+    match locator.locate(which) {
+        Ok(_) => Ok(args.dataset),
+        Err(error) if args.data.is_none() && which == BuiltinDataset::FashionMnist && !in_ci() => {
+            eprintln!("note: {error}");
+            eprintln!(
+                "note: using the bundled subset instead (fixtures/fashion-mnist-subset: 2000 train, 500 test images)"
+            );
+            Ok(DatasetName::Builtin(BuiltinDataset::FashionMnistSubset))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// What the flags ask for, checked: the backends, the seeds, the request of any backend and
+/// seed, and the margins. Everything fails here, before any build.
+#[derive(Debug)]
+struct Checked {
+    backends: Vec<&'static BackendEntry>,
+    seeds: Vec<u64>,
+    base: RunRequest,
+    margins: Margins,
+}
+
+impl Checked {
+    /// The request of `entry` on `seed` with `native` factors.
+    fn request(
+        &self,
+        entry: &'static BackendEntry,
+        seed: u64,
+        native: BTreeSet<Factor>,
+    ) -> RunRequest {
+        RunRequest {
+            backend: entry.name.to_string(),
+            seed,
+            native,
+            ..self.base.clone()
+        }
+    }
+}
+
+/// Checks the flags and turns them into the comparison's settings, failing before any build.
+fn check(args: &Args) -> anyhow::Result<Checked> {
+    let backends = if args.attribute.is_empty() {
+        args.backends.clone()
+    } else {
+        match args.attribute.as_slice() {
+            [a, b] if a.name != b.name => vec![*a, *b],
+            _ => bail!(
+                "--attribute takes two different backends A,B (for example tch,tf); known backends: {}",
+                parallax_registry::names()
+            ),
+        }
+    };
+    if backends.is_empty() {
+        bail!(
+            "--backends is empty; known backends: {}",
+            parallax_registry::names()
+        );
+    }
+    let optimizer = args.optimizer.with_lr(args.lr)?;
+    if args.epochs == 0 || args.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    if args.image_channels != 1 && args.image_channels != 3 {
+        bail!("--image-channels must be 1 or 3");
+    }
+    if let Some(target) = args.target_accuracy
+        && !(target > 0.0 && target <= 1.0)
+    {
+        bail!(
+            "--target-accuracy is a fraction of the test set above 0 and at most 1 (e.g. 0.85), got {target}"
+        );
+    }
+    let margins = Margins {
+        accuracy_pp: args.margin_accuracy,
+        f1_pp: args.margin_f1,
+        time_percent: args.margin_time,
+        memory_percent: args.margin_memory,
+        first_step_percent: args.margin_first_step,
+    };
+    margins.check().map_err(anyhow::Error::msg)?;
+    // A spec file is parsed and resolved now, so that a spec whose layers don't fit is
+    // reported before anything is built.
+    if let ModelSource::File(path) = &args.model {
+        ModelSpec::from_file(path)?.resolve()?;
+    }
+    let init = match &args.weights {
+        Some(path) => InitMode::File(path.clone()),
+        None => InitMode::Canonical,
+    };
+    if let InitMode::File(path) = &init {
+        if !path.is_file() {
+            bail!(
+                "initial weights {} do not exist; pass an existing weights file to --weights",
+                path.display()
+            );
+        }
+        if args.defaults == DefaultsMode::Native || !args.attribute.is_empty() {
+            bail!(
+                "--weights gives every engine the same start, which native defaults replace with each engine's own; leave out --weights or --defaults native/--attribute"
+            );
+        }
+    }
+    if let Some(dir) = &args.data
+        && !dir.is_dir()
+    {
+        bail!(
+            "data directory {} does not exist; pass an existing --data DIR",
+            dir.display()
+        );
+    }
+    let cuda = matches!(args.device, Device::Cuda(_));
+    if let Some(entry) = backends
+        .iter()
+        .find(|entry| entry.feature_for(cuda).is_none())
+    {
+        bail!(
+            "{} has no CUDA path; leave it out of --backends or use --device cpu",
+            entry.name
+        );
+    }
+    if let Device::Cuda(index) = args.device {
+        workers::check_gpu(index)?;
+    }
+    let root = repo_root();
+    let cache = provision::cache_dir();
+    let fixtures = root.join("fixtures");
+    let dataset = dataset(args, &cache, &fixtures)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    let seeds = match &args.seeds {
+        Some(Seeds(seeds)) => seeds.clone(),
+        None => vec![args.seed],
+    };
+    let base = RunRequest {
+        backend: String::new(),
+        device: args.device,
+        threads,
+        flush_denormals: !args.keep_denormals,
+        model: args.model.clone(),
+        data: DataRequest {
+            dataset,
+            data_dir: args.data.clone(),
+            cache_dir: cache,
+            fixtures_dir: fixtures,
+            image_size: args.image_size,
+            image_channels: args.image_channels,
+            limit_train: args.limit_train,
+        },
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer,
+        seed: seeds[0],
+        init,
+        native: BTreeSet::new(),
+        save_weights: args.save_weights,
+        git_revision: git_revision(&root),
+    };
+    Ok(Checked {
+        backends,
+        seeds,
+        base,
+        margins,
+    })
+}
+
+fn git_revision(root: &Path) -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The command line that ran this comparison, for the manifest.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
+}
+
+/// The planned runs of these flags.
+fn planned(args: &Args, checked: &Checked) -> Vec<PlannedRun> {
+    let template = |entry, seed, native| checked.request(entry, seed, native);
+    match args.attribute.as_slice() {
+        [a, b] => attribution_plan(
+            &AttributePair { a, b },
+            &checked.seeds,
+            &template,
+            &args.out,
+        ),
+        _ => plan(
+            &checked.backends,
+            &checked.seeds,
+            &template,
+            &args.defaults.factors(),
+            &args.out,
+            args.repeat,
+        ),
+    }
+}
+
+/// Runs the comparison.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let checked = check(&args)?;
+    let runs = planned(&args, &checked);
+    let cuda = matches!(args.device, Device::Cuda(_));
+    // The native libraries' environment only when a selected backend links one; burn-only runs
+    // need none, so they never provision libtorch.
+    let native = if args.worker.is_some() || checked.backends.iter().any(|entry| entry.is_native())
+    {
+        Some(provision::ensure(cuda)?)
+    } else {
+        None
+    };
+    let workers = workers::build(
+        &checked.backends,
+        cuda,
+        native.as_ref(),
+        args.worker.as_deref(),
+    )?;
+    let layout = Layout::new(&args.out);
+    std::fs::create_dir_all(layout.root())
+        .with_context(|| format!("creating {}", layout.root().display()))?;
+    manifest(&layout, &runs).save(&layout)?;
+    // A record left from an earlier comparison at one of this run's paths would be mistaken
+    // for this one's.
+    for run in &runs {
+        let stale = run.layout.record(&run.request.id());
+        if stale.exists() {
+            std::fs::remove_file(&stale)
+                .with_context(|| format!("removing {}", stale.display()))?;
+        }
+    }
+    let progress = MultiProgress::new();
+    let mut summary = Summary::default();
+    for run in &runs {
+        let id = run.request.id();
+        let worker = workers
+            .get(run.entry.name)
+            .context("no worker was built for this backend")?;
+        let request_path = run.layout.request(&id);
+        write_json_atomically(&request_path, &run.request)?;
+        let record_path = run.layout.record(&id);
+        let label = run.label();
+        let job = Job {
+            entry: run.entry,
+            worker,
+            request: &request_path,
+            record: &record_path,
+            weights: &run.layout.weights(&id),
+            label: &label,
+        };
+        let outcome = workers::run(&job, &progress, native.as_ref());
+        let (record, error) = match outcome {
+            Ok(record) => (Some(record), None),
+            // A worker that failed or was killed may have left its finished epochs.
+            Err(error) => (
+                RunRecord::load(&record_path).ok(),
+                Some(format!("{error:#}")),
+            ),
+        };
+        if let Some(error) = error {
+            workers::say(&progress, format!("{label}: failed: {error}"));
+            summary.failures.push(Failure {
+                backend: run.entry.name.to_string(),
+                seed: Some(run.request.seed),
+                configuration: configuration_key(run.role),
+                error,
+            });
+        }
+        if let Some(record) = record {
+            match run.role {
+                Role::Main => summary.records.push(record),
+                Role::Attribution(_) | Role::Repeat => summary.other_runs.push(TaggedRecord {
+                    configuration: configuration_key(run.role).unwrap_or_default(),
+                    record,
+                }),
+            }
+        }
+        // Each finished run is on disk before the next one starts.
+        write_json_atomically(&layout.summary(), &summary)?;
+    }
+    finish_summary(&args, &checked, &runs, &mut summary);
+    summary.wall_seconds = Some(started.elapsed().as_secs_f64());
+    summary.command = Some(command_line());
+    write_json_atomically(&layout.summary(), &summary)?;
+    let markdown = report::markdown(&summary, &checked.base);
+    std::fs::write(layout.report_markdown(), &markdown)
+        .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
+    println!("{}", report::terminal(&summary));
+    println!(
+        "wrote {}, {} and {} in {:.1} min",
+        layout.root().join("records").display(),
+        layout.summary().display(),
+        layout.report_markdown().display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    if summary.records.is_empty() {
+        bail!("every run of the comparison failed");
+    }
+    if !summary.failures.is_empty() {
+        bail!(
+            "{} of {} runs failed: {}",
+            summary.failures.len(),
+            runs.len(),
+            summary
+                .failures
+                .iter()
+                .map(Failure::label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The configuration a run's role files it under in the summary, when it is not the main one.
+fn configuration_key(role: Role) -> Option<String> {
+    match role {
+        Role::Main => None,
+        Role::Attribution(configuration) => Some(configuration.key()),
+        Role::Repeat => Some("repeat".into()),
+    }
+}
+
+/// The manifest of every planned run, paths relative to the output directory.
+fn manifest(layout: &Layout, runs: &[PlannedRun]) -> Manifest {
+    let relative = |path: PathBuf| {
+        path.strip_prefix(layout.root())
+            .map(Path::to_path_buf)
+            .unwrap_or(path)
+    };
+    Manifest {
+        manifest_version: MANIFEST_VERSION,
+        command: command_line(),
+        runs: runs
+            .iter()
+            .map(|run| {
+                let id = run.request.id();
+                ManifestRun {
+                    request: relative(run.layout.request(&id)),
+                    record: relative(run.layout.record(&id)),
+                    id,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The statistics of the finished runs: the comparison over seeds, the attribution and the
+/// repeats.
+fn finish_summary(args: &Args, checked: &Checked, runs: &[PlannedRun], summary: &mut Summary) {
+    let failed: Vec<(String, u64)> = summary
+        .failures
+        .iter()
+        .filter(|failure| failure.configuration.is_none())
+        .filter(|failure| {
+            // A failure that left a record is counted through the record.
+            !summary.records.iter().any(|record| {
+                Some(record.seed) == failure.seed && record.backend == failure.backend
+            })
+        })
+        .filter_map(|failure| Some((failure.backend.clone(), failure.seed?)))
+        .collect();
+    summary.comparison = Some(comparison::compare(
+        &summary.records,
+        &failed,
+        &checked.margins,
+        args.target_accuracy,
+    ));
+    if let [a, b] = args.attribute.as_slice() {
+        let mut tagged: Vec<(Configuration, RunRecord)> = summary
+            .records
+            .iter()
+            .map(|record| (Configuration::Controlled, record.clone()))
+            .collect();
+        for run in runs {
+            if let Role::Attribution(configuration) = run.role
+                && let Some(tagged_record) = summary.other_runs.iter().find(|other| {
+                    other.configuration == configuration.key()
+                        && other.record.run == run.request.id()
+                })
+            {
+                tagged.push((configuration, tagged_record.record.clone()));
+            }
+        }
+        summary.attribution = Some(attribution::attribute(
+            a.name,
+            b.name,
+            &tagged,
+            &checked.margins,
+        ));
+    }
+    if args.repeat {
+        let main = Layout::new(&args.out);
+        let again = Layout::new(args.out.join("repeat"));
+        summary.repeat = summary
+            .other_runs
+            .iter()
+            .filter(|other| other.configuration == "repeat")
+            .filter_map(|other| {
+                let first = summary.records.iter().find(|record| {
+                    record.backend == other.record.backend && record.seed == other.record.seed
+                })?;
+                Some(repeat::compare(first, &other.record, &main, &again))
+            })
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(backends: &[&str]) -> Args {
+        Args {
+            backends: backends
+                .iter()
+                .map(|name| parse_backend(name).unwrap())
+                .collect(),
+            model: "mlp".parse().unwrap(),
+            dataset: "fashion-mnist-subset".parse().unwrap(),
+            data: None,
+            image_size: 64,
+            image_channels: 3,
+            epochs: 1,
+            batch_size: 64,
+            optimizer: "adam".parse().unwrap(),
+            lr: 1e-3,
+            seed: 1,
+            seeds: None,
+            threads: Some(2),
+            keep_denormals: false,
+            device: Device::Cpu,
+            defaults: DefaultsMode::Controlled,
+            weights: None,
+            attribute: Vec::new(),
+            target_accuracy: None,
+            repeat: false,
+            margin_accuracy: 0.5,
+            margin_f1: 1.0,
+            margin_time: 5.0,
+            margin_memory: 5.0,
+            margin_first_step: 10.0,
+            worker: None,
+            save_weights: false,
+            limit_train: None,
+            out: std::env::temp_dir().join("parallax-compare-unit"),
+        }
+    }
+
+    #[test]
+    fn flags_become_one_request_per_backend_and_seed_of_one_configuration() {
+        let mut flags = args(&["burn", "tf"]);
+        flags.seeds = Some("3".parse().unwrap());
+        let checked = check(&flags).unwrap();
+        let runs = planned(&flags, &checked);
+        assert_eq!(runs.len(), 6);
+        assert_eq!(
+            runs[0].request.data.dataset.to_string(),
+            "fashion-mnist-subset"
+        );
+        assert!(runs[0].request.flush_denormals);
+        let order: Vec<(&str, u64)> = runs
+            .iter()
+            .map(|run| (run.entry.name, run.request.seed))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("burn", 1),
+                ("tf", 1),
+                ("tf", 2),
+                ("burn", 2),
+                ("burn", 3),
+                ("tf", 3)
+            ]
+        );
+        let configurations: BTreeSet<String> = runs
+            .iter()
+            .map(|run| run.request.id().configuration)
+            .collect();
+        assert_eq!(configurations.len(), 1);
+        flags.backends.clear();
+        assert!(check(&flags).is_err());
+    }
+
+    #[test]
+    fn native_defaults_switch_every_factor_and_attribution_one_at_a_time() {
+        let mut flags = args(&["burn", "tf"]);
+        flags.defaults = DefaultsMode::Native;
+        let checked = check(&flags).unwrap();
+        assert!(
+            planned(&flags, &checked)
+                .iter()
+                .all(|run| run.request.native.len() == Factor::ALL.len())
+        );
+        let mut flags = args(&["burn"]);
+        flags.attribute = vec![parse_backend("tch").unwrap(), parse_backend("tf").unwrap()];
+        flags.seeds = Some("2".parse().unwrap());
+        let checked = check(&flags).unwrap();
+        let runs = planned(&flags, &checked);
+        // Per seed: A and B controlled, B with each factor, A and B native.
+        assert_eq!(runs.len(), 2 * (2 + Factor::ALL.len() + 2));
+        let one_factor = runs
+            .iter()
+            .filter(|run| run.request.native.len() == 1)
+            .collect::<Vec<_>>();
+        assert_eq!(one_factor.len(), 2 * Factor::ALL.len());
+        assert!(one_factor.iter().all(|run| run.entry.name == "tf"));
+        flags.attribute = vec![parse_backend("tf").unwrap(), parse_backend("tf").unwrap()];
+        assert!(check(&flags).is_err());
+    }
+
+    #[test]
+    fn a_lr_or_margin_that_is_not_positive_is_refused() {
+        let mut bad = args(&["burn"]);
+        bad.lr = 0.0;
+        assert!(
+            check(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("learning rate")
+        );
+        let mut bad = args(&["burn"]);
+        bad.margin_time = -1.0;
+        assert!(
+            check(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--margin-time")
+        );
+    }
+}
