@@ -67,9 +67,30 @@ fn a_missing_cuda_device() {
 #[test]
 fn missing_initial_weights() {
     assert_one_line(
-        &["--init", "/nonexistent/start.safetensors"],
+        &["--weights", "/nonexistent/start.safetensors"],
         "initial weights /nonexistent/start.safetensors do not exist",
     );
+}
+
+#[test]
+fn bad_seeds_margins_and_attribution() {
+    assert_one_line(&["--seeds", "0"], "--seeds 0 runs nothing");
+    assert_one_line(&["--seeds", "1,2,1"], "repeats a seed");
+    assert_one_line(&["--margin-accuracy", "half"], "--margin-accuracy");
+    assert_one_line(
+        &["--margin-time", "0"],
+        "--margin-time must be a number above 0",
+    );
+    assert_one_line(
+        &["--target-accuracy", "85"],
+        "--target-accuracy is a fraction",
+    );
+    assert_one_line(&["--attribute", "tch,keras"], "unknown backend \"keras\"");
+    assert_one_line(
+        &["--attribute", "tch"],
+        "--attribute takes two different backends",
+    );
+    assert_one_line(&["--defaults", "keras"], "unknown defaults \"keras\"");
 }
 
 #[test]

@@ -488,17 +488,22 @@ pub fn verdict_line(
         Scale::LogRatio => format!("{a} / {b} − 1"),
     };
     let mut line = format!(
-        "{}, {a} vs {b}: {}: {quantity} = {} (95% CI {}; 90% CI {}), margin ±{}{}; {a} higher in {}/{} seeds, lower in {}; paired t p = {} (Holm)",
+        "{}, {a} vs {b}: {}: {quantity} = {} (95% CI {}; 90% CI {}), margin ±{}{}; {a} higher in {}/{} seeds, lower in {}{}; paired t p = {} (Holm)",
         metric.title(),
         verdict.kind.title(),
         signed(scale, summary.mean),
         interval_text(scale, summary.ci95),
         interval_text(scale, summary.ci90),
         margins.shown(metric),
-        unit(scale).trim_start(),
+        unit(scale),
         summary.wins_a,
         summary.n,
         summary.wins_b,
+        if summary.ties > 0 {
+            format!(", tied in {}", summary.ties)
+        } else {
+            String::new()
+        },
         p_text(p_holm),
     );
     if let Some(p) = summary.p_sign_flip {

@@ -12,6 +12,8 @@
 //! holding the engines to agreement and the cnn's maps to localisation bounds. Under CI
 //! nothing is skipped: a missing data set is a failure.
 
+mod seeds;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -98,18 +100,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    phase("GradCAM across engines", || {
-        // The runner's integration tests made `cargo test` build the worker binary itself, with
-        // the test build's features: every engine (see `features`). A separate `cargo build`
-        // would unify features without the dev-dependencies and compile burn again.
-        let worker = crate::cargo::target_dir().join("release/parallax-runner");
-        if !worker.is_file() {
+    // The runner's integration tests made `cargo test` build the worker binary itself, with the
+    // test build's features: every engine (see `features`). A separate `cargo build` would
+    // unify features without the dev-dependencies and compile burn again.
+    let worker = crate::cargo::target_dir().join("release/parallax-runner");
+    let built_worker = || {
+        if worker.is_file() {
+            Ok(worker.clone())
+        } else {
             bail!(
                 "{} was not built by the tests; run the whole suite, not a filtered part",
                 worker.display()
-            );
+            )
         }
-        grad_cam_acceptance(&worker)
+    };
+    phase("seeds, verdicts and attribution", || {
+        seeds::acceptance(&built_worker()?)
+    })?;
+    phase("GradCAM across engines", || {
+        grad_cam_acceptance(&built_worker()?)
     })?;
     eprintln!(
         "xtask test: all phases: {:.1} min",
@@ -121,15 +130,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Runs `cargo xtask <args>` with this very binary, so that the acceptance phase goes through
 /// the commands a user types, workers included.
 fn xtask(args: &[&str]) -> anyhow::Result<()> {
+    if !xtask_status(args)? {
+        bail!("`cargo xtask {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// [`xtask`], returning whether the command succeeded.
+fn xtask_status(args: &[&str]) -> anyhow::Result<bool> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let status = Command::new(exe)
         .args(args)
         .status()
         .with_context(|| format!("running cargo xtask {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("`cargo xtask {}` failed", args.join(" "));
-    }
-    Ok(())
+    Ok(status.success())
 }
 
 /// The numbers the GradCAM acceptance reads back from a `summary.json`: the smallest
