@@ -3,8 +3,10 @@
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
 use parallax_core::record::{RunRecord, RunRequest, RunStatus};
-use parallax_core::stats::attribution::Attribution;
-use parallax_core::stats::comparison::{Comparison, Metric, interval_text, scope_note, signed};
+use parallax_core::stats::attribution::{Attribution, Estimate};
+use parallax_core::stats::comparison::{
+    Comparison, Metric, interval_text, scope_note, signed, time_to_accuracy,
+};
 
 use crate::commands::compare::Repeatability;
 use serde::{Deserialize, Serialize};
@@ -543,6 +545,27 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
     out.push_str(&table(&header_refs, descriptives_rows(comparison), md).to_string());
     out.push_str("\n\n");
+    if let Some(target) = comparison.target_accuracy {
+        out.push_str(&format!(
+            "## Time to {:.2}% test accuracy\n\nEach run's training seconds (evaluation excluded) and epoch when its test accuracy first reached the target; runs that never did are shown, not dropped.\n\n",
+            100.0 * target
+        ));
+        let rows = summary
+            .records
+            .iter()
+            .map(|record| {
+                let reached = time_to_accuracy(record, target);
+                vec![
+                    record.backend.clone(),
+                    record.seed.to_string(),
+                    reached.map_or("never".into(), |r| format!("{:.2}", r.seconds)),
+                    reached.map_or("never".into(), |r| r.epoch.to_string()),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["backend", "seed", "seconds", "epoch"], rows, md).to_string());
+        out.push_str("\n\n");
+    }
     if let Some(attribution) = &summary.attribution {
         out.push_str(&format!(
             "## Attribution of the {a} vs {b} gap\n\nC0 runs both engines controlled; each C_f switches one of {b}'s defaults to its framework's value while {a} stays controlled ({a}'s C0 runs serve there); C_n runs both native. A factor's effect is its C_f gap minus the C0 gap, per seed; the interactions are the native gap minus the controlled gap minus the effects.\n\n",
@@ -552,24 +575,9 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
         for metric in &attribution.metrics {
             let scale = metric.metric.scale();
             out.push_str(&format!("### {}\n\n", metric.metric.title()));
-            let mut rows: Vec<Vec<String>> = metric
-                .gaps
-                .iter()
-                .map(|(configuration, estimate)| {
-                    vec![
-                        configuration.title(&attribution.b),
-                        estimate.n.to_string(),
-                        signed(scale, estimate.mean),
-                        estimate
-                            .ci95
-                            .map(|ci| interval_text(scale, ci))
-                            .unwrap_or_else(|| "—".into()),
-                    ]
-                })
-                .collect();
-            rows.extend(metric.effects.iter().map(|(factor, estimate)| {
+            let row = |label: String, estimate: &Estimate| {
                 vec![
-                    format!("effect of {}'s own {}", attribution.b, factor.title()),
+                    label,
                     estimate.n.to_string(),
                     signed(scale, estimate.mean),
                     estimate
@@ -577,17 +585,20 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
                         .map(|ci| interval_text(scale, ci))
                         .unwrap_or_else(|| "—".into()),
                 ]
+            };
+            let mut rows: Vec<Vec<String>> = metric
+                .gaps
+                .iter()
+                .map(|(configuration, estimate)| row(configuration.title(&attribution.b), estimate))
+                .collect();
+            rows.extend(metric.effects.iter().map(|(factor, estimate)| {
+                row(
+                    format!("effect of {}'s own {}", attribution.b, factor.title()),
+                    estimate,
+                )
             }));
             if let Some(residual) = &metric.residual {
-                rows.push(vec![
-                    "interactions (residual)".into(),
-                    residual.n.to_string(),
-                    signed(scale, residual.mean),
-                    residual
-                        .ci95
-                        .map(|ci| interval_text(scale, ci))
-                        .unwrap_or_else(|| "—".into()),
-                ]);
+                rows.push(row("interactions (residual)".into(), residual));
             }
             let quantity = format!("{} vs {} gap", attribution.a, attribution.b);
             out.push_str(
@@ -649,5 +660,87 @@ mod tests {
         }
         assert!(markdown.contains("| tf seed 1 | no GPU |"), "{markdown}");
         assert!(terminal_table(&summary).contains("failed"));
+    }
+
+    /// Records of two backends over `seeds`, made from the committed version-1 record, with tf
+    /// 1 pp more accurate and 20% slower per epoch than tch in every seed.
+    fn records(seeds: &[u64]) -> Vec<RunRecord> {
+        let path = crate::cargo::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let base = RunRecord::load(&path).unwrap();
+        let mut records = Vec::new();
+        for &seed in seeds {
+            for (backend, accuracy, slower) in [("tch", 0.85, 1.0), ("tf", 0.86, 1.2)] {
+                let mut record = base.clone();
+                record.backend = backend.into();
+                record.seed = seed;
+                record.test_accuracy = accuracy + seed as f64 * 1e-3;
+                for epoch in &mut record.epochs {
+                    epoch.seconds *= slower * (1.0 + seed as f64 * 0.01);
+                }
+                records.push(record);
+            }
+        }
+        records
+    }
+
+    fn summary_of(records: Vec<RunRecord>) -> Summary {
+        let comparison = parallax_core::stats::comparison::compare(
+            &records,
+            &[],
+            &Default::default(),
+            Some(0.5),
+        );
+        Summary {
+            records,
+            comparison: Some(comparison),
+            ..Summary::default()
+        }
+    }
+
+    fn request() -> RunRequest {
+        serde_json::from_value(serde_json::json!({
+            "backend": "tch", "device": "cpu", "threads": 2, "flush_denormals": true,
+            "model": "mlp", "dataset": "fashion-mnist", "data_dir": null,
+            "cache_dir": "/tmp", "fixtures_dir": "/tmp", "image_size": 64, "image_channels": 3,
+            "epochs": 3, "batch_size": 64,
+            "optimizer": {"kind": "sgd", "momentum": 0.9, "lr": 0.1},
+            "seed": 1, "init": "canonical", "limit_train": null, "git_revision": "x"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn three_seeds_give_verdict_lines_first_and_one_seed_says_why_it_gives_none() {
+        let summary = summary_of(records(&[1, 2, 3]));
+        let text = markdown(&summary, &request());
+        let verdicts = text.find("## Verdicts").expect("a verdicts section");
+        assert!(verdicts < text.find("## Engines").unwrap());
+        assert!(
+            text.contains(
+                "- test accuracy, tch vs tf: Meaningfully different: tch − tf = −1.00 pp"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("s/epoch, tch vs tf: Meaningfully different: tch / tf − 1 = −16.67%")
+        );
+        assert!(text.contains("These conclusions hold for this test set"));
+        assert!(text.contains("## Time to 50.00% test accuracy"));
+        let printed = terminal(&summary);
+        assert!(
+            printed
+                .trim_end()
+                .ends_with("Holm-adjusted across the pairs of each metric.")
+        );
+        assert!(printed.contains("│ tch"), "{printed}");
+
+        let one = summary_of(records(&[7]));
+        let text = markdown(&one, &request());
+        assert!(text.contains("No verdicts: 1 seed completed: verdicts need at least 3 seeds"));
+        let printed = terminal(&one);
+        assert!(
+            printed.contains("libtorch") && printed.contains("No verdicts"),
+            "{printed}"
+        );
     }
 }

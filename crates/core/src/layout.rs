@@ -8,7 +8,7 @@
 //! OUT/summary.json, OUT/report.md                  the comparison
 //! ```
 //!
-//! `compare`, the report, and the commands that come later (seeds, Slurm, GradCAM) all write
+//! `compare` (its seeds, attribution configurations and repeats), the report, and the commands that come later (Slurm) all write
 //! and read this layout through [`Layout`].
 
 use std::path::{Path, PathBuf};
@@ -118,8 +118,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The manifest of `requests` in `layout`, run by `command`.
-    pub fn new(layout: &Layout, command: String, requests: &[RunRequest]) -> Self {
+    /// The manifest of `runs` under `layout`, run by `command`: each run's request with the
+    /// layout its files go to, which is `layout` itself or a subdirectory of it (a
+    /// configuration of an attribution, the repeats); paths are relative to `layout`'s root.
+    pub fn new<'a>(
+        layout: &Layout,
+        command: String,
+        runs: impl IntoIterator<Item = (&'a Layout, &'a RunRequest)>,
+    ) -> Self {
         let relative = |path: PathBuf| {
             path.strip_prefix(layout.root())
                 .map(Path::to_path_buf)
@@ -128,13 +134,13 @@ impl Manifest {
         Manifest {
             manifest_version: MANIFEST_VERSION,
             command,
-            runs: requests
-                .iter()
-                .map(|request| {
+            runs: runs
+                .into_iter()
+                .map(|(own, request)| {
                     let id = request.id();
                     ManifestRun {
-                        request: relative(layout.request(&id)),
-                        record: relative(layout.record(&id)),
+                        request: relative(own.request(&id)),
+                        record: relative(own.record(&id)),
                         id,
                     }
                 })

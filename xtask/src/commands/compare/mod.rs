@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use indicatif::MultiProgress;
 use parallax_core::data::builtin::{BuiltinDataset, in_ci};
 use parallax_core::data::{DataRequest, DatasetName};
-use parallax_core::layout::{Layout, MANIFEST_VERSION, Manifest, ManifestRun};
+use parallax_core::layout::{Layout, Manifest};
 use parallax_core::record::{InitMode, RunRecord, RunRequest, write_json_atomically};
 use parallax_core::spec::{ModelSource, ModelSpec};
 use parallax_core::stats::attribution::{self, Configuration};
@@ -97,7 +97,7 @@ pub struct Args {
     pub weights: Option<PathBuf>,
     /// Attribute the gap between two engines A,B to the defaults that cause it: both
     /// controlled, B with each factor native in turn, and both native, over the same seeds.
-    #[arg(long, value_delimiter = ',', num_args = 1, value_parser = parse_backend, conflicts_with_all = ["backends", "defaults"])]
+    #[arg(long, value_delimiter = ',', num_args = 1, value_parser = parse_backend, conflicts_with_all = ["backends", "defaults", "repeat"])]
     pub attribute: Vec<&'static BackendEntry>,
     /// Report, for each run, the training seconds and epochs at which its test accuracy first
     /// reaches this fraction (e.g. 0.85).
@@ -399,7 +399,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let layout = Layout::new(&args.out);
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("creating {}", layout.root().display()))?;
-    manifest(&layout, &runs).save(&layout)?;
+    Manifest::new(
+        &layout,
+        command_line(),
+        runs.iter().map(|run| (&run.layout, &run.request)),
+    )
+    .save(&layout)?;
     // A record left from an earlier comparison at one of this run's paths would be mistaken
     // for this one's.
     for run in &runs {
@@ -498,30 +503,6 @@ fn configuration_key(role: Role) -> Option<String> {
         Role::Main => None,
         Role::Attribution(configuration) => Some(configuration.key()),
         Role::Repeat => Some("repeat".into()),
-    }
-}
-
-/// The manifest of every planned run, paths relative to the output directory.
-fn manifest(layout: &Layout, runs: &[PlannedRun]) -> Manifest {
-    let relative = |path: PathBuf| {
-        path.strip_prefix(layout.root())
-            .map(Path::to_path_buf)
-            .unwrap_or(path)
-    };
-    Manifest {
-        manifest_version: MANIFEST_VERSION,
-        command: command_line(),
-        runs: runs
-            .iter()
-            .map(|run| {
-                let id = run.request.id();
-                ManifestRun {
-                    request: relative(run.layout.request(&id)),
-                    record: relative(run.layout.record(&id)),
-                    id,
-                }
-            })
-            .collect(),
     }
 }
 
