@@ -6,7 +6,8 @@
 //! their pinned wheels (`cargo xtask setup`), then runs `cargo test` over the whole workspace in
 //! release mode, the profile `compare` uses too, with the native libraries' environment and the
 //! features that the backend registry lists for the tests (burn's LibTorch engine), so every
-//! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Last, the
+//! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Then the
+//! seeds phase (`seeds.rs`) runs comparisons over seeds through `compare`, and last the
 //! GradCAM phase trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf
 //! and burn from those weights, and maps ResNet-18 and ResNet-50 on the bundled photos,
 //! holding the engines to agreement and the cnn's maps to localisation bounds. Under CI
