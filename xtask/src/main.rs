@@ -1,4 +1,4 @@
-//! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>.rs`; what
+//! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>`; what
 //! they share lives beside them: cargo invocations (`cargo`), provisioning (`provision`), the
 //! report (`report`) and the worker processes (`workers`).
 
@@ -26,6 +26,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// GradCAM on every backend from the same weights and inputs, with the maps compared.
     Gradcam(commands::gradcam::Args),
+    /// Re-render DIR/report.md from the records in DIR, with the statistics recomputed.
+    Report(commands::report::Args),
     /// Run every test, provisioning what they need first (the README's test command, and CI's).
     Test(commands::test::Args),
     /// Fetch the built-in data sets into the cache.
@@ -65,6 +67,7 @@ fn main() {
     let result = match cli.command {
         Command::Compare(args) => commands::compare::run(args),
         Command::Gradcam(args) => commands::gradcam::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Test(args) => commands::test::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Fixtures(args) => commands::fixtures::run(args),

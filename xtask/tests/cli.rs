@@ -213,3 +213,79 @@ fn gradcam_refuses_an_hdf5_file_that_is_not_keras_weights() {
         "Keras weights",
     );
 }
+
+/// `cargo xtask report DIR` over a directory merged by hand: two backends' records of one
+/// configuration over three seeds (the committed version-1 record, rewritten), one run that
+/// was interrupted, and a record of another configuration, which is reported apart.
+#[test]
+fn report_rerenders_a_directory_of_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("records/v1-tch-mlp.json")).expect("fixture"),
+    )
+    .expect("json");
+    let write =
+        |backend: &str, seed: u64, accuracy: f64, status: Option<&str>, configuration: &str| {
+            let mut record = base.clone();
+            record["backend"] = backend.into();
+            record["seed"] = seed.into();
+            record["test_accuracy"] = accuracy.into();
+            if let Some(status) = status {
+                // A version-2 record of a run still going when it stopped.
+                let mut migrated = record.clone();
+                migrated["record_version"] = 2.into();
+                migrated["status"] = status.into();
+                migrated["error"] = serde_json::Value::Null;
+                migrated["run"] = serde_json::json!({
+                    "model": "mlp", "backend": backend, "seed": seed, "configuration": configuration
+                });
+                migrated["ledger"] = serde_json::json!({});
+                migrated.as_object_mut().unwrap().remove("engine_defaults");
+                record = migrated;
+            }
+            let path = dir.path().join(format!(
+                "records/mlp/{backend}/seed-{seed}-{configuration}.json"
+            ));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, record.to_string()).unwrap();
+        };
+    for seed in 1..=3 {
+        write("tch", seed, 0.85 + seed as f64 * 1e-3, None, "v1");
+        write("tf", seed, 0.86 + seed as f64 * 1e-3, None, "v1");
+    }
+    write("burn", 4, 0.5, Some("running"), "v1");
+    write("burn", 9, 0.7, Some("complete"), "other");
+    std::fs::write(
+        dir.path().join("records/mlp/tf/broken.json"),
+        "{\"record_version\"",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["report", dir.path().to_str().unwrap()])
+        .output()
+        .expect("run xtask");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = std::fs::read_to_string(dir.path().join("report.md")).expect("report.md");
+    assert!(report.contains("runs of 2 configurations"), "{report}");
+    assert!(report.contains("# Run 1 of configuration other"));
+    assert!(report.contains("# Run 2 of configuration v1"));
+    assert!(
+        report.contains("test accuracy, tch vs tf: Meaningfully different"),
+        "{report}"
+    );
+    assert!(report.contains("burn s4 (incomplete)"), "{report}");
+    assert!(report.contains("## Unreadable records"));
+    let empty = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["report", empty.path().to_str().unwrap()])
+        .output()
+        .expect("run xtask");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("holds no records/ directory"), "{stderr}");
+}

@@ -9,5 +9,6 @@ pub mod data;
 pub mod env;
 pub mod fixtures;
 pub mod gradcam;
+pub mod report;
 pub mod setup;
 pub mod test;
