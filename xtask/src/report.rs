@@ -637,15 +637,7 @@ mod tests {
             }],
             ..Summary::default()
         };
-        let request: RunRequest = serde_json::from_value(serde_json::json!({
-            "backend": "burn", "device": "cpu", "threads": 2, "flush_denormals": true,
-            "model": "mlp", "dataset": "fashion-mnist", "data_dir": null,
-            "cache_dir": "/tmp", "fixtures_dir": "/tmp", "image_size": 64, "image_channels": 3,
-            "epochs": 1, "batch_size": 64,
-            "optimizer": {"kind": "sgd", "momentum": 0.9, "lr": 0.1},
-            "seed": 1, "init": "canonical", "limit_train": null, "git_revision": "x"
-        }))
-        .unwrap();
+        let request = request();
         assert!(!request.save_weights);
         let markdown = markdown(&summary, &request);
         for section in [

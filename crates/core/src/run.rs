@@ -13,9 +13,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::backend::{Backend, BackendInfo, Evaluation};
+use crate::backend::{Backend, BackendInfo, Evaluation, OptimizerConfig};
 use crate::data::{EpochPlan, LoadedData, epoch_order};
 use crate::error::one_line;
+use crate::ledger::Topic;
 use crate::record::{
     EpochRecord, InitMode, ProgressEvent, RECORD_VERSION, RunRecord, RunRequest, RunStatus, median,
 };
@@ -135,14 +136,7 @@ pub fn execute(
         framework: format!("{} {}", info.framework, info.framework_version),
     });
 
-    let mut record = start_record(request, &info, &model, &data);
-    record.optimizer = optimizer;
-    for (topic, used) in applied.used {
-        let default = record.ledger.get(topic).unwrap_or_default().to_string();
-        record
-            .ledger
-            .insert(topic, format!("this run: {used}. Engine: {default}"));
-    }
+    let mut record = start_record(request, &info, &model, &data, optimizer, applied.used);
     let mut epochs = || -> Result<()> {
         for epoch in 1..=request.epochs {
             let order = epoch_order(train.len(), request.seed, epoch - 1);
@@ -220,7 +214,16 @@ fn start_record(
     info: &BackendInfo,
     model: &ResolvedModel,
     data: &LoadedData,
+    optimizer: OptimizerConfig,
+    used: Vec<(Topic, String)>,
 ) -> RunRecord {
+    // On the topics the native factors touch, the ledger says what this run used before what
+    // the engine does by default.
+    let mut ledger = info.ledger.clone();
+    for (topic, used) in used {
+        let default = ledger.get(topic).unwrap_or_default().to_string();
+        ledger.insert(topic, format!("this run: {used}. Engine: {default}"));
+    }
     RunRecord {
         record_version: RECORD_VERSION,
         status: RunStatus::Running,
@@ -242,7 +245,7 @@ fn start_record(
         init: request.init.clone(),
         native: request.native.clone(),
         batch_size: request.batch_size,
-        optimizer: request.optimizer,
+        optimizer,
         git_revision: request.git_revision.clone(),
         epochs: Vec::new(),
         test_accuracy: 0.0,
@@ -257,7 +260,7 @@ fn start_record(
         peak_rss_bytes: 0,
         time_to_first_step_seconds: 0.0,
         median_epoch_seconds: 0.0,
-        ledger: info.ledger.clone(),
+        ledger,
     }
 }
 
