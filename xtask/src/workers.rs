@@ -59,65 +59,90 @@ pub fn worker_path(entry: &BackendEntry, cuda: bool) -> PathBuf {
 
 /// Builds one worker binary per backend, in release mode, each with only its feature, and
 /// returns them by backend name; with `prebuilt`, every backend uses that binary instead and
-/// nothing is built.
+/// nothing is built. The first backend that fails to build fails the whole.
 pub fn build(
     entries: &[&'static BackendEntry],
     cuda: bool,
     native: Option<&NativeEnv>,
     prebuilt: Option<&Path>,
 ) -> anyhow::Result<BTreeMap<&'static str, PathBuf>> {
+    build_each(entries, cuda, native, prebuilt)
+        .into_iter()
+        .map(|(name, built)| built.map(|path| (name, path)))
+        .collect()
+}
+
+/// [`build`], going on past a backend that fails: each backend's worker or its error.
+pub fn build_each(
+    entries: &[&'static BackendEntry],
+    cuda: bool,
+    native: Option<&NativeEnv>,
+    prebuilt: Option<&Path>,
+) -> Vec<(&'static str, anyhow::Result<PathBuf>)> {
     if let Some(worker) = prebuilt {
-        if !worker.is_file() {
-            bail!(
-                "--worker {} does not exist; build it with `cargo build --release -p parallax-runner --features <backends>`",
-                worker.display()
-            );
-        }
-        return Ok(entries
+        return entries
             .iter()
-            .map(|entry| (entry.name, worker.to_path_buf()))
-            .collect());
+            .map(|entry| {
+                let found = if worker.is_file() {
+                    Ok(worker.to_path_buf())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "--worker {} does not exist; build it with `cargo build --release -p parallax-runner --features <backends>`",
+                        worker.display()
+                    ))
+                };
+                (entry.name, found)
+            })
+            .collect();
     }
     eprintln!(
         "building the workers (cargo build --release -p parallax-runner; the first build takes several minutes)"
     );
+    entries
+        .iter()
+        .map(|entry| (entry.name, build_one(entry, cuda, native)))
+        .collect()
+}
+
+/// Builds `entry`'s worker.
+fn build_one(
+    entry: &'static BackendEntry,
+    cuda: bool,
+    native: Option<&NativeEnv>,
+) -> anyhow::Result<PathBuf> {
     let target = worker_target(cuda);
     let built = target.join("release").join("parallax-runner");
-    let mut workers = BTreeMap::new();
-    for entry in entries {
-        let Some(feature) = entry.feature_for(cuda) else {
-            bail!(
-                "{} has no CUDA path; leave it out of --backends or use --device cpu",
-                entry.name
-            );
-        };
-        let mut command = cargo(
-            &[
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "parallax-runner",
-                "--no-default-features",
-                "--features",
-                feature,
-            ],
-            native.filter(|_| entry.is_native()),
+    let Some(feature) = entry.feature_for(cuda) else {
+        bail!(
+            "{} has no CUDA path; leave it out of --backends or use --device cpu",
+            entry.name
         );
-        command.env("CARGO_TARGET_DIR", &target);
-        let status = command.status().context("running cargo")?;
-        if !status.success() {
-            bail!(
-                "building the {} worker failed (see cargo's messages above)",
-                entry.name
-            );
-        }
-        let worker = worker_path(entry, cuda);
-        std::fs::copy(&built, &worker)
-            .with_context(|| format!("copying {} to {}", built.display(), worker.display()))?;
-        workers.insert(entry.name, worker);
+    };
+    let mut command = cargo(
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "parallax-runner",
+            "--no-default-features",
+            "--features",
+            feature,
+        ],
+        native.filter(|_| entry.is_native()),
+    );
+    command.env("CARGO_TARGET_DIR", &target);
+    let status = command.status().context("running cargo")?;
+    if !status.success() {
+        bail!(
+            "building the {} worker failed (see cargo's messages above)",
+            entry.name
+        );
     }
-    Ok(workers)
+    let worker = worker_path(entry, cuda);
+    std::fs::copy(&built, &worker)
+        .with_context(|| format!("copying {} to {}", built.display(), worker.display()))?;
+    Ok(worker)
 }
 
 /// One run for a worker: its files and its backend.

@@ -43,6 +43,9 @@ pub struct BackendEntry {
     pub openmp: bool,
     /// Features that `cargo xtask test` enables so that the workspace's tests cover it.
     pub test_features: &'static [&'static str],
+    /// Whether `cargo xtask compare` without `--backends` compares it: one backend per engine,
+    /// so burn-tch (burn's code on tch's engine) is left to those who name it.
+    pub compared_by_default: bool,
 }
 
 impl BackendEntry {
@@ -73,6 +76,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         native: &[],
         openmp: false,
         test_features: &[],
+        compared_by_default: true,
     },
     BackendEntry {
         name: "tch",
@@ -83,6 +87,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         native: &[NativeLibrary::Libtorch],
         openmp: true,
         test_features: &[],
+        compared_by_default: true,
     },
     BackendEntry {
         name: "burn-tch",
@@ -93,6 +98,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         native: &[NativeLibrary::Libtorch],
         openmp: true,
         test_features: &["parallax-burn/tch"],
+        compared_by_default: false,
     },
     BackendEntry {
         name: "tf",
@@ -103,8 +109,17 @@ pub const BACKENDS: &[BackendEntry] = &[
         native: &[NativeLibrary::Tensorflow],
         openmp: false,
         test_features: &[],
+        compared_by_default: true,
     },
 ];
+
+/// The backends that `cargo xtask compare` compares when `--backends` is not given.
+pub fn compared_by_default() -> Vec<&'static BackendEntry> {
+    BACKENDS
+        .iter()
+        .filter(|entry| entry.compared_by_default)
+        .collect()
+}
 
 /// The backends' names, comma-separated, for messages.
 pub fn names() -> String {

@@ -1,18 +1,10 @@
-//! The full Fashion-MNIST for the tests: Debian's `dataset-fashion-mnist`, installed when it is
-//! missing and this runs as root.
+//! What the tests need beyond the native libraries: the full Fashion-MNIST (Debian's
+//! `dataset-fashion-mnist`) and Chromium, installed when missing and this runs as root.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use parallax_core::data::builtin::DEBIAN_FASHION_MNIST_DIR;
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
-}
 
 /// Makes sure the full Fashion-MNIST data set is on this machine.
 pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
@@ -22,33 +14,28 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    if !is_root() {
-        bail!(
-            "Fashion-MNIST is missing: install it with `sudo apt-get install dataset-fashion-mnist` (or run `cargo xtask data download fashion-mnist`), then run the tests again"
-        );
-    }
-    eprintln!("installing Debian's dataset-fashion-mnist (30 MB) for the tests");
-    let install = |update_first: bool| -> anyhow::Result<bool> {
-        if update_first {
-            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        }
-        Ok(Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "dataset-fashion-mnist",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?
-            .success())
+    super::apt::install(
+        "dataset-fashion-mnist",
+        "the full Fashion-MNIST (30 MB) for the tests, which `cargo xtask data download fashion-mnist` also fetches",
+    )
+}
+
+/// Makes sure Debian's Chromium is installed, for the test that renders the HTML report in a
+/// real browser, and returns the command that starts it.
+pub fn ensure_chromium() -> anyhow::Result<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("chromium"))
+                .find(|candidate| candidate.is_file())
+        })
     };
-    if !install(false)? && !install(true)? {
-        bail!(
-            "apt-get could not install dataset-fashion-mnist; install it by hand, or run `cargo xtask data download fashion-mnist`"
-        );
+    if let Some(found) = find() {
+        return Ok(found);
     }
-    Ok(())
+    super::apt::install(
+        "chromium",
+        "Chromium (headless), which renders the HTML report in a test",
+    )?;
+    find().context("apt-get installed chromium, but no `chromium` is on PATH")
 }

@@ -4,6 +4,7 @@
 //!
 //! docs/provisioning.md describes the cache layout, the pins and the overrides.
 
+mod apt;
 pub mod data;
 mod fetch;
 mod lock;

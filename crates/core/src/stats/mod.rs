@@ -63,6 +63,19 @@ pub fn describe(values: &[f64]) -> Option<Describe> {
     })
 }
 
+impl Describe {
+    /// The Student-t confidence interval of the mean at `level` (0.95 for 95%), the whiskers of
+    /// a bar chart; `None` for one value.
+    pub fn mean_interval(&self, level: f64) -> Option<Interval> {
+        let sd = self.sd?;
+        let half = t_quantile(1.0 - (1.0 - level) / 2.0, self.n - 1) * sd / (self.n as f64).sqrt();
+        Some(Interval {
+            low: self.mean - half,
+            high: self.mean + half,
+        })
+    }
+}
+
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
@@ -270,6 +283,20 @@ mod tests {
             high: 1.0,
         };
         assert!(paired(&[0.1], margin).is_none());
+    }
+
+    #[test]
+    fn the_interval_of_a_mean_is_the_paired_interval_of_the_same_values() {
+        let values = [1.25, 0.5, 2.0, 1.75, 0.9];
+        let margin = Interval {
+            low: -1.0,
+            high: 1.0,
+        };
+        let of_mean = describe(&values).unwrap().mean_interval(0.95).unwrap();
+        let of_pairs = paired(&values, margin).unwrap().ci95;
+        assert!((of_mean.low - of_pairs.low).abs() < 1e-12);
+        assert!((of_mean.high - of_pairs.high).abs() < 1e-12);
+        assert!(describe(&[1.0]).unwrap().mean_interval(0.95).is_none());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use parallax_registry::BackendEntry;
 
 use crate::cargo::repo_root;
 use crate::provision;
-use crate::report::{self, Failure, Summary, TaggedRecord};
+use crate::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
 use crate::workers::{self, Job};
 use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
 pub use repeat::Repeatability;
@@ -37,9 +37,11 @@ pub use repeat::Repeatability;
 /// Flags of `cargo xtask compare`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Backends to train, comma-separated: burn, tch, burn-tch, tf.
-    #[arg(long, value_delimiter = ',', default_value = "burn", value_parser = parse_backend)]
-    pub backends: Vec<&'static BackendEntry>,
+    /// Backends to train, comma-separated: burn, tch, burn-tch, tf. By default burn, tch and tf,
+    /// where a native library that cannot be provisioned (offline, no pip) leaves its backend
+    /// out with the reason; backends named here that fail make the command fail.
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+    pub backends: Option<Vec<&'static BackendEntry>>,
     /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file.
     #[arg(long, default_value = "mlp")]
     pub model: ModelSource,
@@ -187,6 +189,9 @@ fn dataset(args: &Args, cache: &Path, fixtures: &Path) -> anyhow::Result<Dataset
 #[derive(Debug)]
 struct Checked {
     backends: Vec<&'static BackendEntry>,
+    /// Whether the backends were named (`--backends`, `--attribute`) rather than the default
+    /// set, whose backends are skipped when they cannot be made ready.
+    named: bool,
     seeds: Vec<u64>,
     base: RunRequest,
     margins: Margins,
@@ -211,8 +216,11 @@ impl Checked {
 
 /// Checks the flags and turns them into the comparison's settings, failing before any build.
 fn check(args: &Args) -> anyhow::Result<Checked> {
+    let named = args.backends.is_some() || !args.attribute.is_empty();
     let backends = if args.attribute.is_empty() {
-        args.backends.clone()
+        args.backends
+            .clone()
+            .unwrap_or_else(parallax_registry::compared_by_default)
     } else {
         match args.attribute.as_slice() {
             [a, b] if a.name != b.name => vec![*a, *b],
@@ -332,6 +340,7 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
     };
     Ok(Checked {
         backends,
+        named,
         seeds,
         base,
         margins,
@@ -382,20 +391,61 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let checked = check(&args)?;
     let runs = planned(&args, &checked);
     let cuda = matches!(args.device, Device::Cuda(_));
+    let mut skipped: Vec<Skipped> = Vec::new();
     // The native libraries' environment only when a selected backend links one; burn-only runs
-    // need none, so they never provision libtorch.
+    // need none, so they never provision libtorch. Without `--backends`, backends whose
+    // library cannot be provisioned are left out, and the others still compare.
     let native = if args.worker.is_some() || checked.backends.iter().any(|entry| entry.is_native())
     {
-        Some(provision::ensure(cuda)?)
+        match provision::ensure(cuda) {
+            Ok(native) => Some(native),
+            Err(error) if !checked.named && args.worker.is_none() => {
+                let reason = format!(
+                    "its native library could not be provisioned ({error:#}); `cargo xtask setup` says more"
+                );
+                for entry in checked.backends.iter().filter(|entry| entry.is_native()) {
+                    skipped.push(Skipped {
+                        backend: entry.name.to_string(),
+                        reason: reason.clone(),
+                    });
+                }
+                None
+            }
+            Err(error) => return Err(error),
+        }
     } else {
         None
     };
-    let workers = workers::build(
-        &checked.backends,
-        cuda,
-        native.as_ref(),
-        args.worker.as_deref(),
-    )?;
+    let ready: Vec<&'static BackendEntry> = checked
+        .backends
+        .iter()
+        .copied()
+        .filter(|entry| !skipped.iter().any(|s| s.backend == entry.name))
+        .collect();
+    let mut workers = std::collections::BTreeMap::new();
+    for (name, built) in workers::build_each(&ready, cuda, native.as_ref(), args.worker.as_deref())
+    {
+        match built {
+            Ok(path) => {
+                workers.insert(name, path);
+            }
+            Err(error) if !checked.named => skipped.push(Skipped {
+                backend: name.to_string(),
+                reason: format!("its worker could not be built: {error:#}"),
+            }),
+            Err(error) => return Err(error),
+        }
+    }
+    for skip in &skipped {
+        eprintln!("skipping {}: {}", skip.backend, skip.reason);
+    }
+    let runs: Vec<PlannedRun> = runs
+        .into_iter()
+        .filter(|run| workers.contains_key(run.entry.name))
+        .collect();
+    if runs.is_empty() {
+        bail!("no backend could be made ready, so nothing was compared");
+    }
     let layout = Layout::new(&args.out);
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("creating {}", layout.root().display()))?;
@@ -415,7 +465,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let progress = MultiProgress::new();
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        skipped,
+        environment: Some(Environment::of_this_machine()),
+        ..Summary::default()
+    };
     for run in &runs {
         let id = run.request.id();
         let worker = workers
@@ -470,6 +524,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let markdown = report::markdown(&summary, &checked.base);
     std::fs::write(layout.report_markdown(), &markdown)
         .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
+    let page = html::Page {
+        title: html::title(&summary, &checked.base),
+        sections: vec![html::Section {
+            heading: None,
+            summary: &summary,
+            request: &checked.base,
+        }],
+        gradcam: html::GradCamOutput::load(layout.root())?,
+        unreadable: Vec::new(),
+    };
+    let report_html = html::write(layout.root(), &page)?;
     println!("{}", report::terminal(&summary));
     println!(
         "wrote {}, {} and {} in {:.1} min",
@@ -478,6 +543,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         layout.report_markdown().display(),
         started.elapsed().as_secs_f64() / 60.0
     );
+    println!("report: {}", report_html.display());
     if summary.records.is_empty() {
         bail!("every run of the comparison failed");
     }
@@ -573,10 +639,12 @@ mod tests {
 
     fn args(backends: &[&str]) -> Args {
         Args {
-            backends: backends
-                .iter()
-                .map(|name| parse_backend(name).unwrap())
-                .collect(),
+            backends: Some(
+                backends
+                    .iter()
+                    .map(|name| parse_backend(name).unwrap())
+                    .collect(),
+            ),
             model: "mlp".parse().unwrap(),
             dataset: "fashion-mnist-subset".parse().unwrap(),
             data: None,
@@ -640,8 +708,13 @@ mod tests {
             .map(|run| run.request.id().configuration)
             .collect();
         assert_eq!(configurations.len(), 1);
-        flags.backends.clear();
+        flags.backends = Some(Vec::new());
         assert!(check(&flags).is_err());
+        flags.backends = None;
+        let default = check(&flags).unwrap();
+        assert!(!default.named);
+        let names: Vec<&str> = default.backends.iter().map(|entry| entry.name).collect();
+        assert_eq!(names, ["burn", "tch", "tf"]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! The first backend listed decides the class when `--class predicted`; every engine then maps
 //! that one class. Writes `OUT/gradcam/<image>.png` (input, each backend's overlay, the
-//! difference), `maps.safetensors`, `summary.json` and `gradcam.md`.
+//! difference), `maps.safetensors`, `summary.json` and `gradcam.md`, and `OUT/report.html`, which
+//! also shows a comparison that `OUT` holds.
 
 mod analysis;
 mod confounders;
@@ -29,7 +30,7 @@ use crate::cargo::repo_root;
 use crate::provision::{self, NativeEnv};
 use crate::workers;
 
-pub use analysis::GradCamSummary;
+pub use analysis::{GradCamSummary, PairImage};
 
 /// Flags of `cargo xtask gradcam`.
 #[derive(clap::Args, Debug, Clone)]
@@ -259,6 +260,15 @@ fn inputs(
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = experiment(&args)?;
+    // The page shows the comparison too when the directory holds one.
+    let rendered = crate::commands::report::render_dir(&args.out, None)?;
+    for path in rendered
+        .written
+        .iter()
+        .filter(|p| p.ends_with("report.html"))
+    {
+        println!("report: {}", path.display());
+    }
     if !summary.failures.is_empty() {
         bail!(
             "{} part(s) failed: {}",

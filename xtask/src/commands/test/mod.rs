@@ -13,13 +13,17 @@
 //! holding the engines to agreement and the cnn's maps to localisation bounds. Under CI
 //! nothing is skipped: a missing data set is a failure.
 
+mod browser;
 mod seeds;
+
+#[cfg(test)]
+pub use browser::remote_attributes;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 use crate::cargo::cargo;
 use crate::provision::{self, data::ensure_fashion_mnist};
@@ -103,27 +107,113 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     // The runner's integration tests made `cargo test` build the worker binary itself, with the
     // test build's features: every engine (see `features`). A separate `cargo build` would
-    // unify features without the dev-dependencies and compile burn again.
-    let worker = crate::cargo::target_dir().join("release/parallax-runner");
+    // unify features without the dev-dependencies and compile burn again. It is copied aside,
+    // because the default comparison's phase builds a burn-only worker at the same path.
+    let built = crate::cargo::target_dir().join("release/parallax-runner");
+    let worker = crate::cargo::target_dir().join("release/parallax-runner-all-engines");
     let built_worker = || {
-        if worker.is_file() {
-            Ok(worker.clone())
-        } else {
+        if !built.is_file() {
             bail!(
                 "{} was not built by the tests; run the whole suite, not a filtered part",
-                worker.display()
+                built.display()
             )
         }
+        std::fs::copy(&built, &worker)
+            .with_context(|| format!("copying {} to {}", built.display(), worker.display()))?;
+        Ok(worker.clone())
     };
+    let worker = built_worker()?;
+    let built_worker = || Ok::<_, anyhow::Error>(worker.clone());
     phase("seeds, verdicts and attribution", || {
         seeds::acceptance(&built_worker()?)
     })?;
     phase("GradCAM across engines", || {
         grad_cam_acceptance(&built_worker()?)
     })?;
+    phase("the HTML report in Chromium", || {
+        let acceptance = crate::cargo::target_dir().join("acceptance");
+        browser::acceptance(
+            &[
+                (
+                    acceptance.join("seeds/report.html"),
+                    browser::COMPARISON.to_vec(),
+                ),
+                (
+                    acceptance.join("placed-gradcam/report.html"),
+                    vec!["id=\"gradcam\"", "<img", "data:image/png;base64,"],
+                ),
+            ],
+            &acceptance.join("browser"),
+        )
+    })?;
+    // Last, because it builds a burn-only worker where `cargo test` left its own.
+    phase("the default comparison, offline", default_comparison)?;
     eprintln!(
         "xtask test: all phases: {:.1} min",
         start.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
+
+/// `cargo xtask compare` with no `--backends`, where the native libraries cannot be
+/// provisioned (an empty cache and no Python to run pip): tch and tf are reported as skipped,
+/// burn compares, and the command succeeds; naming tch with `--backends` then fails.
+fn default_comparison() -> anyhow::Result<()> {
+    let out = crate::cargo::target_dir().join("acceptance/default");
+    let cache = out.join("empty-cache");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&cache)?;
+    let compare = |extra: &[&str]| -> anyhow::Result<bool> {
+        let exe = std::env::current_exe().context("finding the xtask binary")?;
+        let mut command = Command::new(exe);
+        command
+            .args([
+                "compare",
+                "--dataset",
+                "fashion-mnist-subset",
+                "--limit-train",
+                "500",
+            ])
+            .args(["--epochs", "1", "--threads", "2", "--out"])
+            .arg(&out)
+            .args(extra)
+            .env("PARALLAX_CACHE", &cache)
+            .env("PARALLAX_PYTHON", out.join("no-python-here"))
+            .env_remove("LIBTORCH")
+            .env_remove("LIBTORCH_USE_PYTORCH")
+            .env_remove("PARALLAX_TF_DIR");
+        Ok(command
+            .status()
+            .context("running cargo xtask compare")?
+            .success())
+    };
+    ensure!(
+        compare(&[])?,
+        "`cargo xtask compare` with no --backends failed although burn could run"
+    );
+    let text = std::fs::read_to_string(out.join("summary.json"))?;
+    let summary: crate::report::Summary = serde_json::from_str(&text)?;
+    let skipped: Vec<&str> = summary.skipped.iter().map(|s| s.backend.as_str()).collect();
+    let compared: Vec<&str> = summary.records.iter().map(|r| r.backend.as_str()).collect();
+    eprintln!(
+        "default comparison, offline: compared {compared:?}, skipped {skipped:?}: {}",
+        summary
+            .skipped
+            .first()
+            .map_or("", |skipped| skipped.reason.as_str())
+    );
+    ensure!(
+        skipped == ["tch", "tf"] && compared == ["burn"],
+        "expected burn compared and tch, tf skipped; got {compared:?} and {skipped:?}"
+    );
+    ensure!(
+        out.join("report.html").is_file(),
+        "no report.html was written"
+    );
+    eprintln!("default comparison, offline: the next command names tch and must fail");
+    ensure!(
+        !compare(&["--backends", "burn,tch"])?,
+        "`--backends burn,tch` succeeded although tch could not be provisioned"
     );
     Ok(())
 }

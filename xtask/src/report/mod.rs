@@ -1,4 +1,9 @@
-//! The comparison's summary (`summary.json`), its Markdown report and its terminal table.
+//! The comparison's summary (`summary.json`), its Markdown report and its terminal table; the
+//! HTML report (`html`) renders the same tables and adds the charts (`charts`).
+
+mod charts;
+pub mod environment;
+pub mod html;
 
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
@@ -9,7 +14,18 @@ use parallax_core::stats::comparison::{
 };
 
 use crate::commands::compare::Repeatability;
+pub use environment::{Environment, cpu_model};
 use serde::{Deserialize, Serialize};
+
+/// A backend that `compare` left out because it could not be made ready (its native library
+/// could not be provisioned, or its worker not built), when it was not named with `--backends`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Backend name.
+    pub backend: String,
+    /// Why, in one line.
+    pub reason: String,
+}
 
 /// A run that failed, with its error line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,11 +91,17 @@ pub struct Summary {
     /// Wall seconds of the whole comparison, builds included.
     #[serde(default)]
     pub wall_seconds: Option<f64>,
+    /// Backends compared by default that could not be made ready, and why.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// The machine the comparison ran on.
+    #[serde(default)]
+    pub environment: Option<Environment>,
 }
 
 impl Summary {
     /// Whether the records span more than one seed.
-    fn several_seeds(&self) -> bool {
+    pub(crate) fn several_seeds(&self) -> bool {
         let mut seeds: Vec<u64> = self.records.iter().map(|r| r.seed).collect();
         seeds.sort_unstable();
         seeds.dedup();
@@ -88,7 +110,7 @@ impl Summary {
 
     /// A record's row label: its backend, with its seed when there are several, and its
     /// status when it did not complete.
-    fn label(&self, record: &RunRecord) -> String {
+    pub(crate) fn label(&self, record: &RunRecord) -> String {
         let mut label = record.backend.clone();
         if self.several_seeds() {
             label.push_str(&format!(" s{}", record.seed));
@@ -100,7 +122,7 @@ impl Summary {
     }
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.0}", bytes as f64 / (1024.0 * 1024.0))
 }
 
@@ -113,7 +135,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>, preset: TableStyle) -> Table {
     table
 }
 
-fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
+pub(crate) fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
     summary
         .records
         .iter()
@@ -135,7 +157,7 @@ fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
+pub(crate) fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
     summary
         .records
         .iter()
@@ -153,7 +175,7 @@ fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
         .collect()
 }
 
-const SPEED: &[&str] = &[
+pub(crate) const SPEED: &[&str] = &[
     "backend",
     "median s/epoch",
     "samples/s",
@@ -161,7 +183,7 @@ const SPEED: &[&str] = &[
     "to first step s",
     "peak RSS MiB",
 ];
-const QUALITY: &[&str] = &[
+pub(crate) const QUALITY: &[&str] = &[
     "backend",
     "test acc",
     "test loss",
@@ -174,6 +196,17 @@ const QUALITY: &[&str] = &[
 /// The fairness ledger as one table: a row per topic, a column per backend. Markdown cells
 /// cannot hold a `|`, so one is written as a slash.
 fn ledger_table(summary: &Summary) -> Table {
+    let (header, rows) = ledger_rows(summary);
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows = rows
+        .into_iter()
+        .map(|row| row.into_iter().map(|cell| cell.replace('|', "/")).collect())
+        .collect();
+    table(&header_refs, rows, presets::ASCII_MARKDOWN)
+}
+
+/// The fairness ledger's header and rows: a row per topic, a column per backend.
+pub(crate) fn ledger_rows(summary: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
     let records = one_per_backend(summary);
     let mut header = vec!["topic".to_string()];
     header.extend(records.iter().map(|r| r.backend.clone()));
@@ -181,21 +214,19 @@ fn ledger_table(summary: &Summary) -> Table {
         .iter()
         .map(|&topic| {
             let mut row = vec![topic.title().to_string()];
-            row.extend(records.iter().map(|r| {
-                r.ledger
-                    .get(topic)
-                    .unwrap_or("(not recorded)")
-                    .replace('|', "/")
-            }));
+            row.extend(
+                records
+                    .iter()
+                    .map(|r| r.ledger.get(topic).unwrap_or("(not recorded)").to_string()),
+            );
             row
         })
         .collect();
-    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    table(&header_refs, rows, presets::ASCII_MARKDOWN)
+    (header, rows)
 }
 
 /// Each backend's first record: what is the same over seeds (engine, version, ledger).
-fn one_per_backend(summary: &Summary) -> Vec<&RunRecord> {
+pub(crate) fn one_per_backend(summary: &Summary) -> Vec<&RunRecord> {
     let mut seen: Vec<&RunRecord> = Vec::new();
     for record in &summary.records {
         if !seen.iter().any(|r| r.backend == record.backend) {
@@ -205,20 +236,8 @@ fn one_per_backend(summary: &Summary) -> Vec<&RunRecord> {
     seen
 }
 
-/// The CPU's model name, from `/proc/cpuinfo`.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 /// Each backend's mean ± standard deviation over seeds, one row per backend.
-fn descriptives_rows(comparison: &Comparison) -> Vec<Vec<String>> {
+pub(crate) fn descriptives_rows(comparison: &Comparison) -> Vec<Vec<String>> {
     comparison
         .backends
         .iter()
@@ -271,7 +290,7 @@ fn descriptive_metrics(comparison: &Comparison) -> Vec<Metric> {
     metrics
 }
 
-fn descriptives_header(comparison: &Comparison) -> Vec<String> {
+pub(crate) fn descriptives_header(comparison: &Comparison) -> Vec<String> {
     let mut header = vec!["backend".to_string(), "runs".to_string()];
     header.extend(descriptive_metrics(comparison).iter().map(|m| {
         if *m == Metric::TimeToAccuracy {
@@ -302,6 +321,12 @@ fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
         }
     }
     lines.extend(summary.repeat.iter().map(|r| r.line.clone()));
+    lines.extend(
+        summary
+            .skipped
+            .iter()
+            .map(|skipped| format!("Skipped {}: {}", skipped.backend, skipped.reason)),
+    );
     if !summary.records.is_empty() {
         lines.push(scope_note(threads, &cpu_model()));
     }
@@ -375,41 +400,8 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     let mut out = String::new();
     let first = summary.records.first();
     out.push_str("# parallax comparison\n\n");
-    let mut seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
-    let defaults = if summary.attribution.is_some() {
-        "controlled defaults for the comparison, and the attribution's configurations below"
-            .to_string()
-    } else if request.native.is_empty() {
-        "controlled defaults".to_string()
-    } else {
-        "each engine's native defaults".to_string()
-    };
-    out.push_str(&format!(
-        "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {:?} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.\n",
-        request.model,
-        first
-            .map(|r| r.dataset.clone())
-            .unwrap_or_else(|| request.data.dataset.to_string()),
-        first.map(|r| r.train_examples).unwrap_or(0),
-        first.map(|r| r.test_examples).unwrap_or(0),
-        request.epochs,
-        request.batch_size,
-        request.optimizer.kind,
-        request.optimizer.lr,
-        seeds.len(),
-        if seeds.len() == 1 { "" } else { "s" },
-        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-        match (&request.init, request.native.contains(&parallax_core::Factor::Initialisation)) {
-            (_, true) => "each engine's own".to_string(),
-            (parallax_core::record::InitMode::Canonical, false) => "shared canonical".to_string(),
-            (parallax_core::record::InitMode::Native, false) => "each engine's own".to_string(),
-            (parallax_core::record::InitMode::File(path), false) => format!("shared, from {}", path.display()),
-        },
-        request.threads,
-        request.device,
-    ));
+    out.push_str(&description(summary, request));
+    out.push('\n');
     out.push_str("Every backend saw the same examples in the same order; within a seed the engines ran one after another, their order rotating from seed to seed.\n");
     if let (Some(command), Some(wall)) = (&summary.command, summary.wall_seconds) {
         out.push_str(&format!(
@@ -505,6 +497,12 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     out.push_str(&ledger_table(summary).to_string());
     out.push('\n');
 
+    if !summary.skipped.is_empty() {
+        out.push_str("\n## Skipped backends\n\n");
+        for skipped in &summary.skipped {
+            out.push_str(&format!("- {}: {}\n", skipped.backend, skipped.reason));
+        }
+    }
     if !summary.failures.is_empty() {
         out.push_str("\n## Failed runs\n\n");
         let rows = summary
@@ -516,6 +514,109 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The rows of one metric's attribution: each configuration's gap, each factor's effect and
+/// the interactions, with seeds and 95% CIs.
+pub(crate) fn attribution_rows(
+    attribution: &Attribution,
+    metric: &parallax_core::stats::attribution::MetricAttribution,
+) -> Vec<Vec<String>> {
+    let scale = metric.metric.scale();
+    let row = |label: String, estimate: &Estimate| {
+        vec![
+            label,
+            estimate.n.to_string(),
+            signed(scale, estimate.mean),
+            estimate
+                .ci95
+                .map(|ci| interval_text(scale, ci))
+                .unwrap_or_else(|| "—".into()),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = metric
+        .gaps
+        .iter()
+        .map(|(configuration, estimate)| row(configuration.title(&attribution.b), estimate))
+        .collect();
+    rows.extend(metric.effects.iter().map(|(factor, estimate)| {
+        row(
+            format!("effect of {}'s own {}", attribution.b, factor.title()),
+            estimate,
+        )
+    }));
+    if let Some(residual) = &metric.residual {
+        rows.push(row("interactions (residual)".into(), residual));
+    }
+    rows
+}
+
+/// Each run's training seconds and epoch when its test accuracy first reached `target`.
+pub(crate) fn time_to_accuracy_rows(summary: &Summary, target: f64) -> Vec<Vec<String>> {
+    summary
+        .records
+        .iter()
+        .map(|record| {
+            let reached = time_to_accuracy(record, target);
+            vec![
+                record.backend.clone(),
+                record.seed.to_string(),
+                reached.map_or("never".into(), |r| format!("{:.2}", r.seconds)),
+                reached.map_or("never".into(), |r| r.epoch.to_string()),
+            ]
+        })
+        .collect()
+}
+
+/// What was compared, in one sentence: model, data, epochs, batch, optimizer, seeds, initial
+/// weights, defaults, threads and device.
+pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
+    let first = summary.records.first();
+    let mut seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let defaults = if summary.attribution.is_some() {
+        "controlled defaults for the comparison, and the attribution's configurations below"
+            .to_string()
+    } else if request.native.is_empty() {
+        "controlled defaults".to_string()
+    } else {
+        "each engine's native defaults".to_string()
+    };
+    format!(
+        "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {:?} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.",
+        request.model,
+        first
+            .map(|r| r.dataset.clone())
+            .unwrap_or_else(|| request.data.dataset.to_string()),
+        first.map(|r| r.train_examples).unwrap_or(0),
+        first.map(|r| r.test_examples).unwrap_or(0),
+        request.epochs,
+        request.batch_size,
+        request.optimizer.kind,
+        request.optimizer.lr,
+        seeds.len(),
+        if seeds.len() == 1 { "" } else { "s" },
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        match (
+            &request.init,
+            request
+                .native
+                .contains(&parallax_core::Factor::Initialisation)
+        ) {
+            (_, true) => "each engine's own".to_string(),
+            (parallax_core::record::InitMode::Canonical, false) => "shared canonical".to_string(),
+            (parallax_core::record::InitMode::Native, false) => "each engine's own".to_string(),
+            (parallax_core::record::InitMode::File(path), false) =>
+                format!("shared, from {}", path.display()),
+        },
+        request.threads,
+        request.device,
+    )
 }
 
 /// The report's statistical sections: the verdicts (or why there are none), the descriptives
@@ -550,19 +651,7 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
             "## Time to {:.2}% test accuracy\n\nEach run's training seconds (evaluation excluded) and epoch when its test accuracy first reached the target; runs that never did are shown, not dropped.\n\n",
             100.0 * target
         ));
-        let rows = summary
-            .records
-            .iter()
-            .map(|record| {
-                let reached = time_to_accuracy(record, target);
-                vec![
-                    record.backend.clone(),
-                    record.seed.to_string(),
-                    reached.map_or("never".into(), |r| format!("{:.2}", r.seconds)),
-                    reached.map_or("never".into(), |r| r.epoch.to_string()),
-                ]
-            })
-            .collect();
+        let rows = time_to_accuracy_rows(summary, target);
         out.push_str(&table(&["backend", "seed", "seconds", "epoch"], rows, md).to_string());
         out.push_str("\n\n");
     }
@@ -573,33 +662,8 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
             b = attribution.b
         ));
         for metric in &attribution.metrics {
-            let scale = metric.metric.scale();
             out.push_str(&format!("### {}\n\n", metric.metric.title()));
-            let row = |label: String, estimate: &Estimate| {
-                vec![
-                    label,
-                    estimate.n.to_string(),
-                    signed(scale, estimate.mean),
-                    estimate
-                        .ci95
-                        .map(|ci| interval_text(scale, ci))
-                        .unwrap_or_else(|| "—".into()),
-                ]
-            };
-            let mut rows: Vec<Vec<String>> = metric
-                .gaps
-                .iter()
-                .map(|(configuration, estimate)| row(configuration.title(&attribution.b), estimate))
-                .collect();
-            rows.extend(metric.effects.iter().map(|(factor, estimate)| {
-                row(
-                    format!("effect of {}'s own {}", attribution.b, factor.title()),
-                    estimate,
-                )
-            }));
-            if let Some(residual) = &metric.residual {
-                rows.push(row("interactions (residual)".into(), residual));
-            }
+            let rows = attribution_rows(attribution, metric);
             let quantity = format!("{} vs {} gap", attribution.a, attribution.b);
             out.push_str(
                 &table(&["configuration", "seeds", &quantity, "95% CI"], rows, md).to_string(),
@@ -622,7 +686,7 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -656,7 +720,7 @@ mod tests {
 
     /// Records of two backends over `seeds`, made from the committed version-1 record, with tf
     /// 1 pp more accurate and 20% slower per epoch than tch in every seed.
-    fn records(seeds: &[u64]) -> Vec<RunRecord> {
+    pub(crate) fn records(seeds: &[u64]) -> Vec<RunRecord> {
         let path = crate::cargo::repo_root().join("fixtures/records/v1-tch-mlp.json");
         let base = RunRecord::load(&path).unwrap();
         let mut records = Vec::new();
@@ -675,7 +739,7 @@ mod tests {
         records
     }
 
-    fn summary_of(records: Vec<RunRecord>) -> Summary {
+    pub(crate) fn summary_of(records: Vec<RunRecord>) -> Summary {
         let comparison = parallax_core::stats::comparison::compare(
             &records,
             &[],
@@ -689,7 +753,7 @@ mod tests {
         }
     }
 
-    fn request() -> RunRequest {
+    pub(crate) fn request() -> RunRequest {
         serde_json::from_value(serde_json::json!({
             "backend": "tch", "device": "cpu", "threads": 2, "flush_denormals": true,
             "model": "mlp", "dataset": "fashion-mnist", "data_dir": null,

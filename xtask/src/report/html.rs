@@ -1,0 +1,904 @@
+//! `report.html`: one self-contained page (inline CSS and SVG, GradCAM's PNGs as `data:` URIs,
+//! no script) that opens offline and prints. maud builds it and escapes every value it
+//! interpolates: spec names, paths, class names and error lines are user-controlled.
+//!
+//! The page shows, in order: the verdicts (or, with one seed, the headline numbers), the
+//! statistics over seeds, the charts (time to accuracy and training loss with a band over
+//! seeds; seconds per epoch, peak memory and time to first step as bars with 95% whiskers),
+//! the confusion matrices and per-class F1 as heatmaps, every run, the fairness ledger, the
+//! environment with the command that reproduces the comparison, and GradCAM's grids and
+//! metrics when the directory holds `gradcam/` output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use parallax_core::record::{RunRecord, RunRequest};
+use parallax_core::stats::VerdictKind;
+use parallax_core::stats::comparison::Metric;
+
+use super::charts::{self, Bar};
+use super::{Environment, Summary};
+use crate::commands::gradcam::GradCamSummary;
+
+/// At most this many GradCAM images are inlined; the rest stay in `gradcam/`, and the page
+/// says so.
+pub const GRADCAM_IMAGES_SHOWN: usize = 12;
+
+/// One comparison's part of the page.
+pub struct Section<'a> {
+    /// Its heading, when the page holds several comparisons (one per configuration).
+    pub heading: Option<String>,
+    /// Its summary: records, failures and statistics.
+    pub summary: &'a Summary,
+    /// The request its runs were made from (any backend's; they differ only in the backend).
+    pub request: &'a RunRequest,
+}
+
+/// `cargo xtask gradcam`'s output in a directory: its summary and the first images, read as
+/// PNG bytes.
+pub struct GradCamOutput {
+    /// `gradcam/summary.json`.
+    pub summary: GradCamSummary,
+    /// The first images' names and PNG files' bytes, in the summary's order.
+    pub images: Vec<(String, Vec<u8>)>,
+}
+
+impl GradCamOutput {
+    /// Reads `dir/gradcam/`, or `None` when the directory holds no GradCAM output.
+    pub fn load(dir: &Path) -> anyhow::Result<Option<Self>> {
+        let gradcam = dir.join("gradcam");
+        let path = gradcam.join("summary.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let summary: GradCamSummary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a GradCAM summary", path.display()))?;
+        let images = summary
+            .images
+            .iter()
+            .take(GRADCAM_IMAGES_SHOWN)
+            .filter_map(|image| {
+                let png = std::fs::read(gradcam.join(format!("{}.png", image.name))).ok()?;
+                Some((image.name.clone(), png))
+            })
+            .collect();
+        Ok(Some(Self { summary, images }))
+    }
+}
+
+/// Everything the page shows.
+pub struct Page<'a> {
+    /// The page's title.
+    pub title: String,
+    /// The comparisons, one per configuration.
+    pub sections: Vec<Section<'a>>,
+    /// GradCAM's output, when the directory holds it.
+    pub gradcam: Option<GradCamOutput>,
+    /// Records that could not be read: path and error line.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Renders the page.
+pub fn render(page: &Page<'_>) -> String {
+    let several = page.sections.len() > 1;
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="generator" content="parallax";
+                title { (page.title) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    h1 { (page.title) }
+                    @if several {
+                        p.note { "This directory holds runs of " (page.sections.len()) " configurations; each is reported on its own, and none is pooled with another." }
+                    }
+                }
+                @for (index, section) in page.sections.iter().enumerate() {
+                    (comparison_section(section, if several { format!("run{}-", index + 1) } else { String::new() }))
+                }
+                @if let Some(gradcam) = &page.gradcam {
+                    (gradcam_section(gradcam))
+                }
+                @if !page.unreadable.is_empty() {
+                    section #unreadable {
+                        h2 { "Unreadable records" }
+                        ul {
+                            @for (path, error) in &page.unreadable {
+                                li { code { (path) } ": " (error) }
+                            }
+                        }
+                    }
+                }
+                @if page.sections.is_empty() {
+                    section #environment {
+                        h2 { "Environment" }
+                        (environment_list(&Environment::of_this_machine(), &[], None, None))
+                    }
+                }
+                footer { "Written by parallax. Self-contained: no script, font or image is fetched." }
+            }
+        }
+    };
+    markup.into_string()
+}
+
+/// Writes `dir/report.html` and returns its path.
+pub fn write(dir: &Path, page: &Page<'_>) -> anyhow::Result<PathBuf> {
+    let path = dir.join("report.html");
+    std::fs::write(&path, render(page)).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+const CSS: &str = r#"
+:root { --ink: #1d2733; --muted: #5b6673; --line: #d8dee6; --paper: #ffffff; --band: #f5f7fa; }
+* { box-sizing: border-box; }
+body { margin: 0 auto; max-width: 1180px; padding: 1.2rem 1.6rem 3rem; color: var(--ink); background: var(--paper);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+h1 { font-size: 1.6rem; margin: 0.4rem 0 0.6rem; }
+h2 { font-size: 1.25rem; margin: 2rem 0 0.6rem; padding-bottom: 0.2rem; border-bottom: 2px solid var(--line); }
+h3 { font-size: 1.05rem; margin: 1.2rem 0 0.4rem; }
+p, li { max-width: 75rem; }
+.note, figcaption, .muted { color: var(--muted); font-size: 0.9rem; }
+code { font: 0.88rem/1.4 ui-monospace, "DejaVu Sans Mono", monospace; background: var(--band); padding: 0 0.2rem; border-radius: 3px; word-break: break-all; }
+table { border-collapse: collapse; margin: 0.4rem 0 1rem; font-size: 0.88rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid var(--line); padding: 0.25rem 0.5rem; text-align: right; vertical-align: top; }
+th { background: var(--band); font-weight: 600; }
+td:first-child, th:first-child { text-align: left; }
+.scroll { overflow-x: auto; max-width: 100%; }
+ul.verdicts { list-style: none; padding: 0; }
+ul.verdicts li { margin: 0.3rem 0; padding: 0.3rem 0.6rem; border-left: 5px solid #9aa5b1; background: var(--band); }
+ul.verdicts li.different { border-color: #c0392b; }
+ul.verdicts li.small { border-color: #e69f00; }
+ul.verdicts li.same { border-color: #2e8b57; }
+ul.verdicts li.unclear { border-color: #9aa5b1; }
+.legend span { display: inline-block; margin-right: 1rem; }
+.swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.3rem; vertical-align: -0.1rem; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; }
+figure.chart.line { flex: 1 1 520px; max-width: 760px; }
+figure.chart.bar { flex: 1 1 300px; max-width: 380px; }
+figure svg, figure img { display: block; width: 100%; height: auto; }
+.heatmaps { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
+figure.confusion { flex: 0 0 auto; }
+.heatmaps .scroll { max-width: none; }
+table.heat td { min-width: 2.6rem; text-align: center; }
+table.heat th { text-align: center; }
+table.ledger td { text-align: left; max-width: 28rem; }
+dl.environment { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
+dl.environment dt { font-weight: 600; }
+dl.environment dd { margin: 0; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1rem; }
+.grid img { image-rendering: pixelated; border: 1px solid var(--line); }
+footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 11pt; }
+  section, figure, table { break-inside: avoid; }
+  h2 { break-after: avoid; }
+}
+"#;
+
+/// A table of plain cells; the first row is the header.
+fn table(header: &[String], rows: &[Vec<String>], class: &str) -> Markup {
+    html! {
+        div.scroll {
+            table class=(class) {
+                thead { tr { @for cell in header { th { (cell) } } } }
+                tbody {
+                    @for row in rows {
+                        tr { @for cell in row { td { (cell) } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn strings(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|cell| cell.to_string()).collect()
+}
+
+/// The class of a verdict's line: what the reader should take from it, as a colour.
+fn verdict_class(kind: VerdictKind) -> &'static str {
+    match kind {
+        VerdictKind::Identical | VerdictKind::NoMeaningfulDifference => "same",
+        VerdictKind::MeaningfullyDifferent => "different",
+        VerdictKind::DetectableButSmall => "small",
+        VerdictKind::DetectableSizeUnclear | VerdictKind::Inconclusive => "unclear",
+    }
+}
+
+/// Each backend in the order the comparison lists them, with its colour.
+fn backends(summary: &Summary) -> Vec<String> {
+    let mut names: Vec<String> = summary
+        .comparison
+        .as_ref()
+        .map(|comparison| comparison.backends.clone())
+        .unwrap_or_default();
+    for record in &summary.records {
+        if !names.contains(&record.backend) {
+            names.push(record.backend.clone());
+        }
+    }
+    names
+}
+
+fn legend(names: &[String]) -> Markup {
+    html! {
+        p.legend {
+            @for name in names {
+                span { span.swatch style=(format!("background:{}", charts::css_colour(name))) {} (name) }
+            }
+        }
+    }
+}
+
+fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
+    let summary = section.summary;
+    let id = |name: &str| format!("{prefix}{name}");
+    let threads = summary.records.first().map_or(0, |r| r.threads);
+    let cpu = summary
+        .environment
+        .as_ref()
+        .map(|environment| environment.cpu_model.clone())
+        .unwrap_or_else(super::cpu_model);
+    html! {
+        section.comparison id=(id("comparison")) {
+            @if let Some(heading) = &section.heading {
+                h2 { (heading) }
+            }
+            p.description { (super::description(summary, section.request).replace('`', "")) }
+            section id=(id("verdicts")) {
+                h2 { @if summary.several_seeds() { "Verdicts" } @else { "Headline numbers" } }
+                (verdicts(summary, threads, &cpu))
+            }
+            @if let Some(comparison) = summary.comparison.as_ref().filter(|_| summary.several_seeds()) {
+                section id=(id("over-seeds")) {
+                    h2 { "Over seeds" }
+                    p.note { "Mean ± standard deviation over each backend's complete runs; s/epoch is the median of epochs 2 and later (epoch 1 holds the warm-up)." }
+                    (table(&super::descriptives_header(comparison), &super::descriptives_rows(comparison), "descriptives"))
+                    @if let Some(target) = comparison.target_accuracy {
+                        h3 { "Time to " (format!("{:.2}", 100.0 * target)) "% test accuracy" }
+                        (table(&strings(&["backend", "seed", "seconds", "epoch"]), &super::time_to_accuracy_rows(summary, target), "time-to-accuracy"))
+                    }
+                }
+            }
+            @if let Some(attribution) = &summary.attribution {
+                section id=(id("attribution")) {
+                    h2 { "Attribution of the " (attribution.a) " vs " (attribution.b) " gap" }
+                    p.note { "C0 runs both engines controlled; each C_f switches one of " (attribution.b) "'s defaults to its framework's value while " (attribution.a) " stays controlled; C_n runs both native. A factor's effect is its C_f gap minus the C0 gap, per seed; the interactions are the rest." }
+                    @for metric in &attribution.metrics {
+                        h3 { (metric.metric.title()) }
+                        (table(&strings(&["configuration", "seeds", &format!("{} vs {} gap", attribution.a, attribution.b), "95% CI"]), &super::attribution_rows(attribution, metric), "attribution"))
+                        ul { @for line in &metric.lines { li { (line) } } }
+                    }
+                }
+            }
+            @if !summary.records.is_empty() {
+                (charts_section(summary, &id))
+                (heatmaps_section(summary, &id))
+                section id=(id("runs")) {
+                    h2 { "Every run" }
+                    p.note { "Seconds per epoch cover the training loop only; to first step is building, weight import and the first step." }
+                    (table(&strings(super::SPEED), &super::speed_rows(summary), "speed"))
+                    (table(&strings(super::QUALITY), &super::quality_rows(summary), "quality"))
+                }
+                section id=(id("ledger")) {
+                    h2 { "Fairness ledger" }
+                    p.note { "What each engine does by default, and what parallax does instead so that every backend computes the same thing, topic by topic." }
+                    @let (header, rows) = super::ledger_rows(summary);
+                    (table(&header, &rows, "ledger"))
+                }
+            }
+            @if !summary.failures.is_empty() {
+                section id=(id("failures")) {
+                    h2 { "Failed runs" }
+                    (table(&strings(&["run", "error"]), &summary.failures.iter().map(|f| vec![f.label(), f.error.clone()]).collect::<Vec<_>>(), "failures"))
+                }
+            }
+            section id=(id("environment")) {
+                h2 { "Environment" }
+                @match &summary.environment {
+                    Some(environment) => (environment_list(environment, &summary.records, summary.command.as_deref(), summary.wall_seconds)),
+                    None => {
+                        p.note { "The comparison's summary does not record its machine (it predates that); shown is the machine that rendered this report." }
+                        (environment_list(&Environment::of_this_machine(), &summary.records, summary.command.as_deref(), summary.wall_seconds))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The verdict lines, coloured by kind, or with one seed the headline numbers; then the
+/// attribution's and the repeats' lines, the skipped backends and the scope of it all.
+fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
+    let comparison = summary.comparison.as_ref();
+    let verdicts: Vec<_> = comparison
+        .filter(|c| c.no_verdicts_because.is_none())
+        .map(|c| c.verdicts.iter().collect())
+        .unwrap_or_default();
+    html! {
+        @if let Some(reason) = comparison.and_then(|c| c.no_verdicts_because.as_ref()) {
+            p { "No verdicts: " (reason) "." }
+        }
+        @if !verdicts.is_empty() {
+            p.note { "One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric." }
+            ul.verdicts {
+                @for verdict in &verdicts {
+                    li class=(verdict_class(verdict.verdict.kind)) { (verdict.line) }
+                }
+            }
+        }
+        @if !summary.several_seeds() && !summary.records.is_empty() {
+            (table(
+                &strings(&["backend", "engine", "test accuracy", "weighted F1", "macro F1", "median s/epoch", "to first step s", "peak RSS MiB"]),
+                &summary.records.iter().map(|r| vec![
+                    summary.label(r),
+                    format!("{} {}", r.framework, r.framework_version),
+                    format!("{:.4}", r.test_accuracy),
+                    format!("{:.4}", r.weighted_f1),
+                    format!("{:.4}", r.macro_f1),
+                    format!("{:.2}", r.median_epoch_seconds),
+                    format!("{:.3}", r.time_to_first_step_seconds),
+                    super::mib(r.peak_rss_bytes),
+                ]).collect::<Vec<_>>(),
+                "headline",
+            ))
+        }
+        @if let Some(attribution) = &summary.attribution {
+            ul.verdicts { @for metric in &attribution.metrics { @for line in &metric.lines { li.unclear { (line) } } } }
+        }
+        @if !summary.repeat.is_empty() {
+            ul.verdicts { @for repeat in &summary.repeat { li.unclear { (repeat.line) } } }
+        }
+        @for skipped in &summary.skipped {
+            p.note { "Skipped " strong { (skipped.backend) } ": " (skipped.reason) }
+        }
+        @if !summary.records.is_empty() {
+            p.note { (parallax_core::stats::comparison::scope_note(threads, cpu)) }
+        }
+    }
+}
+
+/// A chart's figure, or a line saying why it could not be drawn.
+fn figure(id: String, kind: &str, caption: &str, svg: anyhow::Result<String>) -> Markup {
+    html! {
+        figure class=(format!("chart {kind}")) id=(id) {
+            @match svg {
+                Ok(svg) => (PreEscaped(svg)),
+                Err(error) => p.note { "This chart could not be drawn: " (format!("{error:#}")) },
+            }
+            figcaption { (caption) }
+        }
+    }
+}
+
+/// Each backend's mean of `metric` over its runs, with the 95% interval of that mean.
+fn bars(summary: &Summary, metric: Metric, scale: f64) -> Vec<Bar> {
+    backends(summary)
+        .into_iter()
+        .filter_map(|backend| {
+            let values: Vec<f64> = summary
+                .records
+                .iter()
+                .filter(|r| r.backend == backend)
+                .filter_map(|r| metric.value(r, None))
+                .filter(|v| v.is_finite())
+                .map(|v| v * scale)
+                .collect();
+            let describe = parallax_core::stats::describe(&values)?;
+            Some(Bar {
+                backend,
+                value: describe.mean,
+                interval: describe.mean_interval(0.95),
+            })
+        })
+        .collect()
+}
+
+fn charts_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
+    let records: Vec<&RunRecord> = summary.records.iter().collect();
+    let names = backends(summary);
+    let seeds = summary.several_seeds();
+    let band = if seeds {
+        "The line is the mean over seeds, the band spans the lowest to the highest seed; x is the median over seeds."
+    } else {
+        "One seed: no band."
+    };
+    let accuracy = charts::bands(
+        &records,
+        |e| e.elapsed_training_seconds,
+        |e| e.test_accuracy,
+    );
+    let loss = charts::bands(&records, |e| f64::from(e.epoch), |e| e.train_loss);
+    let whiskers = if seeds {
+        "Bars are means over seeds; whiskers are 95% confidence intervals of the mean (Student's t)."
+    } else {
+        "One seed: no interval."
+    };
+    let mib = 1.0 / (1024.0 * 1024.0);
+    html! {
+        section id=(id("charts")) {
+            h2 { "Charts" }
+            (legend(&names))
+            div.charts {
+                (figure(id("chart-time-to-accuracy"), "line", &format!("Test accuracy against cumulative training seconds (time to accuracy). {band}"),
+                    charts::line_chart("training seconds", "test accuracy", &accuracy, Some(0.0))))
+                (figure(id("chart-loss"), "line", &format!("Training loss per epoch (the mean over the epoch's steps). {band}"),
+                    charts::line_chart("epoch", "training loss", &loss, None)))
+            }
+            div.charts {
+                (figure(id("chart-epoch-seconds"), "bar", &format!("Seconds per epoch (median of epochs 2 and later). {whiskers}"),
+                    charts::bar_chart("s/epoch", &bars(summary, Metric::EpochSeconds, 1.0), &significant)))
+                (figure(id("chart-peak-memory"), "bar", &format!("Peak resident memory of the worker, MiB. {whiskers}"),
+                    charts::bar_chart("peak RSS MiB", &bars(summary, Metric::PeakMemory, mib), &|v| format!("{v:.0}"))))
+                (figure(id("chart-first-step"), "bar", &format!("Time to first step, seconds: building, weight import and the first step. {whiskers}"),
+                    charts::bar_chart("seconds", &bars(summary, Metric::TimeToFirstStep, 1.0), &significant)))
+            }
+        }
+    }
+}
+
+/// A heatmap cell's background and text colours for `t` in [0, 1]: white to deep blue.
+fn heat(t: f64) -> String {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let stops = [
+        (247.0, 251.0, 255.0),
+        (107.0, 174.0, 214.0),
+        (8.0, 48.0, 107.0),
+    ];
+    let (from, to, u) = if t < 0.5 {
+        (stops[0], stops[1], t * 2.0)
+    } else {
+        (stops[1], stops[2], (t - 0.5) * 2.0)
+    };
+    let mix = |a: f64, b: f64| (a + (b - a) * u).round() as u8;
+    let ink = if t > 0.55 { "#ffffff" } else { "#1d2733" };
+    format!(
+        "background:rgb({},{},{});color:{ink}",
+        mix(from.0, to.0),
+        mix(from.1, to.1),
+        mix(from.2, to.2)
+    )
+}
+
+fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
+    let names = backends(summary);
+    let classes = summary
+        .records
+        .first()
+        .map(|r| r.class_names.clone())
+        .unwrap_or_default();
+    // Per backend: the confusion matrices summed over runs, and each class's mean F1.
+    let mut confusion: BTreeMap<&str, (usize, Vec<Vec<u64>>)> = BTreeMap::new();
+    let mut f1: BTreeMap<&str, Vec<(f64, usize)>> = BTreeMap::new();
+    for record in &summary.records {
+        let rows = record.confusion_matrix.rows();
+        if rows.len() != classes.len() {
+            continue;
+        }
+        let entry = confusion
+            .entry(record.backend.as_str())
+            .or_insert_with(|| (0, vec![vec![0; classes.len()]; classes.len()]));
+        entry.0 += 1;
+        for (total, row) in entry.1.iter_mut().zip(rows) {
+            for (cell, count) in total.iter_mut().zip(row) {
+                *cell += count;
+            }
+        }
+        let scores = f1
+            .entry(record.backend.as_str())
+            .or_insert_with(|| vec![(0.0, 0); classes.len()]);
+        for (score, class) in scores.iter_mut().zip(&record.report.per_class) {
+            if class.f1.is_finite() {
+                score.0 += class.f1;
+                score.1 += 1;
+            }
+        }
+    }
+    html! {
+        section id=(id("heatmaps")) {
+            h2 { "Confusion matrices" }
+            p.note { "Rows are true classes, columns predicted ones; counts summed over each backend's runs, shaded by the share of the true class's examples." }
+            div.heatmaps {
+                @for name in &names {
+                    @if let Some((runs, matrix)) = confusion.get(name.as_str()) {
+                        figure.confusion {
+                            div.scroll {
+                                table.heat {
+                                    thead { tr { th { "true \\ predicted" } @for (j, _) in classes.iter().enumerate() { th title=(classes[j]) { (j) } } } }
+                                    tbody {
+                                        @for (i, row) in matrix.iter().enumerate() {
+                                            @let total = row.iter().sum::<u64>().max(1) as f64;
+                                            tr {
+                                                th title=(classes[i]) { (i) " " (classes[i]) }
+                                                @for count in row {
+                                                    td style=(heat(*count as f64 / total)) { (count) }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            figcaption { span.swatch style=(format!("background:{}", charts::css_colour(name))) {} strong { (name) } ", " (runs) " run" @if *runs != 1 { "s" } }
+                        }
+                    }
+                }
+            }
+            h3 { "Per-class F1" }
+            p.note { "Each backend's mean F1 per class over its runs; darker is higher." }
+            div.scroll {
+                table.heat.f1 {
+                    thead { tr { th { "backend" } @for class in &classes { th { (class) } } } }
+                    tbody {
+                        @for name in &names {
+                            @if let Some(scores) = f1.get(name.as_str()) {
+                                tr {
+                                    th { (name) }
+                                    @for (sum, n) in scores {
+                                        @if *n > 0 {
+                                            @let mean = sum / *n as f64;
+                                            td style=(heat(mean)) { (format!("{mean:.3}")) }
+                                        } @else {
+                                            td { "—" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn environment_list(
+    environment: &Environment,
+    records: &[RunRecord],
+    command: Option<&str>,
+    wall_seconds: Option<f64>,
+) -> Markup {
+    let mut engines: Vec<String> = Vec::new();
+    let mut threads: Vec<String> = Vec::new();
+    let mut revisions: Vec<String> = Vec::new();
+    for record in records {
+        let engine = format!(
+            "{}: {} {} on {}",
+            record.backend, record.framework, record.framework_version, record.device
+        );
+        if !engines.contains(&engine) {
+            engines.push(engine);
+        }
+        let thread = format!("{}: {}", record.backend, record.threads);
+        if !threads.contains(&thread) {
+            threads.push(thread);
+        }
+        if !revisions.contains(&record.git_revision) {
+            revisions.push(record.git_revision.clone());
+        }
+    }
+    html! {
+        dl.environment {
+            dt { "CPU" } dd { (environment.cpu_model) }
+            dt { "Logical CPUs" } dd { (environment.logical_cpus) }
+            dt { "Memory" } dd { (environment.memory_bytes.map_or("unknown".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))) }
+            dt { "OS" } dd { (environment.os) ", kernel " (environment.kernel) }
+            @if !threads.is_empty() { dt { "Threads per engine" } dd { (threads.join(", ")) } }
+            @if !engines.is_empty() { dt { "Engines" } dd { (engines.join("; ")) } }
+            @if !revisions.is_empty() { dt { "parallax revision" } dd { code { (revisions.join(", ")) } } }
+            @if let Some(command) = command { dt { "Reproduce with" } dd { code { (command) } } }
+            @if let Some(wall) = wall_seconds { dt { "Wall time" } dd { (format!("{:.1} min, builds included", wall / 60.0)) } }
+        }
+    }
+}
+
+/// A value with three significant digits, as a bar's label.
+fn significant(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 100.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else if magnitude >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn number(value: Option<f64>, digits: usize) -> String {
+    value.map_or("—".into(), |v| format!("{v:.digits$}"))
+}
+
+fn mean_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let finite: Vec<f64> = values.flatten().filter(|v| v.is_finite()).collect();
+    (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64)
+}
+
+fn gradcam_section(output: &GradCamOutput) -> Markup {
+    let summary = &output.summary;
+    let localisation = summary.localisation();
+    let backend_rows: Vec<Vec<String>> = summary
+        .frameworks
+        .iter()
+        .map(|(backend, framework)| {
+            let results = || {
+                summary
+                    .images
+                    .iter()
+                    .filter_map(move |image| image.backends.get(backend))
+            };
+            let local = localisation.get(backend);
+            vec![
+                backend.clone(),
+                framework.clone(),
+                number(summary.seconds_per_image.get(backend).copied(), 3),
+                number(mean_of(results().map(|r| r.spread_map.area_above_half)), 3),
+                number(mean_of(results().map(|r| r.spread_map.entropy)), 3),
+                number(local.map(|l| l.0), 3),
+                number(local.map(|l| l.1), 3),
+            ]
+        })
+        .collect();
+    let mut pairs: BTreeMap<(String, String), Vec<&crate::commands::gradcam::PairImage>> =
+        BTreeMap::new();
+    for image in &summary.images {
+        for pair in &image.pairs {
+            pairs
+                .entry((pair.a.clone(), pair.b.clone()))
+                .or_default()
+                .push(pair);
+        }
+    }
+    let pair_rows: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|((a, b), images)| {
+            let raw: Vec<f64> = images.iter().filter_map(|p| p.raw.pearson).collect();
+            let low = raw.iter().copied().fold(f64::INFINITY, f64::min);
+            vec![
+                format!("{a} vs {b}"),
+                images.len().to_string(),
+                number(mean_of(raw.iter().map(|&r| Some(r))), 6),
+                number(low.is_finite().then_some(low), 6),
+                number(mean_of(images.iter().map(|p| p.map.pearson)), 6),
+                format!(
+                    "{:.0}%",
+                    100.0 * images.iter().filter(|p| p.same_prediction).count() as f64
+                        / images.len() as f64
+                ),
+            ]
+        })
+        .collect();
+    let method = summary
+        .settings
+        .as_ref()
+        .map_or("—".to_string(), |s| s.method.to_string());
+    html! {
+        section #gradcam {
+            h2 { "GradCAM" }
+            p.description {
+                "Model " code { (summary.model) } ", layer " code { (summary.layer) } ", method " (method)
+                ", weights " code { (summary.weights) } ", preprocessing " (summary.preprocess) ", "
+                (summary.images.len()) " image" @if summary.images.len() != 1 { "s" } "."
+            }
+            (table(&strings(&["backend", "engine", "s/image", "area above half", "entropy", "energy pointing game", "argmax in box"]), &backend_rows, "gradcam-backends"))
+            @if !pair_rows.is_empty() {
+                h3 { "Agreement between engines" }
+                p.note { "Pearson's r of the layer-resolution maps (raw) and of the upsampled maps, over images." }
+                (table(&strings(&["pair", "images", "mean raw r", "lowest raw r", "mean map r", "same prediction"]), &pair_rows, "gradcam-pairs"))
+            }
+            @if !output.images.is_empty() {
+                h3 { "Maps" }
+                @if output.images.len() < summary.images.len() {
+                    p.note { "The first " (output.images.len()) " of " (summary.images.len()) " images; all are in gradcam/." }
+                }
+                div.grid {
+                    @for (name, png) in &output.images {
+                        figure.gradcam {
+                            img alt=(format!("GradCAM of {name}")) src=(format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png)));
+                            figcaption { (name) }
+                        }
+                    }
+                }
+            }
+            @if !summary.failures.is_empty() {
+                h3 { "Failures" }
+                ul { @for (what, error) in &summary.failures { li { (what) ": " (error) } } }
+            }
+        }
+    }
+}
+
+/// The title of a page of one comparison: the model, the data set and the backends.
+pub fn title(summary: &Summary, request: &RunRequest) -> String {
+    let dataset = summary
+        .records
+        .first()
+        .map(|r| r.dataset.clone())
+        .unwrap_or_else(|| request.data.dataset.to_string());
+    let names = backends(summary);
+    if names.is_empty() {
+        format!("parallax: {} on {dataset}", request.model)
+    } else {
+        format!(
+            "parallax: {} on {dataset}, {}",
+            request.model,
+            names.join(" vs ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{records, request, summary_of};
+    use crate::report::{Failure, Skipped};
+
+    /// The page's structure: one line per element (name, id and classes), indented by depth,
+    /// with the text of headings, header cells, terms, list items and captions; the insides of
+    /// SVG charts and of the style sheet are left out, and so are table data, whose numbers the
+    /// other tests check.
+    fn skeleton(html: &str) -> String {
+        const VOID: [&str; 5] = ["meta", "img", "br", "link", "input"];
+        const TEXT_OF: [&str; 9] = [
+            "title",
+            "h1",
+            "h2",
+            "h3",
+            "th",
+            "dt",
+            "li",
+            "figcaption",
+            "strong",
+        ];
+        let attribute = |tag: &str, name: &str| -> Option<String> {
+            let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+            let end = tag[at..].find('"')?;
+            Some(tag[at..at + end].to_string())
+        };
+        let mut out = String::new();
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = html;
+        while let Some(open) = rest.find('<') {
+            let text = rest[..open].trim();
+            if !text.is_empty()
+                && stack
+                    .last()
+                    .is_some_and(|top| TEXT_OF.contains(&top.as_str()))
+            {
+                out.push_str(&format!("{}\"{text}\"\n", "  ".repeat(stack.len())));
+            }
+            let close = rest[open..].find('>').map_or(rest.len(), |at| open + at);
+            let tag = &rest[open + 1..close];
+            rest = &rest[(close + 1).min(rest.len())..];
+            if let Some(name) = tag.strip_prefix('/') {
+                if let Some(at) = stack.iter().rposition(|open| open == name) {
+                    stack.truncate(at);
+                }
+                continue;
+            }
+            if tag.starts_with('!') {
+                continue;
+            }
+            let name: String = tag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let mut line = format!("{}{name}", "  ".repeat(stack.len()));
+            if let Some(id) = attribute(tag, "id") {
+                line.push_str(&format!("#{id}"));
+            }
+            if let Some(class) = attribute(tag, "class") {
+                line.push_str(&format!(".{}", class.replace(' ', ".")));
+            }
+            out.push_str(&line);
+            out.push('\n');
+            // A chart's and the style sheet's insides are plotters' and CSS's, not structure.
+            if name == "svg" || name == "style" {
+                let end = format!("</{name}>");
+                rest = rest.find(&end).map_or("", |at| &rest[at + end.len()..]);
+                continue;
+            }
+            if !VOID.contains(&name.as_str()) && !tag.ends_with('/') {
+                stack.push(name);
+            }
+        }
+        // Runs of the same line (a row's cells) are written once, with their count.
+        let mut compact: Vec<(String, usize)> = Vec::new();
+        for line in out.lines() {
+            match compact.last_mut() {
+                Some((last, count)) if last == line => *count += 1,
+                _ => compact.push((line.to_string(), 1)),
+            }
+        }
+        compact
+            .into_iter()
+            .map(|(line, count)| match count {
+                1 => format!("{line}\n"),
+                n => format!("{line} ×{n}\n"),
+            })
+            .collect()
+    }
+
+    fn page_of(summary: &Summary) -> String {
+        let request = request();
+        render(&Page {
+            title: title(summary, &request),
+            sections: vec![Section {
+                heading: None,
+                summary,
+                request: &request,
+            }],
+            gradcam: None,
+            unreadable: vec![("records/x.json".into(), "not JSON <at all>".into())],
+        })
+    }
+
+    #[test]
+    fn the_page_of_three_seeds_keeps_its_structure() {
+        let mut summary = summary_of(records(&[1, 2, 3]));
+        summary.skipped.push(Skipped {
+            backend: "burn-tch".into(),
+            reason: "its native library could not be provisioned".into(),
+        });
+        summary.command = Some("cargo xtask compare --seeds 3".into());
+        summary.environment = Some(Environment::of_this_machine());
+        let html = page_of(&summary);
+        insta::with_settings!({filters => vec![
+            // Timings differ from run to run: the verdict lines of speed and memory keep their
+            // metric and pair only.
+            (r#"((?:s/epoch|peak RSS|time to first step|time to accuracy), \w+ vs \w+):[^"\n]*"#, "$1: [timing redacted]"),
+        ]}, {
+            insta::assert_snapshot!(skeleton(&html));
+        });
+    }
+
+    #[test]
+    fn user_text_is_escaped_and_nothing_is_fetched() {
+        let mut records = records(&[1]);
+        for record in &mut records {
+            record.class_names[0] = "<script>alert(1)</script>".into();
+        }
+        let mut summary = summary_of(records);
+        summary.failures.push(Failure {
+            backend: "tf".into(),
+            seed: Some(1),
+            configuration: None,
+            error: "a \"quoted\" <error> & more".into(),
+        });
+        let html = page_of(&summary);
+        assert!(!html.contains("<script>"), "a class name was not escaped");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("a &quot;quoted&quot; &lt;error&gt; &amp; more"));
+        assert!(html.contains("not JSON &lt;at all&gt;"));
+        assert!(crate::commands::test::remote_attributes(&html).is_empty());
+        // One seed: the headline numbers instead of verdicts, and every chart still drawn.
+        assert!(html.contains("Headline numbers") && html.contains("No verdicts"));
+        assert_eq!(html.matches("<figure class=\"chart").count(), 5);
+        assert_eq!(html.matches("<svg").count(), 5);
+    }
+
+    #[test]
+    fn heat_goes_from_white_to_dark_blue_with_readable_ink() {
+        assert_eq!(heat(0.0), "background:rgb(247,251,255);color:#1d2733");
+        assert_eq!(heat(1.0), "background:rgb(8,48,107);color:#ffffff");
+        assert_eq!(heat(f64::NAN), heat(0.0));
+        assert_eq!(significant(0.01234), "0.012");
+        assert_eq!(significant(397.4), "397");
+    }
+}
