@@ -160,6 +160,39 @@ fn every_rust_file_opens_with_a_module_doc() {
     );
 }
 
+/// docs/ARCHITECTURE.md: commands do not import each other; what two commands share lives
+/// beside them (`report/`, `workers.rs`, `provision/`), and a command that needs another's
+/// work runs it as a process.
+#[test]
+fn commands_do_not_import_each_other() {
+    let commands = repo_root().join("xtask/src/commands");
+    let mut crossings = Vec::new();
+    for path in rust_files(&commands) {
+        let relative = path.strip_prefix(&commands).unwrap();
+        let own = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or_default()
+            .trim_end_matches(".rs")
+            .to_string();
+        let text = read(&path);
+        for (at, _) in text.match_indices("crate::commands::") {
+            let other: String = text[at + "crate::commands::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if other != own {
+                crossings.push(format!("{} uses commands::{other}", relative.display()));
+            }
+        }
+    }
+    assert!(
+        crossings.is_empty(),
+        "commands import each other; move what they share beside them: {crossings:?}"
+    );
+}
+
 #[test]
 fn the_readme_library_example_is_compiled() {
     let root = repo_root();

@@ -290,5 +290,8 @@ fn report_rerenders_a_directory_of_records() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("holds neither a records/ directory"), "{stderr}");
+    assert!(
+        stderr.contains("holds neither a records/ directory"),
+        "{stderr}"
+    );
 }

@@ -275,11 +275,12 @@ pub fn bar_chart(
             }
         };
         let count = i32::try_from(bars.len().max(1)).unwrap_or(i32::MAX);
+        // plotters' integer ranges include their end: 0..count-1 holds one segment per bar.
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(38)
             .y_label_area_size(72)
-            .build_cartesian_2d((0..count).into_segmented(), 0.0..top)
+            .build_cartesian_2d((0..count - 1).into_segmented(), 0.0..top)
             .map_err(drawing)?;
         chart
             .configure_mesh()

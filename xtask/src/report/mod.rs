@@ -2,6 +2,7 @@
 //! HTML report (`html`) renders the same tables and adds the charts (`charts`).
 
 mod charts;
+pub mod dir;
 pub mod environment;
 pub mod html;
 

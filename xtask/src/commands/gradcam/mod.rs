@@ -261,7 +261,7 @@ fn inputs(
 pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = experiment(&args)?;
     // The page shows the comparison too when the directory holds one.
-    let rendered = crate::commands::report::render_dir(&args.out, None)?;
+    let rendered = crate::report::dir::render_dir(&args.out, None)?;
     for path in rendered
         .written
         .iter()

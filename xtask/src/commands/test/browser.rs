@@ -245,11 +245,14 @@ pub const COMPARISON: &[&str] = &[
 
 /// Checks `pages` (each with the markup it must hold) and a page built to fail; screenshots
 /// are left in `work`.
-pub fn acceptance(pages: &[(PathBuf, Vec<&str>)], work: &Path) -> anyhow::Result<()> {
-    let chromium_path = crate::provision::data::ensure_chromium()?;
+pub fn acceptance(
+    chromium_path: &Path,
+    pages: &[(PathBuf, Vec<&str>)],
+    work: &Path,
+) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for (page, expected) in pages {
-        let rendered = render(&chromium_path, page, work)?;
+        let rendered = render(chromium_path, page, work)?;
         let found = problems(&rendered, expected);
         // Each chart must be an SVG inside its figure, not only an empty figure.
         let charts = rendered.dom.matches("<figure class=\"chart").count();
@@ -295,7 +298,7 @@ pub fn acceptance(pages: &[(PathBuf, Vec<&str>)], work: &Path) -> anyhow::Result
         &bad,
         "<!DOCTYPE html><html><head><title>bad</title></head><body><img src=\"http://192.0.2.1/chart.png\"><script>console.error('deliberate')</script></body></html>",
     )?;
-    let rendered = render(&chromium_path, &bad, work)?;
+    let rendered = render(chromium_path, &bad, work)?;
     let caught = problems(&rendered, &["id=\"verdicts\""]);
     let expected_catches = [
         "the page requested",

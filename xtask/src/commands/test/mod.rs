@@ -2,16 +2,18 @@
 //! printing the minutes of each phase.
 //!
 //! This is the README's test command and what CI runs. It installs Debian's Fashion-MNIST
-//! package when the data set is missing (as root), provisions libtorch and TensorFlow from
+//! package and Chromium when they are missing (as root), provisions libtorch and TensorFlow from
 //! their pinned wheels (`cargo xtask setup`), then runs `cargo test` over the whole workspace in
 //! release mode, the profile `compare` uses too, with the native libraries' environment and the
 //! features that the backend registry lists for the tests (burn's LibTorch engine), so every
 //! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Then the
-//! seeds phase (`seeds.rs`) runs comparisons over seeds through `compare`, and last the
-//! GradCAM phase trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf
-//! and burn from those weights, and maps ResNet-18 and ResNet-50 on the bundled photos,
-//! holding the engines to agreement and the cnn's maps to localisation bounds. Under CI
-//! nothing is skipped: a missing data set is a failure.
+//! seeds phase (`seeds.rs`) runs comparisons over seeds through `compare`; the GradCAM phase
+//! trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf and burn from
+//! those weights, and maps ResNet-18 and ResNet-50 on the bundled photos, holding the engines
+//! to agreement and the cnn's maps to localisation bounds; the browser phase (`browser.rs`)
+//! renders those runs' `report.html` in headless Chromium; and last `compare` with no
+//! `--backends` runs where nothing native can be provisioned. Under CI nothing is skipped: a
+//! missing data set or browser is a failure.
 
 mod browser;
 mod seeds;
@@ -73,7 +75,11 @@ fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    phase("data set", ensure_fashion_mnist)?;
+    // Chromium is checked first so that a machine without it fails now, not after the build.
+    let chromium = phase("data set and Chromium", || {
+        ensure_fashion_mnist()?;
+        provision::data::ensure_chromium()
+    })?;
     let native = phase("native libraries", || provision::ensure(false))?;
     let features = features();
     let test_command = |extra: &[&str]| {
@@ -133,6 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     phase("the HTML report in Chromium", || {
         let acceptance = crate::cargo::target_dir().join("acceptance");
         browser::acceptance(
+            &chromium,
             &[
                 (
                     acceptance.join("seeds/report.html"),
