@@ -268,7 +268,7 @@ fn report_rerenders_a_directory_of_records() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("1 record(s) could not be read and were left out of the report"),
+        stderr.contains("1 file(s) could not be read and were left out of the report"),
         "{stderr}"
     );
     assert!(dir.path().join("report.html").is_file());

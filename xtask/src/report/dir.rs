@@ -128,7 +128,7 @@ impl Rendered {
     pub fn unreadable_error(&self) -> Option<anyhow::Error> {
         (!self.unreadable.is_empty()).then(|| {
             anyhow::anyhow!(
-                "{} record(s) could not be read and were left out of the report: {}",
+                "{} file(s) could not be read and were left out of the report: {}",
                 self.unreadable.len(),
                 self.unreadable
                     .iter()
@@ -153,9 +153,21 @@ struct Part {
 pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Rendered> {
     let layout = Layout::new(dir);
     let records_dir = layout.root().join("records");
-    let gradcam = html::GradCamOutput::load(layout.root())?;
+    let mut unreadable = Vec::new();
+    // GradCAM output that cannot be read is listed like a corrupt record, and the rest renders.
+    let gradcam = html::GradCamOutput::load(layout.root()).unwrap_or_else(|error| {
+        unreadable.push((
+            layout
+                .root()
+                .join("gradcam/summary.json")
+                .display()
+                .to_string(),
+            format!("{error:#}"),
+        ));
+        None
+    });
     if !records_dir.is_dir() {
-        if gradcam.is_none() {
+        if gradcam.is_none() && unreadable.is_empty() {
             bail!(
                 "{} holds neither a records/ directory nor gradcam/ output; pass the --out DIR of a `cargo xtask compare` or `cargo xtask gradcam`",
                 dir.display()
@@ -165,18 +177,17 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
             title: format!("parallax: GradCAM in {}", dir.display()),
             sections: Vec::new(),
             gradcam,
-            unreadable: Vec::new(),
+            unreadable: unreadable.clone(),
         };
         return Ok(Rendered {
             written: vec![html::write(layout.root(), &page)?],
-            unreadable: Vec::new(),
+            unreadable,
         });
     }
     let previous: Option<Summary> = std::fs::read_to_string(layout.summary())
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
     let mut by_configuration: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
-    let mut unreadable = Vec::new();
     for path in json_files(&records_dir)? {
         match RunRecord::load(&path) {
             Ok(record) => by_configuration
@@ -387,7 +398,7 @@ mod tests {
         assert!(html.contains("id=\"chart-time-to-accuracy\""));
         let error = rendered.unreadable_error().unwrap().to_string();
         assert!(
-            error.starts_with("1 record(s) could not be read and were left out of the report"),
+            error.starts_with("1 file(s) could not be read and were left out of the report"),
             "{error}"
         );
         assert!(!error.contains('\n'));

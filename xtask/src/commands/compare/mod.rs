@@ -531,7 +531,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             summary: &summary,
             request: &checked.base,
         }],
-        gradcam: html::GradCamOutput::load(layout.root())?,
+        // GradCAM output that cannot be read does not cost the comparison its report.
+        gradcam: html::GradCamOutput::load(layout.root()).unwrap_or_else(|error| {
+            eprintln!("warning: {error:#}; the report leaves GradCAM out");
+            None
+        }),
         unreadable: Vec::new(),
     };
     let report_html = html::write(layout.root(), &page)?;
