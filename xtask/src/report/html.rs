@@ -172,7 +172,7 @@ figure svg, figure img { display: block; width: 100%; height: auto; }
 figure.confusion { flex: 0 0 auto; }
 .heatmaps .scroll { max-width: none; }
 table.heat { font-size: 0.78rem; }
-table.heat td, table.heat th { min-width: 1.9rem; padding: 0.15rem 0.25rem; text-align: center; }
+table.heat td, table.heat th { min-width: 1.6rem; padding: 0.12rem 0.2rem; text-align: center; }
 table.f1 td { min-width: 2.8rem; }
 table.ledger td { text-align: left; max-width: 28rem; }
 dl.environment { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
@@ -514,7 +514,7 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
     html! {
         section id=(id("heatmaps")) {
             h2 { "Confusion matrices" }
-            p.note { "Rows are true classes, columns predicted ones; counts summed over each backend's runs, shaded by the share of the true class's examples. Classes: "
+            p.note { "Rows are true classes, columns predicted ones: the percentage of the true class's test examples predicted as each class, over each backend's runs (the counts are in each cell's tooltip). Classes: "
                 @for (index, class) in classes.iter().enumerate() {
                     @if index > 0 { ", " }
                     (index) " " (class)
@@ -527,14 +527,15 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
                         figure.confusion {
                             div.scroll {
                                 table.heat {
-                                    thead { tr { th title="rows: the true class; columns: the predicted class" { "true \\ pred." } @for (j, _) in classes.iter().enumerate() { th title=(classes[j]) { (j) } } } }
+                                    thead { tr { th title="rows: the true class; columns: the predicted class" { "t \\ p" } @for (j, _) in classes.iter().enumerate() { th title=(classes[j]) { (j) } } } }
                                     tbody {
                                         @for (i, row) in matrix.iter().enumerate() {
                                             @let total = row.iter().sum::<u64>().max(1) as f64;
                                             tr {
                                                 th title=(classes[i]) { (i) }
                                                 @for count in row {
-                                                    td style=(heat(*count as f64 / total)) { (count) }
+                                                    @let share = *count as f64 / total;
+                                                    td style=(heat(share)) title=(format!("{count} examples")) { (format!("{:.0}", 100.0 * share)) }
                                                 }
                                             }
                                         }
