@@ -8,6 +8,8 @@
 use anyhow::anyhow;
 use parallax_core::record::{EpochRecord, RunRecord};
 use parallax_core::stats::Interval;
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 /// Width and height of a line chart, in SVG user units (the page scales it to its column).
@@ -142,6 +144,22 @@ fn padded(values: impl Iterator<Item = f64>, floor: Option<f64>) -> std::ops::Ra
     start..high + room
 }
 
+/// The look every chart's axes and grid share: labels large enough to read once the page
+/// scales the chart down, and a light grid.
+fn house_style<'a, 'b, 'm, XT, YT, X, Y, DB>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: Ranged<ValueType = XT> + ValueFormatter<XT>,
+    Y: Ranged<ValueType = YT> + ValueFormatter<YT>,
+    DB: DrawingBackend,
+{
+    mesh.label_style((FONT, 16))
+        .axis_desc_style((FONT, 17))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
+}
+
 /// An error of plotters' SVG backend, as anyhow's.
 fn drawing<E: std::fmt::Debug>(error: E) -> anyhow::Error {
     anyhow!("drawing a chart: {error:?}")
@@ -179,16 +197,9 @@ pub fn line_chart(
             .y_label_area_size(72)
             .build_cartesian_2d(x_range, y_range)
             .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_description)
-            .y_desc(y_description)
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(0xee, 0xee, 0xee))
-            .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
-            .draw()
-            .map_err(drawing)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(x_description).y_desc(y_description);
+        house_style(&mut mesh).draw().map_err(drawing)?;
         for band in bands {
             let colour = colour(&band.backend);
             if band.points.iter().any(|p| p.high > p.low) {
@@ -282,17 +293,11 @@ pub fn bar_chart(
             .y_label_area_size(72)
             .build_cartesian_2d((0..count - 1).into_segmented(), 0.0..top)
             .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_x_mesh()
             .y_desc(y_description)
-            .x_label_formatter(&label)
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(0xee, 0xee, 0xee))
-            .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
-            .draw()
-            .map_err(drawing)?;
+            .x_label_formatter(&label);
+        house_style(&mut mesh).draw().map_err(drawing)?;
         for (i, bar) in (0..count).zip(bars) {
             if !bar.value.is_finite() {
                 continue;

@@ -174,7 +174,7 @@ figure.confusion { flex: 0 0 auto; }
 table.heat { font-size: 0.78rem; }
 table.heat td, table.heat th { min-width: 1.6rem; padding: 0.12rem 0.2rem; text-align: center; }
 table.f1 td { min-width: 2.8rem; }
-table.ledger td { text-align: left; max-width: 28rem; }
+table.ledger td, table.ledger th { text-align: left; max-width: 28rem; }
 dl.environment { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
 dl.environment dt { font-weight: 600; }
 dl.environment dd { margin: 0; }
@@ -341,20 +341,7 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
             }
         }
         @if !summary.several_seeds() && !summary.records.is_empty() {
-            (table(
-                &strings(&["backend", "engine", "test accuracy", "weighted F1", "macro F1", "median s/epoch", "to first step s", "peak RSS MiB"]),
-                &summary.records.iter().map(|r| vec![
-                    summary.label(r),
-                    format!("{} {}", r.framework, r.framework_version),
-                    format!("{:.4}", r.test_accuracy),
-                    format!("{:.4}", r.weighted_f1),
-                    format!("{:.4}", r.macro_f1),
-                    format!("{:.2}", r.median_epoch_seconds),
-                    format!("{:.3}", r.time_to_first_step_seconds),
-                    super::mib(r.peak_rss_bytes),
-                ]).collect::<Vec<_>>(),
-                "headline",
-            ))
+            (table(&strings(super::HEADLINE), &super::headline_rows(summary), "headline"))
         }
         @if let Some(attribution) = &summary.attribution {
             ul.verdicts { @for metric in &attribution.metrics { @for line in &metric.lines { li.unclear { (line) } } } }

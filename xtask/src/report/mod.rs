@@ -362,37 +362,45 @@ pub fn terminal(summary: &Summary) -> String {
     out
 }
 
-/// The table of one seed's runs, one row per run.
+/// The headline numbers' header: one seed's runs, the quality and cost of each.
+pub(crate) const HEADLINE: &[&str] = &[
+    "backend",
+    "engine",
+    "test acc",
+    "weighted F1",
+    "macro F1",
+    "median s/epoch",
+    "to first step s",
+    "peak RSS MiB",
+];
+
+/// The headline numbers, one row per run.
+pub(crate) fn headline_rows(summary: &Summary) -> Vec<Vec<String>> {
+    summary
+        .records
+        .iter()
+        .map(|r| {
+            vec![
+                summary.label(r),
+                format!("{} {}", r.framework, r.framework_version),
+                format!("{:.4}", r.test_accuracy),
+                format!("{:.4}", r.weighted_f1),
+                format!("{:.4}", r.macro_f1),
+                format!("{:.2}", r.median_epoch_seconds),
+                format!("{:.3}", r.time_to_first_step_seconds),
+                mib(r.peak_rss_bytes),
+            ]
+        })
+        .collect()
+}
+
+/// The table of one seed's runs, one row per run, and the failed runs.
 pub fn terminal_table(summary: &Summary) -> String {
-    let mut rows = Vec::new();
-    for r in &summary.records {
-        rows.push(vec![
-            summary.label(r),
-            format!("{} {}", r.framework, r.framework_version),
-            format!("{:.4}", r.test_accuracy),
-            format!("{:.4}", r.weighted_f1),
-            format!("{:.2}", r.median_epoch_seconds),
-            format!("{:.3}", r.time_to_first_step_seconds),
-            mib(r.peak_rss_bytes),
-        ]);
-    }
+    let mut rows = headline_rows(summary);
     for f in &summary.failures {
         rows.push(vec![f.label(), "failed".into(), f.error.clone()]);
     }
-    table(
-        &[
-            "backend",
-            "engine",
-            "test acc",
-            "weighted F1",
-            "median s/epoch",
-            "to first step s",
-            "peak RSS MiB",
-        ],
-        rows,
-        presets::UTF8_FULL_CONDENSED,
-    )
-    .to_string()
+    table(HEADLINE, rows, presets::UTF8_FULL_CONDENSED).to_string()
 }
 
 /// `report.md`: one table per metric family, one row per backend.
