@@ -13,6 +13,7 @@ pub mod data;
 pub mod defaults;
 pub mod denormals;
 pub mod error;
+pub mod flops;
 pub mod gradcam;
 pub mod init;
 pub mod layout;

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::backend::{Device, OptimizerConfig};
 use crate::data::DataRequest;
 use crate::defaults::Factor;
+use crate::flops::FlopCount;
 use crate::ledger::{Ledger, Topic};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::spec::ModelSource;
@@ -286,9 +287,21 @@ pub struct RunRecord {
     pub median_epoch_seconds: f64,
     /// The fairness ledger: the engine's own defaults, topic by topic, and what parallax does.
     pub ledger: Ledger,
+    /// The model's FLOPs, counted from its spec (`crate::flops`); absent in older records.
+    #[serde(default)]
+    pub flops: Option<FlopCount>,
 }
 
 impl RunRecord {
+    /// The GFLOP/s an epoch achieved: its training FLOPs (forward and backward per example,
+    /// the update per step) over its training seconds; `None` without a FLOP count.
+    pub fn achieved_gflops(&self, epoch: &EpochRecord) -> Option<f64> {
+        let flops = self.flops?;
+        let examples = self.train_examples as u64;
+        let steps = examples.div_ceil(self.batch_size.max(1) as u64);
+        (epoch.seconds > 0.0).then(|| flops.training(examples, steps) as f64 / epoch.seconds / 1e9)
+    }
+
     /// Writes the record as pretty JSON, through a temporary file so a reader never sees half of it.
     pub fn save(&self, path: &Path) -> Result<()> {
         write_json_atomically(path, self)

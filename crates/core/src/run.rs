@@ -260,6 +260,7 @@ fn start_record(
         peak_rss_bytes: 0,
         time_to_first_step_seconds: 0.0,
         median_epoch_seconds: 0.0,
+        flops: Some(crate::flops::count(model, &optimizer.kind)),
         ledger,
     }
 }

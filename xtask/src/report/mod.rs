@@ -153,9 +153,28 @@ pub(crate) fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
                     .join(" / "),
                 format!("{:.3}", r.time_to_first_step_seconds),
                 mib(r.peak_rss_bytes),
+                gflops_per_epoch(r),
             ]
         })
         .collect()
+}
+
+/// Each epoch's achieved GFLOP/s (training FLOPs from the spec over the epoch's seconds), or a
+/// dash for a record without a FLOP count.
+fn gflops_per_epoch(record: &RunRecord) -> String {
+    if record.flops.is_none() {
+        return "—".into();
+    }
+    record
+        .epochs
+        .iter()
+        .map(|epoch| {
+            record
+                .achieved_gflops(epoch)
+                .map_or("—".into(), |g| format!("{g:.2}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 pub(crate) fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
@@ -183,6 +202,7 @@ pub(crate) const SPEED: &[&str] = &[
     "s per epoch",
     "to first step s",
     "peak RSS MiB",
+    "GFLOP/s per epoch",
 ];
 pub(crate) const QUALITY: &[&str] = &[
     "backend",
@@ -453,7 +473,7 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         .to_string(),
     );
 
-    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step).\n\n");
+    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step). GFLOP/s are each epoch's training FLOPs, counted from the spec (forward and backward per example, the optimizer's update per step; a multiply-add is 2 FLOPs), over its seconds.\n\n");
     out.push_str(&table(SPEED, speed_rows(summary), md).to_string());
 
     out.push_str("\n\n## Quality (test set, after the last epoch)\n\n");
@@ -799,6 +819,20 @@ pub(crate) mod tests {
         );
         assert!(printed.contains("│ tch"), "{printed}");
 
+        // The committed version-1 record predates FLOP counts: its GFLOP/s are a dash.
+        assert!(text.contains("| — |") || text.contains("| —"), "{text}");
+        let mut counted = records(&[7]);
+        for record in &mut counted {
+            record.flops = Some(parallax_core::flops::FlopCount {
+                forward_per_example: 200_000,
+                backward_per_example: 300_000,
+                optimizer_per_step: 1_000,
+            });
+        }
+        let epoch = counted[0].epochs[0].clone();
+        let expected = counted[0].achieved_gflops(&epoch).unwrap();
+        let text = markdown(&summary_of(counted), &request());
+        assert!(text.contains(&format!("{expected:.2}")), "{text}");
         let one = summary_of(records(&[7]));
         let text = markdown(&one, &request());
         assert!(text.contains("No verdicts: 1 seed completed: verdicts need at least 3 seeds"));
