@@ -1,20 +1,25 @@
-//! One training step and one prediction per backend and model, at batch 64, plus the harness's
-//! own cost of gathering a shuffled batch: the part of an epoch that is parallax's, not the
-//! engine's. Names read `<backend>/<model>/<what>`.
+//! One training step and one prediction for every engine (burn's Flex, and with their features
+//! burn on libtorch, tch and TensorFlow), for the mlp and the cnn on Fashion-MNIST's 1×28×28
+//! images and ResNet-18 on 3×32×32 ones, at batch 64 and 256; plus the harness's own cost of
+//! gathering a shuffled batch. Names read `<backend>/<model>/<what>/<batch>`.
 //!
-//! Run with `cargo xtask bench` (or `cargo bench -p parallax-benches`). Threads: 2, or
-//! `PARALLAX_BENCH_THREADS`.
+//! Every engine's `train_step` reads the loss back to the host and `predict` returns the logits
+//! on the host, so each timed iteration ends with the engine's work done: nothing is left
+//! running when the timer stops.
+//!
+//! Run with `cargo xtask bench` (or `cargo bench -p parallax-benches --features tch,tf,burn-tch`
+//! with the native libraries' environment). Threads: 2, or `PARALLAX_BENCH_THREADS`.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use parallax_benches::{first_batch, subset};
-use parallax_burn::{BurnBackend, BurnEngine};
+use parallax_benches::{first_batch, subset, synthetic_batch};
 use parallax_core::data::epoch_order;
 use parallax_core::spec::presets;
-use parallax_core::{Backend, CpuSettings, Device, OptimizerConfig, init};
+use parallax_core::{Backend, Batch, CpuSettings, Device, ModelSpec, OptimizerConfig, init};
 
-const BATCH: usize = 64;
+const BATCHES: [usize; 2] = [64, 256];
 
 fn threads() -> usize {
     std::env::var("PARALLAX_BENCH_THREADS")
@@ -27,47 +32,107 @@ fn harness(c: &mut Criterion) {
     let data = subset();
     let order = epoch_order(data.len(), 42, 0);
     let mut group = c.benchmark_group("harness");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("gather_batch_64", |b| {
-        let mut start = 0;
-        b.iter(|| {
-            if start + BATCH > order.len() {
-                start = 0;
-            }
-            let batch = data.batch(&order[start..start + BATCH]);
-            start += BATCH;
-            black_box(batch)
-        })
-    });
+    for batch in BATCHES {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("gather_batch/{batch}"), |b| {
+            let mut start = 0;
+            b.iter(|| {
+                if start + batch > order.len() {
+                    start = 0;
+                }
+                let gathered = data.batch(&order[start..start + batch]);
+                start += batch;
+                black_box(gathered)
+            })
+        });
+    }
     group.finish();
 }
 
-fn burn(c: &mut Criterion) {
-    let backend = BurnBackend::new(BurnEngine::Flex, Device::Cpu, CpuSettings::new(threads()))
-        .expect("Flex on the CPU");
+/// The models and, per batch size, the batch each trains on: real images for the
+/// Fashion-MNIST models, a fixed synthetic batch for ResNet-18.
+fn workloads() -> Vec<(ModelSpec, Vec<Batch>)> {
     let data = subset();
-    let batch = first_batch(&data, BATCH);
+    let fashion = || BATCHES.iter().map(|&b| first_batch(&data, b)).collect();
+    vec![
+        (presets::mlp([1, 28, 28], 10), fashion()),
+        (presets::cnn([1, 28, 28], 10), fashion()),
+        (
+            presets::resnet18([3, 32, 32], 10),
+            BATCHES
+                .iter()
+                .map(|&b| synthetic_batch([3, 32, 32], 10, b))
+                .collect(),
+        ),
+    ]
+}
+
+/// Benchmarks `backend`, named `name`, on every workload.
+fn engine<B: Backend>(c: &mut Criterion, name: &str, backend: &B) {
     let optimizer = OptimizerConfig::adam(1e-3);
-    for spec in [presets::mlp([1, 28, 28], 10), presets::cnn([1, 28, 28], 10)] {
+    for (spec, batches) in workloads() {
         let model = spec.resolve().expect("presets resolve");
         let weights = init::canonical(&model, 42);
         let mut net = backend.build(&model, Some(&weights)).expect("build");
-        let mut group = c.benchmark_group(format!("burn-flex/{}", model.spec.name));
-        group.throughput(Throughput::Elements(BATCH as u64));
-        if model.spec.name == "cnn" {
-            group.sample_size(20);
+        let mut group = c.benchmark_group(format!("{name}/{}", model.spec.name));
+        // Steps of the larger models take a good part of a second on two cores.
+        if model.spec.name != "mlp" {
+            group
+                .sample_size(10)
+                .measurement_time(Duration::from_secs(8));
         }
-        // Flex computes synchronously and `train_step` reads the loss back, so each
-        // iteration ends with the step's work done: no extra sync is needed before the timer.
-        group.bench_function("train_step_64", |b| {
-            b.iter(|| black_box(net.train_step(&batch, &optimizer).expect("step")))
-        });
-        group.bench_function("predict_64", |b| {
-            b.iter(|| black_box(net.predict(batch.images.view()).expect("predict")))
-        });
+        for batch in &batches {
+            let size = batch.len();
+            group.throughput(Throughput::Elements(size as u64));
+            group.bench_function(format!("train_step/{size}"), |b| {
+                b.iter(|| black_box(net.train_step(batch, &optimizer).expect("step")))
+            });
+            group.bench_function(format!("predict/{size}"), |b| {
+                b.iter(|| black_box(net.predict(batch.images.view()).expect("predict")))
+            });
+        }
         group.finish();
     }
 }
 
-criterion_group!(benches, harness, burn);
+fn cpu() -> CpuSettings {
+    CpuSettings::new(threads())
+}
+
+fn burn_flex(c: &mut Criterion) {
+    use parallax_burn::{BurnBackend, BurnEngine};
+    let backend = BurnBackend::new(BurnEngine::Flex, Device::Cpu, cpu()).expect("Flex on the CPU");
+    engine(c, "burn", &backend);
+}
+
+#[cfg(feature = "burn-tch")]
+fn burn_tch(c: &mut Criterion) {
+    use parallax_burn::{BurnBackend, BurnEngine};
+    let backend =
+        BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, cpu()).expect("burn on libtorch");
+    engine(c, "burn-tch", &backend);
+}
+
+#[cfg(not(feature = "burn-tch"))]
+fn burn_tch(_: &mut Criterion) {}
+
+#[cfg(feature = "tch")]
+fn tch(c: &mut Criterion) {
+    let backend = parallax_tch::TchBackend::new(Device::Cpu, cpu()).expect("libtorch on the CPU");
+    engine(c, "tch", &backend);
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch(_: &mut Criterion) {}
+
+#[cfg(feature = "tf")]
+fn tf(c: &mut Criterion) {
+    let backend = parallax_tf::TfBackend::new(Device::Cpu, cpu()).expect("TensorFlow on the CPU");
+    engine(c, "tf", &backend);
+}
+
+#[cfg(not(feature = "tf"))]
+fn tf(_: &mut Criterion) {}
+
+criterion_group!(benches, harness, burn_flex, burn_tch, tch, tf);
 criterion_main!(benches);

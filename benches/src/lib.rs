@@ -26,6 +26,21 @@ pub fn first_batch(data: &Dataset, batch_size: usize) -> Batch {
     data.batch(&order[..batch_size.min(order.len())])
 }
 
+/// A fixed batch of `batch` images of `shape` (channels, height, width) with values in [0, 1]
+/// and labels cycling through `classes`, for models whose data set is not bundled.
+pub fn synthetic_batch(shape: [usize; 3], classes: u32, batch: usize) -> Batch {
+    let [channels, height, width] = shape;
+    // A cheap deterministic hash of the position: the same batch on every run and engine.
+    let images =
+        ndarray::Array4::from_shape_fn((batch, channels, height, width), |(n, c, h, w)| {
+            let mixed =
+                (n * 7919 + c * 104_729 + h * 31 + w * 131).wrapping_mul(2_654_435_761) % 1000;
+            mixed as f32 / 999.0
+        });
+    let labels = ndarray::Array1::from_shape_fn(batch, |n| n as u32 % classes);
+    Batch { images, labels }
+}
+
 /// Full Fashion-MNIST's training set, found as `cargo xtask compare` finds it (`PARALLAX_DATA_DIR`,
 /// Debian's `dataset-fashion-mnist`, then the cache), normalised to [0, 1].
 pub fn full_fashion_mnist(cache_dir: PathBuf) -> Result<Dataset, DataError> {

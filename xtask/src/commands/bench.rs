@@ -11,7 +11,7 @@ use crate::workers::set_openmp_wait;
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A criterion filter, such as `burn-flex/cnn` or `harness`.
+    /// A criterion filter, such as `tch/cnn`, `train_step/256` or `harness`.
     pub filter: Option<String>,
     /// Instead of the criterion benchmarks, measure the share of a libtorch epoch on full
     /// Fashion-MNIST that is the harness's (`benches/benches/harness_share.rs`; settings through
@@ -41,10 +41,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         set_openmp_wait(&mut command);
         command
     } else {
-        cargo(
-            &["bench", "-p", "parallax-benches", "--bench", "train_step"],
-            None,
-        )
+        let native = provision::ensure(false)?;
+        let mut command = cargo(
+            &[
+                "bench",
+                "-p",
+                "parallax-benches",
+                "--features",
+                "tch,tf,burn-tch",
+                "--bench",
+                "train_step",
+            ],
+            Some(&native),
+        );
+        set_openmp_wait(&mut command);
+        command
     };
     if let Some(filter) = &args.filter {
         command.arg("--").arg(filter);

@@ -38,8 +38,8 @@ pub struct Args {
     pub cargo_args: Vec<String>,
 }
 
-/// The features of every `cargo` run here: those the registry's backends ask for, the
-/// libtorch harness-share benchmark, and every CPU backend in the worker, whose one binary the
+/// The features of every `cargo` run here: those the registry's backends ask for, every
+/// engine's benchmarks, and every CPU backend in the worker, whose one binary the
 /// GradCAM phase then uses for all engines. All runs take the same, so each reuses the first's
 /// builds.
 fn features() -> String {
@@ -54,7 +54,11 @@ fn features() -> String {
                 .iter()
                 .map(|feature| feature.to_string())
         })
-        .chain(["parallax-benches/tch".to_string()])
+        .chain(
+            ["tch", "tf", "burn-tch"]
+                .into_iter()
+                .map(|feature| format!("parallax-benches/{feature}")),
+        )
         .chain(workers)
         .collect::<Vec<_>>()
         .join(",")
