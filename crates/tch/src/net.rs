@@ -164,11 +164,38 @@ fn initial(info: &ParamInfo, kind: Kind, device: tch::Device) -> Result<Tensor> 
             }
         })
     })?;
+    // Convolution kernels live channels-last on the CPU, which makes oneDNN's convolutions
+    // produce channels-last activations, and pooling, ReLU and the backward passes follow.
+    let tensor = if info.shape.len() == 4 && device == tch::Device::Cpu {
+        channels_last(&tensor)?
+    } else {
+        tensor
+    };
     if info.role.is_trainable() {
         tensor.f_set_requires_grad(true)
     } else {
         Ok(tensor)
     }
+}
+
+/// The same `[N, C, H, W]` values stored channels-last: the strides of PyTorch's
+/// `memory_format=torch.channels_last` (`[HWC, 1, WC, C]`), which tch does not expose. They are
+/// set explicitly on a fresh NHWC buffer, because permuting and copying leaves the NCHW strides
+/// in place whenever a dimension is 1 (a single input channel), and libtorch picks its layout
+/// from the exact strides. libtorch's CPU convolutions (oneDNN) and max pooling run much faster
+/// on this layout than on NCHW (`docs/bench.md`).
+fn channels_last(tensor: &Tensor) -> Result<Tensor> {
+    let size = tensor.size();
+    let &[n, c, h, w] = size.as_slice() else {
+        return Err(TchError::Shape(format!(
+            "channels-last needs [N, C, H, W], not {size:?}"
+        )));
+    };
+    tch::no_grad(|| {
+        let mut buffer = Tensor::f_empty([n, h, w, c], (tensor.kind(), tensor.device()))?;
+        buffer.f_copy_(&tensor.f_permute([0, 2, 3, 1])?)?;
+        buffer.f_as_strided([n, c, h, w], [h * w * c, 1, w * c, c], None::<i64>)
+    })
 }
 
 impl Net {

@@ -22,6 +22,8 @@ pub(crate) struct Optimizer {
     first: Vec<Tensor>,
     /// Adam: the second moment per parameter.
     second: Vec<Tensor>,
+    /// Adam: one tensor per parameter for the step's intermediate values.
+    scratch: Vec<Tensor>,
 }
 
 impl Optimizer {
@@ -32,6 +34,7 @@ impl Optimizer {
             steps: 0,
             first: Vec::new(),
             second: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -103,6 +106,14 @@ impl Optimizer {
 
     /// torch.optim.Adam (Algorithm 1: `w -= lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`), or Keras's
     /// formulation (`w -= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + ε)`).
+    ///
+    /// Every operation is in place, on the moments and on one scratch tensor per parameter
+    /// allocated at the first step, so that a step allocates nothing: the same passes as
+    /// `torch.optim`'s single-tensor Adam (`lerp_`, `mul_` and `addcmul_`, `sqrt`, `div_`,
+    /// `add_`, `addcdiv_`), which allocates the denominator at every step. libtorch's
+    /// `addcmul_` and `addcdiv_` have no `value` through tch, so the scale goes into the scratch
+    /// tensor: `v ← lerp(v, g², 1 − β₂)` (= β₂v + (1 − β₂)g²), and the step divides `m` by a
+    /// denominator pre-multiplied by `−1/step size`.
     #[allow(clippy::too_many_arguments)]
     fn adam(
         &mut self,
@@ -118,36 +129,33 @@ impl Optimizer {
             for parameter in parameters {
                 self.first.push(parameter.f_zeros_like()?);
                 self.second.push(parameter.f_zeros_like()?);
+                self.scratch.push(parameter.f_empty_like()?);
             }
         }
         let t = i32::try_from(self.steps).unwrap_or(i32::MAX);
         let correction1 = 1.0 - beta1.powi(t);
         let correction2 = 1.0 - beta2.powi(t);
-        for ((parameter, gradient), (m, v)) in parameters
+        for (((parameter, gradient), (m, v)), scratch) in parameters
             .iter()
             .zip(gradients)
             .zip(self.first.iter_mut().zip(self.second.iter_mut()))
+            .zip(self.scratch.iter_mut())
         {
             let mut parameter = parameter.shallow_clone();
             let _ = m.f_lerp_(gradient, 1.0 - beta1)?;
-            let _ = v.f_mul_scalar_(beta2)?;
-            // addcmul_(g, g, value = 1 − β₂) computes (value·g)·g.
-            let _ = v.f_add_(&gradient.f_mul_scalar(1.0 - beta2)?.f_mul(gradient)?)?;
-            let update = match formulation {
+            let _ = gradient.f_mul_out(scratch, gradient)?;
+            let _ = v.f_lerp_(scratch, 1.0 - beta2)?;
+            let _ = v.f_sqrt_out(scratch)?;
+            let step_size = match formulation {
                 AdamFormulation::Pytorch => {
-                    let denominator = v
-                        .f_sqrt()?
-                        .f_div_scalar(correction2.sqrt())?
-                        .f_add_scalar(epsilon)?;
-                    m.f_div(&denominator)?.f_mul_scalar(lr / correction1)?
+                    let _ = scratch.f_div_scalar_(correction2.sqrt())?;
+                    lr / correction1
                 }
-                AdamFormulation::Keras => {
-                    let denominator = v.f_sqrt()?.f_add_scalar(epsilon)?;
-                    m.f_div(&denominator)?
-                        .f_mul_scalar(lr * correction2.sqrt() / correction1)?
-                }
+                AdamFormulation::Keras => lr * correction2.sqrt() / correction1,
             };
-            let _ = parameter.f_sub_(&update)?;
+            let _ = scratch.f_add_scalar_(epsilon)?;
+            let _ = scratch.f_mul_scalar_(-1.0 / step_size)?;
+            let _ = parameter.f_addcdiv_(m, scratch)?;
         }
         Ok(())
     }
