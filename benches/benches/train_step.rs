@@ -1,7 +1,12 @@
 //! One training step and one prediction for every engine (burn's Flex, and with their features
 //! burn on libtorch, tch and TensorFlow), for the mlp and the cnn on Fashion-MNIST's 1×28×28
 //! images and ResNet-18 on 3×32×32 ones, at batch 64 and 256; plus the harness's own cost of
-//! gathering a shuffled batch. Names read `<backend>/<model>/<what>/<batch>`.
+//! gathering a shuffled batch. Names read `<backend>/<model>/<what>/<batch>`. Each engine also
+//! runs the f32 matrix product behind the machine's peak, as `<backend>/peak/matmul/2048`.
+//!
+//! With `PARALLAX_BENCH_FLOPS=FILE` set, the run first writes each model's FLOP counts (from its
+//! spec, `parallax_core::flops`, with the benchmarks' Adam) to FILE as JSON, for
+//! `cargo xtask bench` to turn step times into GFLOP/s and utilisation.
 //!
 //! Every engine's `train_step` reads the loss back to the host and `predict` returns the logits
 //! on the host, so each timed iteration ends with the engine's work done: nothing is left
@@ -10,6 +15,7 @@
 //! Run with `cargo xtask bench` (or `cargo bench -p parallax-benches --features tch,tf,burn-tch`
 //! with the native libraries' environment). Threads: 2, or `PARALLAX_BENCH_THREADS`.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -17,7 +23,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use parallax_benches::{first_batch, subset, synthetic_batch};
 use parallax_core::data::epoch_order;
 use parallax_core::spec::presets;
-use parallax_core::{Backend, Batch, CpuSettings, Device, ModelSpec, OptimizerConfig, init};
+use parallax_core::{
+    Backend, Batch, CpuSettings, Device, ModelSpec, OptimizerConfig, flops, init, peak,
+};
 
 const BATCHES: [usize; 2] = [64, 256];
 
@@ -67,9 +75,49 @@ fn workloads() -> Vec<(ModelSpec, Vec<Batch>)> {
     ]
 }
 
-/// Benchmarks `backend`, named `name`, on every workload.
+/// The optimizer of every training step benchmarked.
+fn optimizer() -> OptimizerConfig {
+    OptimizerConfig::adam(1e-3)
+}
+
+/// Writes each workload's FLOP counts, by model name, to `PARALLAX_BENCH_FLOPS` when it is set.
+fn write_flops(_: &mut Criterion) {
+    let Ok(path) = std::env::var("PARALLAX_BENCH_FLOPS") else {
+        return;
+    };
+    let counts: BTreeMap<String, flops::FlopCount> = workloads()
+        .into_iter()
+        .map(|(spec, _)| {
+            let model = spec.resolve().expect("presets resolve");
+            let count = flops::count(&model, &optimizer().kind);
+            (spec.name, count)
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&counts).expect("FLOP counts serialise");
+    std::fs::write(&path, text).unwrap_or_else(|error| panic!("cannot write {path}: {error}"));
+}
+
+/// The machine's f32 matrix-product peak through `backend`: `<name>/peak/matmul/<size>`.
+fn peak_of<B: Backend>(c: &mut Criterion, name: &str, backend: &B) {
+    let size = peak::DEFAULT_SIZE;
+    let (left, right) = peak::operands(size);
+    let mut probe = backend
+        .matmul_probe(left.view(), right.view())
+        .expect("the matrix-product probe");
+    let mut group = c.benchmark_group(format!("{name}/peak"));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function(format!("matmul/{size}"), |b| {
+        b.iter(|| black_box(probe.multiply().expect("product")))
+    });
+    group.finish();
+}
+
+/// Benchmarks `backend`, named `name`: the matrix-product peak, then every workload.
 fn engine<B: Backend>(c: &mut Criterion, name: &str, backend: &B) {
-    let optimizer = OptimizerConfig::adam(1e-3);
+    peak_of(c, name, backend);
+    let optimizer = optimizer();
     for (spec, batches) in workloads() {
         let model = spec.resolve().expect("presets resolve");
         let weights = init::canonical(&model, 42);
@@ -134,5 +182,5 @@ fn tf(c: &mut Criterion) {
 #[cfg(not(feature = "tf"))]
 fn tf(_: &mut Criterion) {}
 
-criterion_group!(benches, harness, burn_flex, burn_tch, tch, tf);
+criterion_group!(benches, write_flops, harness, burn_flex, burn_tch, tch, tf);
 criterion_main!(benches);

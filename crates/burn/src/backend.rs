@@ -1,8 +1,11 @@
 //! The burn backend: which of burn's engines runs on which device, with which threads, and
 //! what burn does by default (the fairness ledger).
 
+use burn::tensor::{Tensor, TensorData};
+use ndarray::ArrayView2;
 use parallax_core::backend::AdamFormulation;
 use parallax_core::denormals;
+use parallax_core::peak::MatmulProbe;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
@@ -10,7 +13,7 @@ use parallax_core::{
 };
 use parallax_core::{NativeDefaults, VarianceEstimator};
 
-use crate::convert;
+use crate::convert::{self, engine_error};
 use crate::model::BurnModel;
 use crate::net::Net;
 
@@ -136,6 +139,33 @@ fn burn_device(engine: BurnEngine, device: Device) -> Result<burn::tensor::Devic
     }
 }
 
+/// Two matrices on burn's device, multiplied by burn's own matrix product (Flex's gemm, cuBLAS
+/// through CubeCL, or libtorch's): the probe behind the machine's peak.
+struct Matmul {
+    left: Tensor<2>,
+    right: Tensor<2>,
+}
+
+impl MatmulProbe for Matmul {
+    fn multiply(&mut self) -> Result<f64> {
+        // Reading the sum back waits for the product, on a GPU too. Tensors are handles, so
+        // the clones copy no data.
+        let sum = self.left.clone().matmul(self.right.clone()).sum();
+        sum.try_into_scalar::<f32>()
+            .map(f64::from)
+            .map_err(|error| engine_error(format!("{error:?}")))
+    }
+}
+
+/// A host matrix as a tensor on `device`.
+fn matrix_to_tensor(matrix: ArrayView2<'_, f32>, device: &burn::tensor::Device) -> Tensor<2> {
+    let values: Vec<f32> = matrix.iter().copied().collect();
+    Tensor::from_data(
+        TensorData::new(values, [matrix.nrows(), matrix.ncols()]),
+        device,
+    )
+}
+
 /// Threads the engine computes with: rayon's pool, or libtorch's intra-op pool.
 fn engine_threads(engine: BurnEngine) -> usize {
     #[cfg(feature = "tch")]
@@ -224,6 +254,17 @@ impl Backend for BurnBackend {
 
     fn seed(&self, seed: u64) {
         self.burn_device.seed(seed);
+    }
+
+    fn matmul_probe(
+        &self,
+        left: ArrayView2<'_, f32>,
+        right: ArrayView2<'_, f32>,
+    ) -> Result<Box<dyn MatmulProbe>> {
+        Ok(Box::new(Matmul {
+            left: matrix_to_tensor(left, &self.burn_device),
+            right: matrix_to_tensor(right, &self.burn_device),
+        }))
     }
 
     fn create(

@@ -9,7 +9,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, ArrayView4};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, Weights,
+    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, StepClock, StepPhases,
+    Weights,
 };
 
 use crate::backend::BurnEngine;
@@ -77,6 +78,52 @@ impl BurnModel {
             .get_or_insert_with(|| (*config, module_optimizer(config)));
         optimizer
     }
+
+    /// One training step, its phases timed by `clock` when profiling. The loss is read back
+    /// before the backward pass, which consumes it.
+    fn step(
+        &mut self,
+        batch: &Batch,
+        optimizer: &OptimizerConfig,
+        clock: &mut StepClock<'_>,
+    ) -> Result<f32> {
+        let labels = batch.labels.to_vec();
+        let lr = optimizer.lr;
+        let device = self.device.clone();
+        let model = Arc::clone(&self.model);
+        self.optimizer(optimizer);
+        self.eval = None;
+        let net = self.net.take().ok_or_else(lost)?;
+        let x = images_to_tensor(batch.images.view(), &device);
+        let targets = labels_tensor(&labels, &device);
+        clock.lap(|phases| &mut phases.input);
+        let logits = match forward(
+            &net,
+            &model,
+            Activation::Image(x),
+            0..model.layers.len(),
+            true,
+        ) {
+            Ok(output) => output.flat(),
+            Err(error) => {
+                self.net = Some(net);
+                return Err(error);
+            }
+        };
+        let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
+        clock.lap(|phases| &mut phases.forward);
+        let loss_value = loss.clone().try_into_scalar::<f32>();
+        clock.lap(|phases| &mut phases.readback);
+        let gradients = GradientsParams::from_grads(loss.backward(), &net);
+        clock.lap(|phases| &mut phases.backward);
+        let Some((_, optim)) = self.optimizer.as_mut() else {
+            self.net = Some(net);
+            return Err(engine_error("optimizer missing after creation"));
+        };
+        self.net = Some(optim.step(lr, net, gradients));
+        clock.lap(|phases| &mut phases.optimizer);
+        loss_value.map_err(|error| engine_error(format!("{error:?}")))
+    }
 }
 
 impl Model for BurnModel {
@@ -94,37 +141,17 @@ impl Model for BurnModel {
     }
 
     fn train_step(&mut self, batch: Checked<&Batch>, optimizer: &OptimizerConfig) -> Result<f32> {
-        let labels = batch.labels.to_vec();
-        let lr = optimizer.lr;
-        let device = self.device.clone();
-        let model = Arc::clone(&self.model);
-        self.optimizer(optimizer);
-        self.eval = None;
-        let net = self.net.take().ok_or_else(lost)?;
-        let x = images_to_tensor(batch.images.view(), &device);
-        let targets = labels_tensor(&labels, &device);
-        let logits = match forward(
-            &net,
-            &model,
-            Activation::Image(x),
-            0..model.layers.len(),
-            true,
-        ) {
-            Ok(output) => output.flat(),
-            Err(error) => {
-                self.net = Some(net);
-                return Err(error);
-            }
-        };
-        let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
-        let loss_value = loss.clone().try_into_scalar::<f32>();
-        let gradients = GradientsParams::from_grads(loss.backward(), &net);
-        let Some((_, optim)) = self.optimizer.as_mut() else {
-            self.net = Some(net);
-            return Err(engine_error("optimizer missing after creation"));
-        };
-        self.net = Some(optim.step(lr, net, gradients));
-        loss_value.map_err(|error| engine_error(format!("{error:?}")))
+        self.step(&batch, optimizer, &mut StepClock::off())
+    }
+
+    fn profile_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<StepPhases> {
+        let mut phases = StepPhases::default();
+        self.step(&batch, optimizer, &mut StepClock::on(&mut phases))?;
+        Ok(phases)
     }
 
     fn predict(&mut self, images: Checked<ArrayView4<'_, f32>>) -> Result<Array2<f32>> {

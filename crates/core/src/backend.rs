@@ -22,7 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
-use ndarray::{Array2, Array4, ArrayView4};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, EpochPlan};
@@ -30,6 +30,7 @@ use crate::defaults::NativeDefaults;
 use crate::ledger::Ledger;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::net::Net;
+use crate::peak::MatmulProbe;
 use crate::spec::ResolvedModel;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -367,6 +368,75 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
+/// Wall-clock seconds of one training step's phases, from [`Model::profile_step`]: where an
+/// engine's step time goes, phase by phase, beside the same split of another engine's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepPhases {
+    /// Moving the batch into the engine (host to tensor, to the device).
+    pub input: f64,
+    /// The forward pass and the loss.
+    pub forward: f64,
+    /// The backward pass: every parameter's gradient.
+    pub backward: f64,
+    /// The optimizer's update of every parameter.
+    pub optimizer: f64,
+    /// Reading the loss back to the host.
+    pub readback: f64,
+}
+
+impl StepPhases {
+    /// The whole step.
+    pub fn total(&self) -> f64 {
+        self.input + self.forward + self.backward + self.optimizer + self.readback
+    }
+
+    /// The phases with their names, in step order.
+    pub fn named(&self) -> [(&'static str, f64); 5] {
+        [
+            ("input", self.input),
+            ("forward", self.forward),
+            ("backward", self.backward),
+            ("optimizer", self.optimizer),
+            ("readback", self.readback),
+        ]
+    }
+}
+
+/// Times a step's phases into a [`StepPhases`] for [`Model::profile_step`], or does nothing,
+/// so that an adapter runs one step function whether it profiles or not.
+#[derive(Debug)]
+pub struct StepClock<'a> {
+    phases: Option<&'a mut StepPhases>,
+    since: Instant,
+}
+
+impl<'a> StepClock<'a> {
+    /// A clock that records nothing: a plain step.
+    pub fn off() -> StepClock<'static> {
+        StepClock {
+            phases: None,
+            since: Instant::now(),
+        }
+    }
+
+    /// A clock that adds each phase's seconds to `phases`, starting now.
+    pub fn on(phases: &'a mut StepPhases) -> Self {
+        StepClock {
+            phases: Some(phases),
+            since: Instant::now(),
+        }
+    }
+
+    /// Ends a phase: adds the seconds since the last lap to the field `phase` picks.
+    pub fn lap(&mut self, phase: fn(&mut StepPhases) -> &mut f64) {
+        if let Some(phases) = self.phases.as_deref_mut() {
+            let now = Instant::now();
+            *phase(phases) += (now - self.since).as_secs_f64();
+            self.since = now;
+        }
+    }
+}
+
 /// A layer's activations and the gradient of one class score with respect to them: what
 /// GradCAM needs. Both are `[N, C, H, W]` in the canonical layout.
 #[derive(Clone, Debug, PartialEq)]
@@ -419,8 +489,9 @@ impl<T> std::ops::Deref for Checked<T> {
 
 /// An engine on one device: builds models from resolved specs.
 ///
-/// An adapter implements [`Backend::info`] and [`Backend::create`]; callers use
-/// [`Backend::build`], which checks the weights and wraps the adapter's model in a [`Net`].
+/// An adapter implements [`Backend::info`], [`Backend::create`] and [`Backend::matmul_probe`];
+/// callers use [`Backend::build`], which checks the weights and wraps the adapter's model in a
+/// [`Net`], and [`crate::peak::measure`].
 pub trait Backend {
     /// What this backend is, where it runs, its defaults and its fairness ledger.
     fn info(&self) -> BackendInfo;
@@ -437,6 +508,15 @@ pub trait Backend {
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
     ) -> Result<Box<dyn Model>>;
+
+    /// The adapter's hook for [`crate::peak::measure`]: `left` and `right`, square f32
+    /// matrices of one size, copied to the backend's device once, and a probe that multiplies
+    /// them there with the engine's own matrix product (its BLAS), on the backend's threads.
+    fn matmul_probe(
+        &self,
+        left: ArrayView2<'_, f32>,
+        right: ArrayView2<'_, f32>,
+    ) -> Result<Box<dyn MatmulProbe>>;
 
     /// Builds `model`, from canonical `weights` when given (they must be exactly the model's
     /// tensors), and returns it behind core's checks.
@@ -477,6 +557,23 @@ pub trait Model: Any {
     /// The activations of the target layer and the gradient of each image's target class
     /// logit with respect to them, in evaluation mode.
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam>;
+
+    /// One [`Model::train_step`], the same computation, with each phase timed on its own, for
+    /// profiling on the CPU (where each phase has finished when the next starts).
+    ///
+    /// The default says the engine cannot split its step: an engine that runs the step as one
+    /// graph has no host-side boundary between forward, backward and update.
+    fn profile_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<StepPhases> {
+        let _ = (batch, optimizer);
+        Err(Error::Unsupported {
+            backend: "this engine".into(),
+            what: "timing a training step's phases apart (it runs the step as one graph)".into(),
+        })
+    }
 
     /// One epoch over `plan`'s batches, whose examples all fit the model, calling `on_step`
     /// after each step.

@@ -54,6 +54,8 @@ macro_rules! conformance_tests {
             grad_cam_refuses_bad_arguments,
             imported_weights_give_their_producers_logits,
             grad_cam_matches_pytorch_grad_cam,
+            the_matmul_probe_multiplies,
+            a_profiled_step_is_the_same_step,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -195,6 +197,28 @@ pub fn reports_itself(backend: &dyn Backend) {
     let net = backend.build(&model, None).expect("build");
     assert_eq!(net.backend(), info.backend, "the net names another backend");
     assert_eq!(net.model(), &model, "the net holds another model");
+}
+
+/// The matrix-product probe behind the machine's peak computes the product it times: the sum of
+/// its elements matches the host's, run after run, and a peak comes out positive.
+pub fn the_matmul_probe_multiplies(backend: &dyn Backend) {
+    // A size that is not a multiple of a BLAS block, so that edge handling counts too.
+    let (left, right) = crate::peak::operands(67);
+    let expected = crate::peak::product_sum(left.view(), right.view());
+    let mut probe = backend
+        .matmul_probe(left.view(), right.view())
+        .expect("probe");
+    for run in 0..2 {
+        let sum = probe.multiply().expect("multiply");
+        assert!(
+            (sum - expected).abs() <= 1e-5 * expected.abs(),
+            "run {run}: the product's sum is {sum}, the host's {expected}"
+        );
+    }
+    let peak = crate::peak::measure(backend, 64, 3).expect("peak");
+    assert_eq!(peak.backend, backend.info().backend);
+    assert!(peak.gflops.is_finite() && peak.gflops > 0.0, "{peak:?}");
+    assert!(peak.best_seconds <= peak.median_seconds);
 }
 
 /// `predict` gives `[N, classes]` finite logits for every preset.
@@ -815,6 +839,58 @@ pub fn grad_cam_refuses_bad_arguments(backend: &dyn Backend) {
     }
 }
 
+/// A profiled step computes what a plain step does (the same weights after two steps of
+/// Adam), and its phases are timings; an engine that cannot split its step says so
+/// with [`Error::Unsupported`], naming itself.
+pub fn a_profiled_step_is_the_same_step(backend: &dyn Backend) {
+    let model = resolve(&presets::cnn([1, 8, 8], 3));
+    let weights = init::canonical(&model, 8);
+    let batch = Batch {
+        images: test_images(4, model.input(), 23),
+        labels: Array1::from(vec![0, 1, 2, 1]),
+    };
+    let optimizer = OptimizerConfig::adam(1e-2);
+    let mut plain = backend.build(&model, Some(&weights)).expect("build");
+    let mut profiled = backend.build(&model, Some(&weights)).expect("build");
+    for step in 0..2 {
+        plain.train_step(&batch, &optimizer).expect("step");
+        let phases = match profiled.profile_step(&batch, &optimizer) {
+            Err(Error::Unsupported { backend: name, .. }) => {
+                assert_eq!(
+                    name,
+                    backend.info().backend,
+                    "the refusal names another backend"
+                );
+                return;
+            }
+            other => other.expect("profiled step"),
+        };
+        for (phase, seconds) in phases.named() {
+            assert!(
+                seconds.is_finite() && seconds >= 0.0,
+                "step {step}: {phase} took {seconds} s"
+            );
+        }
+        assert!(phases.total() > 0.0, "step {step}: no time at all");
+    }
+    let (a, b) = (
+        plain.export_weights().expect("export"),
+        profiled.export_weights().expect("export"),
+    );
+    for (name, tensor) in a.iter() {
+        let other = b.require(name).expect("the same tensors");
+        let gap = tensor
+            .iter()
+            .zip(other.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            gap <= 1e-6,
+            "{name}: the profiled step moved it {gap} apart"
+        );
+    }
+}
+
 /// A small batch for a 4×4 single-channel mlp of two classes.
 fn small_batch(salt: u64) -> Batch {
     Batch {
@@ -1151,6 +1227,7 @@ pub fn acceptance_request(
         init: InitMode::Canonical,
         native: Default::default(),
         save_weights: false,
+        measure_peak: false,
         git_revision: "test".into(),
     }
 }

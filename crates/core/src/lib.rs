@@ -20,6 +20,7 @@ pub mod layout;
 pub mod ledger;
 pub mod metrics;
 mod net;
+pub mod peak;
 pub mod record;
 pub mod run;
 pub mod spec;
@@ -28,7 +29,8 @@ pub mod weights;
 
 pub use backend::{
     Backend, BackendInfo, Checked, CpuSettings, Device, EpochStats, EpochTally, Evaluation,
-    GradCam, GradCamTarget, Model, OptimizerConfig, OptimizerKind, OptimizerName, StepProgress,
+    GradCam, GradCamTarget, Model, OptimizerConfig, OptimizerKind, OptimizerName, StepClock,
+    StepPhases, StepProgress,
 };
 pub use data::{Batch, Dataset, EpochPlan};
 pub use defaults::{DefaultsMode, Factor, NativeDefaults, VarianceEstimator};

@@ -12,7 +12,8 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView1, ArrayView4, s};
 
 use crate::backend::{
-    Checked, EpochStats, Evaluation, GradCam, GradCamTarget, Model, OptimizerConfig, StepProgress,
+    Checked, EpochStats, Evaluation, GradCam, GradCamTarget, Model, OptimizerConfig, StepPhases,
+    StepProgress,
 };
 use crate::data::{Batch, DataError, Dataset, EpochPlan};
 use crate::metrics::{self, ClassificationReport, ConfusionMatrix};
@@ -100,6 +101,31 @@ impl Net {
             "training batch",
         )?;
         self.inner.train_step(Checked::new(batch), optimizer)
+    }
+
+    /// One optimizer step, as [`Net::train_step`], with its phases timed apart
+    /// ([`Model::profile_step`]).
+    pub fn profile_step(
+        &mut self,
+        batch: &Batch,
+        optimizer: &OptimizerConfig,
+    ) -> Result<StepPhases> {
+        check_input(&self.model, batch.images.view())?;
+        check_labels(
+            &self.model,
+            batch.labels.view(),
+            batch.images.dim().0,
+            "training batch",
+        )?;
+        self.inner
+            .profile_step(Checked::new(batch), optimizer)
+            .map_err(|error| match error {
+                Error::Unsupported { what, .. } => Error::Unsupported {
+                    backend: self.backend.clone(),
+                    what,
+                },
+                other => other,
+            })
     }
 
     /// One epoch over `plan`'s batches, calling `on_step` after each step; a loss that is not

@@ -16,6 +16,7 @@ use crate::defaults::Factor;
 use crate::flops::FlopCount;
 use crate::ledger::{Ledger, Topic};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
+use crate::peak::MatmulPeak;
 use crate::spec::ModelSource;
 use crate::{Error, Result};
 
@@ -117,6 +118,10 @@ pub struct RunRequest {
     /// Write the trained weights beside the record.
     #[serde(default)]
     pub save_weights: bool,
+    /// Measure the machine's f32 matrix-product peak through the engine before training
+    /// ([`crate::peak`]), for the record's [`RunRecord::matmul_peak`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub measure_peak: bool,
     /// `git describe` of the checkout.
     pub git_revision: String,
 }
@@ -147,6 +152,7 @@ impl RunRequest {
                 "fixtures_dir",
                 "git_revision",
                 "save_weights",
+                "measure_peak",
             ] {
                 object.remove(key);
             }
@@ -290,6 +296,11 @@ pub struct RunRecord {
     /// The model's FLOPs, counted from its spec (`crate::flops`); absent in older records.
     #[serde(default)]
     pub flops: Option<FlopCount>,
+    /// The f32 matrix-product peak measured through this run's engine before training, when the
+    /// request asked for it ([`crate::peak`]); the report divides achieved GFLOP/s by the best
+    /// of a comparison's peaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matmul_peak: Option<MatmulPeak>,
 }
 
 impl RunRecord {

@@ -6,6 +6,9 @@
 //! and this call; tests and benches call the same code, so what they measure is what
 //! `cargo xtask compare` runs.
 //!
+//! A request with `measure_peak` first measures the machine's matrix-product peak through the
+//! backend ([`crate::peak`]), before the model is built and outside every timing.
+//!
 //! When given a [`RunFiles`], the protocol writes the record after every epoch (status
 //! `running`), at the end (`complete`), and when a later part fails (`failed`, with the error),
 //! so that what finished is on disk before anything after it can go wrong.
@@ -17,12 +20,17 @@ use crate::backend::{Backend, BackendInfo, Evaluation, OptimizerConfig};
 use crate::data::{EpochPlan, LoadedData, epoch_order};
 use crate::error::one_line;
 use crate::ledger::Topic;
+use crate::peak::MatmulPeak;
 use crate::record::{
     EpochRecord, InitMode, ProgressEvent, RECORD_VERSION, RunRecord, RunRequest, RunStatus, median,
 };
 use crate::spec::ResolvedModel;
 use crate::weights::Weights;
 use crate::{Error, Result, defaults, init};
+
+/// Timed products of the peak measurement, when a request asks for one: about a second on
+/// two cores with 2048² operands.
+const PEAK_REPEATS: usize = 5;
 
 /// Where a run writes its record and, when its request asks for them, its trained weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +129,17 @@ pub fn execute(
         initial_weights(request, &model)?
     };
 
+    // Measured before the model exists, and outside every timing that the record reports.
+    let matmul_peak = if request.measure_peak {
+        Some(crate::peak::measure(
+            backend,
+            crate::peak::DEFAULT_SIZE,
+            PEAK_REPEATS,
+        )?)
+    } else {
+        None
+    };
+
     backend.seed(request.seed);
     let build_start = Instant::now();
     let mut net = backend.build(&model, weights.as_ref())?;
@@ -136,7 +155,15 @@ pub fn execute(
         framework: format!("{} {}", info.framework, info.framework_version),
     });
 
-    let mut record = start_record(request, &info, &model, &data, optimizer, applied.used);
+    let mut record = start_record(
+        request,
+        &info,
+        &model,
+        &data,
+        optimizer,
+        applied.used,
+        matmul_peak,
+    );
     let mut epochs = || -> Result<()> {
         for epoch in 1..=request.epochs {
             let order = epoch_order(train.len(), request.seed, epoch - 1);
@@ -216,6 +243,7 @@ fn start_record(
     data: &LoadedData,
     optimizer: OptimizerConfig,
     used: Vec<(Topic, String)>,
+    matmul_peak: Option<MatmulPeak>,
 ) -> RunRecord {
     // On the topics the native factors touch, the ledger says what this run used before what
     // the engine does by default.
@@ -261,6 +289,7 @@ fn start_record(
         time_to_first_step_seconds: 0.0,
         median_epoch_seconds: 0.0,
         flops: Some(crate::flops::count(model, &optimizer.kind)),
+        matmul_peak,
         ledger,
     }
 }

@@ -74,6 +74,17 @@ impl Backend for Scripted {
             steps: Rc::clone(&self.steps),
         }))
     }
+
+    fn matmul_probe(
+        &self,
+        _: ndarray::ArrayView2<'_, f32>,
+        _: ndarray::ArrayView2<'_, f32>,
+    ) -> Result<Box<dyn parallax_core::peak::MatmulProbe>> {
+        Err(Error::Unsupported {
+            backend: "scripted".into(),
+            what: "a matrix product".into(),
+        })
+    }
 }
 
 impl Model for ScriptedModel {
@@ -132,6 +143,7 @@ fn request() -> RunRequest {
         init: InitMode::Canonical,
         native: Default::default(),
         save_weights: false,
+        measure_peak: false,
         git_revision: "test".into(),
     }
 }

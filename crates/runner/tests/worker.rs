@@ -35,6 +35,7 @@ fn request(dataset: &str, data_dir: Option<PathBuf>, model: &str, epochs: u32) -
         init: InitMode::Canonical,
         native: Default::default(),
         save_weights: false,
+        measure_peak: false,
         git_revision: "test".into(),
     }
 }

@@ -1,15 +1,17 @@
 //! The libtorch backend: the device, the thread pool, subnormals, and what libtorch does by
 //! default (the fairness ledger).
 
+use ndarray::ArrayView2;
 use parallax_core::backend::AdamFormulation;
 use parallax_core::denormals;
+use parallax_core::peak::MatmulProbe;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
     Weights,
 };
 use parallax_core::{NativeDefaults, VarianceEstimator};
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 use crate::convert::{self, OrEngine};
 use crate::model::TchModel;
@@ -71,6 +73,38 @@ fn libtorch_flushes_denormals() -> bool {
     tch::no_grad(probe).unwrap_or(false)
 }
 
+/// Two matrices on libtorch's device, multiplied by `at::matmul` (oneDNN's or MKL's sgemm on
+/// the CPU, cuBLAS on a GPU): the probe behind the machine's peak.
+struct Matmul {
+    left: Tensor,
+    right: Tensor,
+}
+
+impl MatmulProbe for Matmul {
+    fn multiply(&mut self) -> Result<f64> {
+        // Reading the sum back waits for the product, on a GPU too.
+        tch::no_grad(|| {
+            self.left
+                .f_matmul(&self.right)?
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])
+        })
+        .or_engine()
+    }
+}
+
+/// A host matrix as an f32 tensor on `device`.
+fn matrix_to_tensor(
+    matrix: ArrayView2<'_, f32>,
+    device: tch::Device,
+) -> std::result::Result<Tensor, TchError> {
+    let values: Vec<f32> = matrix.iter().copied().collect();
+    let shape = [matrix.nrows() as i64, matrix.ncols() as i64];
+    Tensor::f_from_slice(&values)?
+        .f_reshape(shape)?
+        .f_to_device(device)
+}
+
 /// The OpenMP wait settings this process runs with, as the ledger records them.
 fn omp_wait_in_effect() -> String {
     ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"]
@@ -126,7 +160,7 @@ impl TchBackend {
             Topic::BatchNormEpsilon => "nn.BatchNorm ε 1e-5; parallax uses the spec's".into(),
             Topic::BatchNormRunningVariance => "at::batch_norm updates the running variance with the unbiased batch variance, as PyTorch does".into(),
             Topic::Padding => "symmetric padding in the op; asymmetric padding (\"same\" with a stride or an even kernel) as an explicit pad first: zeros, or −∞ for max pooling".into(),
-            Topic::Layout => "NCHW, the canonical layout itself: weights cross unchanged".into(),
+            Topic::Layout => "NCHW indexing, the canonical layout: weights cross unchanged. On the CPU parallax stores convolution kernels channels-last (NHWC strides, torch.channels_last), so activations follow and oneDNN runs its faster NHWC kernels; PyTorch's default is NCHW-contiguous".into(),
             Topic::Subnormals => "libtorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy".into(),
             Topic::Threads => format!(
                 "OpenMP intra-op threads (at::set_num_threads); GNU OpenMP spins about 3 ms (GOMP_SPINCOUNT 300000) before sleeping, and cargo xtask compare sets GOMP_SPINCOUNT=10000 (about 0.1 ms); in effect: {}",
@@ -161,6 +195,17 @@ impl Backend for TchBackend {
     fn seed(&self, seed: u64) {
         // libtorch's generator takes a signed seed; the bits are what matter.
         tch::manual_seed(seed as i64);
+    }
+
+    fn matmul_probe(
+        &self,
+        left: ArrayView2<'_, f32>,
+        right: ArrayView2<'_, f32>,
+    ) -> Result<Box<dyn MatmulProbe>> {
+        Ok(Box::new(Matmul {
+            left: matrix_to_tensor(left, self.tch_device).or_engine()?,
+            right: matrix_to_tensor(right, self.tch_device).or_engine()?,
+        }))
     }
 
     fn create(

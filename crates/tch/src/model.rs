@@ -7,7 +7,7 @@ use ndarray::{Array2, ArrayView4};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, Error, GradCam, GradCamTarget, Model,
-    OptimizerConfig, Result, StepProgress, Weights,
+    OptimizerConfig, Result, StepClock, StepPhases, StepProgress, Weights,
 };
 use tch::{Kind, Tensor};
 
@@ -81,7 +81,7 @@ impl TchModel {
         }
         let x = self.on_model_device(images, self.kind).or_engine()?;
         let targets = self.on_model_device(labels, Kind::Int64).or_engine()?;
-        self.step(x, &targets, optimizer)
+        self.step(x, &targets, optimizer, &mut StepClock::off())
     }
 
     /// `tensor` as `kind` on the model's device: itself (a shallow clone) when it already is.
@@ -99,14 +99,21 @@ impl TchModel {
         }
     }
 
-    /// One optimizer step on inputs of the model's precision, on its device.
-    fn step(&mut self, x: Tensor, targets: &Tensor, optimizer: &OptimizerConfig) -> Result<f32> {
+    /// One training step on tensors already on the model's device, its phases timed by
+    /// `clock` when profiling.
+    fn step(
+        &mut self,
+        x: Tensor,
+        targets: &Tensor,
+        optimizer: &OptimizerConfig,
+        clock: &mut StepClock<'_>,
+    ) -> Result<f32> {
         let fresh = !matches!(&self.optimizer, Some(current) if current.config() == optimizer);
         if fresh {
             self.optimizer = Some(Optimizer::new(*optimizer));
         }
         let parameters = self.net.trainable();
-        let step = || -> std::result::Result<(Tensor, Vec<Tensor>), tch::TchError> {
+        let forward_loss = || -> std::result::Result<Tensor, tch::TchError> {
             let logits = flat_logits(forward(
                 &self.net,
                 &self.model,
@@ -114,23 +121,24 @@ impl TchModel {
                 0..self.model.layers.len(),
                 true,
             )?)?;
-            let loss = logits.f_log_softmax(1, None::<Kind>)?.f_nll_loss(
+            logits.f_log_softmax(1, None::<Kind>)?.f_nll_loss(
                 targets,
                 None::<Tensor>,
                 tch::Reduction::Mean,
                 -100,
-            )?;
-            // Gradients come back as values rather than accumulating in `.grad`, so nothing
-            // needs zeroing between steps.
-            let gradients = Tensor::f_run_backward(&[&loss], &parameters, false, false)?;
-            Ok((loss, gradients))
+            )
         };
-        let (loss, gradients) = step().or_engine()?;
+        let loss = forward_loss().or_engine()?;
+        clock.lap(|phases| &mut phases.forward);
+        let gradients = Tensor::f_run_backward(&[&loss], &parameters, false, false).or_engine()?;
+        clock.lap(|phases| &mut phases.backward);
         let Some(optim) = self.optimizer.as_mut() else {
             return Err(engine_error("optimizer missing after creation"));
         };
         optim.step(&parameters, &gradients).or_engine()?;
+        clock.lap(|phases| &mut phases.optimizer);
         let loss = loss.f_double_value(&[]).or_engine()?;
+        clock.lap(|phases| &mut phases.readback);
         Ok(loss as f32)
     }
 }
@@ -151,7 +159,22 @@ impl Model for TchModel {
         let labels = batch.labels.to_vec();
         let x = images_to_tensor(batch.images.view(), self.kind, self.device).or_engine()?;
         let targets = labels_to_tensor(&labels, self.device).or_engine()?;
-        self.step(x, &targets, optimizer)
+        self.step(x, &targets, optimizer, &mut StepClock::off())
+    }
+
+    fn profile_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<StepPhases> {
+        let mut phases = StepPhases::default();
+        let mut clock = StepClock::on(&mut phases);
+        let labels = batch.labels.to_vec();
+        let x = images_to_tensor(batch.images.view(), self.kind, self.device).or_engine()?;
+        let targets = labels_to_tensor(&labels, self.device).or_engine()?;
+        clock.lap(|phases| &mut phases.input);
+        self.step(x, &targets, optimizer, &mut clock)?;
+        Ok(phases)
     }
 
     /// Gathers each batch inside libtorch, from a zero-copy view of the data set into a reused
@@ -172,7 +195,7 @@ impl Model for TchModel {
             // On the CPU in f32 both are the feed's own tensors, unconverted.
             let x = self.on_model_device(&images, self.kind).or_engine()?;
             let targets = self.on_model_device(&labels, Kind::Int64).or_engine()?;
-            let loss = self.step(x, &targets, optimizer)?;
+            let loss = self.step(x, &targets, optimizer, &mut StepClock::off())?;
             tally.record(loss, examples, on_step)?;
         }
         Ok(tally.finish())

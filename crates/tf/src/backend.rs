@@ -5,13 +5,18 @@ use parallax_core::backend::AdamFormulation;
 use parallax_core::{NativeDefaults, VarianceEstimator};
 use std::cell::Cell;
 
+use ndarray::ArrayView2;
 use parallax_core::denormals;
+use parallax_core::peak::MatmulProbe;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
     Weights,
 };
-use tensorflow::{DataType, Graph, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
+use tensorflow::{
+    DataType, Graph, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
+    Tensor, ops,
+};
 
 use crate::convert::{OrEngine, engine_error};
 use crate::model::TfModel;
@@ -162,6 +167,88 @@ impl TfBackend {
     }
 }
 
+/// Two matrices held in variables on TensorFlow's device and the sum of their `MatMul`
+/// (Eigen's or oneDNN's contraction on the CPU, cuBLAS on a GPU), in a graph of its own: the
+/// probe behind the machine's peak. Variables, not constants, so that no graph optimisation
+/// folds the product away, and not feeds, so that no run copies the operands.
+struct Matmul {
+    session: Session,
+    sum: Operation,
+}
+
+impl MatmulProbe for Matmul {
+    fn multiply(&mut self) -> Result<f64> {
+        let mut args = SessionRunArgs::new();
+        let token = args.request_fetch(&self.sum, 0);
+        self.session.run(&mut args).or_engine()?;
+        let sum: Tensor<f32> = args.fetch(token).or_engine()?;
+        Ok(f64::from(sum[0]))
+    }
+}
+
+/// A host matrix as a TensorFlow tensor.
+fn matrix_to_tensor(
+    matrix: ArrayView2<'_, f32>,
+) -> std::result::Result<Tensor<f32>, tensorflow::Status> {
+    let values: Vec<f32> = matrix.iter().copied().collect();
+    Tensor::new(&[matrix.nrows() as u64, matrix.ncols() as u64]).with_values(&values)
+}
+
+/// A variable of `value`'s shape, and the feed and assignment that set it.
+fn matrix_variable(
+    scope: &mut Scope,
+    name: &str,
+    value: &Tensor<f32>,
+) -> std::result::Result<(Output, Operation, Operation), tensorflow::Status> {
+    let shape = Shape::from(Some(
+        value
+            .dims()
+            .iter()
+            .map(|&d| Some(d as i64))
+            .collect::<Vec<_>>(),
+    ));
+    let variable: Output = ops::VariableV2::new()
+        .dtype(DataType::Float)
+        .shape(shape.clone())
+        .build(&mut scope.with_op_name(name))?
+        .into();
+    let feed = ops::Placeholder::new()
+        .dtype(DataType::Float)
+        .shape(shape)
+        .build(&mut scope.with_op_name(&format!("{name}/feed")))?;
+    let assign = ops::assign(variable.clone(), feed.clone(), scope)?;
+    Ok((variable, feed, assign))
+}
+
+impl TfBackend {
+    /// A session on this backend's device and threads that holds `left` and `right` and sums
+    /// their product.
+    fn matmul_session(
+        &self,
+        left: ArrayView2<'_, f32>,
+        right: ArrayView2<'_, f32>,
+    ) -> std::result::Result<Matmul, tensorflow::Status> {
+        let mut scope = Scope::new_root_scope().with_device(&self.device_name);
+        let (left_value, right_value) = (matrix_to_tensor(left)?, matrix_to_tensor(right)?);
+        let (left, left_feed, left_assign) = matrix_variable(&mut scope, "left", &left_value)?;
+        let (right, right_feed, right_assign) = matrix_variable(&mut scope, "right", &right_value)?;
+        let product = ops::mat_mul(left, right, &mut scope)?;
+        let axes = ops::constant(&[0i32, 1][..], &mut scope)?;
+        let sum = ops::sum(product, axes, &mut scope)?;
+        let options = self.session_options().map_err(|error| {
+            tensorflow::Status::new_set_lossy(tensorflow::Code::Internal, &error.to_string())
+        })?;
+        let session = Session::new(&options, &scope.graph())?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&left_feed, 0, &left_value);
+        args.add_feed(&right_feed, 0, &right_value);
+        args.add_target(&left_assign);
+        args.add_target(&right_assign);
+        session.run(&mut args)?;
+        Ok(Matmul { session, sum })
+    }
+}
+
 impl TfBackend {
     /// What TensorFlow and Keras do by default on each topic of the fairness ledger, and what
     /// parallax does.
@@ -212,6 +299,14 @@ impl Backend for TfBackend {
         // TensorFlow draws at random when both op-level seeds are 0; any other pair is
         // reproducible. The bits of the run's seed are what matter.
         self.seed.set(seed as i64);
+    }
+
+    fn matmul_probe(
+        &self,
+        left: ArrayView2<'_, f32>,
+        right: ArrayView2<'_, f32>,
+    ) -> Result<Box<dyn MatmulProbe>> {
+        Ok(Box::new(self.matmul_session(left, right).or_engine()?))
     }
 
     fn create(

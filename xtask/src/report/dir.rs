@@ -81,6 +81,7 @@ fn request_of(layout: &Layout, record: &RunRecord) -> RunRequest {
         init: record.init.clone(),
         native: record.native.clone(),
         save_weights: false,
+        measure_peak: record.matmul_peak.is_some(),
         git_revision: record.git_revision.clone(),
     }
 }

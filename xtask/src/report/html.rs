@@ -122,7 +122,7 @@ pub fn render(page: &Page<'_>) -> String {
                 @if page.sections.is_empty() {
                     section #environment {
                         h2 { "Environment" }
-                        (environment_list(&Environment::of_this_machine(), &[], None, None))
+                        (environment_list(&Environment::of_this_machine(), &[], None, None, None))
                     }
                 }
                 footer { "Written by parallax. Self-contained: no script, font or image is fetched." }
@@ -309,10 +309,10 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
             section id=(id("environment")) {
                 h2 { "Environment" }
                 @match &summary.environment {
-                    Some(environment) => (environment_list(environment, &summary.records, summary.command.as_deref(), summary.wall_seconds)),
+                    Some(environment) => (environment_list(environment, &summary.records, summary.matmul_peak_line(), summary.command.as_deref(), summary.wall_seconds)),
                     None => {
                         p.note { "The comparison's summary does not record its machine (it predates that); shown is the machine that rendered this report." }
-                        (environment_list(&Environment::of_this_machine(), &summary.records, summary.command.as_deref(), summary.wall_seconds))
+                        (environment_list(&Environment::of_this_machine(), &summary.records, summary.matmul_peak_line(), summary.command.as_deref(), summary.wall_seconds))
                     }
                 }
             }
@@ -565,6 +565,7 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
 fn environment_list(
     environment: &Environment,
     records: &[RunRecord],
+    peak: Option<String>,
     command: Option<&str>,
     wall_seconds: Option<f64>,
 ) -> Markup {
@@ -596,6 +597,7 @@ fn environment_list(
             @if !threads.is_empty() { dt { "Threads per engine" } dd { (threads.join(", ")) } }
             @if !engines.is_empty() { dt { "Engines" } dd { (engines.join("; ")) } }
             @if !revisions.is_empty() { dt { "parallax revision" } dd { code { (revisions.join(", ")) } } }
+            @if let Some(peak) = peak { dt { "Matrix-product peak" } dd { (peak) } }
             @if let Some(command) = command { dt { "Reproduce with" } dd { code { (command) } } }
             @if let Some(wall) = wall_seconds { dt { "Wall time" } dd { (format!("{:.1} min, builds included", wall / 60.0)) } }
         }

@@ -8,6 +8,7 @@ pub mod html;
 
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
+use parallax_core::peak::{self, MatmulPeak};
 use parallax_core::record::{RunRecord, RunRequest, RunStatus};
 use parallax_core::stats::attribution::{Attribution, Estimate};
 use parallax_core::stats::comparison::{
@@ -121,6 +122,39 @@ impl Summary {
         }
         label
     }
+
+    /// The machine's f32 matrix-product peak: the best that any of the records' engines
+    /// measured in this comparison ([`parallax_core::peak`]).
+    pub(crate) fn matmul_peak(&self) -> Option<&MatmulPeak> {
+        peak::best(self.records.iter().filter_map(|r| r.matmul_peak.as_ref()))
+    }
+
+    /// One line on the peak: the best engine's, then every engine's.
+    pub(crate) fn matmul_peak_line(&self) -> Option<String> {
+        let best = self.matmul_peak()?;
+        let mut each: Vec<(String, f64)> = Vec::new();
+        for peak in self.records.iter().filter_map(|r| r.matmul_peak.as_ref()) {
+            match each
+                .iter_mut()
+                .find(|(backend, _)| *backend == peak.backend)
+            {
+                Some((_, gflops)) => *gflops = gflops.max(peak.gflops),
+                None => each.push((peak.backend.clone(), peak.gflops)),
+            }
+        }
+        let each: Vec<String> = each
+            .iter()
+            .map(|(backend, gflops)| format!("{backend} {gflops:.0}"))
+            .collect();
+        Some(format!(
+            "{:.0} GFLOP/s through {} (f32 {n}×{n} product, the best of {} timed; per engine: {})",
+            best.gflops,
+            best.backend,
+            best.repeats,
+            each.join(", "),
+            n = best.size
+        ))
+    }
 }
 
 pub(crate) fn mib(bytes: u64) -> String {
@@ -154,6 +188,7 @@ pub(crate) fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
                 format!("{:.3}", r.time_to_first_step_seconds),
                 mib(r.peak_rss_bytes),
                 gflops_per_epoch(r),
+                utilisation_per_epoch(r, summary.matmul_peak()),
             ]
         })
         .collect()
@@ -172,6 +207,27 @@ fn gflops_per_epoch(record: &RunRecord) -> String {
             record
                 .achieved_gflops(epoch)
                 .map_or("—".into(), |g| format!("{g:.2}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Each epoch's achieved GFLOP/s as a share of the comparison's measured peak, or a dash
+/// without a FLOP count or a peak.
+fn utilisation_per_epoch(record: &RunRecord, peak: Option<&MatmulPeak>) -> String {
+    let Some(peak) = peak else {
+        return "—".into();
+    };
+    if record.flops.is_none() {
+        return "—".into();
+    }
+    record
+        .epochs
+        .iter()
+        .map(|epoch| {
+            record.achieved_gflops(epoch).map_or("—".into(), |g| {
+                format!("{:.0}%", 100.0 * peak.utilisation(g))
+            })
         })
         .collect::<Vec<_>>()
         .join(" / ")
@@ -203,6 +259,7 @@ pub(crate) const SPEED: &[&str] = &[
     "to first step s",
     "peak RSS MiB",
     "GFLOP/s per epoch",
+    "of peak",
 ];
 pub(crate) const QUALITY: &[&str] = &[
     "backend",
@@ -473,7 +530,10 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         .to_string(),
     );
 
-    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step). GFLOP/s are each epoch's training FLOPs, counted from the spec (forward and backward per example, the optimizer's update per step; a multiply-add is 2 FLOPs), over its seconds.\n\n");
+    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step). GFLOP/s are each epoch's training FLOPs, counted from the spec (forward and backward per example, the optimizer's update per step; a multiply-add is 2 FLOPs), over its seconds; `of peak` divides them by the machine's f32 matrix-product peak, measured through every engine in the same comparison (the best of them).\n\n");
+    if let Some(line) = summary.matmul_peak_line() {
+        out.push_str(&format!("Peak: {line}.\n\n"));
+    }
     out.push_str(&table(SPEED, speed_rows(summary), md).to_string());
 
     out.push_str("\n\n## Quality (test set, after the last epoch)\n\n");
@@ -831,8 +891,25 @@ pub(crate) mod tests {
         }
         let epoch = counted[0].epochs[0].clone();
         let expected = counted[0].achieved_gflops(&epoch).unwrap();
-        let text = markdown(&summary_of(counted), &request());
+        let text = markdown(&summary_of(counted.clone()), &request());
         assert!(text.contains(&format!("{expected:.2}")), "{text}");
+        // Without a measured peak there is no utilisation; with one, the best engine's peak
+        // divides every engine's GFLOP/s.
+        assert!(!text.contains("Peak:"), "{text}");
+        for (record, gflops) in counted.iter_mut().zip([2.0 * expected, 4.0 * expected]) {
+            record.matmul_peak = Some(parallax_core::peak::MatmulPeak {
+                backend: record.backend.clone(),
+                size: 2048,
+                repeats: 5,
+                best_seconds: parallax_core::peak::product_flops(2048) / gflops / 1e9,
+                median_seconds: 0.2,
+                gflops,
+            });
+        }
+        let best = counted[1].backend.clone();
+        let text = markdown(&summary_of(counted), &request());
+        assert!(text.contains(&format!("through {best}")), "{text}");
+        assert!(text.contains("| 25%"), "{text}");
         let one = summary_of(records(&[7]));
         let text = markdown(&one, &request());
         assert!(text.contains("No verdicts: 1 seed completed: verdicts need at least 3 seeds"));

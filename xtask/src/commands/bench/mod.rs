@@ -1,29 +1,81 @@
-//! `cargo xtask bench`: runs the criterion benchmarks in `benches/` in release mode, or with
-//! `--harness-share` the measurement of the harness's share of a libtorch epoch, with the
-//! native libraries provisioned.
+//! `cargo xtask bench`: runs the criterion benchmarks in `benches/` in release mode with the
+//! native libraries provisioned, then prints and writes (`DIR/bench.md`, `DIR/bench.json`) one
+//! table per model with each engine's median step time, throughput, ratio to the fastest engine
+//! and utilisation of the machine's matrix-product peak, measured in the same run. With
+//! `--references`, it runs tch and tf side by side with PyTorch's own loop and Keras's `fit`
+//! instead (`references.rs`); with `--harness-share`, the harness's share of a libtorch epoch.
+
+mod references;
+mod results;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 
-use crate::cargo::cargo;
+use crate::cargo::{cargo, target_dir};
 use crate::provision;
 use crate::workers::set_openmp_wait;
 
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A criterion filter, such as `tch/cnn`, `train_step/256` or `harness`.
+    /// A criterion filter, such as `tch/cnn`, `train_step/256` or `peak`.
     pub filter: Option<String>,
+    /// Where `bench.md` and `bench.json` go.
+    #[arg(long, default_value = "out/bench")]
+    pub out: PathBuf,
+    /// Threads per engine.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
     /// Instead of the criterion benchmarks, measure the share of a libtorch epoch on full
     /// Fashion-MNIST that is the harness's (`benches/benches/harness_share.rs`; settings through
     /// `PARALLAX_BENCH_MODEL`, `PARALLAX_BENCH_ROUNDS`, `PARALLAX_BENCH_THREADS`).
-    #[arg(long, conflicts_with = "filter")]
+    #[arg(long, conflicts_with_all = ["filter", "references"])]
     pub harness_share: bool,
+    /// Instead of the criterion benchmarks, run tch against PyTorch's own Python loop and tf
+    /// against Keras's `model.fit`, alternated in pairs, in virtual environments installed
+    /// from setup's wheels on first use; writes `DIR/references.md` and `.json`.
+    #[arg(long, conflicts_with = "filter")]
+    pub references: bool,
+    /// With `--references`: alternated pairs per engine and model.
+    #[arg(long, default_value_t = 5, requires = "references")]
+    pub pairs: usize,
+    /// With `--references`: the models.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mlp,cnn",
+        requires = "references"
+    )]
+    pub models: Vec<String>,
+    /// With `--references`: epochs per run; the last counts, the first warms up.
+    #[arg(long, default_value_t = 2, requires = "references")]
+    pub epochs: u32,
+    /// With `--references`: training images per epoch (Fashion-MNIST's first ones); by
+    /// default all of them for the mlp and 12,800 for the cnn.
+    #[arg(long, requires = "references")]
+    pub limit_train: Option<usize>,
 }
 
 /// Runs the benchmarks.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut command = if args.harness_share {
-        let native = provision::ensure(false)?;
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let native = provision::ensure(false)?;
+    if args.references {
+        let settings = references::Settings {
+            pairs: args.pairs,
+            models: args.models.clone(),
+            epochs: args.epochs,
+            limit_train: args.limit_train,
+            batch_size: 64,
+            threads: args.threads,
+        };
+        return references::run(&settings, &native, &std::path::absolute(&args.out)?);
+    }
+    if args.harness_share {
         let mut command = cargo(
             &[
                 "bench",
@@ -39,29 +91,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         command.env("PARALLAX_CACHE", provision::cache_dir());
         // As in `cargo xtask compare`'s libtorch workers: a short OpenMP spin, unless set.
         set_openmp_wait(&mut command);
-        command
-    } else {
-        let native = provision::ensure(false)?;
-        let mut command = cargo(
-            &[
-                "bench",
-                "-p",
-                "parallax-benches",
-                "--features",
-                "tch,tf,burn-tch",
-                "--bench",
-                "train_step",
-            ],
-            Some(&native),
-        );
-        set_openmp_wait(&mut command);
-        command
-    };
+        if !command.status().context("running cargo bench")?.success() {
+            bail!("the harness-share benchmark failed");
+        }
+        return Ok(());
+    }
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
+    // Absolute, because cargo runs the benchmark in the package's own directory.
+    let out = std::path::absolute(&args.out)?;
+    let criterion_home = target_dir().join("criterion");
+    let flops_path = out.join("flops.json");
+    let started = SystemTime::now();
+    let mut command = cargo(
+        &[
+            "bench",
+            "-p",
+            "parallax-benches",
+            "--features",
+            "tch,tf,burn-tch",
+            "--bench",
+            "train_step",
+        ],
+        Some(&native),
+    );
+    command
+        .env("CRITERION_HOME", &criterion_home)
+        .env("PARALLAX_BENCH_FLOPS", &flops_path)
+        .env("PARALLAX_BENCH_THREADS", args.threads.to_string());
+    set_openmp_wait(&mut command);
     if let Some(filter) = &args.filter {
         command.arg("--").arg(filter);
     }
     if !command.status().context("running cargo bench")?.success() {
-        bail!("the benchmarks failed");
+        bail!("the benchmarks failed: see criterion's output above");
     }
+
+    let measurements = results::read(&criterion_home, started)?;
+    results::require_some(&measurements, args.filter.as_deref())?;
+    let flops = results::read_flops(&flops_path)?;
+    let report = results::BenchReport::new(&measurements, &flops, args.threads);
+    println!("{}", report.render(false));
+    let json = out.join("bench.json");
+    let markdown = out.join("bench.md");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    std::fs::write(&markdown, report.render(true))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    println!("tables: {}\n        {}", markdown.display(), json.display());
     Ok(())
 }

@@ -336,6 +336,9 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
         init,
         native: BTreeSet::new(),
         save_weights: args.save_weights,
+        // Every run measures the machine's matrix-product peak through its engine, so that
+        // the report's utilisation divides by a peak of the same session.
+        measure_peak: true,
         git_revision: git_revision(&root),
     };
     Ok(Checked {
