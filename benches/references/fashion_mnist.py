@@ -5,6 +5,7 @@ PyTorch's and Keras's own training loops the data that parallax's engines train 
 `limit` training images scaled to [0, 1], as `cargo xtask compare --limit-train` takes them.
 """
 
+import argparse
 import gzip
 import os
 
@@ -26,6 +27,18 @@ def _find(directory, stem):
         if os.path.exists(path):
             return path
     raise SystemExit(f"{directory} holds no {stem}[.gz]: pass the directory parallax found")
+
+
+def run_arguments(description):
+    """The flags every harness takes, as `cargo xtask bench --references` passes them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, help="mlp or cnn")
+    parser.add_argument("--data", required=True, help="the directory of the IDX files")
+    parser.add_argument("--limit-train", type=int, required=True)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args()
 
 
 def training_set(directory, limit):

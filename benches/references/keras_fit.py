@@ -9,7 +9,6 @@ thread count, as parallax's TensorFlow sessions do. A callback times each epoch'
 (no validation runs). It prints one JSON object.
 """
 
-import argparse
 import json
 import os
 import time
@@ -19,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fashion_mnist import training_set  # noqa: E402
+from fashion_mnist import run_arguments, training_set  # noqa: E402
 
 
 def model(name):
@@ -53,14 +52,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--limit-train", type=int, required=True)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = run_arguments(__doc__)
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)

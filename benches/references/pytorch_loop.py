@@ -8,7 +8,6 @@ back with `.item()` at every step (as parallax's engines read theirs). The epoch
 the training loop only, as parallax's records do. It prints one JSON object.
 """
 
-import argparse
 import json
 import time
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fashion_mnist import training_set
+from fashion_mnist import run_arguments, training_set
 
 
 def model(name):
@@ -32,14 +31,7 @@ def model(name):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--limit-train", type=int, required=True)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = run_arguments(__doc__)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(42)

@@ -93,6 +93,13 @@ impl Net {
     ///
     /// See [`Model::train_step`] for the optimizer's state.
     pub fn train_step(&mut self, batch: &Batch, optimizer: &OptimizerConfig) -> Result<f32> {
+        let batch = self.check_training_batch(batch)?;
+        self.inner.train_step(batch, optimizer)
+    }
+
+    /// A training batch whose images have the model's input shape and whose labels are its
+    /// classes, one per image.
+    fn check_training_batch<'b>(&self, batch: &'b Batch) -> Result<Checked<&'b Batch>> {
         check_input(&self.model, batch.images.view())?;
         check_labels(
             &self.model,
@@ -100,7 +107,7 @@ impl Net {
             batch.images.dim().0,
             "training batch",
         )?;
-        self.inner.train_step(Checked::new(batch), optimizer)
+        Ok(Checked::new(batch))
     }
 
     /// One optimizer step, as [`Net::train_step`], with its phases timed apart
@@ -110,15 +117,9 @@ impl Net {
         batch: &Batch,
         optimizer: &OptimizerConfig,
     ) -> Result<StepPhases> {
-        check_input(&self.model, batch.images.view())?;
-        check_labels(
-            &self.model,
-            batch.labels.view(),
-            batch.images.dim().0,
-            "training batch",
-        )?;
+        let batch = self.check_training_batch(batch)?;
         self.inner
-            .profile_step(Checked::new(batch), optimizer)
+            .profile_step(batch, optimizer)
             .map_err(|error| match error {
                 Error::Unsupported { what, .. } => Error::Unsupported {
                     backend: self.backend.clone(),
