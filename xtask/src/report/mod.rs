@@ -194,43 +194,32 @@ pub(crate) fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Each epoch's achieved GFLOP/s (training FLOPs from the spec over the epoch's seconds), or a
-/// dash for a record without a FLOP count.
-fn gflops_per_epoch(record: &RunRecord) -> String {
+/// Each epoch's achieved GFLOP/s (training FLOPs from the spec over the epoch's seconds),
+/// written by `show`, or a dash for a record without a FLOP count.
+fn per_epoch_gflops(record: &RunRecord, show: impl Fn(f64) -> String) -> String {
     if record.flops.is_none() {
         return "—".into();
     }
     record
         .epochs
         .iter()
-        .map(|epoch| {
-            record
-                .achieved_gflops(epoch)
-                .map_or("—".into(), |g| format!("{g:.2}"))
-        })
+        .map(|epoch| record.achieved_gflops(epoch).map_or("—".into(), &show))
         .collect::<Vec<_>>()
         .join(" / ")
 }
 
+/// Each epoch's achieved GFLOP/s.
+fn gflops_per_epoch(record: &RunRecord) -> String {
+    per_epoch_gflops(record, |g| format!("{g:.2}"))
+}
+
 /// Each epoch's achieved GFLOP/s as a share of the comparison's measured peak, or a dash
-/// without a FLOP count or a peak.
+/// without a peak.
 fn utilisation_per_epoch(record: &RunRecord, peak: Option<&MatmulPeak>) -> String {
-    let Some(peak) = peak else {
-        return "—".into();
-    };
-    if record.flops.is_none() {
-        return "—".into();
+    match peak {
+        Some(peak) => per_epoch_gflops(record, |g| format!("{:.0}%", 100.0 * peak.utilisation(g))),
+        None => "—".into(),
     }
-    record
-        .epochs
-        .iter()
-        .map(|epoch| {
-            record.achieved_gflops(epoch).map_or("—".into(), |g| {
-                format!("{:.0}%", 100.0 * peak.utilisation(g))
-            })
-        })
-        .collect::<Vec<_>>()
-        .join(" / ")
 }
 
 pub(crate) fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
