@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use parallax_benches::subset;
 use parallax_core::data::epoch_order;
+use parallax_core::record::median;
 use parallax_core::spec::presets;
 use parallax_core::{Backend, CpuSettings, Device, OptimizerConfig, StepPhases, init};
 
@@ -25,11 +26,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Each phase's median milliseconds over `steps` profiled steps of `backend`.
@@ -56,12 +52,12 @@ fn profile(backend: &dyn Backend, steps: usize) -> anyhow::Result<BTreeMap<Strin
     }
     let mut medians = BTreeMap::new();
     for (index, (name, _)) in StepPhases::default().named().into_iter().enumerate() {
-        let values = all.iter().map(|p| p.named()[index].1 * 1e3).collect();
-        medians.insert(name.to_string(), median(values));
+        let values: Vec<f64> = all.iter().map(|p| p.named()[index].1 * 1e3).collect();
+        medians.insert(name.to_string(), median(&values));
     }
     medians.insert(
         "step".into(),
-        median(all.iter().map(|p| p.total() * 1e3).collect()),
+        median(&all.iter().map(|p| p.total() * 1e3).collect::<Vec<_>>()),
     );
     Ok(medians)
 }

@@ -345,14 +345,7 @@ fn profiles(
             .env("GOMP_SPINCOUNT", "10000"),
         "profiling PyTorch's step (pytorch_phases.py)",
     )?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .context("pytorch_phases.py printed no result")?;
-    let pytorch: PytorchPhases =
-        serde_json::from_str(last).context("pytorch_phases.py printed no JSON result")?;
+    let pytorch: PytorchPhases = harness_result(&output, "pytorch_phases.py")?;
 
     let file = out.join("phases.json");
     let mut bench = cargo(
@@ -593,14 +586,22 @@ fn run_reference(
     )?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(format!("{}.json", reference.venv)), &output.stdout)?;
+    harness_result(&output, reference.script)
+}
+
+/// The JSON object a harness prints last (TensorFlow's and PyTorch's own logging may come
+/// before it).
+fn harness_result<T: serde::de::DeserializeOwned>(
+    output: &Output,
+    script: &str,
+) -> anyhow::Result<T> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout
         .lines()
         .rev()
         .find(|line| line.starts_with('{'))
-        .with_context(|| format!("{} printed no result", reference.script))?;
-    serde_json::from_str(last)
-        .with_context(|| format!("{} printed no JSON result", reference.script))
+        .with_context(|| format!("{script} printed no result"))?;
+    serde_json::from_str(last).with_context(|| format!("{script} printed no JSON result"))
 }
 
 #[cfg(test)]
