@@ -4,6 +4,8 @@
 
 mod cargo;
 mod commands;
+mod interrupt;
+mod output_lock;
 mod provision;
 mod report;
 #[cfg(test)]
@@ -76,6 +78,10 @@ fn main() {
         Command::Env(args) => commands::env::run(args),
     };
     if let Err(error) = result {
+        if let Some(interrupted) = error.downcast_ref::<interrupt::Interrupted>() {
+            eprintln!("{interrupted}");
+            std::process::exit(interrupt::EXIT_CODE);
+        }
         // One line, no backtrace: the chain of contexts reads as a sentence, each cause once.
         eprintln!("error: {}", parallax_core::error::one_line(error.as_ref()));
         std::process::exit(1);

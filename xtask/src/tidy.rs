@@ -148,6 +148,37 @@ fn every_run_record_field_is_documented() {
     }
 }
 
+/// Records round-trip every value they hold: each `f64` field of the record's types is written
+/// through `parallax_core::float`, so NaN and the infinities read back.
+#[test]
+fn every_float_of_a_record_reads_back() {
+    let root = repo_root();
+    for file in [
+        "crates/core/src/record.rs",
+        "crates/core/src/metrics.rs",
+        "crates/core/src/peak.rs",
+    ] {
+        let source = read(&root.join(file));
+        let lines: Vec<&str> = source.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            let field = line.trim_start();
+            if field.starts_with("pub ") && field.ends_with(": f64,") {
+                let attribute = lines[..index]
+                    .iter()
+                    .rev()
+                    .find(|previous| !previous.trim_start().starts_with("///"))
+                    .map(|previous| previous.trim());
+                assert_eq!(
+                    attribute,
+                    Some(r#"#[serde(with = "crate::float")]"#),
+                    "{file}:{}: `{field}` is written without `crate::float`, so NaN would not read back",
+                    index + 1
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn every_rust_file_opens_with_a_module_doc() {
     let missing: Vec<PathBuf> = rust_files(&repo_root())

@@ -153,6 +153,9 @@ pub struct Job<'a> {
     pub worker: &'a Path,
     /// The run request, already written.
     pub request: &'a Path,
+    /// The SHA-256 of the request's text, as [`parallax_core::record::RunRequest::save`]
+    /// returned it: the worker refuses a request that another command wrote over.
+    pub request_sha256: Option<&'a str>,
     /// Where the worker writes the record.
     pub record: &'a Path,
     /// Where the worker writes trained weights, when the request asks for them.
@@ -188,11 +191,34 @@ fn finish(
         let _ = BufReader::new(stderr).read_to_string(&mut text);
         text
     });
-    if let Some(stdout) = child.stdout.take() {
+    let stdout = child.stdout.take();
+    // The watcher owns the child: it kills it on Ctrl-C or SIGTERM (which a `kill` of xtask
+    // does not pass on), and reaps it, while this thread reads its progress until the pipe
+    // closes.
+    let watcher = std::thread::spawn(move || -> std::io::Result<std::process::ExitStatus> {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if crate::interrupt::interrupted() {
+                // Already gone when the terminal's Ctrl-C reached it too.
+                let _ = child.kill();
+                return child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    if let Some(stdout) = stdout {
         on_stdout(stdout);
     }
-    let status = child.wait().context("waiting for the worker")?;
+    let status = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread waiting for the worker panicked"))?
+        .context("waiting for the worker")?;
     let stderr = stderr_reader.join().unwrap_or_default();
+    if crate::interrupt::interrupted() && !status.success() {
+        bail!("stopped by the interrupt");
+    }
     if !status.success() {
         // The worker's own last `error:` line says what went wrong; a crash has none.
         let reason = stderr
@@ -219,9 +245,12 @@ pub fn run(
     progress: &MultiProgress,
     native: Option<&NativeEnv>,
 ) -> anyhow::Result<RunRecord> {
-    let child = worker_command(job.entry, job.worker, native)
-        .arg("--request")
-        .arg(job.request)
+    let mut command = worker_command(job.entry, job.worker, native);
+    command.arg("--request").arg(job.request);
+    if let Some(digest) = job.request_sha256 {
+        command.arg("--request-sha256").arg(digest);
+    }
+    let child = command
         .arg("--record")
         .arg(job.record)
         .arg("--weights")
@@ -286,16 +315,21 @@ fn follow_progress(stdout: impl Read, label: &str, progress: &MultiProgress) {
                 dataset,
                 source,
                 train_examples,
+                skipped_unreadable,
                 steps_per_epoch,
                 epochs: total,
                 framework,
             }) => {
                 epochs = total;
                 bar.set_length(steps_per_epoch as u64);
+                let skipped = match skipped_unreadable {
+                    0 => String::new(),
+                    count => format!(" ({count} unreadable images skipped)"),
+                };
                 say(
                     progress,
                     format!(
-                        "{label}: {framework}, {dataset} from {source}, {train_examples} training examples"
+                        "{label}: {framework}, {dataset} from {source}, {train_examples} training examples{skipped}"
                     ),
                 );
             }
@@ -381,6 +415,7 @@ mod tests {
             entry: parallax_registry::find("burn").unwrap(),
             worker: &worker,
             request: &dir.path().join("request.json"),
+            request_sha256: None,
             record: &record,
             weights: &dir.path().join("weights.safetensors"),
             label: "burn",

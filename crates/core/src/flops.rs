@@ -44,8 +44,12 @@ impl FlopCount {
     /// The FLOPs of training on `examples` examples in `steps` steps: forward and backward per
     /// example, the update per step.
     pub fn training(&self, examples: u64, steps: u64) -> u64 {
-        examples * (self.forward_per_example + self.backward_per_example)
-            + steps * self.optimizer_per_step
+        examples
+            .saturating_mul(
+                self.forward_per_example
+                    .saturating_add(self.backward_per_example),
+            )
+            .saturating_add(steps.saturating_mul(self.optimizer_per_step))
     }
 }
 
@@ -64,11 +68,21 @@ pub struct LayerFlops {
 
 impl std::ops::AddAssign for LayerFlops {
     fn add_assign(&mut self, other: Self) {
-        self.forward += other.forward;
-        self.backward_with_input_gradient += other.backward_with_input_gradient;
-        self.backward_without_input_gradient += other.backward_without_input_gradient;
+        self.forward = self.forward.saturating_add(other.forward);
+        self.backward_with_input_gradient = self
+            .backward_with_input_gradient
+            .saturating_add(other.backward_with_input_gradient);
+        self.backward_without_input_gradient = self
+            .backward_without_input_gradient
+            .saturating_add(other.backward_without_input_gradient);
         self.has_parameters |= other.has_parameters;
     }
+}
+
+/// `k·multiply_adds + extra`, saturating: counts of absurd specs (which the memory estimate
+/// refuses) stay at `u64::MAX` rather than wrap.
+fn affine(k: u64, multiply_adds: u64, extra: u64) -> u64 {
+    k.saturating_mul(multiply_adds).saturating_add(extra)
 }
 
 fn image(shape: Shape) -> (u64, u64, u64) {
@@ -85,7 +99,9 @@ fn image(shape: Shape) -> (u64, u64, u64) {
 /// The output size of a window of `kernel` moving by `stride` over `size` padded by `before`
 /// and `after`.
 fn windows(size: u64, kernel: usize, stride: usize, before: usize, after: usize) -> u64 {
-    let padded = size + before as u64 + after as u64;
+    let padded = size
+        .saturating_add(before as u64)
+        .saturating_add(after as u64);
     if padded < kernel as u64 || stride == 0 {
         return 0;
     }
@@ -98,13 +114,18 @@ fn convolution(op: &ConvOp, input: Shape) -> (LayerFlops, Shape) {
     let [top, left, bottom, right] = op.padding;
     let out_h = windows(height, op.kernel[0], op.stride[0], top, bottom);
     let out_w = windows(width, op.kernel[1], op.stride[1], left, right);
-    let outputs = op.out_channels as u64 * out_h * out_w;
-    let multiply_adds = outputs * op.in_channels as u64 * (op.kernel[0] * op.kernel[1]) as u64;
+    let outputs = (op.out_channels as u64)
+        .saturating_mul(out_h)
+        .saturating_mul(out_w);
+    let multiply_adds = outputs
+        .saturating_mul(op.in_channels as u64)
+        .saturating_mul(op.kernel[0] as u64)
+        .saturating_mul(op.kernel[1] as u64);
     let bias = if op.bias.is_some() { outputs } else { 0 };
     let flops = LayerFlops {
-        forward: 2 * multiply_adds + bias,
-        backward_with_input_gradient: 4 * multiply_adds + bias,
-        backward_without_input_gradient: 2 * multiply_adds + bias,
+        forward: affine(2, multiply_adds, bias),
+        backward_with_input_gradient: affine(4, multiply_adds, bias),
+        backward_without_input_gradient: affine(2, multiply_adds, bias),
         has_parameters: true,
     };
     let output = Shape::Image {
@@ -118,11 +139,15 @@ fn convolution(op: &ConvOp, input: Shape) -> (LayerFlops, Shape) {
 /// An element-wise layer of `forward` and `backward` FLOPs per value over `values`.
 fn elementwise(values: u64, forward: u64, backward: u64, has_parameters: bool) -> LayerFlops {
     LayerFlops {
-        forward: forward * values,
-        backward_with_input_gradient: backward * values,
+        forward: forward.saturating_mul(values),
+        backward_with_input_gradient: backward.saturating_mul(values),
         // Batch norm's γ and β gradients need most of its backward pass even when no input
         // gradient is wanted; counting it whole keeps the rule simple and errs by little.
-        backward_without_input_gradient: if has_parameters { backward * values } else { 0 },
+        backward_without_input_gradient: if has_parameters {
+            backward.saturating_mul(values)
+        } else {
+            0
+        },
         has_parameters,
     }
 }
@@ -164,9 +189,10 @@ fn block(op: &BlockOp, input: Shape) -> LayerFlops {
 
 fn pooling(op: &PoolOp, output: Shape, average: bool) -> LayerFlops {
     let outputs = output.len() as u64;
-    let window = (op.kernel[0] * op.kernel[1]) as u64;
+    let window = (op.kernel[0] as u64).saturating_mul(op.kernel[1] as u64);
     if average {
-        elementwise(outputs, window + 1, window + 1, false)
+        let per_output = window.saturating_add(1);
+        elementwise(outputs, per_output, per_output, false)
     } else {
         elementwise(outputs, window, 1, false)
     }
@@ -176,16 +202,17 @@ fn pooling(op: &PoolOp, output: Shape, average: bool) -> LayerFlops {
 pub fn layer(op: &Op, input: Shape, output: Shape) -> LayerFlops {
     match op {
         Op::Dense(dense) => {
-            let multiply_adds = (dense.in_features * dense.out_features) as u64;
+            let multiply_adds =
+                (dense.in_features as u64).saturating_mul(dense.out_features as u64);
             let bias = if dense.bias.is_some() {
                 dense.out_features as u64
             } else {
                 0
             };
             LayerFlops {
-                forward: 2 * multiply_adds + bias,
-                backward_with_input_gradient: 4 * multiply_adds + bias,
-                backward_without_input_gradient: 2 * multiply_adds + bias,
+                forward: affine(2, multiply_adds, bias),
+                backward_with_input_gradient: affine(4, multiply_adds, bias),
+                backward_without_input_gradient: affine(2, multiply_adds, bias),
                 has_parameters: true,
             }
         }
@@ -221,15 +248,19 @@ pub fn count(model: &ResolvedModel, optimizer: &OptimizerKind) -> FlopCount {
     let mut upstream_parameters = false;
     for resolved in &model.layers {
         let flops = layer(&resolved.op, resolved.input, resolved.output);
-        total.forward_per_example += flops.forward;
-        total.backward_per_example += if upstream_parameters {
-            flops.backward_with_input_gradient
-        } else {
-            flops.backward_without_input_gradient
-        };
+        total.forward_per_example = total.forward_per_example.saturating_add(flops.forward);
+        total.backward_per_example =
+            total
+                .backward_per_example
+                .saturating_add(if upstream_parameters {
+                    flops.backward_with_input_gradient
+                } else {
+                    flops.backward_without_input_gradient
+                });
         upstream_parameters |= flops.has_parameters;
     }
-    total.optimizer_per_step = model.trainable_count() as u64 * optimizer_per_parameter(optimizer);
+    total.optimizer_per_step =
+        (model.trainable_count() as u64).saturating_mul(optimizer_per_parameter(optimizer));
     total
 }
 

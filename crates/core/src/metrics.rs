@@ -188,10 +188,13 @@ impl ConfusionMatrix {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     /// Of the examples predicted as this class, the fraction that are; 0 if none is predicted.
+    #[serde(with = "crate::float")]
     pub precision: f64,
     /// Of the examples of this class, the fraction predicted as it; 0 if there are none.
+    #[serde(with = "crate::float")]
     pub recall: f64,
     /// `2·tp / (2·tp + fp + fn)`, the harmonic mean of precision and recall; 0 when that is 0/0.
+    #[serde(with = "crate::float")]
     pub f1: f64,
     /// The number of examples of this class.
     pub support: u64,
@@ -201,10 +204,13 @@ pub struct ClassMetrics {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Averages {
     /// Averaged precision.
+    #[serde(with = "crate::float")]
     pub precision: f64,
     /// Averaged recall.
+    #[serde(with = "crate::float")]
     pub recall: f64,
     /// Averaged F1 (the average of the per-class F1s, not the F1 of the averages).
+    #[serde(with = "crate::float")]
     pub f1: f64,
 }
 
@@ -213,6 +219,7 @@ pub struct Averages {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationReport {
     /// Correct predictions over all examples; 0 when there are none.
+    #[serde(with = "crate::float")]
     pub accuracy: f64,
     /// One entry per class, in class order.
     pub per_class: Vec<ClassMetrics>,

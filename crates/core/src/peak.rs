@@ -65,10 +65,13 @@ pub struct MatmulPeak {
     /// Timed repetitions.
     pub repeats: usize,
     /// The fastest repetition's seconds.
+    #[serde(with = "crate::float")]
     pub best_seconds: f64,
     /// The median repetition's seconds.
+    #[serde(with = "crate::float")]
     pub median_seconds: f64,
     /// GFLOP/s of the fastest repetition: the peak.
+    #[serde(with = "crate::float")]
     pub gflops: f64,
 }
 

@@ -15,6 +15,7 @@ use crate::data::DataRequest;
 use crate::defaults::Factor;
 use crate::flops::FlopCount;
 use crate::ledger::{Ledger, Topic};
+use crate::memory::MemoryEstimate;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::peak::MatmulPeak;
 use crate::spec::ModelSource;
@@ -163,6 +164,35 @@ impl RunRequest {
     }
 }
 
+impl RunRequest {
+    /// Writes the request to `path` and returns the SHA-256 of the text written, which the
+    /// worker is given with the path ([`RunRequest::load`]), so that it can only ever run the
+    /// request its command wrote.
+    pub fn save(&self, path: &Path) -> Result<String> {
+        let text = pretty_json(path, self)?;
+        write_atomically(path, &text)?;
+        Ok(text_digest(&text))
+    }
+
+    /// Reads a request; with `expected_sha256`, a request whose text has another digest (a
+    /// second command wrote over it) is refused rather than run.
+    pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
+        let format_error = |message: String| Error::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(expected) = expected_sha256
+            && !text_digest(&text).eq_ignore_ascii_case(expected)
+        {
+            return Err(format_error(
+                "this run request changed after its command wrote it (another command is writing into the same output directory); run each command with its own --out".into(),
+            ));
+        }
+        serde_json::from_str(&text).map_err(|error| format_error(error.to_string()))
+    }
+}
+
 /// A run's identity, from its request; it decides where its files go
 /// ([`Layout`](crate::layout::Layout)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,17 +232,23 @@ pub struct EpochRecord {
     /// Epoch number, from 1.
     pub epoch: u32,
     /// Mean training loss over the epoch.
+    #[serde(with = "crate::float")]
     pub train_loss: f64,
     /// Seconds of the training loop, evaluation excluded.
+    #[serde(with = "crate::float")]
     pub seconds: f64,
     /// Training examples per second.
+    #[serde(with = "crate::float")]
     pub samples_per_second: f64,
     /// Test accuracy after the epoch.
+    #[serde(with = "crate::float")]
     pub test_accuracy: f64,
     /// Test loss after the epoch.
+    #[serde(with = "crate::float")]
     pub test_loss: f64,
     /// Seconds since training began (first epoch's start) at the end of this epoch's training
     /// loop, evaluation excluded: the x axis of a time-to-accuracy curve.
+    #[serde(with = "crate::float")]
     pub elapsed_training_seconds: f64,
 }
 
@@ -253,6 +289,10 @@ pub struct RunRecord {
     pub train_examples: usize,
     /// Test examples.
     pub test_examples: usize,
+    /// Images of an image-folder data set skipped because they could not be read
+    /// (`--skip-unreadable`).
+    #[serde(default)]
+    pub skipped_unreadable: usize,
     /// Seed of the data order and of the canonical initial weights.
     pub seed: u64,
     /// `canonical` (shared initial weights from the seed), `native` (the engine's own) or the
@@ -271,12 +311,16 @@ pub struct RunRecord {
     /// Per-epoch figures.
     pub epochs: Vec<EpochRecord>,
     /// Test accuracy after the last finished epoch.
+    #[serde(with = "crate::float")]
     pub test_accuracy: f64,
     /// Test loss after the last finished epoch.
+    #[serde(with = "crate::float")]
     pub test_loss: f64,
     /// Macro-averaged F1 after the last finished epoch.
+    #[serde(with = "crate::float")]
     pub macro_f1: f64,
     /// Weighted-averaged F1 after the last finished epoch.
+    #[serde(with = "crate::float")]
     pub weighted_f1: f64,
     /// Precision, recall and F1 per class and averaged, after the last finished epoch.
     pub report: ClassificationReport,
@@ -288,8 +332,10 @@ pub struct RunRecord {
     pub peak_rss_bytes: u64,
     /// Seconds from the start of model building to the end of the first training step:
     /// build, weight import, graph construction and the first step's warm-up.
+    #[serde(with = "crate::float")]
     pub time_to_first_step_seconds: f64,
     /// Median of the epochs' training seconds (robust to a slow first epoch).
+    #[serde(with = "crate::float")]
     pub median_epoch_seconds: f64,
     /// The fairness ledger: the engine's own defaults, topic by topic, and what parallax does.
     pub ledger: Ledger,
@@ -301,6 +347,10 @@ pub struct RunRecord {
     /// of a comparison's peaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matmul_peak: Option<MatmulPeak>,
+    /// The model's memory, estimated from its spec before anything was allocated
+    /// ([`crate::memory`]); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_estimate: Option<MemoryEstimate>,
 }
 
 impl RunRecord {
@@ -415,6 +465,9 @@ pub enum ProgressEvent {
         source: String,
         /// Training examples.
         train_examples: usize,
+        /// Images skipped because they could not be read (`--skip-unreadable`).
+        #[serde(default)]
+        skipped_unreadable: usize,
         /// Steps per epoch.
         steps_per_epoch: usize,
         /// Epochs.
@@ -429,6 +482,7 @@ pub enum ProgressEvent {
         /// Steps done.
         step: usize,
         /// Latest step's loss.
+        #[serde(with = "crate::float::f32")]
         loss: f32,
     },
     /// An epoch finished and was evaluated.
@@ -448,16 +502,33 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// Serialises `value` as pretty JSON to `path` via a sibling temporary file and a rename.
 pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|error| Error::Format {
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    })?;
+    write_atomically(path, &pretty_json(path, value)?)
+}
+
+/// `value` as pretty JSON with a final newline, the text every document here is written as.
+fn pretty_json<T: Serialize>(path: &Path, value: &T) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|error| Error::Format {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+}
+
+/// Writes `text` to `path` via a sibling temporary file and a rename, so that a reader never
+/// sees half of it.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
     }
     let temporary = path.with_extension("json.partial");
-    std::fs::write(&temporary, text + "\n").map_err(|error| Error::io(&temporary, error))?;
+    std::fs::write(&temporary, text).map_err(|error| Error::io(&temporary, error))?;
     std::fs::rename(&temporary, path).map_err(|error| Error::io(path, error))
+}
+
+/// The hex SHA-256 of a document's text.
+fn text_digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]
@@ -477,5 +548,91 @@ mod tests {
             assert_eq!(text.parse::<InitMode>().unwrap().to_string(), text);
         }
         assert!("glorot".parse::<InitMode>().is_err());
+    }
+
+    #[test]
+    fn a_record_holding_nan_and_infinities_reads_back_as_written() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/records");
+        let mut record = RunRecord::load(&fixtures.join("v1-tch-mlp.json")).unwrap();
+        record.epochs[0].train_loss = f64::NAN;
+        record.epochs[0].samples_per_second = f64::INFINITY;
+        record.test_loss = f64::NEG_INFINITY;
+        record.median_epoch_seconds = f64::NAN;
+        record.report.macro_avg.f1 = f64::NAN;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        record.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""train_loss": "NaN""#), "{text}");
+        let back = RunRecord::load(&path).unwrap();
+        assert!(back.epochs[0].train_loss.is_nan() && back.median_epoch_seconds.is_nan());
+        assert_eq!(back.epochs[0].samples_per_second, f64::INFINITY);
+        assert_eq!(back.test_loss, f64::NEG_INFINITY);
+        assert!(back.report.macro_avg.f1.is_nan());
+        // Everything else is unchanged: the two records write the same text.
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&record).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_worker_reads_only_the_request_its_command_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("request.json");
+        let mut request = RunRequest {
+            backend: "burn".into(),
+            device: Device::Cpu,
+            threads: 1,
+            flush_denormals: true,
+            model: "mlp".parse().unwrap(),
+            data: DataRequest::builtin(
+                crate::data::builtin::BuiltinDataset::FashionMnistSubset,
+                "cache".into(),
+                "fixtures".into(),
+            ),
+            epochs: 1,
+            batch_size: 64,
+            optimizer: "adam"
+                .parse::<crate::backend::OptimizerName>()
+                .unwrap()
+                .with_lr(1e-3)
+                .unwrap(),
+            seed: 1,
+            init: InitMode::Canonical,
+            native: BTreeSet::new(),
+            save_weights: false,
+            measure_peak: false,
+            git_revision: "test".into(),
+        };
+        let digest = request.save(&path).unwrap();
+        assert_eq!(RunRequest::load(&path, Some(&digest)).unwrap(), request);
+        // A second command writes the same path with its own seed.
+        request.seed += 1;
+        request.save(&path).unwrap();
+        let error = RunRequest::load(&path, Some(&digest))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("changed after its command wrote it"),
+            "{error}"
+        );
+        assert_eq!(RunRequest::load(&path, None).unwrap().seed, request.seed);
+    }
+
+    #[test]
+    fn a_record_written_with_null_for_nan_still_reads() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/records");
+        let record = RunRecord::load(&fixtures.join("v1-tch-mlp.json")).unwrap();
+        let mut value = serde_json::to_value(&record).unwrap();
+        value["epochs"][0]["train_loss"] = serde_json::Value::Null;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        std::fs::write(&path, value.to_string()).unwrap();
+        assert!(
+            RunRecord::load(&path).unwrap().epochs[0]
+                .train_loss
+                .is_nan()
+        );
     }
 }

@@ -51,6 +51,11 @@ pub fn validate(request: &RunRequest) -> Result<()> {
             "--epochs and --batch-size must be at least 1".into(),
         ));
     }
+    if request.data.limit_train == Some(0) {
+        return Err(Error::InvalidArgument(
+            "--limit-train 0 leaves nothing to train on; give at least 1 example, or leave it out for the whole training set".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -123,6 +128,8 @@ pub fn execute(
             InitMode::File(path) => format!("shared, from {}", path.display()),
         },
     );
+    // Refused here, before the initial weights or the engine allocate anything.
+    let memory = crate::memory::check_fits(&model, request.batch_size, &optimizer.kind)?;
     let weights = if applied.native_initialisation {
         None
     } else {
@@ -150,6 +157,7 @@ pub fn execute(
         dataset: data.name.to_string(),
         source: data.source.display().to_string(),
         train_examples: train.len(),
+        skipped_unreadable: data.skipped.len(),
         steps_per_epoch,
         epochs: request.epochs,
         framework: format!("{} {}", info.framework, info.framework_version),
@@ -164,6 +172,7 @@ pub fn execute(
         applied.used,
         matmul_peak,
     );
+    record.memory_estimate = Some(memory);
     let mut epochs = || -> Result<()> {
         for epoch in 1..=request.epochs {
             let order = epoch_order(train.len(), request.seed, epoch - 1);
@@ -269,6 +278,7 @@ fn start_record(
         data_source: data.source.display().to_string(),
         train_examples: data.train.len(),
         test_examples: data.test.len(),
+        skipped_unreadable: data.skipped.len(),
         seed: request.seed,
         init: request.init.clone(),
         native: request.native.clone(),
@@ -290,6 +300,7 @@ fn start_record(
         median_epoch_seconds: 0.0,
         flops: Some(crate::flops::count(model, &optimizer.kind)),
         matmul_peak,
+        memory_estimate: None,
         ledger,
     }
 }

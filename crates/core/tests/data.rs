@@ -10,8 +10,8 @@ use ndarray::{Array1, Array4};
 use parallax_core::data::builtin::{self, DEBIAN_FASHION_MNIST_DIR};
 use parallax_core::data::{
     BuiltinDataset, DataError, DataLocator, Dataset, EpochPlan, IdxImages, Normalization,
-    epoch_order, read_idx_images, read_idx_labels, read_image_folder, subset, verify_manifest,
-    write_idx_images, write_idx_labels, write_subset,
+    epoch_order, read_idx_images, read_idx_labels, read_image_folder, read_image_folder_skipping,
+    subset, verify_manifest, write_idx_images, write_idx_labels, write_subset,
 };
 
 // === Batch order ===
@@ -1263,4 +1263,82 @@ mod download {
         assert!(cache.path().join("datasets/mnist").is_dir());
         Ok(())
     }
+}
+
+#[test]
+fn an_empty_class_folder_is_refused_by_name() -> Result<()> {
+    let dir = image_folder()?;
+    let empty = dir.path().join("birds");
+    fs::create_dir(&empty)?;
+    fs::write(empty.join("notes.txt"), "not an image")?;
+    let error = read_image_folder(dir.path(), 3, 4, 4, &Normalization::UnitRange).unwrap_err();
+    assert!(
+        matches!(&error, DataError::EmptyClass { path } if *path == empty),
+        "{error:?}"
+    );
+    let line = parallax_core::error::one_line(&error);
+    assert!(
+        line.contains("birds") && line.contains("no PNG or JPEG"),
+        "{line}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_split_keeps_each_class_in_proportion_for_every_seed() -> Result<()> {
+    // 40 images in two classes, as the finding had them, and an unbalanced 30/10 set.
+    for (cats, dogs) in [(20, 20), (30, 10)] {
+        let n = cats + dogs;
+        let images = Array4::from_shape_fn((n, 1, 1, 1), |(i, _, _, _)| i as f32);
+        let labels = Array1::from_iter((0..n).map(|i| u32::from(i >= cats)));
+        let data = Dataset::new("pets", images, labels, vec!["cat".into(), "dog".into()])?;
+        for seed in 0..20 {
+            let (train, test) = data.split(0.2, seed)?;
+            let count =
+                |d: &Dataset, class: u32| d.labels().iter().filter(|&&l| l == class).count();
+            assert_eq!(
+                (count(&test, 0), count(&test, 1)),
+                (cats / 5, dogs / 5),
+                "seed {seed}"
+            );
+            assert_eq!(train.len() + test.len(), n);
+        }
+        let (_, first) = data.split(0.2, 1)?;
+        let (_, second) = data.split(0.2, 2)?;
+        assert_ne!(
+            first.images(),
+            second.images(),
+            "the split depends on the seed"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_image_is_named_with_its_cause_once_or_skipped() -> Result<()> {
+    let dir = image_folder()?;
+    let broken = dir.path().join("dogs").join("d.png");
+    fs::write(&broken, b"\x89PNG\r\n\x1a\n but not really")?;
+    let error = read_image_folder(dir.path(), 3, 4, 4, &Normalization::UnitRange).unwrap_err();
+    let line = parallax_core::error::one_line(&error);
+    let chained = format!(
+        "{:#}",
+        anyhow::Error::from(parallax_core::Error::from(error))
+    );
+    for text in [&line, &chained] {
+        assert!(text.contains("d.png: unreadable image: "), "{text}");
+        assert_eq!(text.matches("IHDR").count(), 1, "the cause once: {text}");
+        assert!(text.contains("--skip-unreadable"), "{text}");
+    }
+    let (data, skipped) =
+        read_image_folder_skipping(dir.path(), 3, 4, 4, &Normalization::UnitRange)?;
+    assert_eq!((data.len(), skipped), (3, vec![broken.clone()]));
+    // A class whose every image is unreadable is still an empty class.
+    fs::remove_file(dir.path().join("dogs").join("c.jpg"))?;
+    let error = read_image_folder_skipping(dir.path(), 3, 4, 4, &Normalization::UnitRange);
+    assert!(
+        matches!(error, Err(DataError::EmptyClass { .. })),
+        "{error:?}"
+    );
+    Ok(())
 }

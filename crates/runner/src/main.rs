@@ -27,6 +27,10 @@ struct Cli {
     /// The run request, as JSON.
     #[arg(long, required_unless_present = "gradcam", requires = "record")]
     request: Option<PathBuf>,
+    /// The SHA-256 of the request's text, as its command wrote it: a request that another
+    /// command wrote over since is refused rather than run.
+    #[arg(long, requires = "request")]
+    request_sha256: Option<String>,
     /// Where to write the run record.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -95,10 +99,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let (Some(request_path), Some(record)) = (&cli.request, &cli.record) else {
         anyhow::bail!("pass --request and --record, or --gradcam and --out");
     };
-    let text = std::fs::read_to_string(request_path)
-        .with_context(|| format!("reading run request {}", request_path.display()))?;
-    let request: RunRequest = serde_json::from_str(&text)
-        .with_context(|| format!("parsing run request {}", request_path.display()))?;
+    let request = RunRequest::load(request_path, cli.request_sha256.as_deref())?;
     let backend = make_backend(
         &request.backend,
         request.device,

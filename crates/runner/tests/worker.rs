@@ -27,6 +27,7 @@ fn request(dataset: &str, data_dir: Option<PathBuf>, model: &str, epochs: u32) -
             image_size: 16,
             image_channels: 1,
             limit_train: None,
+            skip_unreadable: false,
         },
         epochs,
         batch_size: 64,

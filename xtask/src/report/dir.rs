@@ -73,6 +73,7 @@ fn request_of(layout: &Layout, record: &RunRecord) -> RunRequest {
             image_size: 0,
             image_channels: 0,
             limit_train: None,
+            skip_unreadable: false,
         },
         epochs: record.epochs.len() as u32,
         batch_size: record.batch_size,

@@ -2,7 +2,9 @@
 //!
 //! Everything about the order is fixed so that two runs, on any machine, build the same
 //! data set: classes are the subfolders sorted by name, and the files of a class are sorted by
-//! name too.
+//! name too. The checks are torchvision's `ImageFolder`'s: a class folder without images is
+//! refused rather than made a class no example has, and an unreadable image fails the read
+//! with one line naming it, unless the caller asks to skip such files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,9 @@ use super::{DataError, Dataset, Normalization};
 ///   size differs, resized to `height × width` with `image`'s triangle (bilinear) filter.
 /// - Pixels become `f32` through `normalization`, in the N,C,H,W layout.
 ///
-/// The data set is named after the folder.
+/// The data set is named after the folder. A class subfolder without PNG or JPEG files is an
+/// error ([`DataError::EmptyClass`]), and so is an image that cannot be read
+/// ([`DataError::Image`]); [`read_image_folder_skipping`] skips those instead.
 pub fn read_image_folder(
     root: &Path,
     channels: usize,
@@ -31,6 +35,30 @@ pub fn read_image_folder(
     width: usize,
     normalization: &Normalization,
 ) -> Result<Dataset, DataError> {
+    read(root, channels, height, width, normalization, false).map(|(dataset, _)| dataset)
+}
+
+/// [`read_image_folder`], skipping the images that cannot be read; returns the data set and
+/// the files skipped, in the order they were met. A class whose every image is skipped is
+/// still an error.
+pub fn read_image_folder_skipping(
+    root: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+    normalization: &Normalization,
+) -> Result<(Dataset, Vec<PathBuf>), DataError> {
+    read(root, channels, height, width, normalization, true)
+}
+
+fn read(
+    root: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+    normalization: &Normalization,
+    skip_unreadable: bool,
+) -> Result<(Dataset, Vec<PathBuf>), DataError> {
     if channels != 1 && channels != 3 {
         return Err(DataError::InvalidArgument {
             name: "channels",
@@ -52,43 +80,80 @@ pub fn read_image_folder(
         });
     }
     normalization.validate(channels)?;
+    let (classes, files) = list(root)?;
+    let class_names: Vec<String> = classes.iter().map(|class| file_name(class)).collect();
+
+    let per_image = channels * height * width;
+    let mut pixels = Vec::with_capacity(files.len().saturating_mul(per_image));
+    let mut labels = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    for (path, label) in &files {
+        let image = match decode(path) {
+            Ok(image) => image,
+            Err(DataError::Image { .. }) if skip_unreadable => {
+                skipped.push(path.clone());
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        append_chw(&mut pixels, &image, channels, height32, width32);
+        labels.push(*label);
+    }
+    // Skipping may have emptied a class.
+    if let Some(class) = (0..classes.len()).find(|&class| {
+        let class = u32::try_from(class).unwrap_or(u32::MAX);
+        !labels.contains(&class)
+    }) {
+        return Err(DataError::EmptyClass {
+            path: classes[class].clone(),
+        });
+    }
+    let images = normalization.apply(&pixels, [labels.len(), channels, height, width])?;
+    let dataset = Dataset::new(file_name(root), images, Array1::from(labels), class_names)?;
+    Ok((dataset, skipped))
+}
+
+/// Checks an image folder's layout without decoding an image: the folder exists, has class
+/// subfolders, and each holds at least one PNG or JPEG file. `compare` calls it before
+/// building anything; the readers check the same.
+pub fn check_image_folder(root: &Path) -> Result<(), DataError> {
+    list(root).map(|_| ())
+}
+
+/// The class folders of `root` in order and the image files with their labels, refusing a
+/// folder without classes, without images, or with an empty class.
+#[allow(clippy::type_complexity)]
+fn list(root: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, u32)>), DataError> {
     if !root.is_dir() {
         return Err(DataError::DirNotFound {
             path: root.to_path_buf(),
         });
     }
-
     let classes = sorted_entries(root, |path| path.is_dir())?;
     if classes.is_empty() {
         return Err(DataError::NoClasses {
             path: root.to_path_buf(),
         });
     }
-    let mut class_names = Vec::with_capacity(classes.len());
     let mut files = Vec::new();
+    let mut empty = None;
     for (class_index, class_dir) in classes.iter().enumerate() {
-        class_names.push(file_name(class_dir));
         let label = u32::try_from(class_index).unwrap_or(u32::MAX);
-        for file in sorted_entries(class_dir, is_image_file)? {
-            files.push((file, label));
+        let images = sorted_entries(class_dir, is_image_file)?;
+        if images.is_empty() {
+            empty.get_or_insert_with(|| class_dir.clone());
         }
+        files.extend(images.into_iter().map(|file| (file, label)));
     }
     if files.is_empty() {
         return Err(DataError::NoImages {
             path: root.to_path_buf(),
         });
     }
-
-    let per_image = channels * height * width;
-    let mut pixels = Vec::with_capacity(files.len().saturating_mul(per_image));
-    let mut labels = Vec::with_capacity(files.len());
-    for (path, label) in &files {
-        let image = decode(path)?;
-        append_chw(&mut pixels, &image, channels, height32, width32);
-        labels.push(*label);
+    if let Some(path) = empty {
+        return Err(DataError::EmptyClass { path });
     }
-    let images = normalization.apply(&pixels, [files.len(), channels, height, width])?;
-    Dataset::new(file_name(root), images, Array1::from(labels), class_names)
+    Ok((classes, files))
 }
 
 /// The non-hidden entries of `dir` that pass `keep`, sorted by name.
@@ -122,17 +187,19 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// Decodes one image; a file that cannot be opened or decoded is [`DataError::Image`], its
+/// cause said once.
 fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    let image_error = |source| DataError::Image {
+    let unreadable = |reason: String| DataError::Image {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     ImageReader::open(path)
-        .map_err(|source| DataError::io(path, source))?
+        .map_err(|error| unreadable(error.to_string()))?
         .with_guessed_format()
-        .map_err(|source| DataError::io(path, source))?
+        .map_err(|error| unreadable(error.to_string()))?
         .decode()
-        .map_err(image_error)
+        .map_err(|error| unreadable(error.to_string()))
 }
 
 /// Converts, resizes and appends one image to `out` in C,H,W order.

@@ -35,7 +35,7 @@ pub mod subset;
 pub use builtin::{BuiltinDataset, DataLocator};
 #[cfg(feature = "download")]
 pub use download::download;
-pub use folder::read_image_folder;
+pub use folder::{check_image_folder, read_image_folder, read_image_folder_skipping};
 pub use idx::{IdxImages, read_idx_images, read_idx_labels, write_idx_images, write_idx_labels};
 pub use placed::BoundingBox;
 pub use request::{DataRequest, DatasetName, LoadedData};
@@ -206,13 +206,25 @@ pub enum DataError {
         /// The folder.
         path: PathBuf,
     },
+    /// A class subfolder without a PNG or JPEG file, which would be a class no example has.
+    #[error(
+        "{}: class folder holds no PNG or JPEG files; remove it or add its images (torchvision's ImageFolder refuses it too)",
+        path.display()
+    )]
+    EmptyClass {
+        /// The class's folder.
+        path: PathBuf,
+    },
     /// An image file that cannot be decoded.
-    #[error("{}: unreadable image ({source}); delete or replace the file", path.display())]
+    ///
+    /// The decoder's error is kept as its text: the `image` crate's errors repeat their own
+    /// source in their message, so a chain of them says the cause two or three times.
+    #[error("{}: unreadable image: {reason}; delete or replace the file, or pass --skip-unreadable", path.display())]
     Image {
         /// The file.
         path: PathBuf,
-        /// The decoder's error.
-        source: image::ImageError,
+        /// What the decoder said.
+        reason: String,
     },
 
     // === Locating and downloading ===
@@ -698,14 +710,17 @@ impl Dataset {
         }
     }
 
-    /// A deterministic train/validation split: `(train, validation)`.
+    /// A deterministic train/validation split, stratified by class: `(train, validation)`.
     ///
-    /// The validation part has `round(len × validation_fraction)` examples. Which examples go
-    /// where is decided by a shuffle of `0..len` made as in [`epoch_order`], but from the RNG
-    /// seeded with `seed_from_u64(seed ^ SPLIT_SALT)` with `SPLIT_SALT = 0x5350_4C49_545F_5631`
-    /// ("SPLIT_V1"), so the split does not repeat the first epoch's order. The validation set
-    /// takes the first part of that shuffle; both parts then keep the original example order.
-    /// The split is not stratified. The parts are named `<name>/train` and `<name>/validation`.
+    /// Each class gives `round(n × validation_fraction)` of its `n` examples to the validation
+    /// part, so both parts keep the classes' proportions (as scikit-learn's
+    /// `train_test_split(stratify=labels)` does); a class of one example stays in training.
+    /// Which examples go is decided by one RNG seeded with `seed_from_u64(seed ^ SPLIT_SALT)`
+    /// with `SPLIT_SALT = 0x5350_4C49_545F_5631` ("SPLIT_V1"), so the split does not repeat the
+    /// first epoch's order: class by class in label order, the class's example indices
+    /// (ascending) are shuffled as in [`epoch_order`] and the validation part takes the first of
+    /// them. Both parts then keep the original example order. The parts are named
+    /// `<name>/train` and `<name>/validation`.
     ///
     /// Fails unless `0 ≤ validation_fraction < 1` and the training part keeps at least one
     /// example.
@@ -721,9 +736,24 @@ impl Dataset {
             });
         }
         let len = self.len();
-        let n_validation = ((len as f64) * f64::from(validation_fraction)).round() as usize;
-        let n_validation = n_validation.min(len);
-        if len - n_validation == 0 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SPLIT_SALT);
+        let mut by_class: Vec<Vec<u32>> = vec![Vec::new(); self.num_classes()];
+        for (index, &label) in self.labels.iter().enumerate() {
+            if let Some(class) = by_class.get_mut(label as usize) {
+                class.push(u32::try_from(index).unwrap_or(u32::MAX));
+            }
+        }
+        let (mut validation, mut train) = (Vec::new(), Vec::new());
+        for class in &by_class {
+            let count = class.len();
+            let n_validation =
+                (((count as f64) * f64::from(validation_fraction)).round() as usize).min(count);
+            let order = shuffled(count, &mut rng);
+            let (to_validation, to_train) = order.split_at(n_validation);
+            validation.extend(to_validation.iter().map(|&i| class[i as usize]));
+            train.extend(to_train.iter().map(|&i| class[i as usize]));
+        }
+        if train.is_empty() {
             return Err(DataError::InvalidArgument {
                 name: "validation fraction",
                 reason: format!(
@@ -731,10 +761,6 @@ impl Dataset {
                 ),
             });
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SPLIT_SALT);
-        let order = shuffled(len, &mut rng);
-        let (validation, train) = order.split_at(n_validation);
-        let (mut validation, mut train) = (validation.to_vec(), train.to_vec());
         validation.sort_unstable();
         train.sort_unstable();
         let train = self.select(format!("{}/train", self.name), &train)?;

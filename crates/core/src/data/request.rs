@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{BuiltinDataset, DataLocator};
-use super::folder::read_image_folder;
+use super::folder::{read_image_folder, read_image_folder_skipping};
 use super::placed::{BoundingBox, Split, place};
 use super::{DataError, Dataset, Normalization};
 
@@ -23,7 +23,7 @@ const IMAGE_FOLDER: &str = "image-folder";
 pub enum DatasetName {
     /// Fashion-MNIST, MNIST or the bundled subset.
     Builtin(BuiltinDataset),
-    /// One subfolder per class of PNG or JPEG files, split 80/20 by the run's seed.
+    /// One subfolder per class of PNG or JPEG files, split 80/20 by the run's seed, stratified by class.
     ImageFolder,
     /// A built-in data set's items placed on a larger canvas with known boxes
     /// (`fashion-mnist-placed`, [`super::placed`]).
@@ -104,6 +104,10 @@ pub struct DataRequest {
     pub image_channels: usize,
     /// Use only the first N training examples, for quick runs.
     pub limit_train: Option<usize>,
+    /// Skip the files of an `image-folder` data set that cannot be read, rather than fail;
+    /// the record counts them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unreadable: bool,
 }
 
 impl DataRequest {
@@ -117,6 +121,7 @@ impl DataRequest {
             image_size: 64,
             image_channels: 3,
             limit_train: None,
+            skip_unreadable: false,
         }
     }
 
@@ -130,11 +135,12 @@ impl DataRequest {
     }
 
     /// Loads the training and test sets, normalised to [0, 1]. An image folder is split 80/20
-    /// by `seed`, the same way for every backend; a placed data set is placed the same way
+    /// by `seed`, stratified by class, the same way for every backend; a placed data set is placed the same way
     /// whatever the seed.
     pub fn load(&self, seed: u64) -> Result<LoadedData, DataError> {
         let normalization = Normalization::UnitRange;
         let mut test_boxes = None;
+        let mut skipped = Vec::new();
         let (train, test, source) = match self.dataset {
             DatasetName::ImageFolder => {
                 let root = self
@@ -145,13 +151,25 @@ impl DataRequest {
                         reason: "--dataset image-folder needs --data DIR (one subfolder per class)"
                             .into(),
                     })?;
-                let all = read_image_folder(
-                    root,
-                    self.image_channels,
-                    self.image_size,
-                    self.image_size,
-                    &normalization,
-                )?;
+                let all = if self.skip_unreadable {
+                    let (all, unreadable) = read_image_folder_skipping(
+                        root,
+                        self.image_channels,
+                        self.image_size,
+                        self.image_size,
+                        &normalization,
+                    )?;
+                    skipped = unreadable;
+                    all
+                } else {
+                    read_image_folder(
+                        root,
+                        self.image_channels,
+                        self.image_size,
+                        self.image_size,
+                        &normalization,
+                    )?
+                };
                 let (train, test) = all.split(0.2, seed)?;
                 (train, test, root.to_path_buf())
             }
@@ -174,6 +192,7 @@ impl DataRequest {
             test_boxes,
             name: self.dataset,
             source,
+            skipped,
         })
     }
 }
@@ -191,6 +210,8 @@ pub struct LoadedData {
     pub name: DatasetName,
     /// The directory it was read from.
     pub source: PathBuf,
+    /// The files skipped because they could not be read (`skip_unreadable`).
+    pub skipped: Vec<PathBuf>,
 }
 
 #[cfg(test)]

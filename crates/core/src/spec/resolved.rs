@@ -31,14 +31,15 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// The number of values in one example.
+    /// The number of values in one example (saturating at `usize::MAX`, which
+    /// [`ModelSpec::resolve`] refuses long before).
     pub fn len(&self) -> usize {
         match *self {
             Shape::Image {
                 channels,
                 height,
                 width,
-            } => channels * height * width,
+            } => channels.saturating_mul(height).saturating_mul(width),
             Shape::Flat(n) => n,
         }
     }
@@ -494,8 +495,13 @@ impl ResolvedModel {
     pub fn trainable_count(&self) -> usize {
         self.params()
             .filter(|param| param.role.is_trainable())
-            .map(|param| param.shape.iter().product::<usize>())
-            .sum()
+            .map(|param| {
+                param
+                    .shape
+                    .iter()
+                    .fold(1usize, |n, &side| n.saturating_mul(side))
+            })
+            .fold(0usize, usize::saturating_add)
     }
 
     /// The index of the layer a GradCAM target names: an exact layer name, a prefix such as
@@ -542,7 +548,9 @@ pub fn keras_block_output(name: &str) -> Option<String> {
 pub fn same_padding(input: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) -> [usize; 4] {
     let one = |input: usize, kernel: usize, stride: usize| {
         let output = input.div_ceil(stride.max(1));
-        let total = (output.saturating_sub(1) * stride + kernel).saturating_sub(input);
+        let total = (output.saturating_sub(1).saturating_mul(stride))
+            .saturating_add(kernel)
+            .saturating_sub(input);
         (total / 2, total - total / 2)
     };
     let (top, bottom) = one(input[0], kernel[0], stride[0]);
@@ -572,7 +580,7 @@ fn window_output(
     kernel: usize,
     stride: usize,
 ) -> Option<usize> {
-    let padded = input + before + after;
+    let padded = input.saturating_add(before).saturating_add(after);
     (kernel > 0 && stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
 }
 
@@ -590,6 +598,19 @@ impl ModelSpec {
         if channels == 0 || height == 0 || width == 0 {
             return Err(model_error(format!(
                 "input shape {channels}×{height}×{width} has a zero size"
+            )));
+        }
+        let too_large = |values: usize| values > MAX_TENSOR_VALUES;
+        if too_large(
+            Shape::Image {
+                channels,
+                height,
+                width,
+            }
+            .len(),
+        ) {
+            return Err(model_error(format!(
+                "input shape {channels}×{height}×{width} has more than 2⁴⁸ values per example"
             )));
         }
         if self.layers.is_empty() {
@@ -619,6 +640,26 @@ impl ModelSpec {
                 message,
             };
             let (op, output) = resolve_layer(&named.layer, shape, &name).map_err(error)?;
+            // Sizes beyond any machine are refused here, so that nothing downstream (FLOPs,
+            // the memory estimate, an engine) computes with them.
+            if too_large(output.len()) {
+                return Err(error(format!(
+                    "its output {output} has more than 2⁴⁸ values per example"
+                )));
+            }
+            if let Some(param) = op.params().into_iter().find(|param| {
+                too_large(
+                    param
+                        .shape
+                        .iter()
+                        .fold(1usize, |n, &side| n.saturating_mul(side)),
+                )
+            }) {
+                return Err(error(format!(
+                    "its tensor {} of shape {:?} has more than 2⁴⁸ values",
+                    param.name, param.shape
+                )));
+            }
             layers.push(ResolvedLayer {
                 name,
                 op,
@@ -638,6 +679,10 @@ impl ModelSpec {
         })
     }
 }
+
+/// The most values a tensor of a spec may hold: 2⁴⁸, a petabyte of f32, beyond any machine, so
+/// that only the memory estimate decides what fits, and no count can overflow.
+const MAX_TENSOR_VALUES: usize = 1 << 48;
 
 fn image_input(shape: Shape) -> Result<(usize, usize, usize), String> {
     match shape {
@@ -686,7 +731,7 @@ fn resolve_conv(
             kernel[0], kernel[1]
         ));
     };
-    let fan_in = channels * kernel[0] * kernel[1];
+    let fan_in = channels.saturating_mul(kernel[0]).saturating_mul(kernel[1]);
     let conv = ConvOp {
         in_channels: channels,
         out_channels: filters,
@@ -843,7 +888,14 @@ fn resolve_block(
             vec![
                 step("conv1", "bn1", planes, 1, first, Padding::Valid),
                 step("conv2", "bn2", planes, 3, middle, pad1),
-                step("conv3", "bn3", planes * 4, 1, 1, Padding::Valid),
+                step(
+                    "conv3",
+                    "bn3",
+                    planes.saturating_mul(4),
+                    1,
+                    1,
+                    Padding::Valid,
+                ),
             ]
         }
     };

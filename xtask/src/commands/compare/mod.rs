@@ -28,6 +28,7 @@ use parallax_core::{DefaultsMode, Device, Factor, OptimizerName};
 use parallax_registry::BackendEntry;
 
 use crate::cargo::repo_root;
+use crate::output_lock::OutputLock;
 use crate::provision;
 use crate::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
 use crate::workers::{self, Job};
@@ -135,6 +136,10 @@ pub struct Args {
     /// Train on the first N examples only (quick runs).
     #[arg(long)]
     pub limit_train: Option<usize>,
+    /// Skip the images of an image-folder data set that cannot be read, rather than fail; the
+    /// records count them.
+    #[arg(long)]
+    pub skip_unreadable: bool,
     /// Output directory.
     #[arg(long, default_value = "out/compare")]
     pub out: PathBuf,
@@ -150,9 +155,12 @@ fn parse_backend(name: &str) -> Result<&'static BackendEntry, String> {
 fn dataset(args: &Args, cache: &Path, fixtures: &Path) -> anyhow::Result<DatasetName> {
     let which = match args.dataset {
         DatasetName::ImageFolder => {
-            if args.data.is_none() {
+            let Some(root) = &args.data else {
                 bail!("--dataset image-folder needs --data DIR with one subfolder per class");
-            }
+            };
+            // The layout is checked now (an empty class folder, say), before any build, so
+            // that it is one line rather than one failure per backend.
+            parallax_core::data::check_image_folder(root)?;
             return Ok(DatasetName::ImageFolder);
         }
         DatasetName::Builtin(which) => which,
@@ -240,6 +248,11 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
     if args.epochs == 0 || args.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
+    if args.limit_train == Some(0) {
+        bail!(
+            "--limit-train 0 leaves nothing to train on; give at least 1 example, or leave it out for the whole training set"
+        );
+    }
     if args.image_channels != 1 && args.image_channels != 3 {
         bail!("--image-channels must be 1 or 3");
     }
@@ -261,7 +274,8 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
     // A spec file is parsed and resolved now, so that a spec whose layers don't fit is
     // reported before anything is built.
     if let ModelSource::File(path) = &args.model {
-        ModelSpec::from_file(path)?.resolve()?;
+        let model = ModelSpec::from_file(path)?.resolve()?;
+        parallax_core::memory::check_fits(&model, args.batch_size, &optimizer.kind)?;
     }
     let init = match &args.weights {
         Some(path) => InitMode::File(path.clone()),
@@ -328,6 +342,7 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
             image_size: args.image_size,
             image_channels: args.image_channels,
             limit_train: args.limit_train,
+            skip_unreadable: args.skip_unreadable,
         },
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -361,12 +376,6 @@ fn git_revision(root: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The command line that ran this comparison, for the manifest.
-fn command_line() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("cargo xtask {}", args.join(" "))
-}
-
 /// The planned runs of these flags.
 fn planned(args: &Args, checked: &Checked) -> Vec<PlannedRun> {
     let template = |entry, seed, native| checked.request(entry, seed, native);
@@ -392,6 +401,10 @@ fn planned(args: &Args, checked: &Checked) -> Vec<PlannedRun> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let checked = check(&args)?;
+    // Taken before the workers are built, so that a second command into this directory fails
+    // at once rather than after minutes of building.
+    let _lock = OutputLock::acquire(&args.out)?;
+    crate::interrupt::install();
     let runs = planned(&args, &checked);
     let cuda = matches!(args.device, Device::Cuda(_));
     let mut skipped: Vec<Skipped> = Vec::new();
@@ -454,7 +467,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", layout.root().display()))?;
     Manifest::new(
         &layout,
-        command_line(),
+        crate::output_lock::this_command(),
         runs.iter().map(|run| (&run.layout, &run.request)),
     )
     .save(&layout)?;
@@ -473,19 +486,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         environment: Some(Environment::of_this_machine()),
         ..Summary::default()
     };
+    let mut ended = 0;
     for run in &runs {
+        if crate::interrupt::interrupted() {
+            break;
+        }
         let id = run.request.id();
         let worker = workers
             .get(run.entry.name)
             .context("no worker was built for this backend")?;
         let request_path = run.layout.request(&id);
-        write_json_atomically(&request_path, &run.request)?;
+        let request_sha256 = run.request.save(&request_path)?;
         let record_path = run.layout.record(&id);
         let label = run.label();
         let job = Job {
             entry: run.entry,
             worker,
             request: &request_path,
+            request_sha256: Some(&request_sha256),
             record: &record_path,
             weights: &run.layout.weights(&id),
             label: &label,
@@ -519,10 +537,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         // Each finished run is on disk before the next one starts.
         write_json_atomically(&layout.summary(), &summary)?;
+        ended += 1;
     }
     finish_summary(&args, &checked, &runs, &mut summary);
     summary.wall_seconds = Some(started.elapsed().as_secs_f64());
-    summary.command = Some(command_line());
+    summary.command = Some(crate::output_lock::this_command());
     write_json_atomically(&layout.summary(), &summary)?;
     let markdown = report::markdown(&summary, &checked.base);
     std::fs::write(layout.report_markdown(), &markdown)
@@ -551,6 +570,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64() / 60.0
     );
     println!("report: {}", report_html.display());
+    if crate::interrupt::interrupted() {
+        return Err(crate::interrupt::Interrupted {
+            finished: ended,
+            planned: runs.len(),
+            summary: layout.summary().display().to_string(),
+        }
+        .into());
+    }
     if summary.records.is_empty() {
         bail!("every run of the comparison failed");
     }
@@ -679,6 +706,7 @@ mod tests {
             worker: None,
             save_weights: false,
             limit_train: None,
+            skip_unreadable: false,
             out: std::env::temp_dir().join("parallax-compare-unit"),
         }
     }
@@ -752,6 +780,23 @@ mod tests {
     }
 
     #[test]
+    fn an_image_folder_with_an_empty_class_is_refused_before_any_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let cats = dir.path().join("cats");
+        std::fs::create_dir_all(&cats).unwrap();
+        std::fs::create_dir_all(dir.path().join("dogs")).unwrap();
+        image::RgbImage::new(2, 2).save(cats.join("a.png")).unwrap();
+        let mut flags = args(&["burn"]);
+        flags.dataset = "image-folder".parse().unwrap();
+        flags.data = Some(dir.path().to_path_buf());
+        let error = check(&flags).unwrap_err().to_string();
+        assert!(
+            error.contains("dogs: class folder holds no PNG or JPEG files"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_lr_or_margin_that_is_not_positive_is_refused() {
         let mut bad = args(&["burn"]);
         bad.lr = 0.0;
@@ -768,6 +813,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--margin-time")
+        );
+        let mut bad = args(&["burn"]);
+        bad.limit_train = Some(0);
+        assert!(
+            check(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--limit-train 0 leaves nothing to train on")
         );
     }
 }

@@ -259,6 +259,7 @@ fn inputs(
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let _lock = crate::output_lock::OutputLock::acquire(&args.out)?;
     let summary = experiment(&args)?;
     // The page shows the comparison too when the directory holds one.
     let rendered = crate::report::dir::render_dir(&args.out, None)?;

@@ -7,7 +7,9 @@
 //! release mode, the profile `compare` uses too, with the native libraries' environment and the
 //! features that the backend registry lists for the tests (burn's LibTorch engine), so every
 //! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Then the
-//! seeds phase (`seeds.rs`) runs comparisons over seeds through `compare`; the GradCAM phase
+//! seeds phase (`seeds.rs`) runs comparisons over seeds through `compare`; the reliability phase
+//! (`reliability.rs`) starts two comparisons into one directory, kills a worker after its first
+//! epoch and interrupts a comparison with SIGINT; the GradCAM phase
 //! trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf and burn from
 //! those weights, and maps ResNet-18 and ResNet-50 on the bundled photos, holding the engines
 //! to agreement and the cnn's maps to localisation bounds; the browser phase (`browser.rs`)
@@ -16,6 +18,7 @@
 //! missing data set or browser is a failure.
 
 mod browser;
+mod reliability;
 mod seeds;
 
 #[cfg(test)]
@@ -64,6 +67,13 @@ fn features() -> String {
         .join(",")
 }
 
+/// The names of the fuzz targets in `crates/core/tests/fuzz.rs` start with this.
+const FUZZ_PREFIX: &str = "fuzz_";
+
+/// Each fuzz target's budget in the test command, seconds: four targets on two cores take
+/// about 40 s.
+const FUZZ_SECONDS: &str = "20";
+
 /// Times one phase and prints its minutes when it ends, whether it succeeded or not.
 fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let start = Instant::now();
@@ -96,11 +106,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     phase("build and run the tests", || {
         let mut tests = test_command(&[]);
-        if !args.cargo_args.is_empty() {
-            tests.arg("--").args(&args.cargo_args);
-        }
+        // The fuzzers run in a phase of their own, where their figures are printed.
+        tests
+            .args(["--", "--skip", FUZZ_PREFIX])
+            .args(&args.cargo_args);
         if !tests.status().context("running cargo test")?.success() {
             bail!("tests failed");
+        }
+        Ok(())
+    })?;
+    phase("fuzz the readers", || {
+        let fuzzed = test_command(&["--test", "fuzz"])
+            .args(["--", FUZZ_PREFIX, "--nocapture"])
+            .env("PARALLAX_FUZZ_SECONDS", FUZZ_SECONDS)
+            .status()
+            .context("running the fuzzers")?;
+        if !fuzzed.success() {
+            bail!("a fuzzer found an input that panics or allocates what a header claims");
         }
         Ok(())
     })?;
@@ -136,6 +158,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let built_worker = || Ok::<_, anyhow::Error>(worker.clone());
     phase("seeds, verdicts and attribution", || {
         seeds::acceptance(&built_worker()?)
+    })?;
+    phase("runs that collide, crash or are interrupted", || {
+        reliability::acceptance(&built_worker()?)
     })?;
     phase("GradCAM across engines", || {
         grad_cam_acceptance(&built_worker()?)

@@ -1,0 +1,246 @@
+//! The acceptance of "nothing lost, nothing mixed up", through `cargo xtask compare` as a user
+//! runs it: two comparisons started together into one directory, a worker killed with SIGKILL
+//! after its first epoch, and Ctrl-C (SIGINT to xtask alone) in the middle of a comparison.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::Value;
+
+/// Arguments that make a comparison quick: the bundled subset, two threads.
+const QUICK: [&str; 4] = ["--dataset", "fashion-mnist-subset", "--threads", "2"];
+
+fn summary(dir: &Path) -> anyhow::Result<Value> {
+    let path = dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// `cargo xtask compare` with `args`, started and not waited for; its stderr is piped.
+fn spawn_compare(args: &[&str], out: &Path, worker: &Path) -> anyhow::Result<std::process::Child> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    Command::new(exe)
+        .arg("compare")
+        .args(args)
+        .args(QUICK)
+        .arg("--out")
+        .arg(out)
+        .arg("--worker")
+        .arg(worker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting cargo xtask compare")
+}
+
+/// Waits for `child`, returning its exit code (`None` for a signal) and its stderr.
+fn finish(child: std::process::Child) -> anyhow::Result<(Option<i32>, String)> {
+    let output = child.wait_with_output().context("waiting for compare")?;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// The number of epochs in the record at `path`, 0 while there is none.
+fn epochs_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|record| record["epochs"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Waits until `ready` holds, for at most `limit`.
+fn wait_for(what: &str, limit: Duration, ready: impl Fn() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > limit {
+            bail!("{what} did not happen within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Runs the three checks.
+pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
+    let out = crate::cargo::target_dir().join("acceptance/reliability");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    two_comparisons_into_one_directory(&out.join("shared"), worker)?;
+    killed_worker(&out, worker)?;
+    interrupt(&out.join("interrupted"), worker)?;
+    Ok(())
+}
+
+/// Two comparisons started together into one directory: one runs, the other fails at once
+/// with one line naming it, and the summary holds only the first's seed.
+fn two_comparisons_into_one_directory(dir: &Path, worker: &Path) -> anyhow::Result<()> {
+    let common = [
+        "--backends",
+        "burn",
+        "--limit-train",
+        "500",
+        "--epochs",
+        "2",
+    ];
+    let first = spawn_compare(&[&common[..], &["--seed", "1"]].concat(), dir, worker)?;
+    let second = spawn_compare(&[&common[..], &["--seed", "2"]].concat(), dir, worker)?;
+    let (first, second) = (finish(first)?, finish(second)?);
+    let (winner, loser, seed) = match (first.0, second.0) {
+        (Some(0), Some(code)) if code != 0 => (first, second, 1),
+        (Some(code), Some(0)) if code != 0 => (second, first, 2),
+        _ => bail!(
+            "two comparisons into one directory: expected one to run and one to be refused, got exit codes {:?} and {:?}: {}{}",
+            first.0,
+            second.0,
+            first.1,
+            second.1
+        ),
+    };
+    let refusal: Vec<&str> = loser
+        .1
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    ensure!(
+        refusal.len() == 1 && refusal[0].contains("is in use by process"),
+        "the refused comparison said: {}",
+        loser.1
+    );
+    let seeds: Vec<u64> = summary(dir)?["records"]
+        .as_array()
+        .context("no records")?
+        .iter()
+        .filter_map(|record| record["seed"].as_u64())
+        .collect();
+    ensure!(
+        seeds == [seed],
+        "the summary holds seeds {seeds:?}, not the running comparison's {seed}: {}",
+        winner.1
+    );
+    eprintln!(
+        "reliability acceptance: the second comparison into one directory: {}",
+        refusal[0]
+    );
+    Ok(())
+}
+
+/// A worker for burn that kills itself with SIGKILL once its record holds one epoch, and hands
+/// every other backend to the real worker.
+fn killing_worker(dir: &Path, worker: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("worker-killed-after-one-epoch.sh");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+case "$*" in */burn/seed-*) ;; *) exec '{worker}' "$@";; esac
+record=; previous=
+for argument in "$@"; do [ "$previous" = --record ] && record=$argument; previous=$argument; done
+'{worker}' "$@" &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+  if grep -q '"epoch": 1' "$record" 2>/dev/null; then kill -9 $pid; wait $pid; kill -9 $$; fi
+  sleep 0.05
+done
+wait $pid
+"#,
+            worker = worker.display()
+        ),
+    )?;
+    let mut permissions = std::fs::metadata(&path)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions)?;
+    Ok(path)
+}
+
+/// burn's worker killed after its first epoch of three: its epoch is kept, as an incomplete
+/// run, and tch still runs.
+fn killed_worker(out: &Path, worker: &Path) -> anyhow::Result<()> {
+    let dir = out.join("killed");
+    let killing = killing_worker(out, worker)?;
+    let child = spawn_compare(
+        &["--backends", "burn,tch", "--model", "cnn", "--epochs", "3"],
+        &dir,
+        &killing,
+    )?;
+    let (code, stderr) = finish(child)?;
+    ensure!(
+        code == Some(1),
+        "compare with a killed worker exited {code:?}: {stderr}"
+    );
+    let summary = summary(&dir)?;
+    let records = summary["records"].as_array().context("no records")?;
+    let burn = records
+        .iter()
+        .find(|record| record["backend"] == "burn")
+        .with_context(|| format!("the killed run's epochs were lost: {stderr}"))?;
+    ensure!(
+        burn["status"] == "running" && burn["epochs"].as_array().map(Vec::len) == Some(1),
+        "the killed run's record is {} with {} epochs",
+        burn["status"],
+        burn["epochs"]
+    );
+    ensure!(
+        records
+            .iter()
+            .any(|record| record["backend"] == "tch" && record["status"] == "complete"),
+        "tch did not complete after burn was killed"
+    );
+    let report = std::fs::read_to_string(dir.join("report.md"))?;
+    ensure!(
+        report.contains("burn (incomplete)"),
+        "the report does not show burn as incomplete"
+    );
+    eprintln!("reliability acceptance: a worker killed after epoch 1 of 3 kept that epoch");
+    Ok(())
+}
+
+/// Ctrl-C (SIGINT to xtask alone, as `kill -INT` sends it) after burn's first epoch: the
+/// worker is stopped, what finished is in the summary, tch never starts, and the exit is 130.
+fn interrupt(dir: &Path, worker: &Path) -> anyhow::Result<()> {
+    let child = spawn_compare(
+        &["--backends", "burn,tch", "--model", "cnn", "--epochs", "20"],
+        dir,
+        worker,
+    )?;
+    let record = dir.join("records/cnn/burn/seed-42.json");
+    wait_for("burn's first epoch", Duration::from_secs(300), || {
+        epochs_in(&record) >= 1
+    })?;
+    let started = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .context("running kill")?;
+    ensure!(sent.success(), "kill -INT failed");
+    let (code, stderr) = finish(child)?;
+    let seconds = started.elapsed().as_secs_f64();
+    ensure!(
+        code == Some(130),
+        "an interrupted compare exited {code:?}: {stderr}"
+    );
+    let summary = summary(dir)?;
+    let records = summary["records"].as_array().context("no records")?;
+    ensure!(
+        records.len() == 1
+            && records[0]["backend"] == "burn"
+            && records[0]["status"] == "running"
+            && epochs_in(&record) < 20,
+        "after the interrupt the summary holds {records:?}"
+    );
+    ensure!(
+        dir.join("report.md").is_file() && dir.join("report.html").is_file(),
+        "the interrupted comparison wrote no report"
+    );
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("interrupted:"))
+        .with_context(|| format!("no `interrupted:` line: {stderr}"))?;
+    eprintln!("reliability acceptance: Ctrl-C stopped compare in {seconds:.1} s, exit 130: {line}");
+    Ok(())
+}
