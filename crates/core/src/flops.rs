@@ -98,7 +98,7 @@ fn image(shape: Shape) -> (u64, u64, u64) {
 
 /// The output size of a window of `kernel` moving by `stride` over `size` padded by `before`
 /// and `after`.
-fn windows(size: u64, kernel: usize, stride: usize, before: usize, after: usize) -> u64 {
+pub(crate) fn windows(size: u64, kernel: usize, stride: usize, before: usize, after: usize) -> u64 {
     let padded = size
         .saturating_add(before as u64)
         .saturating_add(after as u64);
@@ -111,7 +111,7 @@ fn windows(size: u64, kernel: usize, stride: usize, before: usize, after: usize)
 /// A convolution's FLOPs on an input of `input`, and its output shape.
 fn convolution(op: &ConvOp, input: Shape) -> (LayerFlops, Shape) {
     let (_, height, width) = image(input);
-    let [top, left, bottom, right] = op.padding;
+    let [top, bottom, left, right] = op.padding;
     let out_h = windows(height, op.kernel[0], op.stride[0], top, bottom);
     let out_w = windows(width, op.kernel[1], op.stride[1], left, right);
     let outputs = (op.out_channels as u64)
@@ -366,6 +366,28 @@ mod tests {
         let multiply_adds = positions * (conv.in_channels * conv.kernel[0] * conv.kernel[1]) as u64;
         assert_eq!(flops.forward, 2 * multiply_adds + positions);
         // The shape the counter derives is the one the spec resolved.
+        assert_eq!(convolution(conv, first.input).1, first.output);
+    }
+
+    #[test]
+    fn padding_is_read_top_bottom_left_right_as_the_spec_resolves_it() {
+        // A 5×9 input padded 2 rows at the bottom only: the output is 5×7, as resolved.
+        let spec: crate::spec::ModelSpec = serde_json::from_value(serde_json::json!({
+            "name": "asymmetric",
+            "input": [1, 5, 9],
+            "layers": [
+                {"type": "conv2d", "filters": 1, "kernel": 3, "padding": [0, 2, 0, 0]},
+                {"type": "flatten"},
+                {"type": "dense", "units": 2}
+            ]
+        }))
+        .unwrap();
+        let model = spec.resolve().unwrap();
+        let first = &model.layers[0];
+        let Op::Conv2d(conv) = &first.op else {
+            panic!("a convolution");
+        };
+        assert_eq!(first.output.len(), 5 * 7);
         assert_eq!(convolution(conv, first.input).1, first.output);
     }
 }

@@ -90,19 +90,9 @@ fn optimizer_slots(optimizer: &OptimizerKind) -> u64 {
 /// The values of a convolution's output on an input of `height × width`, with its output's
 /// height and width.
 fn conv_output(conv: &ConvOp, height: u64, width: u64) -> (u64, u64, u64) {
-    let side = |size: u64, kernel: usize, stride: usize, before: usize, after: usize| {
-        let padded = size
-            .saturating_add(before as u64)
-            .saturating_add(after as u64);
-        if padded < kernel as u64 || stride == 0 {
-            0
-        } else {
-            (padded - kernel as u64) / stride as u64 + 1
-        }
-    };
-    let [top, left, bottom, right] = conv.padding;
-    let out_h = side(height, conv.kernel[0], conv.stride[0], top, bottom);
-    let out_w = side(width, conv.kernel[1], conv.stride[1], left, right);
+    let [top, bottom, left, right] = conv.padding;
+    let out_h = crate::flops::windows(height, conv.kernel[0], conv.stride[0], top, bottom);
+    let out_w = crate::flops::windows(width, conv.kernel[1], conv.stride[1], left, right);
     let values = (conv.out_channels as u64)
         .saturating_mul(out_h)
         .saturating_mul(out_w);
@@ -217,13 +207,11 @@ pub fn check_fits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OptimizerConfig;
     use crate::spec::{ModelSpec, presets};
 
     fn adam() -> OptimizerKind {
-        crate::OptimizerName::Adam
-            .with_lr(1e-3)
-            .expect("a valid learning rate")
-            .kind
+        OptimizerConfig::adam(1e-3).kind
     }
 
     #[test]
