@@ -245,14 +245,6 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
         );
     }
     let optimizer = args.optimizer.with_lr(args.lr)?;
-    if args.epochs == 0 || args.batch_size == 0 {
-        bail!("--epochs and --batch-size must be at least 1");
-    }
-    if args.limit_train == Some(0) {
-        bail!(
-            "--limit-train 0 leaves nothing to train on; give at least 1 example, or leave it out for the whole training set"
-        );
-    }
     if args.image_channels != 1 && args.image_channels != 3 {
         bail!("--image-channels must be 1 or 3");
     }
@@ -356,6 +348,9 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
         measure_peak: true,
         git_revision: git_revision(&root),
     };
+    // The run protocol's own checks (epochs, batch size, --limit-train), as a worker would
+    // make them, but before any build.
+    parallax_core::run::validate(&base)?;
     Ok(Checked {
         backends,
         named,

@@ -263,6 +263,14 @@ fn xtask(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `summary.json` a comparison wrote into `dir`, for the acceptance phases.
+fn summary(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
 /// [`xtask`], returning whether the command succeeded.
 fn xtask_status(args: &[&str]) -> anyhow::Result<bool> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;

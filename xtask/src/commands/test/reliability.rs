@@ -9,15 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
+use super::summary;
+
 /// Arguments that make a comparison quick: the bundled subset, two threads.
 const QUICK: [&str; 4] = ["--dataset", "fashion-mnist-subset", "--threads", "2"];
-
-fn summary(dir: &Path) -> anyhow::Result<Value> {
-    let path = dir.join("summary.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
 
 /// `cargo xtask compare` with `args`, started and not waited for; its stderr is piped.
 fn spawn_compare(args: &[&str], out: &Path, worker: &Path) -> anyhow::Result<std::process::Child> {

@@ -7,15 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use super::{xtask, xtask_status};
-
-/// The summary a comparison wrote.
-fn summary(dir: &Path) -> anyhow::Result<Value> {
-    let path = dir.join("summary.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
+use super::{summary, xtask, xtask_status};
 
 /// A worker that fails tch's run of seed 2 the way a crashed worker does, and hands every
 /// other run to the real worker.
