@@ -46,10 +46,19 @@ impl OutputLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
+                // The holder writes its line just after locking: a command started at the same
+                // moment can find the file still empty, so it looks again for a little while.
                 let mut holder = String::new();
-                // The holder writes its line just after locking; an empty file is a holder
-                // that has not written it yet.
-                let _ = file.read_to_string(&mut holder);
+                for _ in 0..50 {
+                    holder.clear();
+                    let _ = file
+                        .rewind()
+                        .and_then(|()| file.read_to_string(&mut holder));
+                    if !holder.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 let holder = holder.trim();
                 let holder = if holder.is_empty() {
                     "another parallax command"

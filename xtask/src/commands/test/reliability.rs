@@ -103,7 +103,9 @@ fn two_comparisons_into_one_directory(dir: &Path, worker: &Path) -> anyhow::Resu
         .filter(|l| l.starts_with("error:"))
         .collect();
     ensure!(
-        refusal.len() == 1 && refusal[0].contains("is in use by process"),
+        refusal.len() == 1
+            && refusal[0].contains("is in use by")
+            && refusal[0].contains("pass another --out"),
         "the refused comparison said: {}",
         loser.1
     );
