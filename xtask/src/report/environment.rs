@@ -22,10 +22,8 @@ impl Environment {
     /// This machine, now.
     pub fn of_this_machine() -> Self {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let memory_bytes = read("/proc/meminfo").lines().find_map(|line| {
-            let kib = line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
-            kib.trim().parse::<u64>().ok().map(|kib| kib * 1024)
-        });
+        // The same figure the memory estimate checks a model against.
+        let memory_bytes = parallax_core::memory::machine_bytes();
         let os = read("/etc/os-release")
             .lines()
             .find_map(|line| line.strip_prefix("PRETTY_NAME="))

@@ -100,10 +100,13 @@ fn read(
         labels.push(*label);
     }
     // Skipping may have emptied a class.
-    if let Some(class) = (0..classes.len()).find(|&class| {
-        let class = u32::try_from(class).unwrap_or(u32::MAX);
-        !labels.contains(&class)
-    }) {
+    let mut kept = vec![false; classes.len()];
+    for &label in &labels {
+        if let Some(slot) = kept.get_mut(label as usize) {
+            *slot = true;
+        }
+    }
+    if let Some(class) = kept.iter().position(|&kept| !kept) {
         return Err(DataError::EmptyClass {
             path: classes[class].clone(),
         });
