@@ -28,3 +28,29 @@ pub fn cargo(args: &[&str], native: Option<&NativeEnv>) -> Command {
     }
     command
 }
+
+/// The features of every `cargo` run of `cargo xtask test` and `cargo xtask parity`: those the
+/// registry's backends ask for, every engine's benchmarks, and every CPU backend in the
+/// worker, whose one binary the GradCAM phase then uses for all engines. All runs take the
+/// same, so each reuses the first's builds.
+pub fn test_features() -> String {
+    let workers = parallax_registry::BACKENDS
+        .iter()
+        .map(|entry| format!("parallax-runner/{}", entry.feature));
+    parallax_registry::BACKENDS
+        .iter()
+        .flat_map(|entry| {
+            entry
+                .test_features
+                .iter()
+                .map(|feature| feature.to_string())
+        })
+        .chain(
+            ["tch", "tf", "burn-tch"]
+                .into_iter()
+                .map(|feature| format!("parallax-benches/{feature}")),
+        )
+        .chain(workers)
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,11 +1,13 @@
 //! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>`; what
 //! they share lives beside them: cargo invocations (`cargo`), provisioning (`provision`), the
-//! report (`report`) and the worker processes (`workers`).
+//! report (`report`), the worker processes (`workers`) and the parity checks under capped
+//! instruction sets (`parity`).
 
 mod cargo;
 mod commands;
 mod interrupt;
 mod output_lock;
+mod parity;
 mod provision;
 mod report;
 #[cfg(test)]
@@ -32,6 +34,8 @@ enum Command {
     Report(commands::report::Args),
     /// Run every test, provisioning what they need first (the README's test command, and CI's).
     Test(commands::test::Args),
+    /// Run the parity checks (every engine against the f64 referee) under a capped instruction set.
+    Parity(commands::parity::Args),
     /// Fetch the built-in data sets into the cache.
     #[command(subcommand)]
     Data(commands::data::Args),
@@ -71,6 +75,7 @@ fn main() {
         Command::Gradcam(args) => commands::gradcam::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::Test(args) => commands::test::run(args),
+        Command::Parity(args) => commands::parity::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Fixtures(args) => commands::fixtures::run(args),
         Command::Bench(args) => commands::bench::run(args),

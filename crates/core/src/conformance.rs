@@ -3,7 +3,8 @@
 //! Each adapter runs it from its tests with [`conformance_tests!`](crate::conformance_tests),
 //! which expands to one `#[test]` per check. The checks assert through panics, as tests do;
 //! they need nothing but the backend, and they finish in seconds on a CPU. The parity checks
-//! ([`parity_tests!`](crate::parity_tests)) hold a backend to a reference, and the acceptance
+//! ([`parity`]) hold every engine to an f64 referee within a multiple of f32's own noise, and
+//! the acceptance
 //! checks ([`acceptance_tests!`](crate::acceptance_tests)) train on the full Fashion-MNIST
 //! through the run protocol.
 
@@ -210,6 +211,14 @@ pub fn the_matmul_probe_multiplies(backend: &dyn Backend) {
         .expect("probe");
     for run in 0..2 {
         let sum = probe.multiply().expect("multiply");
+        // Every operand lies in (0, 1), so neither the 4,489 dot products of 67 terms nor their
+        // sum (about 7.5e4) cancels. f32 rounding (u = 2⁻²⁴ ≈ 6e-8) then moves the sum by about
+        // u·√n/3 ≈ 1.3e-6 relative at one σ even for a plain sequential f32 sum of all 4,489
+        // elements, the least accurate order an engine uses (an emulation of it on these
+        // operands errs by 2e-7); the worst case γ₄₄₈₉ ≈ 2.7e-4 needs every rounding to go one
+        // way, which round-to-nearest on varied values does not do. 1e-5 still catches a
+        // transposed operand (1.5e-4 for Bᵀ, 9.7e-4 for Aᵀ) and a lost row, column or edge
+        // tile (1.5e-2 per line of 67).
         assert!(
             (sum - expected).abs() <= 1e-5 * expected.abs(),
             "run {run}: the product's sum is {sum}, the host's {expected}"
@@ -262,6 +271,9 @@ pub fn weights_round_trip_for_every_layer_kind(backend: &dyn Backend) {
         let (name, difference) = weights
             .max_relative_difference(&exported)
             .expect("same names");
+        // Import and export only copy and permute f32 values, with no arithmetic, so anything
+        // but exact equality on any host is a defect (a cast through another type, a layout
+        // permuted one way and not back).
         assert!(
             difference == 0.0,
             "{}: tensor {name} changed by {difference} in a round trip",
@@ -340,12 +352,22 @@ pub fn one_set_of_weights_runs_in_both_resnet_forms(backend: &dyn Backend) {
         .fit_to(&without_bias)
         .expect("fit to torchvision's form");
     let difference = relative_difference(reference.view(), logits(&without_bias, &folded).view());
+    // Both forms run the same network on the same engine; they differ where μ − b is rounded
+    // once instead of x + b − μ (a few u = 2⁻²⁴ at each of the five batch norms) and in a
+    // kernel fused with a bias, through dot products of at most 36 terms (γ₃₆ ≈ 2e-6). That
+    // is about 1e-6 of the logits' scale (a tiny f32 ResNet's logits lie within 1e-6 of an f64
+    // evaluation, see `imported_weights_give_their_producers_logits`), a hundredth of the
+    // bound. A bias left unfolded, or folded with the wrong sign, shifts its batch norm's input
+    // by up to 1/√8 ≈ 0.35 (the biases are drawn within ±1/√fan_in) against a unit running
+    // variance: a change as large as the activations themselves.
     assert!(
         difference < 1e-4,
         "folded biases change the logits by {difference}"
     );
     let back = folded.fit_to(&with_bias).expect("fit to Keras's form");
     let difference = relative_difference(reference.view(), logits(&with_bias, &back).view());
+    // The same arithmetic as above, with the fold undone (zero biases, μ − b as the mean): the
+    // same bound for the same reasons.
     assert!(
         difference < 1e-4,
         "zero biases change the logits by {difference}"
@@ -491,6 +513,12 @@ pub fn sgd_step_matches_the_analytic_gradient(backend: &dyn Backend) {
     let expected_w = &w - &(delta.t().dot(&x) * lr as f32);
     let expected_b = &b - &(delta.sum_axis(Axis(0)) * lr as f32);
 
+    // Both sides compute in f32 from bit-identical inputs. Each logit is a dot product of 19
+    // terms with Σ|wᵢxᵢ| + |b| ≤ 1.9 for these weights and images, so it errs by at most
+    // γ₁₉·1.9 ≈ 2e-6 (γₙ = nu/(1 − nu), u = 2⁻²⁴); the mean loss, whose gradient in the logits
+    // sums to at most 2, by about 4e-6 per side. 1e-5·max(|loss|, 1), with the loss ≈ 1.4,
+    // covers both sides' worst case. A sum over the five examples instead of their mean
+    // multiplies the loss by 5; a wrong label or sign changes it by O(1).
     assert!(
         (loss - expected_loss).abs() <= 1e-5 * expected_loss.abs().max(1.0),
         "loss {loss} vs {expected_loss}"
@@ -500,6 +528,13 @@ pub fn sgd_step_matches_the_analytic_gradient(backend: &dyn Backend) {
     let got_b = after.get("fc.bias").expect("b");
     let dw = relative_difference(expected_w.view().into_dyn(), got_w.view());
     let db = relative_difference(expected_b.view().into_dyn(), got_b.view());
+    // A logit off by 2e-6 moves a probability by at most 1e-6, a gradient entry (a mean of
+    // five terms with |x| < 1, γ₅ on top) by about 1.5e-6 and, times lr = 0.5, a weight by
+    // about 8e-7 per side. Against the tensors' scale after the step (about 0.29 for the
+    // weight, 0.17 for the bias) that is at most 5e-6 and 9e-6 with both sides' errors added,
+    // under 1e-5. The updates are large here (up to 0.12), so a step without the 1/N (five
+    // times the update), with the wrong sign or a transposed layout fails by O(1), and even an
+    // update scaled by 1 + 1e-4 moves the tensors by 4e-5 of their scale.
     assert!(
         dw <= 1e-5 && db <= 1e-5,
         "SGD step differs from the analytic one: weight {dw}, bias {db}"
@@ -580,6 +615,13 @@ fn running_statistics_follow(
         };
         let running_mean = after.get("bn.running_mean").expect("mean")[[channel]];
         let running_var = after.get("bn.running_var").expect("var")[[channel]];
+        // Each channel's statistics are sums of 12 values in [-1, 1) (Σ|x| ≈ 5.5, Σx² ≤ 4.2),
+        // so the engine's mean and variance, by whatever one- or two-pass formula, and this
+        // f32 reference each err by a few γ₁₂ ≈ 7e-7 times values below 1: under 2e-6 in all,
+        // a fifth of the bound. The unbiased and biased estimators put the running variance
+        // 0.010 and 0.016 apart here, a thousand times the bound; a mean pooled over both
+        // channels misses by 0.04. At momentum 0.5 PyTorch's and Keras's momentum conventions
+        // agree, so that one is left to the parity checks.
         assert!(
             (running_mean - 0.5 * mean).abs() < 1e-5,
             "running mean {running_mean}, expected {}",
@@ -648,7 +690,9 @@ pub fn dropout_is_active_in_training_only(backend: &dyn Backend) {
         images: images.clone(),
         labels: Array1::from(vec![0, 1, 2, 0, 1, 2, 0, 1]),
     };
-    // With a zero learning rate, different losses can only come from different dropout masks.
+    // With a learning rate of 1e-12 no weight moves by more than about 1e-12, which changes a
+    // loss near 1 by far less than its f32 ulp (1.2e-7): different losses can only come from
+    // different dropout masks.
     let optimizer = OptimizerConfig::sgd(1e-12, 0.0);
     let losses: Vec<f32> = (0..4)
         .map(|_| net.train_step(&batch, &optimizer).expect("train step"))
@@ -691,6 +735,13 @@ pub fn training_fits_a_separable_problem(backend: &dyn Backend) {
     for _ in 0..30 {
         last = net.train_step(&batch, &optimizer).expect("train step");
     }
+    // Not a rounding bound: the classes are separable with a margin (a band of +1 over noise
+    // within ±0.3, so each band's mean alone tells them apart), and 30 Adam steps of 0.01 can
+    // move every weight by up to 0.3, far more than fitting 48 examples needs. The loss starts
+    // near ln 3 ≈ 1.1; a fifth of it, and two examples of 48 left wrong, leave room for the
+    // engines' different trajectories, while a step that does not descend (a wrong sign, an
+    // update that never reaches the weights, gradients of the wrong layer) stays near ln 3
+    // and near a third right.
     assert!(last < first * 0.2, "loss went from {first} to only {last}");
     let predictions =
         crate::metrics::argmax_rows(net.predict(images.view()).expect("predict").view());
@@ -744,11 +795,24 @@ pub fn an_epoch_equals_its_steps(backend: &dyn Backend) {
         .expect("export")
         .max_relative_difference(&by_step.export_weights().expect("export"))
         .expect("same names");
+    // Not a budget for f32 error but for none: the epoch and the steps run the same engine
+    // kernels, with the same shapes and threads, on bit-identical batches, so on any host they
+    // give the same bits unless a kernel picks another blocking for another buffer. 1e-6 of
+    // each tensor's largest value (about 8 ulps, ε = 2⁻²³) admits only such last-bit effects;
+    // a batch skipped, repeated or taken in another order, or a momentum buffer reset, moves
+    // fc2's bias alone (its gradient a batch mean of p − onehot, of order 0.1) by about
+    // lr·0.1 = 5e-3 against its scale 1/√128 ≈ 0.09, and a last batch padded to 4 changes
+    // that step's mean by a quarter.
     assert!(
         difference <= 1e-6,
         "the epoch and its steps differ by {difference:e} in {name}"
     );
     let mean_loss = loss_sum / data.len() as f64;
+    // Both sides weight the same f32 step losses by their batch sizes in f64, so they agree
+    // to f64 rounding, or to the losses' last bits (u = 2⁻²⁴ relative) in the case above;
+    // 1e-5 of the loss is far above either. Averaging the three batch means instead differs
+    // by (2L₃ − L₁ − L₂)/33, a few 1e-3 for losses that differ by a few hundredths, and
+    // reporting one step's loss, or a sum, by O(1).
     assert!(
         (stats.train_loss - mean_loss).abs() <= 1e-5 * mean_loss.abs().max(1.0),
         "epoch loss {} against its steps' {mean_loss}",
@@ -813,6 +877,13 @@ pub fn grad_cam_returns_activations_and_exact_gradients(backend: &dyn Backend) {
         let expected = row.to_shape((2, 6, 6)).expect("reshape");
         let got = cam.gradients.index_axis(Axis(0), i);
         let difference = relative_difference(expected.view(), got.view());
+        // Exact arithmetic, not a rounding budget: the backward pass of the dense layer
+        // multiplies the weights by a one-hot row (1 for the class, 0 elsewhere), and 1·w plus
+        // exact zeros is w in IEEE f32 on any host, as is the flatten's permutation. 1e-6 of
+        // the row's largest value (about 8 ulps) admits only a kernel that reorders or fuses
+        // differently; the wrong class's row, a transposed weight or the channels flattened in
+        // another order differ by O(1), and gradients of the softmax instead of the logit are
+        // scaled by p(1 − p) ≤ 1/4.
         assert!(
             difference <= 1e-6,
             "gradient differs from the weight row by {difference}"
@@ -884,6 +955,13 @@ pub fn a_profiled_step_is_the_same_step(backend: &dyn Backend) {
             .zip(other.iter())
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
+        // The profiled step is the plain step with clock reads between its phases: the same
+        // kernels on the same data, hence the same bits on any host. 1e-6 absolute is 33 ulps
+        // of conv1's largest weight (1/√9) and more of every smaller tensor, room for nothing
+        // but a last-bit effect; each Adam step moves a parameter by about lr = 1e-2, so a
+        // skipped, repeated or differently corrected step lands ~1e-4 or more away. (Adam
+        // divides by |g|, so even this bound presumes the same arithmetic: other kernels could
+        // move a parameter whose gradient is near zero by up to lr.)
         assert!(
             gap <= 1e-6,
             "{name}: the profiled step moved it {gap} apart"
@@ -913,6 +991,12 @@ pub fn the_first_adam_step_moves_each_parameter_by_the_learning_rate(backend: &d
         let after = net.export_weights().expect("export");
         let moved = after.get("fc2.bias").expect("bias") - weights.get("fc2.bias").expect("bias");
         for delta in moved.iter() {
+            // The step is lr·|g|/(|g| + ε′), with ε′ = 1e-8 for PyTorch and ε/√(1 − β₂) ≈
+            // 3.2e-6 for Keras. The bias's gradient on this batch is ±0.026 (fixed inputs, the
+            // same on every host), so the step falls short of lr by 4e-10 and 1.2e-7; f32
+            // rounding of the biases (|b| ≤ 0.054, half an ulp 1.9e-9) and of the step adds
+            // less. 1e-6, a thousandth of lr, covers that eight times over, while a missing
+            // bias correction of m (a step of lr/10) or of v (√1000·lr) misses by O(lr).
             assert!(
                 (delta.abs() - 1e-3).abs() < 1e-6,
                 "first {:?} step moved a bias by {delta}, expected ±lr",
@@ -973,6 +1057,12 @@ pub fn the_adam_formulations_put_epsilon_where_their_frameworks_do(backend: &dyn
         let ratio = (p.abs() as f64) / 1e-3;
         let gradient = ratio * epsilon / (1.0 - ratio);
         let expected = 1e-3 * gradient / (gradient + epsilon / (1.0f64 - 0.999).sqrt());
+        // Both runs compute the same gradient (|g| ≈ 0.035 on this batch), so only rounding
+        // separates them: each measured step is a difference of f32 biases (|b| ≤ 0.054, half
+        // an ulp 1.9e-9), 9e-5 of Keras's step of 2.1e-5 and 5e-6 of PyTorch's 4.1e-4
+        // (recovering |g| amplifies the latter by (|g| + ε)/ε ≈ 1.7), and 1 − β₂ rounded to
+        // f32 moves ε/√(1 − β₂) by 6e-6. 1e-2 is a hundred times the sum, and ε where the
+        // other framework puts it changes Keras's step nineteenfold.
         assert!(
             ((k.abs() as f64) / expected - 1.0).abs() < 1e-2,
             "Keras step {k}, expected ±{expected}"
@@ -980,179 +1070,23 @@ pub fn the_adam_formulations_put_epsilon_where_their_frameworks_do(backend: &dyn
     }
 }
 
-/// Expands to one `#[test]` per parity check between a backend and a reference backend, each
-/// calling `$make()` and `$reference()` for fresh ones: evaluation logits and one SGD step
-/// (momentum 0.9) for the mlp, the cnn, ResNet-18 on 3×32×32 and the every-layer spec.
-///
-/// ```text
-/// parallax_core::parity_tests!(|| TchBackend::new(..).unwrap(), || BurnBackend::new(..).unwrap());
-/// ```
-#[macro_export]
-macro_rules! parity_tests {
-    ($make:expr, $reference:expr) => {
-        $crate::parity_tests!(@each $make, $reference;
-            mlp_logits_agree,
-            cnn_logits_agree,
-            resnet18_logits_agree,
-            every_layer_logits_agree,
-            mlp_sgd_step_agrees,
-            cnn_sgd_step_agrees,
-            resnet18_sgd_step_agrees,
-            every_layer_sgd_step_agrees,
-        );
-    };
-    (@each $make:expr, $reference:expr; $($check:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $check() {
-                let (backend, reference) = (($make)(), ($reference)());
-                $crate::conformance::parity::$check(&backend, &reference);
-            }
-        )*
-    };
-}
-
-/// The checks that [`parity_tests!`](crate::parity_tests) runs, each on a backend and a
-/// reference, through [`logits_agree`] and [`one_sgd_step_agrees`].
-pub mod parity {
-    use super::{every_layer_spec, logits_agree, one_sgd_step_agrees};
-    use crate::backend::Backend;
-    use crate::spec::{Layer, ModelSpec, presets};
-
-    /// The every-layer spec without its dropout, whose masks no two engines draw alike.
-    fn every_layer_without_dropout() -> ModelSpec {
-        let mut spec = every_layer_spec();
-        spec.layers
-            .retain(|layer| !matches!(layer.layer, Layer::Dropout { .. }));
-        spec
-    }
-
-    /// The mlp's logits, batch 8.
-    pub fn mlp_logits_agree(backend: &dyn Backend, reference: &dyn Backend) {
-        logits_agree(backend, reference, presets::mlp([1, 28, 28], 10), 8);
-    }
-
-    /// The cnn's logits, batch 8.
-    pub fn cnn_logits_agree(backend: &dyn Backend, reference: &dyn Backend) {
-        logits_agree(backend, reference, presets::cnn([1, 28, 28], 10), 8);
-    }
-
-    /// ResNet-18's logits on 3×32×32, batch 4.
-    pub fn resnet18_logits_agree(backend: &dyn Backend, reference: &dyn Backend) {
-        logits_agree(backend, reference, presets::resnet18([3, 32, 32], 10), 4);
-    }
-
-    /// The every-layer spec's logits, batch 4.
-    pub fn every_layer_logits_agree(backend: &dyn Backend, reference: &dyn Backend) {
-        logits_agree(backend, reference, every_layer_spec(), 4);
-    }
-
-    /// One mlp SGD step, batch 8.
-    pub fn mlp_sgd_step_agrees(backend: &dyn Backend, reference: &dyn Backend) {
-        one_sgd_step_agrees(backend, reference, presets::mlp([1, 28, 28], 10), 8, 0.9);
-    }
-
-    /// One cnn SGD step, batch 8.
-    pub fn cnn_sgd_step_agrees(backend: &dyn Backend, reference: &dyn Backend) {
-        one_sgd_step_agrees(backend, reference, presets::cnn([1, 28, 28], 10), 8, 0.9);
-    }
-
-    /// One ResNet-18 SGD step on 3×32×32, batch 16: layer4 works on 1×1 maps, so its
-    /// training-mode batch norm normalises over just the batch. Over 4 values the step is
-    /// ill-conditioned (scaling the inputs by 1 + 1e-6 moves libtorch's own update by 4.6e-4
-    /// relative, and libtorch and burn in f32 both land about 8e-5 from libtorch in f64); over
-    /// 16 it is not.
-    pub fn resnet18_sgd_step_agrees(backend: &dyn Backend, reference: &dyn Backend) {
-        one_sgd_step_agrees(
-            backend,
-            reference,
-            presets::resnet18([3, 32, 32], 10),
-            16,
-            0.9,
-        );
-    }
-
-    /// One SGD step of the every-layer spec without dropout, batch 8: batch norm over images
-    /// and features, residual blocks, explicit and TensorFlow-`same` padding, and the dense
-    /// layer after a flattened image.
-    pub fn every_layer_sgd_step_agrees(backend: &dyn Backend, reference: &dyn Backend) {
-        one_sgd_step_agrees(backend, reference, every_layer_without_dropout(), 8, 0.9);
-    }
-}
-
-/// The bound that parity between two engines must hold, on logits and on updated weights:
-/// max-abs difference over max-abs value.
-pub const PARITY_BOUND: f32 = 1e-5;
-
-/// Parity of evaluation logits: from the same canonical weights and the same `batch` images,
-/// `backend` and `reference` agree to [`PARITY_BOUND`]. Prints the difference it measured.
-pub fn logits_agree(backend: &dyn Backend, reference: &dyn Backend, spec: ModelSpec, batch: usize) {
-    let model = resolve(&spec);
-    let weights = init::canonical(&model, 21);
-    let images = test_images(batch, model.input(), 22);
-    let predict = |backend: &dyn Backend| {
-        backend
-            .build(&model, Some(&weights))
-            .and_then(|mut net| net.predict(images.view()))
-            .unwrap_or_else(|error| panic!("{}: {error}", backend.info().backend))
-    };
-    let (ours, theirs) = (predict(backend), predict(reference));
-    let difference = relative_difference(theirs.view(), ours.view());
-    eprintln!(
-        "{}: eval logits differ by {difference:e} relative",
-        spec.name
-    );
-    assert!(
-        difference <= PARITY_BOUND,
-        "{}: logits differ by {difference} relative",
-        spec.name
-    );
-}
-
-/// Parity of one SGD step (learning rate 0.1, `momentum`): from the same canonical weights and
-/// the same batch, every tensor after the step, running statistics included, and the step's
-/// loss agree to [`PARITY_BOUND`]. Prints the worst tensor.
-pub fn one_sgd_step_agrees(
-    backend: &dyn Backend,
-    reference: &dyn Backend,
-    spec: ModelSpec,
-    batch: usize,
-    momentum: f64,
-) {
-    let model = resolve(&spec);
-    let weights = init::canonical(&model, 23);
-    let labels: Vec<u32> = (0..batch).map(|i| (i % model.classes()) as u32).collect();
-    let batch = Batch {
-        images: test_images(batch, model.input(), 24),
-        labels: Array1::from(labels),
-    };
-    let optimizer = OptimizerConfig::sgd(0.1, momentum);
-    let step = |backend: &dyn Backend| {
-        let mut net = backend.build(&model, Some(&weights))?;
-        let loss = net.train_step(&batch, &optimizer)?;
-        Ok::<_, Error>((loss, net.export_weights()?))
-    };
-    let name = |backend: &dyn Backend| backend.info().backend;
-    let (our_loss, ours) =
-        step(backend).unwrap_or_else(|error| panic!("{}: {error}", name(backend)));
-    let (their_loss, theirs) =
-        step(reference).unwrap_or_else(|error| panic!("{}: {error}", name(reference)));
-    let (tensor, difference) = theirs.max_relative_difference(&ours).expect("same names");
-    eprintln!(
-        "{}: weights after one SGD step differ by {difference:e} relative (worst: {tensor}); losses {our_loss} vs {their_loss}",
-        spec.name
-    );
-    assert!(
-        difference <= PARITY_BOUND,
-        "{}: tensor {tensor} differs by {difference} relative after one SGD step",
-        spec.name
-    );
-    assert!(((our_loss - their_loss) / their_loss).abs() <= PARITY_BOUND);
-}
+pub mod parity;
 
 /// Expands to the acceptance tests on the full Fashion-MNIST, each calling `$make()` for a
 /// fresh backend: the mlp reaches 0.85 test accuracy in 3 epochs and the cnn 0.88 in 2, with
 /// canonical weights from seed 42, Adam 1e-3, batch 64, through the run protocol.
+///
+/// The bounds are about training, not f32: from the same start two engines' trajectories part
+/// after a few hundred steps, so each engine's final accuracy is in effect one draw from the
+/// seed-to-seed spread (a few tenths of a point), on top of which the 10,000 test images
+/// have a binomial standard error of √(p(1 − p)/10⁴) ≈ 0.0035 near 0.86. Published
+/// baselines are 0.87–0.89 for a converged MLP and 0.90–0.93 for a small CNN; these runs are
+/// short of convergence. PyTorch and Keras reach 0.857 with the mlp after 2 epochs, and the
+/// repository's tch record (`fixtures/records/v1-tch-mlp.json`, this configuration) 0.857 after 3,
+/// so 0.85 sits only about two standard errors below it; the cnn reaches 0.880–0.884 after 1
+/// epoch, so 0.88 after 2 leaves a margin of one to two points. Both still fail an engine that
+/// trains on a small fraction of the data, never updates a layer, or feeds pixels in 0–255,
+/// each of which costs several points.
 ///
 /// ```text
 /// parallax_core::acceptance_tests!(|| TchBackend::new(Device::Cpu, CpuSettings::new(2)).unwrap());
@@ -1241,6 +1175,7 @@ pub fn reaches_accuracy(backend: &dyn Backend, preset: Preset, epochs: u32, accu
     let request = acceptance_request(backend, data, preset, epochs);
     let record = crate::run::execute(&request, backend, None, &mut |_| {})
         .unwrap_or_else(|error| panic!("{}: {error}", request.backend));
+    // Fashion-MNIST's training split, exactly: a run on a subset would reach other accuracies.
     assert_eq!(record.train_examples, 60_000);
     eprintln!(
         "{} {preset}: test accuracy {:.4} after {epochs} epochs, {:.2} s per epoch",
@@ -1303,6 +1238,14 @@ pub fn imported_weights_give_their_producers_logits(backend: &dyn Backend) {
             .zip(reference.iter())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
+        // The logits reach 4.3 (Keras) and 5.0 (PyTorch) through a 7×7 stem (147 terms), two
+        // bottlenecks and the head. PyTorch's logits lie within 9e-7 of an f64 evaluation of
+        // the same network, and f32 emulations that sum every convolution sequentially,
+        // forwards or backwards, land within 1.8e-6 of PyTorch's: f32 noise here is about
+        // 2e-6, and the engine and the producer each carry some. 1e-4 absolute (2e-5 of the
+        // largest logit) is fifty times that, and a kernel left in HWIO, a flipped kernel, a
+        // Keras conv bias (drawn from N(0, 0.1)) lost on import, or the stride in the wrong
+        // convolution changes the logits by far more.
         assert!(
             difference < 1e-4,
             "{weights}: logits differ from the producer's by {difference}"
@@ -1342,6 +1285,8 @@ pub fn grad_cam_matches_pytorch_grad_cam(backend: &dyn Backend) {
                 .expect("reference map");
             for (image, map) in raw_maps(&cam, method).iter().enumerate() {
                 let reference = reference.index_axis(Axis(0), image);
+                // The floor only keeps an all-zero reference from dividing by zero; these maps'
+                // scales are 0.14 to 4.8, far above it.
                 let scale = reference
                     .iter()
                     .fold(0.0f32, |m, v| m.max(v.abs()))
@@ -1352,6 +1297,13 @@ pub fn grad_cam_matches_pytorch_grad_cam(backend: &dyn Backend) {
                     .zip(reference.iter())
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
+                // The maps are well conditioned: Σₖ|wₖAₖ| is at most 4.4 times the map's
+                // largest value, so relative errors δ in the activations and gradients move a
+                // map by about 2δ of its scale (perturbing them by 1e-5 moves these maps by
+                // 2.3e-5 at most). The engine's and PyTorch's A and G differ by f32 noise near
+                // 1e-6 of their scale, so 1e-3 needs errors several hundred times that. Channel
+                // weights summed instead of averaged (×16 or ×64), the wrong class, the wrong
+                // layer or GradCAM in place of HiResCAM at layer1 all miss by O(1).
                 assert!(
                     difference / scale < 1e-3,
                     "{layer} {name} image {image}: relative difference {}",

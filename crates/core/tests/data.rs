@@ -694,7 +694,10 @@ fn image_folder_reads_classes_in_sorted_order() -> Result<()> {
     }
     // b.png is grey and exact (PNG is lossless): pixel (x, y) holds 10x + y in every channel.
     assert_eq!(data.images()[[1, 2, 3, 1]], 13.0 / 255.0, "row 3, column 1");
-    // c.jpg was 8×8 and is resized; JPEG is lossy, so only roughly blue.
+    // c.jpg was 8×8 and is resized; JPEG is lossy, so only roughly blue. A flat colour keeps
+    // only its DC coefficients, which quality-75 quantisation and the YCbCr round trip move by
+    // a few levels of 255; 0.9 and 0.1 leave about 25 levels, and red and blue swapped (BGR)
+    // puts each near the other end. The exact checks above pin the scaling to [0, 1].
     let blue = data.images()[[2, 2, 2, 2]];
     assert!(
         blue > 0.9 && data.images()[[2, 0, 2, 2]] < 0.1,

@@ -6,6 +6,11 @@ use parallax_core::metrics::{ClassificationReport, ConfusionMatrix, argmax_rows,
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 
+/// Reports are ratios of integer counts, averaged over at most 12 classes or 200 examples in
+/// f64: each is off by a few roundings of 1.1e-16, a thousandth of 1e-12 even summed over 200
+/// terms. A count off by one, a macro average weighted by support, or precision and recall
+/// swapped change a value by about 1/200 = 5e-3 or more on these sizes (several hundredths in
+/// the hand-worked case of 10 examples), so exactness to 1e-12 costs no power.
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12
 }
@@ -157,6 +162,10 @@ fn cross_entropy_by_hand() {
     let logits = array![[0.0f32, 3.0f32.ln(), -1e30], [2.0, 2.0, 2.0]];
     // The third logit of row 0 is so small it contributes nothing.
     let loss = cross_entropy(logits.view(), array![1u32, 0].view());
+    // The one inexact input is ln 3 rounded to f32, off by at most 6e-8; the loss moves by a
+    // quarter of that (∂/∂z = p − 1 = −1/4) halved by the mean, under 1e-8, and the f64
+    // arithmetic adds ~1e-16. 1e-6 leaves a hundredfold margin; a sum instead of a mean
+    // (ln 4) misses by 0.69.
     assert!((loss - 2.0f64.ln()).abs() < 1e-6, "loss {loss}");
 }
 
@@ -165,7 +174,9 @@ fn cross_entropy_is_stable_for_large_logits() {
     let logits = array![[1000.0f32, 0.0], [1000.0, 0.0], [-1000.0, -1000.0]];
     let labels = array![1u32, 0, 0];
     let loss = cross_entropy(logits.view(), labels.view());
-    // Row 0 loses 1000, row 1 about e^-1000 ≈ 0, row 2 ln 2.
+    // Row 0 loses 1000, row 1 about e^-1000 ≈ 0, row 2 ln 2. The inputs are exact in f32 and
+    // the f64 sums of values near 1000 round at 1.1e-13, so 1e-9 of a mean near 334 is ten
+    // thousand times the arithmetic's error; exponentiating 1000 unshifted gives inf or NaN.
     assert!(
         (loss - (1000.0 + 2.0f64.ln()) / 3.0).abs() < 1e-9,
         "loss {loss}"
@@ -256,6 +267,7 @@ fn properties_of_reports() {
             }
             if m.precision + m.recall > 0.0 {
                 let harmonic = 2.0 * m.precision * m.recall / (m.precision + m.recall);
+                // Two formulas for one ratio of small counts, each a few roundings from it.
                 assert!((m.f1 - harmonic).abs() < 1e-12, "case {case}: {m:?}");
             }
         }
@@ -302,6 +314,9 @@ fn cross_entropy_of_equal_logits_is_ln_k() {
         let logits = Array2::from_elem((n, k), value);
         let labels: Array1<u32> = (0..n).map(|_| rng.next_u32() % k as u32).collect();
         let loss = cross_entropy(logits.view(), labels.view());
+        // Each row is max + ln k − max with |max| ≤ 100, rounded at 1.4e-14, and the mean of at
+        // most 50 rows adds a few such roundings: 1e-9 is far above it, and a wrong k (ln 2 vs
+        // ln 3 already differ by 0.4) or a sum over rows is far outside it.
         assert!((loss - (k as f64).ln()).abs() < 1e-9, "k {k}: {loss}");
     }
 }
@@ -316,5 +331,9 @@ fn cross_entropy_ignores_a_constant_added_to_a_row() {
         cross_entropy(logits.view(), labels.view()),
         cross_entropy(shifted.view(), labels.view()),
     );
+    // Adding 64 in f32 rounds each logit (now in [59, 69)) by at most half an ulp, 3.8e-6, and
+    // a row's loss, whose gradient in the logits sums to at most 2, moves by at most 7.6e-6:
+    // under 1e-5 on any host, as this is IEEE f32 and f64 arithmetic with no engine. A loss
+    // computed from raw logits instead of their differences moves by 64.
     assert!(a > 0.0 && (a - b).abs() < 1e-5, "{a} vs {b}");
 }

@@ -7,6 +7,17 @@ use std::path::PathBuf;
 use parallax_core::stats::{Interval, Scale, describe, holm, paired, t_quantile, two_sided_p};
 use serde_json::Value;
 
+/// How far core may be from scipy and statsmodels. The references are written at full f64
+/// precision (Python's round-trip `repr`), so the printing adds nothing. What separates the two
+/// sides is f64 arithmetic in other orders (numpy's pairwise sums, another libm's `log`): a few
+/// ulps on at most 12 values, about 1e-15 relative, since both sides form the paired
+/// differences by the same correctly rounded subtraction; and the special functions: statrs's
+/// incomplete beta runs its continued fraction to f64 precision and its AS 109 inverse stops
+/// once a Newton step is below 1e-13, while Boost's (scipy's) are good to about 1e-15. 1e-9 is
+/// ten thousand times that. An N where N − 1 belongs (4% or more of an sd for these N ≤ 12), a
+/// one-sided p for a two-sided one (a factor 2), a wrong df (t₀.₉₇₅ is 4.30 for df 2 and 3.18
+/// for df 3) or a Holm multiplier off by one all miss by far more. The absolute floor for
+/// values up to 1 is blind below 1e-9, though: a p of 7e-19 off by a factor of 2 passes.
 const TOLERANCE: f64 = 1e-9;
 
 fn expected() -> Value {

@@ -22,9 +22,11 @@
 //! - `net.rs`: the spec's tensors and the forward pass in libtorch's functional ops;
 //! - `convert.rs`: host arrays and canonical weights in and out;
 //! - `optim.rs`: the optimizers, as `torch.optim` writes them;
-//! - `feed.rs`: an epoch's batches gathered inside libtorch.
+//! - `feed.rs`: an epoch's batches gathered inside libtorch;
+//! - `capability.rs`: the instruction set ATen's kernels run on.
 
 mod backend;
+mod capability;
 mod convert;
 mod feed;
 mod model;
@@ -32,4 +34,5 @@ mod net;
 mod optim;
 
 pub use backend::{BACKEND_NAME, LIBTORCH_VERSION, TchBackend};
+pub use capability::aten_cpu_capability;
 pub use model::TchModel;

@@ -1,5 +1,6 @@
-//! The tch backend against the shared conformance suite, the parity checks and the full-data
-//! acceptance, plus what is particular to libtorch. This is the crate's one integration-test
+//! The tch backend against the shared conformance suite and the full-data acceptance, plus what
+//! is particular to libtorch (parity with the other engines and the f64 referee is
+//! `crates/parity`'s). This is the crate's one integration-test
 //! binary.
 
 use ndarray::Array1;
@@ -12,27 +13,6 @@ fn cpu() -> TchBackend {
 }
 
 parallax_core::conformance_tests!(cpu);
-
-/// Parity with burn, parallax's reference backend: from the same canonical weights and the
-/// same batch, libtorch and burn's Flex give the same logits in evaluation mode and the same
-/// weights after one SGD step, to 1e-5 relative (max-abs difference over max-abs value).
-mod parity_with_burn {
-    use parallax_burn::{BurnBackend, BurnEngine};
-    use parallax_core::{CpuSettings, Device};
-
-    parallax_core::parity_tests!(super::cpu, || BurnBackend::new(
-        BurnEngine::Flex,
-        Device::Cpu,
-        CpuSettings::new(2)
-    )
-    .expect("Flex"));
-}
-
-/// The same checks against libtorch computing in f64, the referee that tells f32 rounding
-/// from a real disagreement: libtorch in f32 stays within the parity bound of exact arithmetic.
-mod parity_with_the_f64_referee {
-    parallax_core::parity_tests!(super::cpu, || super::cpu().with_float64());
-}
 
 mod acceptance {
     parallax_core::acceptance_tests!(super::cpu);

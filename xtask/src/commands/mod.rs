@@ -9,6 +9,7 @@ pub mod data;
 pub mod env;
 pub mod fixtures;
 pub mod gradcam;
+pub mod parity;
 pub mod report;
 pub mod setup;
 pub mod test;

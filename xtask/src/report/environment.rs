@@ -16,6 +16,10 @@ pub struct Environment {
     pub os: String,
     /// The kernel release.
     pub kernel: String,
+    /// The vector extensions that decide which kernels the engines pick (AVX2, AVX-512 and its
+    /// extensions, AMX), from `/proc/cpuinfo`'s flags; empty in summaries of older versions.
+    #[serde(default)]
+    pub vector_extensions: Vec<String>,
 }
 
 impl Environment {
@@ -36,8 +40,67 @@ impl Environment {
             memory_bytes,
             os,
             kernel,
+            vector_extensions: vector_extensions(&read("/proc/cpuinfo"))
+                .into_iter()
+                .map(String::from)
+                .collect(),
         }
     }
+}
+
+/// The vector extensions that change which kernels oneDNN, MKL, ATen and burn's SIMD pick,
+/// each with the `/proc/cpuinfo` flag that shows it, in the order they were introduced.
+const VECTOR_EXTENSIONS: [(&str, &str); 8] = [
+    ("avx2", "AVX2"),
+    ("fma", "FMA"),
+    ("avx512f", "AVX-512"),
+    ("avx512_vnni", "AVX-512 VNNI"),
+    ("avx512_bf16", "AVX-512 BF16"),
+    ("avx512_fp16", "AVX-512 FP16"),
+    ("amx_bf16", "AMX BF16"),
+    ("amx_int8", "AMX INT8"),
+];
+
+/// The vector extensions of the first CPU in a `/proc/cpuinfo` text, by their common names.
+pub fn vector_extensions(cpuinfo: &str) -> Vec<&'static str> {
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("flags"))
+        .map(|rest| {
+            rest.trim_start_matches([' ', '\t', ':'])
+                .split_whitespace()
+                .collect()
+        })
+        .unwrap_or_default();
+    VECTOR_EXTENSIONS
+        .iter()
+        .filter(|(flag, _)| flags.contains(flag))
+        .map(|&(_, name)| name)
+        .collect()
+}
+
+/// One line naming the CPU and saying, for each extension that splits the hosts CI runs on
+/// (AVX2, AVX-512, AVX-512 BF16, AMX), whether it has it, then every extension it has.
+pub fn host_line(model: &str, extensions: &[&str]) -> String {
+    let has = |name: &str| {
+        if extensions.iter().any(|e| e.starts_with(name)) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    format!(
+        "{model}: AVX2 {}, AVX-512 {}, AVX-512 BF16 {}, AMX {} ({})",
+        has("AVX2"),
+        has("AVX-512"),
+        has("AVX-512 BF16"),
+        has("AMX"),
+        if extensions.is_empty() {
+            "no vector extension in /proc/cpuinfo".to_string()
+        } else {
+            extensions.join(", ")
+        }
+    )
 }
 
 /// The CPU's model name, from `/proc/cpuinfo`.
@@ -62,5 +125,25 @@ mod tests {
         assert!(here.logical_cpus >= 1);
         assert!(here.memory_bytes.is_some_and(|bytes| bytes > 1 << 20));
         assert!(!here.os.is_empty() && !here.cpu_model.is_empty());
+    }
+
+    /// The two kinds of host CI draws: flags abridged from an AMD EPYC (Genoa) and an Intel
+    /// Xeon (Sapphire Rapids) as Linux prints them.
+    #[test]
+    fn the_host_line_tells_epyc_from_xeon() {
+        let epyc = "model name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx fma avx2 avx512f avx512bw avx512vl avx512_bf16 avx512_vnni avx512_bitalg\n";
+        let xeon = "flags\t\t: avx fma avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8\n";
+        assert_eq!(
+            host_line("AMD EPYC 9R14", &vector_extensions(epyc)),
+            "AMD EPYC 9R14: AVX2 yes, AVX-512 yes, AVX-512 BF16 yes, AMX no (AVX2, FMA, AVX-512, AVX-512 VNNI, AVX-512 BF16)"
+        );
+        assert_eq!(
+            host_line("Xeon", &vector_extensions(xeon)),
+            "Xeon: AVX2 yes, AVX-512 yes, AVX-512 BF16 yes, AMX yes (AVX2, FMA, AVX-512, AVX-512 VNNI, AVX-512 BF16, AVX-512 FP16, AMX BF16, AMX INT8)"
+        );
+        assert_eq!(
+            host_line("old", &vector_extensions("flags : sse2 avx\n")),
+            "old: AVX2 no, AVX-512 no, AVX-512 BF16 no, AMX no (no vector extension in /proc/cpuinfo)"
+        );
     }
 }

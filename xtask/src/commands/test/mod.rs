@@ -41,32 +41,6 @@ pub struct Args {
     pub cargo_args: Vec<String>,
 }
 
-/// The features of every `cargo` run here: those the registry's backends ask for, every
-/// engine's benchmarks, and every CPU backend in the worker, whose one binary the
-/// GradCAM phase then uses for all engines. All runs take the same, so each reuses the first's
-/// builds.
-fn features() -> String {
-    let workers = parallax_registry::BACKENDS
-        .iter()
-        .map(|entry| format!("parallax-runner/{}", entry.feature));
-    parallax_registry::BACKENDS
-        .iter()
-        .flat_map(|entry| {
-            entry
-                .test_features
-                .iter()
-                .map(|feature| feature.to_string())
-        })
-        .chain(
-            ["tch", "tf", "burn-tch"]
-                .into_iter()
-                .map(|feature| format!("parallax-benches/{feature}")),
-        )
-        .chain(workers)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The names of the fuzz targets in `crates/core/tests/fuzz.rs` start with this.
 const FUZZ_PREFIX: &str = "fuzz_";
 
@@ -89,13 +63,22 @@ fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
+    // The host first: which kernels the engines pick, and so their f32 rounding, depends on it.
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    eprintln!(
+        "xtask test: host: {}",
+        crate::report::host_line(
+            &crate::report::cpu_model(),
+            &crate::report::vector_extensions(&cpuinfo)
+        )
+    );
     // Chromium is checked first so that a machine without it fails now, not after the build.
     let chromium = phase("data set and Chromium", || {
         ensure_fashion_mnist()?;
         provision::data::ensure_chromium()
     })?;
     let native = phase("native libraries", || provision::ensure(false))?;
-    let features = features();
+    let features = crate::cargo::test_features();
     let test_command = |extra: &[&str]| {
         let mut command = cargo(
             &["test", "--workspace", "--release", "--features", &features],
@@ -114,6 +97,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("tests failed");
         }
         Ok(())
+    })?;
+    // The engines pick their kernels once, when they load: the parity checks run once more in a
+    // process whose engines are capped at AVX2, with the evidence that the cap took effect.
+    phase("parity under the AVX2 cap", || {
+        crate::parity::under_cap(
+            &crate::parity::AVX2,
+            &native,
+            &features,
+            &crate::parity::out_dir(),
+        )
     })?;
     phase("fuzz the readers", || {
         let fuzzed = test_command(&["--test", "fuzz"])
@@ -320,10 +313,33 @@ fn grad_cam_figures(dir: &Path) -> anyhow::Result<(f64, Vec<(String, f64, f64)>)
     Ok((min_pearson, localisation))
 }
 
-/// The bounds the GradCAM issue sets: every engine's maps agree (Pearson ≥ 0.999) from the
-/// same weights, and a cnn trained on `fashion-mnist-subset-placed` localises its items.
+/// The smallest Pearson r between two engines' raw GradCAM maps (layer resolution: the cnn's
+/// 16×16 `pool2` on 100 placed canvases, ResNet-18's and ResNet-50's 7×7 `layer4` on the
+/// photos) from the same weights and input tensors. Only f32 rounding separates the engines:
+/// activations and gradients agree to δ ≲ 3e-5 of their scale (√n·u ≈ 4e-6 per 4,608-term dot
+/// product, compounded over ~50 layers), and Σₖ αₖAₖ, whose terms sum to κ times the map's
+/// maximum (2–4 on the tiny ResNet fixture, ~√2048 ≈ 45 for random-signed ResNet-50 channels),
+/// moves by κδ of it. An uncorrelated perturbation e lowers r by ½σ²(e)/σ²(a), so r ≥ 0.999
+/// holds while σ(e) < 0.045σ(a); with σ(a) ≈ max/5 and κδ ≈ 1.4e-3, 1 − r ≈ 2.5e-5, forty
+/// times inside. A transposed, flipped or shifted map, the wrong class, softmax gradients or
+/// permuted channels fall far below. Only a map whose spatial variation is itself at noise
+/// level (a cell or two barely above zero after the ReLU, channels cancelling to a near
+/// constant) can fail without a defect; exactly flat maps fall back to the signed ones, and an
+/// undefined r counts as no agreement.
 const AGREEMENT: f64 = 0.999;
+/// The smallest mean energy pointing game (the share of a map's mass inside the item's box)
+/// over the 100 placed canvases, per engine, for the cnn tch trained for 8 epochs. The 28×28 box
+/// is 19% of the 64×64 canvas, what a map that ignores the item scores. Over uniform placements
+/// (top, left ∈ 0..=36) a transposed copy of a map with all its mass in the box averages 0.41
+/// and a flipped one 0.38, so 0.5 (2.6× chance) asks for the mass on the item, the only
+/// structure on faint noise, and rejects both; the mean over 100 canvases has a standard error
+/// under 0.03.
 const POINTING: f64 = 0.5;
+/// The smallest share of those canvases whose map maximum lies inside the box. Chance is 0.19;
+/// with the true maximum at the box's centre, a transposed map still hits on 60% of placements
+/// (|top − left| ≤ 13) and a flipped one on 35%, so 0.8 rejects both while leaving a correct
+/// engine a few misread or edge-weighted items beyond the binomial noise of 100 canvases
+/// (0.03 at 0.9).
 const ARGMAX_HITS: f64 = 0.8;
 
 /// GradCAM on tch, tf and burn: a cnn trained briefly on the placed subset by one engine, then

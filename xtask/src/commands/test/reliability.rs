@@ -12,6 +12,12 @@ use serde_json::Value;
 use super::summary;
 
 /// Arguments that make a comparison quick: the bundled subset, two threads.
+///
+/// The timings below rest on one floor: the cnn's training epoch is about 1.5 TFLOP on
+/// Fashion-MNIST's 60,000 examples, so about 50 GFLOP on the subset's 2,000, which two threads
+/// cannot do in under a tenth of a second even at the peak of two AVX-512 cores (about 450
+/// GFLOP/s); in practice an engine takes the better part of a second or more (PyTorch's own
+/// loop runs the full epoch in about 22 s on two cores).
 const QUICK: [&str; 4] = ["--dataset", "fashion-mnist-subset", "--threads", "2"];
 
 /// `cargo xtask compare` with `args`, started and not waited for; its stderr is piped.
@@ -56,6 +62,8 @@ fn wait_for(what: &str, limit: Duration, ready: impl Fn() -> bool) -> anyhow::Re
         if start.elapsed() > limit {
             bail!("{what} did not happen within {} s", limit.as_secs());
         }
+        // Reading a small JSON file 20 times a second costs nothing next to an epoch, and
+        // notices it within 50 ms, a fraction of the shortest epoch here.
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
@@ -75,6 +83,8 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
 /// Two comparisons started together into one directory: one runs, the other fails at once
 /// with one line naming it, and the summary holds only the first's seed.
 fn two_comparisons_into_one_directory(dir: &Path, worker: &Path) -> anyhow::Result<()> {
+    // The second comparison meets the directory's lock within milliseconds of the first; two
+    // epochs of 500 examples, with the worker's start, keep the first holding it far longer.
     let common = [
         "--backends",
         "burn",
@@ -142,7 +152,7 @@ for argument in "$@"; do [ "$previous" = --record ] && record=$argument; previou
 pid=$!
 while kill -0 $pid 2>/dev/null; do
   if grep -q '"epoch": 1' "$record" 2>/dev/null; then kill -9 $pid; wait $pid; kill -9 $$; fi
-  sleep 0.05
+  sleep 0.05  # shorter than any epoch (a tenth of a second at least), so it kills during epoch 2
 done
 wait $pid
 "#,
@@ -160,12 +170,15 @@ wait $pid
 fn killed_worker(out: &Path, worker: &Path) -> anyhow::Result<()> {
     let dir = out.join("killed");
     let killing = killing_worker(out, worker)?;
+    // Three epochs, so that a kill after the first falls in the middle of the run, with one
+    // epoch to keep and more to lose.
     let child = spawn_compare(
         &["--backends", "burn,tch", "--model", "cnn", "--epochs", "3"],
         &dir,
         &killing,
     )?;
     let (code, stderr) = finish(child)?;
+    // 1: xtask's exit code for an error, here the failed run (130 is kept for an interrupt).
     ensure!(
         code == Some(1),
         "compare with a killed worker exited {code:?}: {stderr}"
@@ -200,12 +213,17 @@ fn killed_worker(out: &Path, worker: &Path) -> anyhow::Result<()> {
 /// Ctrl-C (SIGINT to xtask alone, as `kill -INT` sends it) after burn's first epoch: the
 /// worker is stopped, what finished is in the summary, tch never starts, and the exit is 130.
 fn interrupt(dir: &Path, worker: &Path) -> anyhow::Result<()> {
+    // Twenty epochs are at least 2 s of the cnn's arithmetic on two threads, so the interrupt,
+    // sent within 50 ms of the first epoch, always finds burn mid-run.
     let child = spawn_compare(
         &["--backends", "burn,tch", "--model", "cnn", "--epochs", "20"],
         dir,
         worker,
     )?;
     let record = dir.join("records/cnn/burn/seed-42.json");
+    // The first epoch takes seconds (the worker's start, data, the build, one epoch on 2,000
+    // examples); 300 s is a hundred times that, for a two-core host busy with something else,
+    // and only a hung worker or a record never written runs into it.
     wait_for("burn's first epoch", Duration::from_secs(300), || {
         epochs_in(&record) >= 1
     })?;
@@ -217,6 +235,7 @@ fn interrupt(dir: &Path, worker: &Path) -> anyhow::Result<()> {
     ensure!(sent.success(), "kill -INT failed");
     let (code, stderr) = finish(child)?;
     let seconds = started.elapsed().as_secs_f64();
+    // 130 = 128 + SIGINT, the shell's convention for a process stopped by Ctrl-C.
     ensure!(
         code == Some(130),
         "an interrupted compare exited {code:?}: {stderr}"

@@ -37,6 +37,8 @@ fn array<'a>(value: &'a Value, key: &str) -> anyhow::Result<&'a Vec<Value>> {
 pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     let out = crate::cargo::target_dir().join("acceptance");
     let worker_text = worker.to_string_lossy().into_owned();
+    // 500 training examples and 2 threads keep each run to seconds: these checks count runs,
+    // verdicts and effects, which do not depend on how well a model trains.
     let quick = [
         "--dataset",
         "fashion-mnist-subset",
@@ -72,6 +74,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     let summary_seeds = summary(&seeds)?;
     let records = array(&summary_seeds, "records")?;
     let failures = array(&summary_seeds, "failures")?;
+    // By design: 3 engines × 3 seeds = 9 runs, exactly one failed on purpose (tch, seed 2).
     ensure!(
         records.len() == 8 && failures.len() == 1,
         "expected 8 records and 1 failure, got {} and {}",
@@ -85,6 +88,9 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     );
     let comparison = &summary_seeds["comparison"];
     let verdicts = array(comparison, "verdicts")?;
+    // One verdict per standard metric (Metric::STANDARD: accuracy, two F1s, epoch seconds, peak
+    // memory, time to first step) for the one pair with the 3 paired seeds a verdict needs
+    // (MIN_SEEDS); both pairs with tch have only 2.
     let pairs: Vec<(String, String)> = verdicts
         .iter()
         .map(|v| {
@@ -105,6 +111,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         .iter()
         .find(|runs| runs["backend"] == "tch")
         .context("no run counts for tch")?;
+    // tch's seeds 1 and 3 complete and seed 2 is the failed one.
     ensure!(
         tch["complete"] == 2 && tch["incomplete"] == 1,
         "tch's runs are counted as {tch}"
@@ -140,6 +147,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         .find(|metric| metric["metric"] == "test_accuracy")
         .context("no attribution of test accuracy")?;
     let effects = array(accuracy, "effects")?;
+    // One effect per native factor (Factor::ALL has 5), each over the 3 seeds asked for.
     ensure!(
         effects.len() == 5 && effects.iter().all(|effect| effect[1]["n"] == 3),
         "expected 5 effects over 3 seeds, got {}",
@@ -167,6 +175,8 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         "--defaults",
         "native",
         "--repeat",
+        // Low enough for each engine to reach within 2 epochs of 500 examples (chance is 0.1),
+        // so that time to accuracy has values; nothing below fails if one never does.
         "--target-accuracy",
         "0.5",
         "--epochs",
@@ -180,6 +190,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     xtask(&args)?;
     let summary_native = summary(&native)?;
     for record in array(&summary_native, "records")? {
+        // Every native factor of Factor::ALL, 5, set the engine's way.
         ensure!(
             array(record, "native")?.len() == 5,
             "{} ran without every native factor",
@@ -187,6 +198,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         );
     }
     let repeats = array(&summary_native, "repeat")?;
+    // One repeat per engine: the seed run twice on each of the 3.
     ensure!(
         repeats.len() == 3,
         "expected 3 repeats, got {}",

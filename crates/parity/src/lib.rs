@@ -1,0 +1,43 @@
+//! Runs `parallax_core::conformance::parity` against every CPU engine in one process: the f64
+//! referee (libtorch computing in f64), the noise source (libtorch in f32) and each engine.
+//!
+//! It is a crate of its own because it links every engine, which no adapter's tests do, and
+//! because `cargo xtask test` reruns its one test binary under capped instruction sets
+//! (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`, `MKL_ENABLE_INSTRUCTIONS`), which the engines
+//! read once, when they load.
+
+use parallax_burn::{BurnBackend, BurnEngine};
+use parallax_core::{Backend, CpuSettings, Device};
+use parallax_tch::TchBackend;
+use parallax_tf::TfBackend;
+
+/// The threads every backend here computes on.
+pub const THREADS: usize = 2;
+
+fn cpu() -> CpuSettings {
+    CpuSettings::new(THREADS)
+}
+
+/// The referee: libtorch computing in f64.
+pub fn referee() -> TchBackend {
+    TchBackend::new(Device::Cpu, cpu())
+        .expect("libtorch on the CPU")
+        .with_float64()
+}
+
+/// The noise source: the referee's engine in f32, over several batch orders.
+pub fn noise_source() -> TchBackend {
+    TchBackend::new(Device::Cpu, cpu()).expect("libtorch on the CPU")
+}
+
+/// Every CPU engine judged against the referee, with the names the registry gives them.
+pub fn engines() -> Vec<Box<dyn Backend>> {
+    vec![
+        Box::new(BurnBackend::new(BurnEngine::Flex, Device::Cpu, cpu()).expect("burn's Flex")),
+        Box::new(noise_source()),
+        Box::new(
+            BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, cpu()).expect("burn on libtorch"),
+        ),
+        Box::new(TfBackend::new(Device::Cpu, cpu()).expect("TensorFlow on the CPU")),
+    ]
+}
