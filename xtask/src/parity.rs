@@ -197,9 +197,13 @@ impl Evidence {
             } else if let Some(exec) = line.strip_prefix(ONEDNN_EXEC) {
                 let mut fields = exec.split(',');
                 if let (Some(kind), Some(implementation)) = (fields.next(), fields.next()) {
-                    *kernels
-                        .entry(format!("{kind},{implementation}"))
-                        .or_default() += 1;
+                    // The GEMM API (TensorFlow's matrix products) names no implementation.
+                    let kernel = if implementation.is_empty() {
+                        kind.to_string()
+                    } else {
+                        format!("{kind},{implementation}")
+                    };
+                    *kernels.entry(kernel).or_default() += 1;
                 }
             } else if line.starts_with("MKL_VERBOSE oneMKL")
                 || line.starts_with("MKL_VERBOSE Intel")
@@ -338,6 +342,7 @@ onednn_verbose,v1,info,oneDNN v3.7.3 (commit N/A)
 onednn_verbose,v1,info,cpu,runtime:threadpool,nthr:2
 onednn_verbose,v1,info,cpu,isa:Intel AVX2
 onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,0.2
+onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_f32::blocked:ab:f0,lda:784 ,,8x392:392x128,24.9
 MKL_VERBOSE oneMKL 2024.0 Update 2 Product build 20240605 for Intel(R) 64 architecture Intel(R) Advanced Vector Extensions 2 (Intel(R) AVX2) enabled processors, Lnx 2.30GHz lp64 gnu_thread
 parity: ATen CPU capability: AVX2
 parity: mlp logits: tf agrees with the f64 referee (closest to its bound: logits differs by 4.13e-7 of its scale 3.97e-1; noise 6.00e-7 (burn's batch orders), floor 1.19e-7, bound 16× = 9.61e-6 (0.04 of the bound))
@@ -358,6 +363,7 @@ test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fin
             [("libtorch", "Intel AVX2"), ("TensorFlow", "Intel AVX2")]
         );
         assert_eq!(evidence.kernels[0], ("convolution,jit:avx2".to_string(), 2));
+        assert!(evidence.kernels.contains(&("gemm_api".to_string(), 1)));
         assert_eq!(
             evidence.nearest.as_ref().map(|(ratio, _)| *ratio),
             Some(0.05)

@@ -1,5 +1,6 @@
 //! Runs `parallax_core::conformance::parity` against every CPU engine in one process: the f64
-//! referee (libtorch computing in f64), the noise source (libtorch in f32) and each engine.
+//! referee (libtorch computing in f64) and each engine in f32, whose batch orders also measure
+//! the noise the others are judged against.
 //!
 //! It is a crate of its own because it links every engine, which no adapter's tests do, and
 //! because `cargo xtask test` reruns its one test binary under capped instruction sets
@@ -25,16 +26,11 @@ pub fn referee() -> TchBackend {
         .with_float64()
 }
 
-/// The noise source: the referee's engine in f32, over several batch orders.
-pub fn noise_source() -> TchBackend {
-    TchBackend::new(Device::Cpu, cpu()).expect("libtorch on the CPU")
-}
-
 /// Every CPU engine judged against the referee, with the names the registry gives them.
 pub fn engines() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(BurnBackend::new(BurnEngine::Flex, Device::Cpu, cpu()).expect("burn's Flex")),
-        Box::new(noise_source()),
+        Box::new(TchBackend::new(Device::Cpu, cpu()).expect("libtorch on the CPU")),
         Box::new(
             BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, cpu()).expect("burn on libtorch"),
         ),

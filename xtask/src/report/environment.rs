@@ -81,9 +81,9 @@ pub fn vector_extensions(cpuinfo: &str) -> Vec<&'static str> {
 
 /// One line naming the CPU and saying, for each extension that splits the hosts CI runs on
 /// (AVX2, AVX-512, AVX-512 BF16, AMX), whether it has it, then every extension it has.
-pub fn host_line(model: &str, extensions: &[&str]) -> String {
+pub fn host_line(model: &str, extensions: &[impl AsRef<str>]) -> String {
     let has = |name: &str| {
-        if extensions.iter().any(|e| e.starts_with(name)) {
+        if extensions.iter().any(|e| e.as_ref().starts_with(name)) {
             "yes"
         } else {
             "no"
@@ -98,7 +98,11 @@ pub fn host_line(model: &str, extensions: &[&str]) -> String {
         if extensions.is_empty() {
             "no vector extension in /proc/cpuinfo".to_string()
         } else {
-            extensions.join(", ")
+            extensions
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     )
 }

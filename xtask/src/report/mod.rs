@@ -16,7 +16,7 @@ use parallax_core::stats::comparison::{
 };
 
 use crate::commands::compare::Repeatability;
-pub use environment::{Environment, cpu_model, host_line, vector_extensions};
+pub use environment::{Environment, cpu_model, host_line};
 use serde::{Deserialize, Serialize};
 
 /// A backend that `compare` left out because it could not be made ready (its native library

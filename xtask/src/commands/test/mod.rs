@@ -64,13 +64,10 @@ fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     // The host first: which kernels the engines pick, and so their f32 rounding, depends on it.
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let host = crate::report::Environment::of_this_machine();
     eprintln!(
         "xtask test: host: {}",
-        crate::report::host_line(
-            &crate::report::cpu_model(),
-            &crate::report::vector_extensions(&cpuinfo)
-        )
+        crate::report::host_line(&host.cpu_model, &host.vector_extensions)
     );
     // Chromium is checked first so that a machine without it fails now, not after the build.
     let chromium = phase("data set and Chromium", || {
