@@ -301,10 +301,17 @@ fn max_abs(tensor: &ArrayD<f32>) -> f32 {
     tensor.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
+/// The largest absolute difference between two tensors of one shape; NaN if either holds a
+/// NaN, so that a NaN anywhere fails a judgement (and, being no measurement, widens no noise).
 fn max_abs_difference(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    a.iter()
-        .zip(b.iter())
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+    a.iter().zip(b.iter()).fold(0.0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    })
 }
 
 /// The noise of a case: per tensor and per backend, the largest difference between two batch
@@ -449,17 +456,7 @@ impl Judgement {
             .iter()
             .map(|(name, truth)| {
                 let distance = match outcome.tensors.get(name) {
-                    Some(ours) if ours.shape() == truth.shape() => {
-                        // NaN propagates: a NaN anywhere fails the tensor.
-                        ours.iter().zip(truth.iter()).fold(0.0f32, |m, (x, y)| {
-                            let d = (x - y).abs();
-                            if d.is_nan() || m.is_nan() {
-                                f32::NAN
-                            } else {
-                                m.max(d)
-                            }
-                        })
-                    }
+                    Some(ours) if ours.shape() == truth.shape() => max_abs_difference(ours, truth),
                     _ => f32::INFINITY,
                 };
                 let (noise, noise_source) = noise.for_judging(name, engine);
