@@ -18,17 +18,18 @@ const ENGINE_CRATES: &[&str] = &[
 ];
 
 /// The adapter crates, by directory, which all split their code the same way.
-const ADAPTERS: &[&str] = &["crates/burn", "crates/tch", "crates/tf"];
+const ADAPTERS: &[&str] = &["crates/burn", "crates/tch", "crates/tf", "crates/python"];
+
+/// The adapter that runs the frameworks' own Python code: its network and optimizer are the
+/// frameworks' own, written in one Python module per backend (`src/python/<backend>.py`)
+/// rather than in `net.rs` and `optim.rs`.
+const PYTHON_ADAPTER: &str = "crates/python";
 
 /// The files every adapter has, one per concern.
-const ADAPTER_FILES: &[&str] = &[
-    "lib.rs",
-    "backend.rs",
-    "model.rs",
-    "net.rs",
-    "convert.rs",
-    "optim.rs",
-];
+const ADAPTER_FILES: &[&str] = &["lib.rs", "backend.rs", "model.rs", "convert.rs"];
+
+/// The files of every adapter that drives its engine from Rust.
+const ENGINE_ADAPTER_FILES: &[&str] = &["net.rs", "optim.rs"];
 
 /// The packages in `package`'s normal dependency tree, from `cargo tree`.
 fn dependency_tree(package: &str) -> Vec<String> {
@@ -244,24 +245,55 @@ fn adapters_read_alike() {
     let root = repo_root();
     for adapter in ADAPTERS {
         let src = root.join(adapter).join("src");
-        for file in ADAPTER_FILES {
+        let engine_files = if *adapter == PYTHON_ADAPTER {
+            &[][..]
+        } else {
+            ENGINE_ADAPTER_FILES
+        };
+        for file in ADAPTER_FILES.iter().chain(engine_files) {
             assert!(
                 src.join(file).is_file(),
                 "{adapter} has no src/{file}; every adapter splits its code the same way (docs/ARCHITECTURE.md)"
             );
+        }
+        // One integration-test binary per backend the crate implements, named after it; a
+        // backend tested through a feature of another's binary (burn-tch) has none of its own.
+        let crate_name = format!("parallax-{}", adapter.trim_start_matches("crates/"));
+        let backends: Vec<&str> = parallax_registry::BACKENDS
+            .iter()
+            .filter(|entry| entry.adapter == crate_name && entry.test_features.is_empty())
+            .map(|entry| entry.name)
+            .collect();
+        if *adapter == PYTHON_ADAPTER {
+            for backend in &backends {
+                assert!(
+                    src.join("python").join(format!("{backend}.py")).is_file(),
+                    "{adapter} has no src/python/{backend}.py, the module of the {backend} backend"
+                );
+            }
         }
         let lib = read(&src.join("lib.rs"));
         assert!(
             lib.starts_with("//! An implementation of `parallax-core`'s [`Backend`]"),
             "{adapter}/src/lib.rs must open by saying which trait it implements for which engine"
         );
-        let tests: Vec<PathBuf> = std::fs::read_dir(root.join(adapter).join("tests"))
-            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        let mut tests: Vec<String> = std::fs::read_dir(root.join(adapter).join("tests"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
+        tests.sort();
+        let mut expected: Vec<String> = backends
+            .iter()
+            .map(|backend| format!("{backend}.rs"))
+            .collect();
+        expected.sort();
         assert_eq!(
-            tests.len(),
-            1,
-            "{adapter} must have one integration-test binary, has {tests:?}"
+            tests, expected,
+            "{adapter} must have one integration-test binary per backend, named after it"
         );
         for source in rust_files(&src) {
             let text = read(&source);

@@ -249,6 +249,7 @@ impl Backend for BurnBackend {
                 batch_norm_epsilon: 1e-5,
                 running_variance: VarianceEstimator::Biased,
             },
+            fixed: Vec::new(),
         }
     }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, EpochPlan};
 use crate::defaults::NativeDefaults;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Topic};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::net::Net;
 use crate::peak::MatmulProbe;
@@ -126,6 +126,12 @@ pub struct BackendInfo {
     pub ledger: Ledger,
     /// The framework's own defaults, which a native run switches on.
     pub native_defaults: NativeDefaults,
+    /// The ledger's topics whose native convention the framework's public API cannot change
+    /// (Keras's Adam form in `torch.optim`, say): a run that asks for another convention on one
+    /// of them is refused with [`Error::Unsupported`], and the conformance suite accepts that
+    /// refusal only for these topics. Empty for engines that parallax drives itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixed: Vec<Topic>,
 }
 
 /// Adam's two formulations, which differ in where epsilon enters.

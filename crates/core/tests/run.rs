@@ -53,6 +53,7 @@ impl Backend for Scripted {
                 batch_norm_epsilon: 1e-3,
                 running_variance: VarianceEstimator::Biased,
             },
+            fixed: Vec::new(),
         }
     }
 

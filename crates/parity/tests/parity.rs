@@ -1,5 +1,5 @@
 //! Every CPU engine against the f64 referee on the standard parity cases, each tensor within
-//! [`REFEREE_MULTIPLE`] noises (`parallax_core::conformance::parity`); the same check shown to
+//! [`REFEREE_MULTIPLE`](parallax_core::conformance::parity::REFEREE_MULTIPLE) noises (`parallax_core::conformance::parity`); the same check shown to
 //! catch wrong updates; and the instruction sets the engines run on. This is the binary
 //! `cargo xtask parity` reruns under capped instruction sets.
 //!
@@ -9,139 +9,29 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use ndarray::ArrayD;
-use parallax_core::conformance::parity::{
-    BatchOrder, Case, Judgement, Noise, Outcome, REFEREE_MULTIPLE, standard_cases,
-};
-
-/// A case computed by the referee, and by every engine in every batch order, which measures
-/// its noise.
-struct Computed {
-    case: Case,
-    referee: Outcome,
-    noise: Noise,
-    /// Each engine's outcome in the natural order, the one judged.
-    engines: Vec<(String, Outcome)>,
-}
-
-fn compute(case: Case) -> Computed {
-    let referee = parallax_parity::referee();
-    let truth = case
-        .run(&referee, BatchOrder::Natural)
-        .unwrap_or_else(|error| panic!("{}: the referee: {error}", case.name));
-    let mut noise = Noise::default();
-    let engines = parallax_parity::engines()
-        .iter()
-        .map(|engine| {
-            let name = engine.info().backend;
-            let outcomes = noise
-                .measure(&case, engine.as_ref())
-                .unwrap_or_else(|error| panic!("{}: {name}: {error}", case.name));
-            (
-                name,
-                outcomes.into_iter().next().expect("the natural order"),
-            )
-        })
-        .collect();
-    Computed {
-        case,
-        referee: truth,
-        noise,
-        engines,
-    }
-}
+use parallax_core::conformance::parity::{Outcome, Panel, standard_cases};
 
 /// Each standard case, computed once for every test that reads it.
-fn computed(name: &str) -> &'static Computed {
-    static COMPUTED: OnceLock<Vec<OnceLock<Computed>>> = OnceLock::new();
+fn computed(name: &str) -> &'static Panel {
+    static COMPUTED: OnceLock<Vec<OnceLock<Panel>>> = OnceLock::new();
     let cases = standard_cases();
     let index = cases
         .iter()
         .position(|case| case.name == name)
         .unwrap_or_else(|| panic!("no standard case {name}"));
     COMPUTED.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index]
-        .get_or_init(|| compute(cases[index].clone()))
+        .get_or_init(|| {
+            Panel::compute(
+                cases[index].clone(),
+                &parallax_parity::referee(),
+                &parallax_parity::engines(),
+            )
+        })
 }
 
-impl Computed {
-    fn judge(&self, engine: &str, outcome: &Outcome) -> Judgement {
-        Judgement::new(
-            &self.case,
-            engine,
-            outcome,
-            (REFEREE_NAME, &self.referee),
-            &self.noise,
-            REFEREE_MULTIPLE,
-        )
-    }
-
-    fn judgements(&self) -> Vec<Judgement> {
-        self.engines
-            .iter()
-            .map(|(engine, outcome)| self.judge(engine, outcome))
-            .collect()
-    }
-}
-
-/// How the referee is named in messages.
-const REFEREE_NAME: &str = "the f64 referee";
-
-/// Judges every engine on one case, prints each engine's line (and every tensor with
-/// `PARALLAX_PARITY_TABLE=1`), and fails naming each engine and tensor beyond its bound.
+/// Judges every engine on one case (see [`Panel::check`]).
 fn check(name: &str) {
-    let computed = computed(name);
-    let judgements = computed.judgements();
-    for judgement in &judgements {
-        eprintln!("parity: {judgement}");
-        if let Some(((tightest, on), (loosest, worst))) = judgement.sensitivity() {
-            eprintln!(
-                "parity sensitivity: {}: {}: an error of {tightest:.1e} of a tensor's scale is caught on {on}, of {loosest:.1e} on every tensor (the loosest: {worst})",
-                judgement.case, judgement.engine
-            );
-        }
-    }
-    if std::env::var_os("PARALLAX_PARITY_TABLE").is_some() {
-        print_table(computed, &judgements);
-    }
-    let failures: Vec<String> = judgements
-        .iter()
-        .filter(|judgement| !judgement.holds())
-        .map(ToString::to_string)
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// Every tensor: its scale, the noise and the floor relative to it, then each engine's distance
-/// in multiples of the noise (the bound is at [`REFEREE_MULTIPLE`]).
-fn print_table(computed: &Computed, judgements: &[Judgement]) {
-    let mut lines = vec![format!(
-        "{:<32} {:>9} {:>9} {:>9} | distance / max(noise, floor): {}",
-        "tensor",
-        "scale",
-        "noise/s",
-        "floor/s",
-        judgements
-            .iter()
-            .map(|j| format!("{:>9}", j.engine))
-            .collect::<String>()
-    )];
-    for (row, tensor) in judgements[0].tensors.iter().enumerate() {
-        let relative = |x: f32| x / tensor.scale;
-        let multiples: String = judgements
-            .iter()
-            .map(|j| {
-                let t = &j.tensors[row];
-                format!("{:>9.2}", t.distance / t.noise.max(t.floor))
-            })
-            .collect();
-        lines.push(format!(
-            "{:<32} {:>9.2e} {:>9.2e} {:>9.2e} | {multiples}",
-            tensor.name,
-            tensor.scale,
-            relative(tensor.noise),
-            relative(tensor.floor),
-        ));
-    }
-    eprintln!("parity table: {}\n{}", computed.case.name, lines.join("\n"));
+    computed(name).check();
 }
 
 #[test]
@@ -199,7 +89,7 @@ fn the_standard_cases_are_all_checked() {
 
 /// An engine's outcome with one deliberate defect applied to its step.
 fn with_defect(
-    computed: &Computed,
+    computed: &Panel,
     outcome: &Outcome,
     defect: impl Fn(&str, &ArrayD<f32>, &ArrayD<f32>) -> Option<ArrayD<f32>>,
 ) -> Outcome {

@@ -21,6 +21,9 @@ pub enum NativeLibrary {
     Libtorch,
     /// The TensorFlow 2.21 C library.
     Tensorflow,
+    /// PyTorch, TensorFlow and Keras for Python, in a virtual environment, with the Python
+    /// whose shared library the worker embeds.
+    Frameworks,
 }
 
 /// One backend.
@@ -43,8 +46,8 @@ pub struct BackendEntry {
     pub openmp: bool,
     /// Features that `cargo xtask test` enables so that the workspace's tests cover it.
     pub test_features: &'static [&'static str],
-    /// Whether `cargo xtask compare` without `--backends` compares it: one backend per engine,
-    /// so burn-tch (burn's code on tch's engine) is left to those who name it.
+    /// Whether `cargo xtask compare` without `--backends` compares it: one backend per engine
+    /// or framework, so burn-tch (burn's code on tch's engine) is left to those who name it.
     pub compared_by_default: bool,
 }
 
@@ -111,6 +114,17 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
     },
+    BackendEntry {
+        name: "pytorch",
+        engine: "PyTorch 2.9.0 from Python: an nn.Module trained in the eager loop with torch.optim",
+        adapter: "parallax-python",
+        feature: "pytorch",
+        cuda_feature: None,
+        native: &[NativeLibrary::Frameworks],
+        openmp: true,
+        test_features: &[],
+        compared_by_default: false,
+    },
 ];
 
 /// The backends that `cargo xtask compare` compares when `--backends` is not given.
@@ -173,15 +187,16 @@ mod tests {
         }
         assert_eq!(
             find("keras").unwrap_err().to_string(),
-            "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf"
+            "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf, pytorch"
         );
     }
 
     #[test]
-    fn openmp_backends_link_libtorch() {
+    fn openmp_backends_run_libtorch() {
         for entry in BACKENDS.iter().filter(|entry| entry.openmp) {
             assert!(
-                entry.native.contains(&NativeLibrary::Libtorch),
+                entry.native.contains(&NativeLibrary::Libtorch)
+                    || entry.native.contains(&NativeLibrary::Frameworks),
                 "{}",
                 entry.name
             );

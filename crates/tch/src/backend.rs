@@ -189,6 +189,7 @@ impl Backend for TchBackend {
                 batch_norm_epsilon: 1e-5,
                 running_variance: VarianceEstimator::Unbiased,
             },
+            fixed: Vec::new(),
         }
     }
 

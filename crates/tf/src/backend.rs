@@ -292,6 +292,7 @@ impl Backend for TfBackend {
                 batch_norm_epsilon: 1e-3,
                 running_variance: VarianceEstimator::Biased,
             },
+            fixed: Vec::new(),
         }
     }
 

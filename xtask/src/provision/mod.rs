@@ -7,6 +7,7 @@
 mod apt;
 pub mod data;
 mod fetch;
+pub mod frameworks;
 mod lock;
 mod native_env;
 mod pins;
@@ -22,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::DecimalBytes;
 use sha2::{Digest, Sha256};
 
+pub use frameworks::Frameworks;
 pub use native_env::{Format, NativeEnv, render};
 use pins::{Component, Pins, Wheel};
 
@@ -29,6 +31,13 @@ use pins::{Component, Pins, Wheel};
 /// builds and runs need. When everything is present it only reads a few small stamp files.
 pub fn ensure(cuda: bool) -> Result<NativeEnv> {
     provision(cuda, false).map(|(env, _)| env)
+}
+
+/// Adds the frameworks' virtual environment to `native`, installing it first when it is
+/// missing (`cargo xtask setup` does the same); the Python backends need it to build and run.
+pub fn ensure_frameworks(native: &mut NativeEnv) -> Result<()> {
+    native.frameworks = Some(frameworks::ensure()?);
+    Ok(())
 }
 
 /// The cache root: `PARALLAX_CACHE` if set, else `$XDG_CACHE_HOME/parallax`, else
@@ -401,7 +410,12 @@ fn write_tf_shim(cache: &Path, dir: &Path) -> Result<bool> {
 /// The environment for the chosen sources; checks users' own directories as it goes.
 fn environment(pins: &Pins, cache: &Path, (torch, tf): &(Torch, Tensorflow)) -> Result<NativeEnv> {
     let native = native_dir(cache);
-    let mut env = NativeEnv::default();
+    let mut env = NativeEnv {
+        // Once installed, every build and run sees the frameworks, so that the variables pyo3
+        // reads never change between commands (which would rebuild it).
+        frameworks: frameworks::present(),
+        ..NativeEnv::default()
+    };
     match torch {
         Torch::Managed(c) => {
             let libtorch = native.join(&pins.component(*c).dir).join("torch");

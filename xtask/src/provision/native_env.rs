@@ -16,6 +16,9 @@ pub struct NativeEnv {
     pub pkg_config_dirs: Vec<PathBuf>,
     /// Directories of the shared libraries, searched at run time.
     pub lib_dirs: Vec<PathBuf>,
+    /// The frameworks' virtual environment and the Python the backends embed, once provisioned
+    /// (`PYO3_PYTHON`, `PARALLAX_FRAMEWORKS_VENV`).
+    pub frameworks: Option<super::Frameworks>,
 }
 
 /// The variable that the dynamic loader searches first.
@@ -37,9 +40,22 @@ impl NativeEnv {
         if self.use_pytorch {
             vars.push(("LIBTORCH_USE_PYTORCH", OsString::from("1")));
         }
+        if let Some(frameworks) = &self.frameworks {
+            // pyo3 builds against this interpreter; its library directory goes first on the
+            // loader path (below), ahead of any other Python 3.11's in the system's.
+            vars.push(("PYO3_PYTHON", frameworks.python.clone().into_os_string()));
+            vars.push((
+                "PARALLAX_FRAMEWORKS_VENV",
+                frameworks.venv.clone().into_os_string(),
+            ));
+        }
+        let mut lib_dirs = self.lib_dirs.clone();
+        if let Some(frameworks) = &self.frameworks {
+            lib_dirs.push(frameworks.lib_dir.clone());
+        }
         for (name, dirs) in [
             ("PKG_CONFIG_PATH", &self.pkg_config_dirs),
-            (LIBRARY_PATH_VAR, &self.lib_dirs),
+            (LIBRARY_PATH_VAR, &lib_dirs),
         ] {
             if !dirs.is_empty() {
                 vars.push((name, prepend(dirs, None)));
@@ -143,6 +159,7 @@ mod tests {
                 PathBuf::from("/c/native/libtorch-2.9.0-cpu/torch/lib"),
                 PathBuf::from("/c/native/tensorflow-2.21.0-cpu/tensorflow"),
             ],
+            frameworks: None,
         }
     }
 

@@ -561,3 +561,136 @@ impl fmt::Display for Row<'_> {
         )
     }
 }
+
+/// How the referee is named in messages.
+const REFEREE_NAME: &str = "the f64 referee";
+
+/// A case computed by the referee, and by every engine in every batch order, which measures
+/// the noise; each engine's natural-order outcome is the one judged.
+///
+/// A test binary computes the panels of the engines it links; the Python frameworks, which
+/// cannot share a process with TensorFlow's C library, are judged in a panel of their own.
+#[derive(Debug)]
+pub struct Panel {
+    /// The case.
+    pub case: Case,
+    /// The referee's outcome in the natural order.
+    pub referee: Outcome,
+    /// Every engine's spread over the case's orders.
+    pub noise: Noise,
+    /// Each engine's name and its outcome in the natural order.
+    pub engines: Vec<(String, Outcome)>,
+}
+
+impl Panel {
+    /// Computes `case` on the referee and on every engine, in every order; panics naming the
+    /// engine that fails, as a conformance check does.
+    pub fn compute(case: Case, referee: &dyn Backend, engines: &[Box<dyn Backend>]) -> Panel {
+        let truth = case
+            .run(referee, BatchOrder::Natural)
+            .unwrap_or_else(|error| panic!("{}: the referee: {error}", case.name));
+        let mut noise = Noise::default();
+        let engines = engines
+            .iter()
+            .map(|engine| {
+                let name = engine.info().backend;
+                let outcomes = noise
+                    .measure(&case, engine.as_ref())
+                    .unwrap_or_else(|error| panic!("{}: {name}: {error}", case.name));
+                let natural = outcomes
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| panic!("{}: {name}: no outcome", case.name));
+                (name, natural)
+            })
+            .collect();
+        Panel {
+            case,
+            referee: truth,
+            noise,
+            engines,
+        }
+    }
+
+    /// `engine`'s `outcome` judged against the referee, within [`REFEREE_MULTIPLE`] noises.
+    pub fn judge(&self, engine: &str, outcome: &Outcome) -> Judgement {
+        Judgement::new(
+            &self.case,
+            engine,
+            outcome,
+            (REFEREE_NAME, &self.referee),
+            &self.noise,
+            REFEREE_MULTIPLE,
+        )
+    }
+
+    /// Every engine's judgement.
+    pub fn judgements(&self) -> Vec<Judgement> {
+        self.engines
+            .iter()
+            .map(|(engine, outcome)| self.judge(engine, outcome))
+            .collect()
+    }
+
+    /// Judges every engine, prints each engine's line and its sensitivity (and every tensor
+    /// with `PARALLAX_PARITY_TABLE=1`), and panics naming each engine and tensor beyond its
+    /// bound.
+    pub fn check(&self) {
+        let judgements = self.judgements();
+        for judgement in &judgements {
+            eprintln!("parity: {judgement}");
+            if let Some(((tightest, on), (loosest, worst))) = judgement.sensitivity() {
+                eprintln!(
+                    "parity sensitivity: {}: {}: an error of {tightest:.1e} of a tensor's scale is caught on {on}, of {loosest:.1e} on every tensor (the loosest: {worst})",
+                    judgement.case, judgement.engine
+                );
+            }
+        }
+        if std::env::var_os("PARALLAX_PARITY_TABLE").is_some() {
+            self.print_table(&judgements);
+        }
+        let failures: Vec<String> = judgements
+            .iter()
+            .filter(|judgement| !judgement.holds())
+            .map(ToString::to_string)
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Every tensor: its scale, the noise and the floor relative to it, then each engine's
+    /// distance in multiples of the noise (the bound is at [`REFEREE_MULTIPLE`]).
+    fn print_table(&self, judgements: &[Judgement]) {
+        let Some(first) = judgements.first() else {
+            return;
+        };
+        let mut lines = vec![format!(
+            "{:<32} {:>9} {:>9} {:>9} | distance / max(noise, floor): {}",
+            "tensor",
+            "scale",
+            "noise/s",
+            "floor/s",
+            judgements
+                .iter()
+                .map(|j| format!("{:>9}", j.engine))
+                .collect::<String>()
+        )];
+        for (row, tensor) in first.tensors.iter().enumerate() {
+            let relative = |x: f32| x / tensor.scale;
+            let multiples: String = judgements
+                .iter()
+                .map(|j| {
+                    let t = &j.tensors[row];
+                    format!("{:>9.2}", t.distance / t.noise.max(t.floor))
+                })
+                .collect();
+            lines.push(format!(
+                "{:<32} {:>9.2e} {:>9.2e} {:>9.2e} | {multiples}",
+                tensor.name,
+                tensor.scale,
+                relative(tensor.noise),
+                relative(tensor.floor),
+            ));
+        }
+        eprintln!("parity table: {}\n{}", self.case.name, lines.join("\n"));
+    }
+}

@@ -406,7 +406,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The native libraries' environment only when a selected backend links one; burn-only runs
     // need none, so they never provision libtorch. Without `--backends`, backends whose
     // library cannot be provisioned are left out, and the others still compare.
-    let native = if args.worker.is_some() || checked.backends.iter().any(|entry| entry.is_native())
+    let mut native = if args.worker.is_some() || checked.backends.iter().any(|entry| entry.is_native())
     {
         match provision::ensure(cuda) {
             Ok(native) => Some(native),
@@ -427,6 +427,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The Python backends need the frameworks' environment as well; without it (offline, or no
+    // shared libpython) they are skipped like a backend whose library is missing.
+    let runs_frameworks = |entry: &&&'static BackendEntry| {
+        entry
+            .native
+            .contains(&parallax_registry::NativeLibrary::Frameworks)
+    };
+    if let Some(native) = native.as_mut()
+        && args.worker.is_none()
+        && checked.backends.iter().any(|entry| runs_frameworks(&entry))
+        && let Err(error) = provision::ensure_frameworks(native)
+    {
+        if checked.named {
+            return Err(error);
+        }
+        for entry in checked.backends.iter().filter(runs_frameworks) {
+            skipped.push(Skipped {
+                backend: entry.name.to_string(),
+                reason: format!(
+                    "the Python frameworks could not be provisioned ({error:#}); `cargo xtask setup` says more"
+                ),
+            });
+        }
+    }
     let ready: Vec<&'static BackendEntry> = checked
         .backends
         .iter()

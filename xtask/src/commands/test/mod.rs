@@ -74,7 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ensure_fashion_mnist()?;
         provision::data::ensure_chromium()
     })?;
-    let native = phase("native libraries", || provision::ensure(false))?;
+    let native = phase("native libraries and the Python frameworks", || {
+        let mut native = provision::ensure(false)?;
+        provision::ensure_frameworks(&mut native)?;
+        Ok(native)
+    })?;
     let features = crate::cargo::test_features();
     let test_command = |extra: &[&str]| {
         let mut command = cargo(

@@ -1,0 +1,249 @@
+//! The Python backends: which framework, its module, the device, threads, subnormals, and what
+//! the framework does by default (the fairness ledger), read from the framework at run time.
+
+use ndarray::ArrayView2;
+use numpy::PyArray2;
+use parallax_core::backend::AdamFormulation;
+use parallax_core::peak::MatmulProbe;
+use parallax_core::spec::ResolvedModel;
+use parallax_core::{
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, NativeDefaults,
+    Result, Topic, VarianceEstimator, Weights,
+};
+use pyo3::prelude::*;
+
+use crate::convert::{layer_dicts, weights_dict};
+use crate::interpreter::{self, OrPython};
+use crate::model::PythonModel;
+
+/// The environment variable that names the frameworks' virtual environment, which
+/// `cargo xtask setup --frameworks` makes and xtask passes to the worker and the tests.
+pub const VENV_VARIABLE: &str = "PARALLAX_FRAMEWORKS_VENV";
+
+/// A framework that runs its own Python code behind the trait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framework {
+    /// PyTorch's Python API: an `nn.Module`, the eager loop, `torch.optim`.
+    Pytorch,
+}
+
+impl Framework {
+    /// The backend's name in `--backends` and records.
+    pub fn backend_name(self) -> &'static str {
+        match self {
+            Framework::Pytorch => "pytorch",
+        }
+    }
+
+    /// The Python module that translates parallax's calls into the framework's API, its file
+    /// name in tracebacks, and its module name.
+    fn module(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Framework::Pytorch => (
+                include_str!("python/pytorch.py"),
+                "parallax/pytorch.py",
+                "parallax_pytorch",
+            ),
+        }
+    }
+}
+
+/// What the framework reports about itself, read once when the backend starts.
+#[derive(Clone, Debug)]
+struct Reported {
+    version: String,
+    threads: usize,
+    interop_threads: usize,
+    flush_denormals: bool,
+    adam_epsilon: f64,
+    adam_foreach: String,
+    batch_norm_momentum: f64,
+    batch_norm_epsilon: f64,
+}
+
+/// A framework in the embedded interpreter, on one device with a fixed number of threads.
+pub struct PythonBackend {
+    framework: Framework,
+    device: Device,
+    /// The module's `Framework` object, set to the run's threads and subnormal policy.
+    handle: Py<PyAny>,
+    reported: Reported,
+}
+
+impl std::fmt::Debug for PythonBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PythonBackend")
+            .field("framework", &self.framework)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two matrices in the framework, multiplied by its own matrix product.
+struct Matmul {
+    backend: &'static str,
+    probe: Py<PyAny>,
+}
+
+impl MatmulProbe for Matmul {
+    fn multiply(&mut self) -> Result<f64> {
+        Python::attach(|py| {
+            self.probe
+                .bind(py)
+                .call_method0("multiply")
+                .and_then(|sum| sum.extract::<f64>())
+                .or_python(self.backend, py)
+        })
+    }
+}
+
+impl PythonBackend {
+    /// `framework` on `device`, with the comparison's CPU settings, set through the framework's
+    /// own API (`torch.set_num_threads`, `set_num_interop_threads`, `set_flush_denormal`)
+    /// before it computes anything.
+    ///
+    /// Fails with [`Error::Unsupported`] when the frameworks are not provisioned, and with
+    /// [`Error::Device`] for a device this backend cannot use.
+    pub fn new(framework: Framework, device: Device, cpu: CpuSettings) -> Result<Self> {
+        let name = framework.backend_name();
+        if device != Device::Cpu {
+            return Err(Error::device(
+                name,
+                device,
+                "the Python backends run on the CPU only; use --device cpu",
+            ));
+        }
+        interpreter::start(name)?;
+        Python::attach(|py| {
+            let (source, file, module_name) = framework.module();
+            let module = interpreter::load_module(py, source, file, module_name).or_python(name, py)?;
+            let handle = module
+                .getattr("Framework")
+                .and_then(|class| class.call1((cpu.threads.max(1), cpu.flush_denormals)))
+                .or_python(name, py)?;
+            let info = handle.call_method0("info").or_python(name, py)?;
+            let read = |key: &str| info.get_item(key).or_python(name, py);
+            let reported = Reported {
+                version: read("framework_version")?.extract().or_python(name, py)?,
+                threads: read("threads")?.extract().or_python(name, py)?,
+                interop_threads: read("interop_threads")?.extract().or_python(name, py)?,
+                flush_denormals: read("flush_denormals")?.extract().or_python(name, py)?,
+                adam_epsilon: read("adam_epsilon")?.extract().or_python(name, py)?,
+                adam_foreach: read("adam_foreach")?.str().or_python(name, py)?.to_string(),
+                batch_norm_momentum: read("batch_norm_momentum")?.extract().or_python(name, py)?,
+                batch_norm_epsilon: read("batch_norm_epsilon")?.extract().or_python(name, py)?,
+            };
+            Ok(PythonBackend {
+                framework,
+                device,
+                handle: handle.unbind(),
+                reported,
+            })
+        })
+    }
+
+    /// The framework this backend runs.
+    pub fn framework(&self) -> Framework {
+        self.framework
+    }
+
+    fn name(&self) -> &'static str {
+        self.framework.backend_name()
+    }
+
+    /// What the framework does by default on each topic of the fairness ledger, and what
+    /// parallax does, with the values the framework reported.
+    fn ledger(&self) -> Ledger {
+        let reported = &self.reported;
+        Ledger::from_fn(|topic| match topic {
+            Topic::Initialisation => "nn.Linear/nn.Conv2d reset_parameters: kaiming_uniform(a=√5), a ±1/√fan_in bound (used with --defaults native); otherwise the canonical weights are copied in".into(),
+            Topic::OptimizerEpsilon => format!("torch.optim.Adam ε = {:e} (read from Adam(...).defaults); parallax passes the run's ε", reported.adam_epsilon),
+            Topic::OptimizerFormulation => format!("torch.optim.Adam and SGD (dampening 0) as a user calls them, foreach={} (the per-tensor loop on the CPU); Keras's Adam form is not offered by torch.optim", reported.adam_foreach),
+            Topic::BatchNormMomentum => format!("nn.BatchNorm momentum {} (the new batch's weight, read from a fresh layer); parallax passes the spec's", reported.batch_norm_momentum),
+            Topic::BatchNormEpsilon => format!("nn.BatchNorm ε {:e} (read from a fresh layer); parallax passes the spec's", reported.batch_norm_epsilon),
+            Topic::BatchNormRunningVariance => "nn.BatchNorm updates the running variance with the unbiased batch variance; native (not settable in PyTorch)".into(),
+            Topic::Padding => "symmetric padding in nn.Conv2d/nn.MaxPool2d; asymmetric padding as an explicit F.pad first: zeros, or −∞ for max pooling".into(),
+            Topic::Layout => "NCHW-contiguous tensors, PyTorch's default: weights cross unchanged".into(),
+            Topic::Subnormals => "PyTorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy through it".into(),
+            Topic::Threads => format!(
+                "torch.set_num_threads({}) and set_num_interop_threads({}) before any work, as reported by torch.get_num_threads/get_num_interop_threads",
+                reported.threads, reported.interop_threads
+            ),
+            Topic::Loss => "F.cross_entropy with mean reduction, as nn.CrossEntropyLoss".into(),
+        })
+    }
+}
+
+impl Backend for PythonBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: self.name().into(),
+            framework: "PyTorch".into(),
+            framework_version: self.reported.version.clone(),
+            device: self.device,
+            threads: self.reported.threads,
+            flush_denormals: self.reported.flush_denormals,
+            ledger: self.ledger(),
+            native_defaults: NativeDefaults {
+                adam_epsilon: self.reported.adam_epsilon,
+                adam_formulation: AdamFormulation::Pytorch,
+                batch_norm_momentum: self.reported.batch_norm_momentum,
+                batch_norm_epsilon: self.reported.batch_norm_epsilon,
+                running_variance: VarianceEstimator::Unbiased,
+            },
+            // torch.optim has no Keras Adam, nn.BatchNorm no biased running variance, and
+            // replacing the framework's own optimizer or layer would defeat the measurement.
+            fixed: vec![Topic::OptimizerFormulation, Topic::BatchNormRunningVariance],
+        }
+    }
+
+    fn seed(&self, seed: u64) {
+        Python::attach(|py| {
+            // torch.manual_seed takes any integer below 2⁶⁴; it cannot fail for a u64.
+            let _ = self.handle.bind(py).call_method1("seed", (seed,));
+        });
+    }
+
+    fn matmul_probe(
+        &self,
+        left: ArrayView2<'_, f32>,
+        right: ArrayView2<'_, f32>,
+    ) -> Result<Box<dyn MatmulProbe>> {
+        let name = self.name();
+        Python::attach(|py| {
+            let probe = self
+                .handle
+                .bind(py)
+                .call_method1(
+                    "matmul_probe",
+                    (PyArray2::from_array(py, &left), PyArray2::from_array(py, &right)),
+                )
+                .or_python(name, py)?;
+            Ok(Box::new(Matmul {
+                backend: name,
+                probe: probe.unbind(),
+            }) as Box<dyn MatmulProbe>)
+        })
+    }
+
+    fn create(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<Checked<&Weights>>,
+    ) -> Result<Box<dyn Model>> {
+        let name = self.name();
+        Python::attach(|py| {
+            let layers = layer_dicts(py, model).or_python(name, py)?;
+            let weights = weights
+                .map(|weights| weights_dict(py, &weights))
+                .transpose()
+                .or_python(name, py)?;
+            let handle = self
+                .handle
+                .bind(py)
+                .call_method1("create", (layers, weights))
+                .or_python(name, py)?;
+            Ok(Box::new(PythonModel::new(name, handle.unbind(), model)) as Box<dyn Model>)
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! What crosses into Python and back: the spec's layers as plain dicts, host arrays as numpy
+//! arrays, canonical weights as a dict of arrays named as in a PyTorch state dict.
+
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
+use numpy::{PyArray1, PyArray4, PyArrayDyn, PyReadonlyArrayDyn};
+use parallax_core::Weights;
+use parallax_core::spec::{
+    BlockKind, ConvNorm, ConvOp, DenseOp, NormOp, Op, ParamInfo, PoolOp, ResolvedModel, Shape,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+fn name(info: &ParamInfo) -> &str {
+    &info.name
+}
+
+fn dense<'py>(py: Python<'py>, op: &DenseOp) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("in_features", op.in_features)?;
+    dict.set_item("out_features", op.out_features)?;
+    dict.set_item("weight", name(&op.weight))?;
+    dict.set_item("bias", op.bias.as_ref().map(name))?;
+    Ok(dict)
+}
+
+fn conv<'py>(py: Python<'py>, op: &ConvOp) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("in_channels", op.in_channels)?;
+    dict.set_item("out_channels", op.out_channels)?;
+    dict.set_item("kernel", op.kernel)?;
+    dict.set_item("stride", op.stride)?;
+    dict.set_item("padding", op.padding)?;
+    dict.set_item("weight", name(&op.weight))?;
+    dict.set_item("bias", op.bias.as_ref().map(name))?;
+    Ok(dict)
+}
+
+/// A batch norm; `layer` names it in errors, `image` says whether it normalises channels of
+/// an image (BatchNorm2d) or features (BatchNorm1d).
+fn norm<'py>(
+    py: Python<'py>,
+    op: &NormOp,
+    layer: &str,
+    image: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("name", layer)?;
+    dict.set_item("image", image)?;
+    dict.set_item("features", op.features)?;
+    dict.set_item("epsilon", op.epsilon)?;
+    dict.set_item("momentum", op.momentum)?;
+    dict.set_item("running_variance", op.running_variance.to_string())?;
+    // Scale, shift, running mean, running variance: the state dict's order.
+    let tensors = [&op.weight, &op.bias, &op.running_mean, &op.running_var].map(name);
+    dict.set_item("tensors", tensors)?;
+    Ok(dict)
+}
+
+fn pool<'py>(py: Python<'py>, op: &PoolOp) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("kernel", op.kernel)?;
+    dict.set_item("stride", op.stride)?;
+    dict.set_item("padding", op.padding)?;
+    Ok(dict)
+}
+
+fn conv_norm<'py>(py: Python<'py>, op: &ConvNorm, layer: &str) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("conv", conv(py, &op.conv)?)?;
+    dict.set_item("norm", norm(py, &op.norm, layer, true)?)?;
+    Ok(dict)
+}
+
+/// Every resolved layer as a dict with its `kind`, `name` and sizes; tensors are named by their
+/// canonical names. The match is exhaustive, so a new layer kind fails to compile here until
+/// the Python modules learn it.
+pub(crate) fn layer_dicts<'py>(
+    py: Python<'py>,
+    model: &ResolvedModel,
+) -> PyResult<Bound<'py, PyList>> {
+    let layers = PyList::empty(py);
+    for layer in &model.layers {
+        let image = matches!(layer.input, Shape::Image { .. });
+        let (kind, dict) = match &layer.op {
+            Op::Dense(op) => ("dense", dense(py, op)?),
+            Op::Conv2d(op) => ("conv2d", conv(py, op)?),
+            Op::MaxPool2d(op) => ("max_pool2d", pool(py, op)?),
+            Op::AvgPool2d(op) => ("avg_pool2d", pool(py, op)?),
+            Op::GlobalAvgPool => ("global_avg_pool", PyDict::new(py)),
+            Op::BatchNorm(op) => ("batch_norm", norm(py, op, &layer.name, image)?),
+            Op::Relu => ("relu", PyDict::new(py)),
+            Op::Dropout(rate) => {
+                let dict = PyDict::new(py);
+                dict.set_item("rate", rate)?;
+                ("dropout", dict)
+            }
+            Op::Flatten => ("flatten", PyDict::new(py)),
+            Op::Block(op) => {
+                let dict = PyDict::new(py);
+                let block_kind = match op.kind {
+                    BlockKind::Basic => "basic",
+                    BlockKind::Bottleneck => "bottleneck",
+                };
+                dict.set_item("block", block_kind)?;
+                let main = op
+                    .main
+                    .iter()
+                    .map(|step| conv_norm(py, step, &layer.name))
+                    .collect::<PyResult<Vec<_>>>()?;
+                dict.set_item("main", main)?;
+                let shortcut = op
+                    .shortcut
+                    .as_ref()
+                    .map(|step| conv_norm(py, step, &layer.name))
+                    .transpose()?;
+                dict.set_item("shortcut", shortcut)?;
+                ("block", dict)
+            }
+        };
+        dict.set_item("kind", kind)?;
+        dict.set_item("name", &layer.name)?;
+        layers.append(dict)?;
+    }
+    Ok(layers)
+}
+
+/// Canonical weights as a dict of numpy arrays (copies), by canonical name.
+pub(crate) fn weights_dict<'py>(py: Python<'py>, weights: &Weights) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, tensor) in weights.iter() {
+        dict.set_item(name, PyArrayDyn::from_array(py, tensor))?;
+    }
+    Ok(dict)
+}
+
+/// The dict the module's `export_weights` returns, as canonical weights.
+pub(crate) fn weights_from_dict(dict: &Bound<'_, PyAny>) -> PyResult<Weights> {
+    let dict = dict.cast::<PyDict>()?;
+    let mut weights = Weights::new();
+    for (name, tensor) in dict.iter() {
+        let name: String = name.extract()?;
+        weights.insert(name, array_from(&tensor)?);
+    }
+    Ok(weights)
+}
+
+/// A float32 numpy array of any shape, copied out of Python.
+pub(crate) fn array_from(array: &Bound<'_, PyAny>) -> PyResult<ArrayD<f32>> {
+    let readonly: PyReadonlyArrayDyn<'_, f32> = array.extract()?;
+    Ok(readonly.as_array().to_owned())
+}
+
+/// `[N, classes]` logits from Python.
+pub(crate) fn matrix_from(array: &Bound<'_, PyAny>) -> PyResult<Array2<f32>> {
+    into_dimension(array_from(array)?)
+}
+
+/// `[N, C, H, W]` activations or gradients from Python; an `[N, F]` layer output (a dense layer's)
+/// is `[N, F, 1, 1]`, as the other adapters hand it.
+pub(crate) fn image_from(array: &Bound<'_, PyAny>) -> PyResult<Array4<f32>> {
+    let array = array_from(array)?;
+    let array = if array.ndim() == 2 {
+        let (n, f) = (array.shape()[0], array.shape()[1]);
+        array
+            .into_shape_with_order(IxDyn(&[n, f, 1, 1]))
+            .map_err(|error| pyo3::exceptions::PyValueError::new_err(error.to_string()))?
+    } else {
+        array
+    };
+    into_dimension(array)
+}
+
+fn into_dimension<D: ndarray::Dimension>(array: ArrayD<f32>) -> PyResult<ndarray::Array<f32, D>> {
+    let shape = array.shape().to_vec();
+    array.into_dimensionality::<D>().map_err(|_| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "the framework returned an array of shape {shape:?}, not of {} dimensions",
+            D::NDIM.unwrap_or(0)
+        ))
+    })
+}
+
+/// Images as a float32 numpy array (a copy in standard layout).
+pub(crate) fn images_to_numpy<'py>(
+    py: Python<'py>,
+    images: ArrayView4<'_, f32>,
+) -> Bound<'py, PyArray4<f32>> {
+    PyArray4::from_array(py, &images)
+}
+
+/// Class indices as int64, the type PyTorch's losses and indexing take.
+pub(crate) fn indices_to_numpy<'py>(
+    py: Python<'py>,
+    indices: impl IntoIterator<Item = u32>,
+) -> Bound<'py, PyArray1<i64>> {
+    let values: Vec<i64> = indices.into_iter().map(i64::from).collect();
+    PyArray1::from_vec(py, values)
+}

@@ -1,0 +1,166 @@
+//! The embedded interpreter: started once per process, pointed at the frameworks' virtual
+//! environment, and Python's exceptions turned into core's errors.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use parallax_core::{Error, Result};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::backend::VENV_VARIABLE;
+
+/// A Python exception as one line: the last line of its traceback (`TypeError: …`).
+#[derive(Debug)]
+pub(crate) struct PythonError(pub(crate) String);
+
+impl std::fmt::Display for PythonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PythonError {}
+
+/// The exception classes of the framework modules that mean "the framework's public API cannot
+/// do this", which become [`Error::Unsupported`] rather than engine failures.
+const UNSUPPORTED_EXCEPTIONS: [&str; 2] = ["Unexpressible", "NotSupported"];
+
+/// `error` as core's error for `backend`: what the framework cannot do as
+/// [`Error::Unsupported`], anything else as [`Error::Engine`] with the traceback's last line.
+pub(crate) fn python_error(backend: &str, py: Python<'_>, error: PyErr) -> Error {
+    let kind = error
+        .get_type(py)
+        .name()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let message = error
+        .value(py)
+        .str()
+        .map(|text| text.to_string())
+        .unwrap_or_default();
+    if UNSUPPORTED_EXCEPTIONS.contains(&kind.as_str()) {
+        return Error::Unsupported {
+            backend: backend.into(),
+            what: message,
+        };
+    }
+    let line = if message.is_empty() {
+        kind
+    } else {
+        format!("{kind}: {message}")
+    };
+    Error::engine(backend, PythonError(line))
+}
+
+/// Maps pyo3's results into core's, naming the backend.
+pub(crate) trait OrPython<T> {
+    /// The value, or the Python exception as core's error.
+    fn or_python(self, backend: &str, py: Python<'_>) -> Result<T>;
+}
+
+impl<T> OrPython<T> for PyResult<T> {
+    fn or_python(self, backend: &str, py: Python<'_>) -> Result<T> {
+        self.map_err(|error| python_error(backend, py, error))
+    }
+}
+
+/// The virtual environment's `site-packages`, checked against the interpreter this process
+/// embeds; the outcome of the first call, kept for the process.
+static ENVIRONMENT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+
+/// The TensorFlow C library's file names, as the loader lists them in `/proc/self/maps`: the
+/// C API's own, and the pip package's, from which `cargo xtask setup` takes it.
+const TENSORFLOW_C_LIBRARIES: [&str; 2] = ["/libtensorflow.so", "/libtensorflow_cc.so"];
+
+/// Whether this process has loaded TensorFlow's C library (`crates/tf` links it). That library
+/// exports BoringSSL under OpenSSL's names, so once it is loaded, CPython's `_hashlib` (which
+/// `import torch` loads) calls into them and crashes the process; the frameworks must then not
+/// start. Read from the loader's own map of this process, where there is one (Linux).
+fn tensorflow_c_library_loaded() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|maps| {
+            maps.lines().any(|line| {
+                TENSORFLOW_C_LIBRARIES
+                    .iter()
+                    .any(|library| line.contains(library))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Starts the interpreter (once per process) with the frameworks' virtual environment first on
+/// its search path. Fails with one line saying what to do when the environment is not there,
+/// or when the process holds TensorFlow's C library, which would crash it.
+pub(crate) fn start(backend: &str) -> Result<()> {
+    if tensorflow_c_library_loaded() {
+        return Err(Error::Unsupported {
+            backend: backend.into(),
+            what: "running in a process that has loaded TensorFlow's C library (libtensorflow.so.2), whose BoringSSL symbols crash CPython's hashlib; run it in a worker of its own, as `cargo xtask compare` does".into(),
+        });
+    }
+    let outcome = ENVIRONMENT.get_or_init(|| {
+        Python::initialize();
+        Python::attach(|py| add_environment(py).map_err(|error| error.to_string()))
+    });
+    outcome.as_ref().map(|_| ()).map_err(|reason| Error::Unsupported {
+        backend: backend.into(),
+        what: format!("running without its frameworks: {reason}"),
+    })
+}
+
+/// Puts the environment that `PARALLAX_FRAMEWORKS_VENV` names first on `sys.path`, after
+/// checking that it was made by this interpreter's Python version.
+fn add_environment(py: Python<'_>) -> std::result::Result<PathBuf, String> {
+    let not_provisioned = "run `cargo xtask setup --frameworks` (or `cargo xtask compare`, which provisions it), and run the worker through xtask";
+    let venv = std::env::var_os(VENV_VARIABLE)
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("{VENV_VARIABLE} is not set: {not_provisioned}"))?;
+    let version: (u8, u8) = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("version_info"))
+        .and_then(|info| Ok((info.get_item(0)?.extract()?, info.get_item(1)?.extract()?)))
+        .map_err(|error| format!("cannot read the embedded Python's version: {error}"))?;
+    let site_packages = venv
+        .join("lib")
+        .join(format!("python{}.{}", version.0, version.1))
+        .join("site-packages");
+    if !site_packages.is_dir() {
+        return Err(format!(
+            "{} has no {} for the embedded Python {}.{}: {not_provisioned}",
+            venv.display(),
+            site_packages
+                .strip_prefix(&venv)
+                .unwrap_or(&site_packages)
+                .display(),
+            version.0,
+            version.1
+        ));
+    }
+    let result = (|| -> PyResult<()> {
+        let path = site_packages.to_string_lossy().into_owned();
+        let sys_path = py.import("sys")?.getattr("path")?;
+        sys_path.cast::<PyList>()?.insert(0, &path)?;
+        // addsitedir also reads the environment's .pth files, as the venv's own python would.
+        py.import("site")?.call_method1("addsitedir", (&path,))?;
+        Ok(())
+    })();
+    result.map_err(|error| format!("cannot add {}: {error}", site_packages.display()))?;
+    Ok(site_packages)
+}
+
+/// Loads one of this crate's Python modules (`src/python/*.py`) under `name`.
+pub(crate) fn load_module<'py>(
+    py: Python<'py>,
+    source: &str,
+    file: &str,
+    name: &str,
+) -> PyResult<Bound<'py, PyModule>> {
+    let text = |value: &str| {
+        CString::new(value).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!("{file} holds a NUL byte"))
+        })
+    };
+    PyModule::from_code(py, &text(source)?, &text(file)?, &text(name)?)
+}

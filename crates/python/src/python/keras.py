@@ -1,0 +1,418 @@
+"""parallax's `keras` and `keras-torch` backends: a resolved spec as a functional `keras.Model`,
+trained with `model.fit`, on the backend that `KERAS_BACKEND` names (`tensorflow` or `torch`).
+
+Keras's backend is fixed when Keras is first imported, so each backend runs in a process of its
+own. Images cross as NCHW, as everywhere in parallax, and become NHWC here, Keras's default
+layout; canonical weights are converted on the way in and out (dense kernels transposed,
+convolution kernels OIHW to HWIO, the rows of a dense kernel fed by a flattened image permuted
+from C,H,W order to Keras's H,W,C). Metrics, checks and records stay in Rust.
+"""
+
+import os
+import queue
+import threading
+import time
+
+
+def _import_keras(backend):
+    """Keras on `backend`, which must be the one this process imports it with."""
+    os.environ.setdefault("KERAS_BACKEND", backend)
+    import keras
+
+    if keras.backend.backend() != backend:
+        raise NotSupported(
+            f"Keras on {backend} in a process whose Keras already runs on {keras.backend.backend()} (Keras fixes its backend when first imported)"
+        )
+    return keras
+
+
+class Unexpressible(Exception):
+    """A spec layer that Keras's public layers cannot express exactly."""
+
+    def __init__(self, layer, what):
+        super().__init__(f"layer {layer!r} needs {what}, which Keras's layers cannot express")
+
+
+class NotSupported(Exception):
+    """Something parallax asks for that Keras's public API does not offer."""
+
+
+keras = None
+np = None
+
+
+def _same_padding(size, kernel, stride):
+    """TensorFlow's SAME padding (before, after) for one dimension."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _padding_mode(layer, size):
+    """'valid' when the spec pads nothing, 'same' when its padding is Keras's SAME, else None."""
+    top, bottom, left, right = layer["padding"]
+    if top == bottom == left == right == 0:
+        return "valid"
+    height, width = size
+    same = _same_padding(height, layer["kernel"][0], layer["stride"][0]) + _same_padding(
+        width, layer["kernel"][1], layer["stride"][1]
+    )
+    if (top, bottom, left, right) == same:
+        return "same"
+    return None
+
+
+def _image(x, layer):
+    """`x` as an NHWC image: a flat `[N, F]` becomes `[N, 1, 1, F]`."""
+    if len(x.shape) == 4:
+        return x
+    return keras.layers.Reshape((1, 1, x.shape[-1]), name=f"{layer}_as_image")(x)
+
+
+class Builder:
+    """Builds the functional graph layer by layer, recording each canonical tensor's variable
+    and how its values convert between the canonical layout and Keras's."""
+
+    def __init__(self):
+        # name -> (variable, to_keras, to_canonical)
+        self.registry = {}
+        self.outputs = []
+        self.names = 0
+
+    def unique(self, base):
+        self.names += 1
+        return f"{base.replace('.', '_')}_{self.names}"
+
+    def record(self, name, variable, to_keras=None, to_canonical=None):
+        same = lambda value: value  # noqa: E731
+        self.registry[name] = (variable, to_keras or same, to_canonical or same)
+
+    def conv(self, x, op, layer):
+        x = _image(x, layer)
+        mode = _padding_mode(op, x.shape[1:3])
+        if mode is None:
+            top, bottom, left, right = op["padding"]
+            x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=self.unique(layer + "_pad"))(x)
+            mode = "valid"
+        conv = keras.layers.Conv2D(
+            op["out_channels"],
+            tuple(op["kernel"]),
+            strides=tuple(op["stride"]),
+            padding=mode,
+            use_bias=op["bias"] is not None,
+            name=self.unique(op["weight"]),
+        )
+        y = conv(x)
+        # OIHW <-> HWIO.
+        self.record(op["weight"], conv.kernel, lambda w: w.transpose(2, 3, 1, 0), lambda w: w.transpose(3, 2, 0, 1))
+        if op["bias"] is not None:
+            self.record(op["bias"], conv.bias)
+        return y
+
+    def norm(self, x, op, flattened):
+        norm = keras.layers.BatchNormalization(
+            axis=-1, momentum=1.0 - op["momentum"], epsilon=op["epsilon"], name=self.unique(op["tensors"][0])
+        )
+        y = norm(x)
+        to_keras, to_canonical = _feature_order(flattened)
+        for name, variable in zip(op["tensors"], [norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance]):
+            self.record(name, variable, to_keras, to_canonical)
+        return y
+
+    def layer(self, x, layer):
+        kind = layer["kind"]
+        name = layer["name"]
+        if kind == "dense":
+            if len(x.shape) == 4:
+                x = keras.layers.Flatten(name=self.unique(name + "_flatten"))(x)
+            dense = keras.layers.Dense(layer["out_features"], use_bias=layer["bias"] is not None, name=self.unique(layer["weight"]))
+            y = dense(x)
+            rows_to_keras, rows_to_canonical = _feature_order(layer["flattened_image"])
+            self.record(
+                layer["weight"],
+                dense.kernel,
+                lambda w: rows_to_keras(w.T),
+                lambda k: rows_to_canonical(k).T,
+            )
+            if layer["bias"] is not None:
+                self.record(layer["bias"], dense.bias)
+            return y
+        if kind == "conv2d":
+            return self.conv(x, layer, name)
+        if kind == "batch_norm":
+            if layer["running_variance"] != "biased":
+                raise NotSupported(
+                    "an unbiased running variance: Keras's BatchNormalization updates it with the biased batch variance, and no public argument changes that"
+                )
+            return self.norm(x, layer, layer["flattened_image"])
+        if kind in ("max_pool2d", "avg_pool2d"):
+            x = _image(x, name)
+            mode = _padding_mode(layer, x.shape[1:3])
+            if mode is None:
+                what = (
+                    "max pooling with explicit padding (−∞ cells; ZeroPadding2D pads zeros)"
+                    if kind == "max_pool2d"
+                    else "average pooling with padding other than SAME (padded cells excluded)"
+                )
+                raise Unexpressible(name, what)
+            pool = keras.layers.MaxPooling2D if kind == "max_pool2d" else keras.layers.AveragePooling2D
+            return pool(tuple(layer["kernel"]), strides=tuple(layer["stride"]), padding=mode, name=self.unique(name))(x)
+        if kind == "global_avg_pool":
+            return keras.layers.GlobalAveragePooling2D(name=self.unique(name))(_image(x, name))
+        if kind == "relu":
+            return keras.layers.ReLU(name=self.unique(name))(x)
+        if kind == "dropout":
+            return keras.layers.Dropout(layer["rate"], name=self.unique(name))(x)
+        if kind == "flatten":
+            return keras.layers.Flatten(name=self.unique(name))(x) if len(x.shape) == 4 else x
+        if kind == "block":
+            x = _image(x, name)
+            y = x
+            last = len(layer["main"]) - 1
+            for index, step in enumerate(layer["main"]):
+                y = self.norm(self.conv(y, step["conv"], name), step["norm"], None)
+                if index < last:
+                    y = keras.layers.ReLU(name=self.unique(name + "_relu"))(y)
+            shortcut = x
+            if layer["shortcut"] is not None:
+                step = layer["shortcut"]
+                shortcut = self.norm(self.conv(x, step["conv"], name), step["norm"], None)
+            return keras.layers.ReLU(name=self.unique(name + "_out"))(keras.layers.Add(name=self.unique(name + "_add"))([y, shortcut]))
+        raise Unexpressible(name, f"a layer of kind {kind!r}, which this module does not know")
+
+
+def _feature_order(flattened_image):
+    """How a vector of features fed by a flattened `[C, H, W]` image converts: canonical order is
+    C,H,W, Keras flattens NHWC as H,W,C. Identity when the features are not a flattened image."""
+    if flattened_image is None:
+        same = lambda value: value  # noqa: E731
+        return same, same
+    c, h, w = flattened_image
+    # keras_index[k] = canonical index of Keras's k-th feature.
+    keras_index = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    canonical_index = np.argsort(keras_index)
+    return (lambda value: value[keras_index]), (lambda value: value[canonical_index])
+
+
+def _optimizer(config):
+    if config["kind"] == "sgd":
+        return keras.optimizers.SGD(learning_rate=config["lr"], momentum=config["momentum"])
+    if config["formulation"] != "keras":
+        raise NotSupported("Adam in PyTorch's formulation (keras.optimizers.Adam adds ε to the uncorrected root)")
+    return keras.optimizers.Adam(
+        learning_rate=config["lr"], beta_1=config["beta1"], beta_2=config["beta2"], epsilon=config["epsilon"]
+    )
+
+
+def _nhwc(images):
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+
+
+class Model:
+    """A spec's functional model, compiled with the run's optimizer when training starts."""
+
+    def __init__(self, layers, input_shape):
+        c, h, w = input_shape
+        inputs = keras.Input(shape=(h, w, c), name="images")
+        builder = Builder()
+        x = inputs
+        outputs = []
+        for layer in layers:
+            x = builder.layer(x, layer)
+            outputs.append(x)
+        logits = keras.layers.Flatten(name="logits")(x) if len(x.shape) > 2 else x
+        self.model = keras.Model(inputs, logits)
+        self.inputs = inputs
+        self.layer_outputs = outputs
+        self.logits = logits
+        self.registry = builder.registry
+        self.config = None
+        self.jit_compile = None
+
+    def _compile(self, config):
+        if self.config != config:
+            self.model.compile(
+                optimizer=_optimizer(config),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile="auto",
+            )
+            self.jit_compile = bool(self.model.jit_compile)
+            self.config = dict(config)
+
+    def import_weights(self, weights):
+        for name, (variable, to_keras, _) in self.registry.items():
+            variable.assign(to_keras(weights[name]).astype("float32"))
+        # The optimizer's state belonged to the old weights.
+        self.config = None
+
+    def export_weights(self):
+        return {
+            name: np.ascontiguousarray(to_canonical(keras.ops.convert_to_numpy(variable.value)), dtype=np.float32)
+            for name, (variable, _, to_canonical) in self.registry.items()
+        }
+
+    def train_step(self, images, labels, config):
+        self._compile(config)
+        return float(self.model.train_on_batch(_nhwc(images), labels))
+
+    def train_epoch(self, images, labels, order, batch_size, config):
+        """The epoch as `model.fit` runs it, on the data in the plan's order (gathered before the
+        clock starts), in a thread of its own; returns an iterator over each step's loss and
+        batch size, read from Keras's running mean as each batch ends."""
+        self._compile(config)
+        x = _nhwc(images)[order]
+        y = labels[order]
+        steps = queue.Queue()
+        count = len(order)
+
+        class Progress(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seen = 0
+                self.total = 0.0
+
+            def on_train_batch_end(self, batch, logs=None):
+                n = min(batch_size, count - self.seen)
+                mean = float(logs["loss"])
+                # Keras reports the mean over the epoch so far, weighted by examples.
+                total = mean * (self.seen + n)
+                steps.put((total - self.total) / n if n else mean, n)
+                self.total = total
+                self.seen += n
+
+        def fit():
+            try:
+                self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[Progress()])
+                steps.put(None)
+            except BaseException as error:  # handed to the caller's thread
+                steps.put(error)
+
+        thread = threading.Thread(target=fit, name="keras-fit", daemon=True)
+        thread.start()
+
+        def results():
+            while True:
+                item = steps.get()
+                if item is None:
+                    thread.join()
+                    return
+                if isinstance(item, BaseException):
+                    thread.join()
+                    raise item
+                yield item
+
+        return results()
+
+    def profile_step(self, images, labels, config):
+        raise NotSupported("timing a training step's phases apart (Keras runs train_on_batch as one step)")
+
+    def predict(self, images):
+        logits = self.model(_nhwc(images), training=False)
+        return np.ascontiguousarray(keras.ops.convert_to_numpy(logits), dtype=np.float32)
+
+    def grad_cam(self, images, layer, classes):
+        """The layer's output and the gradient of each image's class logit with respect to it,
+        from a model that outputs both (GradientTape on TensorFlow, autograd on torch)."""
+        probe = keras.Model(self.inputs, [self.layer_outputs[layer], self.logits])
+        x = _nhwc(images)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                activations, logits = probe(x, training=False)
+                tape.watch(activations)
+                score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+            gradients = tape.gradient(score, activations)
+            activations, gradients = activations.numpy(), gradients.numpy()
+        else:
+            import torch
+
+            activations, logits = probe(torch.from_numpy(x), training=False)
+            activations.retain_grad()
+            score = logits.gather(1, torch.from_numpy(classes).long().unsqueeze(1)).sum()
+            score.backward()
+            activations, gradients = activations.detach().cpu().numpy(), activations.grad.cpu().numpy()
+        if activations.ndim == 4:
+            activations, gradients = activations.transpose(0, 3, 1, 2), gradients.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(activations, dtype=np.float32), np.ascontiguousarray(gradients, dtype=np.float32)
+
+
+class Matmul:
+    """Two matrices multiplied by keras.ops.matmul on the backend's engine."""
+
+    def __init__(self, left, right):
+        self.left = keras.ops.convert_to_tensor(left.copy())
+        self.right = keras.ops.convert_to_tensor(right.copy())
+
+    def multiply(self):
+        product = keras.ops.matmul(self.left, self.right)
+        return float(np.asarray(keras.ops.convert_to_numpy(product), dtype=np.float64).sum())
+
+
+class Framework:
+    """Keras on `backend`, its engine set to the run's threads before it computes anything."""
+
+    def __init__(self, backend, threads, flush_denormals):
+        global keras, np
+        self.backend = backend
+        keras = _import_keras(backend)
+        import numpy
+
+        np = numpy
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                # Allowed only before TensorFlow's runtime starts; a second backend in the same
+                # process keeps the first one's pools.
+                pass
+            self.engine_version = tf.__version__
+            self.threads = tf.config.threading.get_intra_op_parallelism_threads()
+            self.interop_threads = tf.config.threading.get_inter_op_parallelism_threads()
+            # TensorFlow's CPU threads always flush subnormals (its own ScopedFlushDenormal).
+            self.flush_denormals = True
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
+            try:
+                torch.set_num_interop_threads(threads)
+            except RuntimeError:
+                pass
+            torch.set_flush_denormal(flush_denormals)
+            self.engine_version = torch.__version__.split("+")[0]
+            self.threads = torch.get_num_threads()
+            self.interop_threads = torch.get_num_interop_threads()
+            small = torch.full((1 << 20,), 1e-20)
+            self.flush_denormals = not bool((small * small).ne(0).any())
+
+    def info(self):
+        adam = keras.optimizers.Adam()
+        norm = keras.layers.BatchNormalization()
+        return {
+            "framework_version": keras.__version__,
+            "engine_version": self.engine_version,
+            "threads": self.threads,
+            "interop_threads": self.interop_threads,
+            "flush_denormals": self.flush_denormals,
+            "adam_epsilon": float(adam.epsilon),
+            "adam_foreach": "n/a",
+            "batch_norm_momentum": float(norm.momentum),
+            "batch_norm_epsilon": float(norm.epsilon),
+        }
+
+    def seed(self, seed):
+        keras.utils.set_random_seed(seed % (2**32))
+
+    def create(self, layers, weights, input_shape):
+        model = Model(layers, input_shape)
+        if weights is not None:
+            model.import_weights(weights)
+        return model
+
+    def matmul_probe(self, left, right):
+        return Matmul(left, right)
