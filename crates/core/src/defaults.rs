@@ -175,17 +175,30 @@ pub struct Applied {
 }
 
 /// Switches the `factors` to `engine`'s values: Adam's ε and formulation in `optimizer`, and
-/// the momentum, ε and running-variance estimator of every batch norm in `model`. Returns what
-/// the run uses on each topic; `initial_weights` says what the shared start is when the engine
-/// does not draw its own.
+/// the momentum, ε and running-variance estimator of every batch norm in `model`. On the
+/// `fixed` topics ([`crate::BackendInfo::fixed`]: conventions the framework's API cannot
+/// change) the engine's value runs whatever the factors say, and the ledger says so. Returns
+/// what the run uses on each topic; `initial_weights` says what the shared start is when the
+/// engine does not draw its own.
 pub fn apply(
     factors: &BTreeSet<Factor>,
     engine: &NativeDefaults,
+    fixed: &[Topic],
     optimizer: &mut OptimizerConfig,
     model: &mut ResolvedModel,
     initial_weights: &str,
 ) -> Applied {
     let native_initialisation = factors.contains(&Factor::Initialisation);
+    if fixed.contains(&Topic::OptimizerFormulation)
+        && let OptimizerKind::Adam { formulation, .. } = &mut optimizer.kind
+    {
+        *formulation = engine.adam_formulation;
+    }
+    if fixed.contains(&Topic::BatchNormRunningVariance) {
+        for norm in model.norms_mut() {
+            norm.running_variance = engine.running_variance;
+        }
+    }
     if factors.contains(&Factor::Optimizer)
         && let OptimizerKind::Adam {
             epsilon,
@@ -207,8 +220,10 @@ pub fn apply(
             norm.running_variance = engine.running_variance;
         }
     }
-    let origin = |factor: Factor| {
-        if factors.contains(&factor) {
+    let origin = |factor: Factor, topic: Topic| {
+        if fixed.contains(&topic) {
+            "native: not settable in this framework"
+        } else if factors.contains(&factor) {
             "the engine's own"
         } else {
             "controlled"
@@ -253,18 +268,24 @@ pub fn apply(
         ),
         (
             Topic::OptimizerEpsilon,
-            format!("{epsilon} ({})", origin(Factor::Optimizer)),
+            format!(
+                "{epsilon} ({})",
+                origin(Factor::Optimizer, Topic::OptimizerEpsilon)
+            ),
         ),
         (
             Topic::OptimizerFormulation,
-            format!("{formulation} ({})", origin(Factor::Optimizer)),
+            format!(
+                "{formulation} ({})",
+                origin(Factor::Optimizer, Topic::OptimizerFormulation)
+            ),
         ),
         (
             Topic::BatchNormMomentum,
             format!(
                 "{} ({})",
                 distinct(&|norm| norm.momentum.to_string()),
-                origin(Factor::BatchNormMomentum)
+                origin(Factor::BatchNormMomentum, Topic::BatchNormMomentum)
             ),
         ),
         (
@@ -272,7 +293,7 @@ pub fn apply(
             format!(
                 "{} ({})",
                 distinct(&|norm| format!("{:e}", norm.epsilon)),
-                origin(Factor::BatchNormEpsilon)
+                origin(Factor::BatchNormEpsilon, Topic::BatchNormEpsilon)
             ),
         ),
         (
@@ -280,7 +301,7 @@ pub fn apply(
             format!(
                 "{} ({})",
                 distinct(&|norm| norm.running_variance.to_string()),
-                origin(Factor::RunningVariance)
+                origin(Factor::RunningVariance, Topic::BatchNormRunningVariance)
             ),
         ),
     ];
@@ -318,6 +339,7 @@ mod tests {
             let applied = apply(
                 &factors,
                 &keras_like(),
+                &[],
                 &mut optimizer,
                 &mut model,
                 "canonical",
@@ -341,5 +363,49 @@ mod tests {
         }
         assert_eq!(DefaultsMode::Native.factors().len(), Factor::ALL.len());
         assert!("keras".parse::<DefaultsMode>().is_err());
+    }
+
+    #[test]
+    fn a_fixed_convention_runs_the_engines_own_whatever_the_factors() {
+        let spec = ModelSource::Preset(Preset::Resnet18)
+            .spec([3, 32, 32], 10)
+            .unwrap();
+        let mut model = spec.resolve().unwrap();
+        let mut optimizer = OptimizerConfig::adam(1e-3);
+        let fixed = [Topic::OptimizerFormulation, Topic::BatchNormRunningVariance];
+        let applied = apply(
+            &BTreeSet::new(),
+            &keras_like(),
+            &fixed,
+            &mut optimizer,
+            &mut model,
+            "canonical",
+        );
+        let OptimizerKind::Adam {
+            epsilon,
+            formulation,
+            ..
+        } = optimizer.kind
+        else {
+            panic!("Adam stays Adam");
+        };
+        // The formulation is fixed; ε is settable, so the controlled one stays.
+        assert_eq!(formulation, AdamFormulation::Keras);
+        assert_eq!(epsilon, 1e-8);
+        for norm in model.norms() {
+            assert_eq!(norm.running_variance, VarianceEstimator::Biased);
+            assert_eq!(norm.momentum, 0.1);
+        }
+        let said = |topic| {
+            applied
+                .used
+                .iter()
+                .find(|(used, _)| *used == topic)
+                .map(|(_, text)| text.clone())
+                .unwrap_or_default()
+        };
+        assert!(said(Topic::OptimizerFormulation).contains("not settable"));
+        assert!(said(Topic::BatchNormRunningVariance).contains("not settable"));
+        assert!(said(Topic::BatchNormMomentum).contains("controlled"));
     }
 }

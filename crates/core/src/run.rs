@@ -120,6 +120,7 @@ pub fn execute(
     let applied = defaults::apply(
         &request.native,
         &info.native_defaults,
+        &info.fixed,
         &mut optimizer,
         &mut model,
         &match &request.init {

@@ -1,6 +1,8 @@
 //! The Python backends: which framework, its module, the device, threads, subnormals, and what
 //! the framework does by default (the fairness ledger), read from the framework at run time.
 
+use std::sync::Mutex;
+
 use ndarray::ArrayView2;
 use numpy::PyArray2;
 use parallax_core::backend::AdamFormulation;
@@ -11,6 +13,7 @@ use parallax_core::{
     Result, Topic, VarianceEstimator, Weights,
 };
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::convert::{layer_dicts, weights_dict};
 use crate::interpreter::{self, OrPython};
@@ -25,6 +28,10 @@ pub const VENV_VARIABLE: &str = "PARALLAX_FRAMEWORKS_VENV";
 pub enum Framework {
     /// PyTorch's Python API: an `nn.Module`, the eager loop, `torch.optim`.
     Pytorch,
+    /// Keras 3 on TensorFlow: a functional `keras.Model` trained with `model.fit`.
+    Keras,
+    /// The same Keras code on Keras's PyTorch backend (`KERAS_BACKEND=torch`).
+    KerasTorch,
 }
 
 impl Framework {
@@ -32,6 +39,8 @@ impl Framework {
     pub fn backend_name(self) -> &'static str {
         match self {
             Framework::Pytorch => "pytorch",
+            Framework::Keras => "keras",
+            Framework::KerasTorch => "keras-torch",
         }
     }
 
@@ -44,7 +53,40 @@ impl Framework {
                 "parallax/pytorch.py",
                 "parallax_pytorch",
             ),
+            Framework::Keras | Framework::KerasTorch => (
+                include_str!("python/keras.py"),
+                "parallax/keras.py",
+                "parallax_keras",
+            ),
         }
+    }
+
+    /// The keyword arguments of the module's `Framework`, besides threads and subnormals.
+    fn options<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let options = PyDict::new(py);
+        match self {
+            Framework::Pytorch => {}
+            // Keras reads its backend when first imported, so the module sets it before that.
+            Framework::Keras => options.set_item("backend", "tensorflow")?,
+            Framework::KerasTorch => options.set_item("backend", "torch")?,
+        }
+        Ok(options)
+    }
+
+    /// The framework as the report names it.
+    fn label(self) -> &'static str {
+        match self {
+            Framework::Pytorch => "PyTorch",
+            Framework::Keras | Framework::KerasTorch => "Keras",
+        }
+    }
+
+    /// The conventions that the framework's public API cannot change.
+    fn fixed(self) -> Vec<Topic> {
+        // torch.optim has no Keras Adam, Keras no PyTorch Adam; nn.BatchNorm has no biased
+        // running variance, Keras's BatchNormalization no unbiased one. Replacing the
+        // framework's own optimizer or layer would defeat the measurement.
+        vec![Topic::OptimizerFormulation, Topic::BatchNormRunningVariance]
     }
 }
 
@@ -52,6 +94,7 @@ impl Framework {
 #[derive(Clone, Debug)]
 struct Reported {
     version: String,
+    engine_version: String,
     threads: usize,
     interop_threads: usize,
     flush_denormals: bool,
@@ -68,6 +111,9 @@ pub struct PythonBackend {
     /// The module's `Framework` object, set to the run's threads and subnormal policy.
     handle: Py<PyAny>,
     reported: Reported,
+    /// The seed of the framework's own draws, applied right before the next model is built,
+    /// in the same call, so that nothing draws in between.
+    seed: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for PythonBackend {
@@ -87,7 +133,7 @@ struct Matmul {
 
 impl MatmulProbe for Matmul {
     fn multiply(&mut self) -> Result<f64> {
-        Python::attach(|py| {
+        interpreter::attach(|py| {
             self.probe
                 .bind(py)
                 .call_method0("multiply")
@@ -99,8 +145,8 @@ impl MatmulProbe for Matmul {
 
 impl PythonBackend {
     /// `framework` on `device`, with the comparison's CPU settings, set through the framework's
-    /// own API (`torch.set_num_threads`, `set_num_interop_threads`, `set_flush_denormal`)
-    /// before it computes anything.
+    /// own API (`torch.set_num_threads`, `set_num_interop_threads`, `set_flush_denormal`;
+    /// TensorFlow's intra- and inter-op pools) before it computes anything.
     ///
     /// Fails with [`Error::Unsupported`] when the frameworks are not provisioned, and with
     /// [`Error::Device`] for a device this backend cannot use.
@@ -114,17 +160,23 @@ impl PythonBackend {
             ));
         }
         interpreter::start(name)?;
-        Python::attach(|py| {
+        interpreter::attach(|py| {
             let (source, file, module_name) = framework.module();
             let module = interpreter::load_module(py, source, file, module_name).or_python(name, py)?;
             let handle = module
                 .getattr("Framework")
-                .and_then(|class| class.call1((cpu.threads.max(1), cpu.flush_denormals)))
+                .and_then(|class| {
+                    class.call(
+                        (cpu.threads.max(1), cpu.flush_denormals),
+                        Some(&framework.options(py)?),
+                    )
+                })
                 .or_python(name, py)?;
             let info = handle.call_method0("info").or_python(name, py)?;
             let read = |key: &str| info.get_item(key).or_python(name, py);
             let reported = Reported {
                 version: read("framework_version")?.extract().or_python(name, py)?,
+                engine_version: read("engine_version")?.extract().or_python(name, py)?,
                 threads: read("threads")?.extract().or_python(name, py)?,
                 interop_threads: read("interop_threads")?.extract().or_python(name, py)?,
                 flush_denormals: read("flush_denormals")?.extract().or_python(name, py)?,
@@ -138,6 +190,7 @@ impl PythonBackend {
                 device,
                 handle: handle.unbind(),
                 reported,
+                seed: Mutex::new(None),
             })
         })
     }
@@ -154,14 +207,21 @@ impl PythonBackend {
     /// What the framework does by default on each topic of the fairness ledger, and what
     /// parallax does, with the values the framework reported.
     fn ledger(&self) -> Ledger {
+        match self.framework {
+            Framework::Pytorch => self.pytorch_ledger(),
+            Framework::Keras | Framework::KerasTorch => self.keras_ledger(),
+        }
+    }
+
+    fn pytorch_ledger(&self) -> Ledger {
         let reported = &self.reported;
         Ledger::from_fn(|topic| match topic {
             Topic::Initialisation => "nn.Linear/nn.Conv2d reset_parameters: kaiming_uniform(a=√5), a ±1/√fan_in bound (used with --defaults native); otherwise the canonical weights are copied in".into(),
             Topic::OptimizerEpsilon => format!("torch.optim.Adam ε = {:e} (read from Adam(...).defaults); parallax passes the run's ε", reported.adam_epsilon),
-            Topic::OptimizerFormulation => format!("torch.optim.Adam and SGD (dampening 0) as a user calls them, foreach={} (the per-tensor loop on the CPU); Keras's Adam form is not offered by torch.optim", reported.adam_foreach),
+            Topic::OptimizerFormulation => format!("torch.optim.Adam and SGD (dampening 0) as a user calls them, foreach={} (the per-tensor loop on the CPU); Keras's Adam form: native (not settable in PyTorch)", reported.adam_foreach),
             Topic::BatchNormMomentum => format!("nn.BatchNorm momentum {} (the new batch's weight, read from a fresh layer); parallax passes the spec's", reported.batch_norm_momentum),
             Topic::BatchNormEpsilon => format!("nn.BatchNorm ε {:e} (read from a fresh layer); parallax passes the spec's", reported.batch_norm_epsilon),
-            Topic::BatchNormRunningVariance => "nn.BatchNorm updates the running variance with the unbiased batch variance; native (not settable in PyTorch)".into(),
+            Topic::BatchNormRunningVariance => "nn.BatchNorm updates the running variance with the unbiased batch variance: native (not settable in PyTorch)".into(),
             Topic::Padding => "symmetric padding in nn.Conv2d/nn.MaxPool2d; asymmetric padding as an explicit F.pad first: zeros, or −∞ for max pooling".into(),
             Topic::Layout => "NCHW-contiguous tensors, PyTorch's default: weights cross unchanged".into(),
             Topic::Subnormals => "PyTorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy through it".into(),
@@ -172,36 +232,76 @@ impl PythonBackend {
             Topic::Loss => "F.cross_entropy with mean reduction, as nn.CrossEntropyLoss".into(),
         })
     }
+
+    fn keras_ledger(&self) -> Ledger {
+        let reported = &self.reported;
+        let engine = match self.framework {
+            Framework::KerasTorch => format!("PyTorch {}", reported.engine_version),
+            _ => format!("TensorFlow {}", reported.engine_version),
+        };
+        let threads = match self.framework {
+            Framework::KerasTorch => "torch.set_num_threads and set_num_interop_threads",
+            _ => "tf.config.threading's intra- and inter-op pools",
+        };
+        Ledger::from_fn(|topic| match topic {
+            Topic::Initialisation => "Dense/Conv2D glorot_uniform kernels and zero biases (used with --defaults native); otherwise the canonical weights are assigned".into(),
+            Topic::OptimizerEpsilon => format!("keras.optimizers.Adam ε = {:e} (read from a fresh Adam); parallax passes the run's ε", reported.adam_epsilon),
+            Topic::OptimizerFormulation => "keras.optimizers.Adam and SGD, compiled into model.fit; Adam adds ε to the uncorrected root (Keras's form), and PyTorch's form is native (not settable in Keras)".into(),
+            Topic::BatchNormMomentum => format!("BatchNormalization momentum {} (the old running value's weight, read from a fresh layer), i.e. {} in parallax's convention; parallax passes 1 − the spec's", 1.0 - reported.batch_norm_momentum, reported.batch_norm_momentum),
+            Topic::BatchNormEpsilon => format!("BatchNormalization ε {:e} (read from a fresh layer); parallax passes the spec's", reported.batch_norm_epsilon),
+            Topic::BatchNormRunningVariance => "BatchNormalization updates the running variance with the biased batch variance: native (not settable in Keras)".into(),
+            Topic::Padding => "'valid' and 'same' (TensorFlow's SAME, the extra cell after) in the layers; other convolution padding as ZeroPadding2D first; other pooling padding cannot be expressed (an error naming the layer)".into(),
+            Topic::Layout => "NHWC (channels_last, Keras's default): images are transposed once per call or epoch, kernels OIHW→HWIO and dense kernels transposed at the boundary, and a dense kernel fed by a flattened image has its rows permuted from C,H,W to H,W,C".into(),
+            Topic::Subnormals => format!("{engine}: subnormal floats as its threads handle them (TensorFlow's always flush; torch's follow torch.set_flush_denormal, which parallax sets); in effect: flushed = {}", reported.flush_denormals),
+            Topic::Threads => format!(
+                "{threads}: {} intra-op, {} inter-op, set before any work, as the engine reports them",
+                reported.threads, reported.interop_threads
+            ),
+            Topic::Loss => "SparseCategoricalCrossentropy(from_logits=True), mean over the batch".into(),
+        })
+    }
 }
 
 impl Backend for PythonBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             backend: self.name().into(),
-            framework: "PyTorch".into(),
-            framework_version: self.reported.version.clone(),
+            framework: self.framework.label().into(),
+            framework_version: match self.framework {
+                Framework::Pytorch => self.reported.version.clone(),
+                Framework::Keras | Framework::KerasTorch => format!(
+                    "{} on {} {}",
+                    self.reported.version,
+                    match self.framework {
+                        Framework::KerasTorch => "PyTorch",
+                        _ => "TensorFlow",
+                    },
+                    self.reported.engine_version
+                ),
+            },
             device: self.device,
             threads: self.reported.threads,
             flush_denormals: self.reported.flush_denormals,
             ledger: self.ledger(),
             native_defaults: NativeDefaults {
                 adam_epsilon: self.reported.adam_epsilon,
-                adam_formulation: AdamFormulation::Pytorch,
+                adam_formulation: match self.framework {
+                    Framework::Pytorch => AdamFormulation::Pytorch,
+                    Framework::Keras | Framework::KerasTorch => AdamFormulation::Keras,
+                },
                 batch_norm_momentum: self.reported.batch_norm_momentum,
                 batch_norm_epsilon: self.reported.batch_norm_epsilon,
-                running_variance: VarianceEstimator::Unbiased,
+                running_variance: match self.framework {
+                    Framework::Pytorch => VarianceEstimator::Unbiased,
+                    Framework::Keras | Framework::KerasTorch => VarianceEstimator::Biased,
+                },
             },
-            // torch.optim has no Keras Adam, nn.BatchNorm no biased running variance, and
-            // replacing the framework's own optimizer or layer would defeat the measurement.
-            fixed: vec![Topic::OptimizerFormulation, Topic::BatchNormRunningVariance],
+            fixed: self.framework.fixed(),
         }
     }
 
     fn seed(&self, seed: u64) {
-        Python::attach(|py| {
-            // torch.manual_seed takes any integer below 2⁶⁴; it cannot fail for a u64.
-            let _ = self.handle.bind(py).call_method1("seed", (seed,));
-        });
+        *self.seed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(seed);
     }
 
     fn matmul_probe(
@@ -210,7 +310,7 @@ impl Backend for PythonBackend {
         right: ArrayView2<'_, f32>,
     ) -> Result<Box<dyn MatmulProbe>> {
         let name = self.name();
-        Python::attach(|py| {
+        interpreter::attach(|py| {
             let probe = self
                 .handle
                 .bind(py)
@@ -232,16 +332,19 @@ impl Backend for PythonBackend {
         weights: Option<Checked<&Weights>>,
     ) -> Result<Box<dyn Model>> {
         let name = self.name();
-        Python::attach(|py| {
+        interpreter::attach(|py| {
             let layers = layer_dicts(py, model).or_python(name, py)?;
             let weights = weights
                 .map(|weights| weights_dict(py, &weights))
                 .transpose()
                 .or_python(name, py)?;
-            let handle = self
-                .handle
-                .bind(py)
-                .call_method1("create", (layers, weights))
+            let framework = self.handle.bind(py);
+            let seed = *self.seed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(seed) = seed {
+                framework.call_method1("seed", (seed,)).or_python(name, py)?;
+            }
+            let handle = framework
+                .call_method1("create", (layers, weights, model.input()))
                 .or_python(name, py)?;
             Ok(Box::new(PythonModel::new(name, handle.unbind(), model)) as Box<dyn Model>)
         })

@@ -79,8 +79,21 @@ pub(crate) fn layer_dicts<'py>(
     model: &ResolvedModel,
 ) -> PyResult<Bound<'py, PyList>> {
     let layers = PyList::empty(py);
+    // The image whose flattening feeds the current flat features, if any: frameworks that
+    // flatten NHWC (Keras) order those features H,W,C rather than the canonical C,H,W, so the
+    // dense kernels and batch-norm vectors they meet are permuted.
+    let mut flattened: Option<[usize; 3]> = None;
     for layer in &model.layers {
         let image = matches!(layer.input, Shape::Image { .. });
+        let input_image = match layer.input {
+            Shape::Image {
+                channels,
+                height,
+                width,
+            } => Some([channels, height, width]),
+            Shape::Flat(_) => None,
+        };
+        let feeding = if image { input_image } else { flattened };
         let (kind, dict) = match &layer.op {
             Op::Dense(op) => ("dense", dense(py, op)?),
             Op::Conv2d(op) => ("conv2d", conv(py, op)?),
@@ -119,6 +132,17 @@ pub(crate) fn layer_dicts<'py>(
         };
         dict.set_item("kind", kind)?;
         dict.set_item("name", &layer.name)?;
+        // The image whose flattening the layer's features are (its own input, for a dense
+        // layer that flattens an image itself), or None.
+        dict.set_item("flattened_image", feeding)?;
+        flattened = match (&layer.op, &layer.output) {
+            // Flattening, or a dense layer that flattens its image input, starts the order...
+            (Op::Flatten, Shape::Flat(_)) => feeding,
+            // ...which element-wise layers and a batch norm over the features keep...
+            (Op::Relu | Op::Dropout(_) | Op::BatchNorm(_), Shape::Flat(_)) => flattened,
+            // ...and every other layer ends (a dense layer's outputs are its own units).
+            _ => None,
+        };
         layers.append(dict)?;
     }
     Ok(layers)

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use parallax_core::{Error, Result};
 use pyo3::prelude::*;
@@ -94,19 +94,18 @@ fn tensorflow_c_library_loaded() -> bool {
 /// its search path. Fails with one line saying what to do when the environment is not there,
 /// or when the process holds TensorFlow's C library, which would crash it.
 pub(crate) fn start(backend: &str) -> Result<()> {
-    if tensorflow_c_library_loaded() {
-        return Err(Error::Unsupported {
-            backend: backend.into(),
-            what: "running in a process that has loaded TensorFlow's C library (libtensorflow.so.2), whose BoringSSL symbols crash CPython's hashlib; run it in a worker of its own, as `cargo xtask compare` does".into(),
-        });
-    }
     let outcome = ENVIRONMENT.get_or_init(|| {
+        // Checked before the interpreter first starts: later, the TensorFlow that Keras imports
+        // is in the map too, loaded by Python itself, where its symbols harm nothing.
+        if tensorflow_c_library_loaded() {
+            return Err("this process has loaded TensorFlow's C library (libtensorflow.so.2), whose BoringSSL symbols crash CPython's hashlib; run it in a worker of its own, as `cargo xtask compare` does".into());
+        }
         Python::initialize();
         Python::attach(|py| add_environment(py).map_err(|error| error.to_string()))
     });
     outcome.as_ref().map(|_| ()).map_err(|reason| Error::Unsupported {
         backend: backend.into(),
-        what: format!("running without its frameworks: {reason}"),
+        what: format!("starting its frameworks here: {reason}"),
     })
 }
 
@@ -148,6 +147,21 @@ fn add_environment(py: Python<'_>) -> std::result::Result<PathBuf, String> {
     })();
     result.map_err(|error| format!("cannot add {}: {error}", site_packages.display()))?;
     Ok(site_packages)
+}
+
+/// Held by every call into a framework, so that one thread's calls never interleave with
+/// another's. The frameworks keep global state (the random generators that seeding resets,
+/// Keras's global seed generator) and release the GIL inside their kernels, so without it a
+/// thread's draws could land between another's seeding and building (tests run in threads).
+static FRAMEWORK_CALLS: Mutex<()> = Mutex::new(());
+
+/// Runs `work` with the GIL, one framework call at a time in this process.
+pub(crate) fn attach<R>(work: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    // A panic inside another call leaves nothing half-done on the Rust side to protect.
+    let _turn = FRAMEWORK_CALLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    Python::attach(work)
 }
 
 /// Loads one of this crate's Python modules (`src/python/*.py`) under `name`.

@@ -1,8 +1,9 @@
-//! An implementation of `parallax-core`'s [`Backend`](parallax_core::Backend) trait for PyTorch itself, running its own Python code in an embedded CPython.
+//! An implementation of `parallax-core`'s [`Backend`](parallax_core::Backend) trait for PyTorch and Keras themselves, running their own Python code in an embedded CPython.
 //!
-//! The other adapters drive an engine from Rust; this one runs the framework a user writes
-//! against: an `nn.Module` built from the resolved spec and trained in PyTorch's eager loop with
-//! `torch.optim`. The Python side is a small module per framework, kept in this crate
+//! The other adapters drive an engine from Rust; this one runs the frameworks a user writes
+//! against: for `pytorch`, an `nn.Module` built from the resolved spec and trained in PyTorch's
+//! eager loop with `torch.optim`; for `keras` and `keras-torch`, a functional `keras.Model`
+//! trained with `model.fit`, on TensorFlow or on PyTorch. The Python side is a small module per framework, kept in this crate
 //! (`src/python/`). What crosses: each layer once as a plain dict, canonical weights as numpy
 //! arrays named as in a PyTorch state dict, the epoch's data and order once per epoch; losses,
 //! logits, weights and GradCAM's tensors come back. Metrics, checks and records stay in core.

@@ -14,7 +14,7 @@ use pyo3::types::PyDict;
 use crate::convert::{
     image_from, images_to_numpy, indices_to_numpy, matrix_from, weights_dict, weights_from_dict,
 };
-use crate::interpreter::OrPython;
+use crate::interpreter::{self, OrPython};
 
 /// A spec's network in a Python framework, with its optimizer state (both live in Python).
 pub struct PythonModel {
@@ -69,7 +69,7 @@ impl PythonModel {
         args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>>,
         read: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<T>,
     ) -> Result<T> {
-        Python::attach(|py| {
+        interpreter::attach(|py| {
             let result = (|| {
                 let args = pyo3::types::PyTuple::new(py, args(py)?)?;
                 let value = self.handle.bind(py).call_method1(method, args)?;
@@ -158,7 +158,7 @@ impl Model for PythonModel {
     ) -> Result<EpochStats> {
         let plan = plan.into_inner();
         let backend = self.backend;
-        Python::attach(|py| {
+        interpreter::attach(|py| {
             let steps = (|| {
                 let data = plan.data();
                 let args = (

@@ -125,6 +125,28 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: false,
     },
+    BackendEntry {
+        name: "keras",
+        engine: "Keras 3.15 on TensorFlow 2.21 from Python: a functional keras.Model trained with model.fit",
+        adapter: "parallax-python",
+        feature: "keras",
+        cuda_feature: None,
+        native: &[NativeLibrary::Frameworks],
+        openmp: false,
+        test_features: &[],
+        compared_by_default: false,
+    },
+    BackendEntry {
+        name: "keras-torch",
+        engine: "Keras 3.15 on PyTorch 2.9 from Python (KERAS_BACKEND=torch): the same model.fit",
+        adapter: "parallax-python",
+        feature: "keras-torch",
+        cuda_feature: None,
+        native: &[NativeLibrary::Frameworks],
+        openmp: true,
+        test_features: &[],
+        compared_by_default: false,
+    },
 ];
 
 /// The backends that `cargo xtask compare` compares when `--backends` is not given.
@@ -186,8 +208,8 @@ mod tests {
             assert_eq!(find(entry.name), Ok(entry));
         }
         assert_eq!(
-            find("keras").unwrap_err().to_string(),
-            "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf, pytorch"
+            find("jax").unwrap_err().to_string(),
+            "unknown backend \"jax\"; known backends: burn, tch, burn-tch, tf, pytorch, keras, keras-torch"
         );
     }
 

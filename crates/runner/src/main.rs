@@ -90,6 +90,18 @@ fn make_backend(name: &str, device: Device, cpu: CpuSettings) -> anyhow::Result<
             device,
             cpu,
         )?),
+        #[cfg(feature = "keras")]
+        "keras" => Box::new(parallax_python::PythonBackend::new(
+            parallax_python::Framework::Keras,
+            device,
+            cpu,
+        )?),
+        #[cfg(feature = "keras-torch")]
+        "keras-torch" => Box::new(parallax_python::PythonBackend::new(
+            parallax_python::Framework::KerasTorch,
+            device,
+            cpu,
+        )?),
         other => anyhow::bail!(
             "backend {other:?} is not compiled into this worker; build it with `cargo build --release -p parallax-runner --features {}` (cargo xtask compare does)",
             entry.feature

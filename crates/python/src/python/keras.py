@@ -76,8 +76,9 @@ class Builder:
     def __init__(self):
         # name -> (variable, to_keras, to_canonical)
         self.registry = {}
-        self.outputs = []
         self.names = 0
+        # Batch norms whose spec asks for the unbiased running variance.
+        self.unbiased = []
 
     def unique(self, base):
         self.names += 1
@@ -110,6 +111,9 @@ class Builder:
         return y
 
     def norm(self, x, op, flattened):
+        if op["running_variance"] != "biased":
+            # Evaluation is the same either way; training refuses (Model._compile).
+            self.unbiased.append(op["name"])
         norm = keras.layers.BatchNormalization(
             axis=-1, momentum=1.0 - op["momentum"], epsilon=op["epsilon"], name=self.unique(op["tensors"][0])
         )
@@ -140,14 +144,24 @@ class Builder:
         if kind == "conv2d":
             return self.conv(x, layer, name)
         if kind == "batch_norm":
-            if layer["running_variance"] != "biased":
-                raise NotSupported(
-                    "an unbiased running variance: Keras's BatchNormalization updates it with the biased batch variance, and no public argument changes that"
-                )
-            return self.norm(x, layer, layer["flattened_image"])
+            # Over an image, the norm's vectors are per channel, the same in NHWC.
+            return self.norm(x, layer, None if layer["image"] else layer["flattened_image"])
         if kind in ("max_pool2d", "avg_pool2d"):
             x = _image(x, name)
             mode = _padding_mode(layer, x.shape[1:3])
+            top, bottom, left, right = layer["padding"]
+            if (
+                mode is None
+                and kind == "max_pool2d"
+                and getattr(x, "_parallax_nonnegative", False)
+                and max(top, bottom) < layer["kernel"][0]
+                and max(left, right) < layer["kernel"][1]
+            ):
+                # Zeros are exact −∞ padding on a non-negative input whose every window holds a
+                # real cell: keras.applications.ResNet50's own ZeroPadding2D + MaxPooling2D.
+                x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=self.unique(name + "_pad"))(x)
+                x._parallax_nonnegative = True
+                mode = "valid"
             if mode is None:
                 what = (
                     "max pooling with explicit padding (−∞ cells; ZeroPadding2D pads zeros)"
@@ -156,11 +170,13 @@ class Builder:
                 )
                 raise Unexpressible(name, what)
             pool = keras.layers.MaxPooling2D if kind == "max_pool2d" else keras.layers.AveragePooling2D
-            return pool(tuple(layer["kernel"]), strides=tuple(layer["stride"]), padding=mode, name=self.unique(name))(x)
+            y = pool(tuple(layer["kernel"]), strides=tuple(layer["stride"]), padding=mode, name=self.unique(name))(x)
+            # Pooling a non-negative input keeps it non-negative.
+            return _nonnegative(y) if getattr(x, "_parallax_nonnegative", False) else y
         if kind == "global_avg_pool":
             return keras.layers.GlobalAveragePooling2D(name=self.unique(name))(_image(x, name))
         if kind == "relu":
-            return keras.layers.ReLU(name=self.unique(name))(x)
+            return _nonnegative(keras.layers.ReLU(name=self.unique(name))(x))
         if kind == "dropout":
             return keras.layers.Dropout(layer["rate"], name=self.unique(name))(x)
         if kind == "flatten":
@@ -177,8 +193,17 @@ class Builder:
             if layer["shortcut"] is not None:
                 step = layer["shortcut"]
                 shortcut = self.norm(self.conv(x, step["conv"], name), step["norm"], None)
-            return keras.layers.ReLU(name=self.unique(name + "_out"))(keras.layers.Add(name=self.unique(name + "_add"))([y, shortcut]))
+            return _nonnegative(
+                keras.layers.ReLU(name=self.unique(name + "_out"))(keras.layers.Add(name=self.unique(name + "_add"))([y, shortcut]))
+            )
         raise Unexpressible(name, f"a layer of kind {kind!r}, which this module does not know")
+
+
+def _nonnegative(tensor):
+    """Marks a symbolic tensor as known non-negative (a ReLU's output), which makes zero
+    padding exact for a max pooling after it."""
+    tensor._parallax_nonnegative = True
+    return tensor
 
 
 def _feature_order(flattened_image):
@@ -226,10 +251,15 @@ class Model:
         self.layer_outputs = outputs
         self.logits = logits
         self.registry = builder.registry
+        self.unbiased = builder.unbiased
         self.config = None
         self.jit_compile = None
 
     def _compile(self, config):
+        if self.unbiased:
+            raise NotSupported(
+                f"training batch norm {self.unbiased[0]!r} with the unbiased running variance: Keras's BatchNormalization updates it with the biased batch variance, and no public argument changes that"
+            )
         if self.config != config:
             self.model.compile(
                 optimizer=_optimizer(config),
@@ -276,7 +306,7 @@ class Model:
                 mean = float(logs["loss"])
                 # Keras reports the mean over the epoch so far, weighted by examples.
                 total = mean * (self.seen + n)
-                steps.put((total - self.total) / n if n else mean, n)
+                steps.put(((total - self.total) / n if n else mean, n))
                 self.total = total
                 self.seen += n
 
@@ -353,7 +383,7 @@ class Matmul:
 class Framework:
     """Keras on `backend`, its engine set to the run's threads before it computes anything."""
 
-    def __init__(self, backend, threads, flush_denormals):
+    def __init__(self, threads, flush_denormals, backend):
         global keras, np
         self.backend = backend
         keras = _import_keras(backend)
@@ -401,7 +431,9 @@ class Framework:
             "flush_denormals": self.flush_denormals,
             "adam_epsilon": float(adam.epsilon),
             "adam_foreach": "n/a",
-            "batch_norm_momentum": float(norm.momentum),
+            # Keras's momentum weighs the old running value; parallax's, the new batch.
+            "batch_norm_momentum": 1.0 - float(norm.momentum),
+            "keras_batch_norm_momentum": float(norm.momentum),
             "batch_norm_epsilon": float(norm.epsilon),
         }
 

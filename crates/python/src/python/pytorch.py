@@ -338,6 +338,7 @@ class Framework:
         norm = nn.BatchNorm2d(1)
         return {
             "framework_version": torch.__version__.split("+")[0],
+            "engine_version": torch.__version__.split("+")[0],
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "flush_denormals": _flushes_denormals(),
@@ -352,7 +353,9 @@ class Framework:
     def seed(self, seed):
         torch.manual_seed(seed)
 
-    def create(self, layers, weights):
+    def create(self, layers, weights, input_shape):
+        # PyTorch infers every size from the layers; the input shape matters to Keras only.
+        del input_shape
         model = Model(layers)
         if weights is not None:
             model.import_weights(weights)

@@ -1,0 +1,78 @@
+//! The `keras-torch` backend (the same Keras 3 code as `keras`, on Keras's PyTorch backend,
+//! trained with `model.fit`) against the shared conformance suite, plus what is particular to
+//! it. This is the backend's one integration-test binary: Keras fixes its backend when first
+//! imported, so `keras` has a process of its own.
+
+use parallax_core::{Backend, CpuSettings, Device, Error, spec};
+use parallax_python::{Framework, PythonBackend};
+
+fn cpu() -> PythonBackend {
+    PythonBackend::new(Framework::KerasTorch, Device::Cpu, CpuSettings::new(2))
+        .expect("Keras in the frameworks' environment (cargo xtask setup)")
+}
+
+parallax_core::conformance_tests!(cpu);
+
+mod acceptance {
+    parallax_core::acceptance_tests!(super::cpu);
+}
+
+#[test]
+fn info_reports_keras_on_pytorch_and_its_own_defaults() {
+    let info = cpu().info();
+    assert_eq!(info.backend, "keras-torch");
+    assert_eq!(info.framework, "Keras");
+    assert!(
+        info.framework_version.starts_with("3.15.1 on PyTorch 2.9.0"),
+        "{}",
+        info.framework_version
+    );
+    assert_eq!(info.threads, 2);
+    // Read from the framework at run time: Keras's Adam ε and a fresh BatchNormalization's
+    // momentum 0.99 (0.01 in parallax's convention) and ε.
+    assert_eq!(info.native_defaults.adam_epsilon, 1e-7);
+    assert!((info.native_defaults.batch_norm_momentum - 0.01).abs() < 1e-12);
+    assert_eq!(info.native_defaults.batch_norm_epsilon, 1e-3);
+}
+
+/// Max pooling with explicit padding needs −∞ cells, which ZeroPadding2D does not give: one
+/// error naming the layer and the backend.
+#[test]
+fn max_pooling_with_explicit_padding_is_refused_naming_the_layer() {
+    let layer = |name: &str, layer| spec::NamedLayer {
+        name: Some(name.into()),
+        layer,
+    };
+    let model = spec::ModelSpec {
+        name: "padded-pool".into(),
+        input: [1, 6, 6],
+        layers: vec![
+            layer(
+                "pool",
+                spec::Layer::MaxPool2d {
+                    kernel: spec::Pair::square(2),
+                    stride: None,
+                    padding: spec::Padding::Explicit([1, 1, 1, 1]),
+                },
+            ),
+            layer("flatten", spec::Layer::Flatten),
+            layer(
+                "fc",
+                spec::Layer::Dense {
+                    units: 2,
+                    in_features: None,
+                    bias: true,
+                },
+            ),
+        ],
+    }
+    .resolve()
+    .expect("resolve");
+    let error = cpu()
+        .build(&model, Some(&parallax_core::init::canonical(&model, 1)))
+        .err()
+        .expect("refused");
+    assert!(matches!(error, Error::Unsupported { .. }), "{error}");
+    let line = error.to_string();
+    assert!(line.contains("keras-torch") && line.contains("'pool'"), "{line}");
+}
