@@ -46,9 +46,9 @@ fn unknown_backend() {
         .map(|entry| entry.name)
         .collect();
     assert_one_line(
-        &["--backends", "burn,keras"],
+        &["--backends", "burn,jax"],
         &format!(
-            "unknown backend \"keras\"; known backends: {}",
+            "unknown backend \"jax\"; known backends: {}",
             known.join(", ")
         ),
     );
@@ -85,7 +85,7 @@ fn bad_seeds_margins_and_attribution() {
         &["--target-accuracy", "85"],
         "--target-accuracy is a fraction",
     );
-    assert_one_line(&["--attribute", "tch,keras"], "unknown backend \"keras\"");
+    assert_one_line(&["--attribute", "tch,jax"], "unknown backend \"jax\"");
     assert_one_line(
         &["--attribute", "tch"],
         "--attribute takes two different backends",
