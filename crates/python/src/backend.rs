@@ -93,6 +93,8 @@ impl Framework {
 /// What the framework reports about itself, read once when the backend starts.
 #[derive(Clone, Debug)]
 struct Reported {
+    /// What Keras's `compile(jit_compile="auto")` resolved to; `None` for PyTorch's eager loop.
+    jit_compile: Option<bool>,
     version: String,
     engine_version: String,
     threads: usize,
@@ -175,6 +177,7 @@ impl PythonBackend {
             let info = handle.call_method0("info").or_python(name, py)?;
             let read = |key: &str| info.get_item(key).or_python(name, py);
             let reported = Reported {
+                jit_compile: read("jit_compile")?.extract().or_python(name, py)?,
                 version: read("framework_version")?.extract().or_python(name, py)?,
                 engine_version: read("engine_version")?.extract().or_python(name, py)?,
                 threads: read("threads")?.extract().or_python(name, py)?,
@@ -246,7 +249,11 @@ impl PythonBackend {
         Ledger::from_fn(|topic| match topic {
             Topic::Initialisation => "Dense/Conv2D glorot_uniform kernels and zero biases (used with --defaults native); otherwise the canonical weights are assigned".into(),
             Topic::OptimizerEpsilon => format!("keras.optimizers.Adam ε = {:e} (read from a fresh Adam); parallax passes the run's ε", reported.adam_epsilon),
-            Topic::OptimizerFormulation => "keras.optimizers.Adam and SGD, compiled into model.fit; Adam adds ε to the uncorrected root (Keras's form), and PyTorch's form is native (not settable in Keras)".into(),
+            Topic::OptimizerFormulation => format!(
+                "keras.optimizers.Adam and SGD, compiled into model.fit with jit_compile=\"auto\", which resolved to {} here ({}); Adam adds ε to the uncorrected root (Keras's form), and PyTorch's form is native (not settable in Keras)",
+                reported.jit_compile.unwrap_or(false),
+                if reported.jit_compile == Some(true) { "XLA compiles the step" } else { "no XLA" }
+            ),
             Topic::BatchNormMomentum => format!("BatchNormalization momentum {} (the old running value's weight, read from a fresh layer), i.e. {} in parallax's convention; parallax passes 1 − the spec's", 1.0 - reported.batch_norm_momentum, reported.batch_norm_momentum),
             Topic::BatchNormEpsilon => format!("BatchNormalization ε {:e} (read from a fresh layer); parallax passes the spec's", reported.batch_norm_epsilon),
             Topic::BatchNormRunningVariance => "BatchNormalization updates the running variance with the biased batch variance: native (not settable in Keras)".into(),

@@ -33,6 +33,12 @@ fn info_reports_keras_on_tensorflow_and_its_own_defaults() {
     assert_eq!(info.native_defaults.adam_epsilon, 1e-7);
     assert!((info.native_defaults.batch_norm_momentum - 0.01).abs() < 1e-12);
     assert_eq!(info.native_defaults.batch_norm_epsilon, 1e-3);
+    // compile's jit_compile="auto", as it resolved, is in the ledger.
+    let formulation = info
+        .ledger
+        .get(parallax_core::Topic::OptimizerFormulation)
+        .unwrap_or_default();
+    assert!(formulation.contains("resolved to"), "{formulation}");
 }
 
 /// Max pooling with explicit padding needs −∞ cells, which ZeroPadding2D does not give: one

@@ -124,3 +124,15 @@ mod parity {
         }
     }
 }
+
+/// The defaults that the tch adapter states for PyTorch (`BackendInfo::native_defaults`, what a
+/// `--defaults native` run of tch switches on) are the ones PyTorch itself reports at run time.
+#[test]
+fn the_defaults_tch_states_for_pytorch_are_pytorchs_own() {
+    let stated = parallax_tch::TchBackend::new(Device::Cpu, CpuSettings::new(2))
+        .expect("libtorch")
+        .info()
+        .native_defaults;
+    let reported = cpu().info().native_defaults;
+    assert_eq!(stated, reported);
+}

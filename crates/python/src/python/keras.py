@@ -423,7 +423,12 @@ class Framework:
     def info(self):
         adam = keras.optimizers.Adam()
         norm = keras.layers.BatchNormalization()
+        # What compile's jit_compile="auto" (Keras's default, which parallax keeps) resolves to
+        # on this machine and backend, read from a compiled model as every run's is.
+        probe = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        probe.compile(optimizer="sgd", loss="mse", jit_compile="auto")
         return {
+            "jit_compile": bool(probe.jit_compile),
             "framework_version": keras.__version__,
             "engine_version": self.engine_version,
             "threads": self.threads,

@@ -337,6 +337,8 @@ class Framework:
         probe = torch.optim.Adam([nn.Parameter(torch.zeros(1))])
         norm = nn.BatchNorm2d(1)
         return {
+            # PyTorch's eager loop compiles nothing (no torch.compile), so there is nothing to read.
+            "jit_compile": None,
             "framework_version": torch.__version__.split("+")[0],
             "engine_version": torch.__version__.split("+")[0],
             "threads": torch.get_num_threads(),
