@@ -20,7 +20,7 @@ use crate::interpreter::{self, OrPython};
 use crate::model::PythonModel;
 
 /// The environment variable that names the frameworks' virtual environment, which
-/// `cargo xtask setup --frameworks` makes and xtask passes to the worker and the tests.
+/// `cargo xtask setup` makes and xtask passes to the worker and the tests.
 pub const VENV_VARIABLE: &str = "PARALLAX_FRAMEWORKS_VENV";
 
 /// A framework that runs its own Python code behind the trait.

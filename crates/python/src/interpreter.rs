@@ -91,8 +91,9 @@ fn tensorflow_c_library_loaded() -> bool {
 }
 
 /// Starts the interpreter (once per process) with the frameworks' virtual environment first on
-/// its search path. Fails with one line saying what to do when the environment is not there,
-/// or when the process holds TensorFlow's C library, which would crash it.
+/// its search path. Fails with one line ([`Error::Engine`]) saying what to do when the
+/// environment is not there, or when the process holds TensorFlow's C library, which would
+/// crash it.
 pub(crate) fn start(backend: &str) -> Result<()> {
     let outcome = ENVIRONMENT.get_or_init(|| {
         // Checked before the interpreter first starts: later, the TensorFlow that Keras imports
@@ -103,16 +104,18 @@ pub(crate) fn start(backend: &str) -> Result<()> {
         Python::initialize();
         Python::attach(|py| add_environment(py).map_err(|error| error.to_string()))
     });
-    outcome.as_ref().map(|_| ()).map_err(|reason| Error::Unsupported {
-        backend: backend.into(),
-        what: format!("starting its frameworks here: {reason}"),
+    outcome.as_ref().map(|_| ()).map_err(|reason| {
+        Error::engine(
+            backend,
+            PythonError(format!("cannot start the Python frameworks: {reason}")),
+        )
     })
 }
 
 /// Puts the environment that `PARALLAX_FRAMEWORKS_VENV` names first on `sys.path`, after
 /// checking that it was made by this interpreter's Python version.
 fn add_environment(py: Python<'_>) -> std::result::Result<PathBuf, String> {
-    let not_provisioned = "run `cargo xtask setup --frameworks` (or `cargo xtask compare`, which provisions it), and run the worker through xtask";
+    let not_provisioned = "run `cargo xtask setup` (or `cargo xtask compare`, which provisions them), and run the worker through xtask";
     let venv = std::env::var_os(VENV_VARIABLE)
         .map(PathBuf::from)
         .ok_or_else(|| format!("{VENV_VARIABLE} is not set: {not_provisioned}"))?;

@@ -9,7 +9,7 @@
 //! logits, weights and GradCAM's tensors come back. Metrics, checks and records stay in core.
 //!
 //! The interpreter loads the frameworks from the virtual environment that
-//! `cargo xtask setup --frameworks` makes; the worker finds it through `PARALLAX_FRAMEWORKS_VENV`.
+//! `cargo xtask setup` makes; the worker finds it through `PARALLAX_FRAMEWORKS_VENV`.
 //!
 //! ```no_run
 //! use parallax_core::{Backend, CpuSettings, Device, spec::presets};

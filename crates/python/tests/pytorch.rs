@@ -8,7 +8,7 @@ use parallax_python::{Framework, PythonBackend};
 
 fn cpu() -> PythonBackend {
     PythonBackend::new(Framework::Pytorch, Device::Cpu, CpuSettings::new(2))
-        .expect("PyTorch in the frameworks' environment (cargo xtask setup --frameworks)")
+        .expect("PyTorch in the frameworks' environment (cargo xtask setup)")
 }
 
 parallax_core::conformance_tests!(cpu);
