@@ -1120,6 +1120,7 @@ pub fn the_adam_formulations_put_epsilon_where_their_frameworks_do(backend: &dyn
 }
 
 pub mod parity;
+pub mod trajectory;
 
 /// Expands to the acceptance tests on the full Fashion-MNIST, each calling `$make()` for a
 /// fresh backend: the mlp reaches 0.85 test accuracy in 3 epochs and the cnn 0.88 in 2, with

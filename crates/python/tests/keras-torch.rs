@@ -76,3 +76,41 @@ fn max_pooling_with_explicit_padding_is_refused_naming_the_layer() {
     let line = error.to_string();
     assert!(line.contains("keras-torch") && line.contains("'pool'"), "{line}");
 }
+
+/// Keras's model.fit on PyTorch against PyTorch's own eager loop, 3 epochs of the mlp and the
+/// cnn on the bundled subset, from the same weights in the same order: every epoch's train loss
+/// and the final predicted classes within 16 times the noise that reversing every batch makes
+/// on pytorch (`parallax_core::conformance::trajectory`). SGD with momentum 0.9, because it is
+/// the one optimizer both APIs can run in the same form: each fixes its own Adam (Keras adds ε
+/// to the uncorrected root), and two Adams would differ by design, not by rounding.
+mod trajectory {
+    use parallax_core::conformance::trajectory::{TrajectoryCase, TrajectoryJudgement};
+    use parallax_core::spec::Preset;
+    use parallax_core::{CpuSettings, Device, OptimizerConfig};
+    use parallax_python::{Framework, PythonBackend};
+
+    fn check(preset: Preset) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        let case = TrajectoryCase::on_subset(preset, 3, OptimizerConfig::sgd(0.01, 0.9), fixtures)
+            .expect("the bundled subset");
+        let pytorch = PythonBackend::new(Framework::Pytorch, Device::Cpu, CpuSettings::new(2))
+            .expect("PyTorch beside Keras on torch");
+        let reference = case.train(&pytorch, false).expect("pytorch");
+        let twin = case.train(&pytorch, true).expect("pytorch, every batch reversed");
+        let keras = case.train(&super::cpu(), false).expect("keras-torch");
+        let judgement =
+            TrajectoryJudgement::new(("keras-torch", &keras), ("pytorch", &reference), &twin);
+        eprintln!("trajectory: {preset:?}: {judgement}");
+        assert!(judgement.holds(), "{judgement}");
+    }
+
+    #[test]
+    fn mlp_for_3_epochs_against_pytorch() {
+        check(Preset::Mlp);
+    }
+
+    #[test]
+    fn cnn_for_3_epochs_against_pytorch() {
+        check(Preset::Cnn);
+    }
+}

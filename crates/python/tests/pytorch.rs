@@ -136,3 +136,38 @@ fn the_defaults_tch_states_for_pytorch_are_pytorchs_own() {
     let reported = cpu().info().native_defaults;
     assert_eq!(stated, reported);
 }
+
+/// PyTorch's eager loop against libtorch driven from Rust (tch), 3 epochs of the mlp and the
+/// cnn with Adam on the bundled subset, from the same weights in the same order: every epoch's
+/// train loss and the final predicted classes within 16 times the noise that reversing every
+/// batch makes on tch (`parallax_core::conformance::trajectory`).
+mod trajectory {
+    use parallax_core::conformance::trajectory::{TrajectoryCase, TrajectoryJudgement};
+    use parallax_core::spec::Preset;
+    use parallax_core::{CpuSettings, Device, OptimizerConfig};
+    use parallax_tch::TchBackend;
+
+    fn check(preset: Preset) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        let case = TrajectoryCase::on_subset(preset, 3, OptimizerConfig::adam(1e-3), fixtures)
+            .expect("the bundled subset");
+        let tch = TchBackend::new(Device::Cpu, CpuSettings::new(2)).expect("libtorch");
+        let reference = case.train(&tch, false).expect("tch");
+        let twin = case.train(&tch, true).expect("tch, every batch reversed");
+        let pytorch = case.train(&super::cpu(), false).expect("pytorch");
+        let judgement =
+            TrajectoryJudgement::new(("pytorch", &pytorch), ("tch", &reference), &twin);
+        eprintln!("trajectory: {preset:?}: {judgement}");
+        assert!(judgement.holds(), "{judgement}");
+    }
+
+    #[test]
+    fn mlp_for_3_epochs_against_tch() {
+        check(Preset::Mlp);
+    }
+
+    #[test]
+    fn cnn_for_3_epochs_against_tch() {
+        check(Preset::Cnn);
+    }
+}

@@ -1,0 +1,215 @@
+//! Trajectories: two engines trained for several epochs from the same weights in the same
+//! order, compared epoch by epoch, and by their final predicted classes, against the noise
+//! that f32 arithmetic itself makes over that model and horizon.
+//!
+//! The noise is measured on the reference engine: the same training with the examples of every
+//! batch taken in reverse order. Every batch holds the same examples, so the mathematics is the
+//! same; only the order of each sum over the batch differs, and training amplifies that
+//! rounding step after step, as it amplifies any other. The judged engine's own reorderings
+//! never vouch for it. The rule is the parity rule's ([`super::parity`]): an epoch's train loss
+//! may differ from the reference's by at most [`TRAJECTORY_MULTIPLE`] times the larger of that
+//! noise and one f32 rounding of the loss; the final predicted classes may disagree on at most
+//! that multiple of the noise's disagreements, counted as at least one.
+
+use std::fmt;
+
+use ndarray::Axis;
+
+use crate::backend::{Backend, OptimizerConfig};
+use crate::data::builtin::BuiltinDataset;
+use crate::data::{DataRequest, EpochPlan, LoadedData, epoch_order};
+use crate::spec::{ModelSource, Preset, ResolvedModel};
+use crate::weights::Weights;
+use crate::{Result, init};
+
+/// How many noises apart two engines' trajectories may be: the parity rule's multiple.
+pub const TRAJECTORY_MULTIPLE: f64 = 16.0;
+
+/// One engine's training: each epoch's mean train loss, and the test set's predicted classes
+/// after the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trajectory {
+    /// Mean train loss of each epoch.
+    pub losses: Vec<f64>,
+    /// The predicted class of every test example, in data-set order.
+    pub predictions: Vec<u32>,
+}
+
+/// A trajectory case: a preset trained on the bundled Fashion-MNIST subset from canonical
+/// weights, in core's epoch order.
+#[derive(Debug)]
+pub struct TrajectoryCase {
+    /// The model.
+    pub model: ResolvedModel,
+    /// The shared initial weights.
+    pub weights: Weights,
+    /// Epochs trained.
+    pub epochs: u32,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The seed of the weights and of every epoch's order.
+    pub seed: u64,
+    data: LoadedData,
+}
+
+impl TrajectoryCase {
+    /// `preset` on the bundled subset (2000 training, 500 test images), batch 64, `epochs`
+    /// epochs of `optimizer` from canonical weights of seed 42.
+    pub fn on_subset(
+        preset: Preset,
+        epochs: u32,
+        optimizer: OptimizerConfig,
+        fixtures_dir: std::path::PathBuf,
+    ) -> Result<Self> {
+        let seed = 42;
+        let request = DataRequest::builtin(
+            BuiltinDataset::FashionMnistSubset,
+            std::env::temp_dir().join("parallax-tests"),
+            fixtures_dir,
+        );
+        let data = request.load(seed)?;
+        let model = ModelSource::Preset(preset)
+            .spec(data.train.image_shape(), data.train.num_classes())?
+            .resolve()?;
+        let weights = init::canonical(&model, seed);
+        Ok(TrajectoryCase {
+            model,
+            weights,
+            epochs,
+            batch_size: 64,
+            optimizer,
+            seed,
+            data,
+        })
+    }
+
+    /// The case trained on `backend`; with `reversed_within_batches`, every batch's examples are
+    /// taken in reverse order (the noise's twin of the same training).
+    pub fn train(&self, backend: &dyn Backend, reversed_within_batches: bool) -> Result<Trajectory> {
+        let mut net = backend.build(&self.model, Some(&self.weights))?;
+        let train = &self.data.train;
+        let mut losses = Vec::new();
+        for epoch in 0..self.epochs {
+            let mut order = epoch_order(train.len(), self.seed, epoch);
+            if reversed_within_batches {
+                for batch in order.chunks_mut(self.batch_size) {
+                    batch.reverse();
+                }
+            }
+            let plan = EpochPlan::new(train, &order, self.batch_size)?;
+            let stats = net.train_epoch(&plan, &self.optimizer, &mut |_| {})?;
+            losses.push(stats.train_loss);
+        }
+        let logits = net.predict_dataset(&self.data.test, self.batch_size)?;
+        let predictions = logits
+            .axis_iter(Axis(0))
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (class, &value)| {
+                        if value > best.1 { (class, value) } else { best }
+                    })
+                    .0 as u32
+            })
+            .collect();
+        Ok(Trajectory {
+            losses,
+            predictions,
+        })
+    }
+}
+
+/// How many predicted classes differ between two trajectories.
+fn disagreements(a: &Trajectory, b: &Trajectory) -> usize {
+    a.predictions
+        .iter()
+        .zip(&b.predictions)
+        .filter(|(x, y)| x != y)
+        .count()
+}
+
+/// One engine's trajectory judged against the reference's.
+#[derive(Clone, Debug)]
+pub struct TrajectoryJudgement {
+    /// The judged engine.
+    pub engine: String,
+    /// The reference engine.
+    pub reference: String,
+    /// Per epoch: |loss − reference's|, the noise, and the bound.
+    pub epochs: Vec<(f64, f64, f64)>,
+    /// Predicted classes that differ from the reference's, the noise's count, and the bound.
+    pub predictions: (usize, usize, usize),
+    /// Test examples.
+    pub examples: usize,
+}
+
+impl TrajectoryJudgement {
+    /// `judged` against `reference`, with `twin` (the reference trained with every batch
+    /// reversed) measuring the noise.
+    pub fn new(
+        (engine, judged): (&str, &Trajectory),
+        (reference_name, reference): (&str, &Trajectory),
+        twin: &Trajectory,
+    ) -> Self {
+        let epochs = judged
+            .losses
+            .iter()
+            .zip(&reference.losses)
+            .zip(&twin.losses)
+            .map(|((&loss, &truth), &other)| {
+                let noise = (truth - other).abs();
+                // One f32 rounding of the loss, the least two f32 runs can be apart.
+                let floor = f64::from(f32::EPSILON) * truth.abs();
+                let bound = TRAJECTORY_MULTIPLE * noise.max(floor);
+                ((loss - truth).abs(), noise, bound)
+            })
+            .collect();
+        let noise = disagreements(reference, twin);
+        let bound = (TRAJECTORY_MULTIPLE as usize) * noise.max(1);
+        TrajectoryJudgement {
+            engine: engine.into(),
+            reference: reference_name.into(),
+            epochs,
+            predictions: (disagreements(judged, reference), noise, bound),
+            examples: reference.predictions.len(),
+        }
+    }
+
+    /// Whether every epoch and the predictions are within their bounds.
+    pub fn holds(&self) -> bool {
+        self.epochs
+            .iter()
+            .all(|&(distance, _, bound)| distance <= bound)
+            && self.predictions.0 <= self.predictions.2
+    }
+}
+
+impl fmt::Display for TrajectoryJudgement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.holds() {
+            "within"
+        } else {
+            "BEYOND"
+        };
+        write!(
+            f,
+            "{} against {}: {verdict} {}× the noise;",
+            self.engine, self.reference, TRAJECTORY_MULTIPLE
+        )?;
+        for (epoch, (distance, noise, bound)) in self.epochs.iter().enumerate() {
+            write!(
+                f,
+                " epoch {}: |Δloss| {distance:.2e} (noise {noise:.2e}, bound {bound:.2e});",
+                epoch + 1
+            )?;
+        }
+        let (differ, noise, bound) = self.predictions;
+        write!(
+            f,
+            " predicted classes: {differ} of {} differ (noise {noise}, bound {bound})",
+            self.examples
+        )
+    }
+}
