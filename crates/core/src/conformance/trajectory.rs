@@ -213,3 +213,42 @@ impl fmt::Display for TrajectoryJudgement {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trajectory(losses: &[f64], predictions: &[u32]) -> Trajectory {
+        Trajectory {
+            losses: losses.to_vec(),
+            predictions: predictions.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_loss_beyond_sixteen_noises_fails_and_one_within_holds() {
+        let reference = trajectory(&[1.0, 0.5], &[0, 1, 2]);
+        let twin = trajectory(&[1.0 + 1e-6, 0.5 - 1e-6], &[0, 1, 2]);
+        let close = trajectory(&[1.0 + 1e-5, 0.5], &[0, 1, 2]);
+        let judged = TrajectoryJudgement::new(("a", &close), ("b", &reference), &twin);
+        assert!(judged.holds(), "{judged}");
+        // 2e-5 is twenty noises of 1e-6: an engine off in the fifth digit is caught.
+        let far = trajectory(&[1.0, 0.5 + 2e-5], &[0, 1, 2]);
+        let judged = TrajectoryJudgement::new(("a", &far), ("b", &reference), &twin);
+        assert!(!judged.holds(), "{judged}");
+        assert!(judged.to_string().contains("BEYOND"));
+    }
+
+    #[test]
+    fn identical_runs_leave_one_f32_rounding_and_one_prediction_of_room() {
+        let reference = trajectory(&[2.0], &[0; 40]);
+        let twin = reference.clone();
+        // The noise is zero: the floor is ε_f32·loss per epoch, and one disagreement.
+        let rounding = trajectory(&[2.0 + 8.0 * f64::from(f32::EPSILON)], &[0; 40]);
+        assert!(TrajectoryJudgement::new(("a", &rounding), ("b", &reference), &twin).holds());
+        let mut predictions = vec![0; 40];
+        predictions[..17].fill(1);
+        let wrong = trajectory(&[2.0], &predictions);
+        assert!(!TrajectoryJudgement::new(("a", &wrong), ("b", &reference), &twin).holds());
+    }
+}
