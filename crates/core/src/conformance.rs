@@ -1097,8 +1097,10 @@ pub fn the_adam_formulations_put_epsilon_where_their_frameworks_do(backend: &dyn
         Some(after.get("fc2.bias").expect("bias") - weights.get("fc2.bias").expect("bias"))
     };
     // A framework fixed to one formulation has no other to set ε in.
-    let (Some(pytorch), Some(keras)) = (moved(AdamFormulation::Pytorch), moved(AdamFormulation::Keras))
-    else {
+    let (Some(pytorch), Some(keras)) = (
+        moved(AdamFormulation::Pytorch),
+        moved(AdamFormulation::Keras),
+    ) else {
         return;
     };
     // Recover |g| from PyTorch's step, then predict Keras's from it.

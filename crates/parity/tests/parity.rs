@@ -19,14 +19,15 @@ fn computed(name: &str) -> &'static Panel {
         .iter()
         .position(|case| case.name == name)
         .unwrap_or_else(|| panic!("no standard case {name}"));
-    COMPUTED.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index]
-        .get_or_init(|| {
+    COMPUTED.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index].get_or_init(
+        || {
             Panel::compute(
                 cases[index].clone(),
                 &parallax_parity::referee(),
                 &parallax_parity::engines(),
             )
-        })
+        },
+    )
 }
 
 /// Judges every engine on one case (see [`Panel::check`]).

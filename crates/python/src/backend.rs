@@ -164,7 +164,8 @@ impl PythonBackend {
         interpreter::start(name)?;
         interpreter::attach(|py| {
             let (source, file, module_name) = framework.module();
-            let module = interpreter::load_module(py, source, file, module_name).or_python(name, py)?;
+            let module =
+                interpreter::load_module(py, source, file, module_name).or_python(name, py)?;
             let handle = module
                 .getattr("Framework")
                 .and_then(|class| {
@@ -218,7 +219,8 @@ impl PythonBackend {
 
     fn pytorch_ledger(&self) -> Ledger {
         let reported = &self.reported;
-        Ledger::from_fn(|topic| match topic {
+        Ledger::from_fn(|topic| {
+            match topic {
             Topic::Initialisation => "nn.Linear/nn.Conv2d reset_parameters: kaiming_uniform(a=√5), a ±1/√fan_in bound (used with --defaults native); otherwise the canonical weights are copied in".into(),
             Topic::OptimizerEpsilon => format!("torch.optim.Adam ε = {:e} (read from Adam(...).defaults); parallax passes the run's ε", reported.adam_epsilon),
             Topic::OptimizerFormulation => format!("torch.optim.Adam and SGD (dampening 0) as a user calls them, foreach={} (the per-tensor loop on the CPU); Keras's Adam form: native (not settable in PyTorch)", reported.adam_foreach),
@@ -233,6 +235,7 @@ impl PythonBackend {
                 reported.threads, reported.interop_threads
             ),
             Topic::Loss => "F.cross_entropy with mean reduction, as nn.CrossEntropyLoss".into(),
+        }
         })
     }
 
@@ -246,7 +249,8 @@ impl PythonBackend {
             Framework::KerasTorch => "torch.set_num_threads and set_num_interop_threads",
             _ => "tf.config.threading's intra- and inter-op pools",
         };
-        Ledger::from_fn(|topic| match topic {
+        Ledger::from_fn(|topic| {
+            match topic {
             Topic::Initialisation => "Dense/Conv2D glorot_uniform kernels and zero biases (used with --defaults native); otherwise the canonical weights are assigned".into(),
             Topic::OptimizerEpsilon => format!("keras.optimizers.Adam ε = {:e} (read from a fresh Adam); parallax passes the run's ε", reported.adam_epsilon),
             Topic::OptimizerFormulation => format!(
@@ -265,6 +269,7 @@ impl PythonBackend {
                 reported.threads, reported.interop_threads
             ),
             Topic::Loss => "SparseCategoricalCrossentropy(from_logits=True), mean over the batch".into(),
+        }
         })
     }
 }
@@ -308,7 +313,10 @@ impl Backend for PythonBackend {
     }
 
     fn seed(&self, seed: u64) {
-        *self.seed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(seed);
+        *self
+            .seed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(seed);
     }
 
     fn matmul_probe(
@@ -323,7 +331,10 @@ impl Backend for PythonBackend {
                 .bind(py)
                 .call_method1(
                     "matmul_probe",
-                    (PyArray2::from_array(py, &left), PyArray2::from_array(py, &right)),
+                    (
+                        PyArray2::from_array(py, &left),
+                        PyArray2::from_array(py, &right),
+                    ),
                 )
                 .or_python(name, py)?;
             Ok(Box::new(Matmul {
@@ -346,9 +357,14 @@ impl Backend for PythonBackend {
                 .transpose()
                 .or_python(name, py)?;
             let framework = self.handle.bind(py);
-            let seed = *self.seed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let seed = *self
+                .seed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(seed) = seed {
-                framework.call_method1("seed", (seed,)).or_python(name, py)?;
+                framework
+                    .call_method1("seed", (seed,))
+                    .or_python(name, py)?;
             }
             let handle = framework
                 .call_method1("create", (layers, weights, model.input()))

@@ -149,7 +149,10 @@ pub(crate) fn layer_dicts<'py>(
 }
 
 /// Canonical weights as a dict of numpy arrays (copies), by canonical name.
-pub(crate) fn weights_dict<'py>(py: Python<'py>, weights: &Weights) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn weights_dict<'py>(
+    py: Python<'py>,
+    weights: &Weights,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (name, tensor) in weights.iter() {
         dict.set_item(name, PyArrayDyn::from_array(py, tensor))?;

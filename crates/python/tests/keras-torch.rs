@@ -23,7 +23,8 @@ fn info_reports_keras_on_pytorch_and_its_own_defaults() {
     assert_eq!(info.backend, "keras-torch");
     assert_eq!(info.framework, "Keras");
     assert!(
-        info.framework_version.starts_with("3.15.1 on PyTorch 2.9.0"),
+        info.framework_version
+            .starts_with("3.15.1 on PyTorch 2.9.0"),
         "{}",
         info.framework_version
     );
@@ -74,7 +75,10 @@ fn max_pooling_with_explicit_padding_is_refused_naming_the_layer() {
         .expect("refused");
     assert!(matches!(error, Error::Unsupported { .. }), "{error}");
     let line = error.to_string();
-    assert!(line.contains("keras-torch") && line.contains("'pool'"), "{line}");
+    assert!(
+        line.contains("keras-torch") && line.contains("'pool'"),
+        "{line}"
+    );
 }
 
 /// Keras's model.fit on PyTorch against PyTorch's own eager loop, 3 epochs of the mlp and the
@@ -96,7 +100,9 @@ mod trajectory {
         let pytorch = PythonBackend::new(Framework::Pytorch, Device::Cpu, CpuSettings::new(2))
             .expect("PyTorch beside Keras on torch");
         let reference = case.train(&pytorch, false).expect("pytorch");
-        let twin = case.train(&pytorch, true).expect("pytorch, every batch reversed");
+        let twin = case
+            .train(&pytorch, true)
+            .expect("pytorch, every batch reversed");
         let keras = case.train(&super::cpu(), false).expect("keras-torch");
         let judgement =
             TrajectoryJudgement::new(("keras-torch", &keras), ("pytorch", &reference), &twin);

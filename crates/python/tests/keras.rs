@@ -23,7 +23,8 @@ fn info_reports_keras_on_tensorflow_and_its_own_defaults() {
     assert_eq!(info.backend, "keras");
     assert_eq!(info.framework, "Keras");
     assert!(
-        info.framework_version.starts_with("3.15.1 on TensorFlow 2.21"),
+        info.framework_version
+            .starts_with("3.15.1 on TensorFlow 2.21"),
         "{}",
         info.framework_version
     );

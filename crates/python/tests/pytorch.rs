@@ -28,8 +28,8 @@ fn info_reports_pytorch_and_the_requested_threads() {
 
 #[test]
 fn cuda_is_a_typed_device_error() {
-    let error = PythonBackend::new(Framework::Pytorch, Device::Cuda(0), CpuSettings::new(2))
-        .unwrap_err();
+    let error =
+        PythonBackend::new(Framework::Pytorch, Device::Cuda(0), CpuSettings::new(2)).unwrap_err();
     assert!(matches!(error, Error::Device { .. }), "{error}");
 }
 
@@ -53,8 +53,8 @@ mod parity {
             .iter()
             .position(|case| case.name == name)
             .unwrap_or_else(|| panic!("no standard case {name}"));
-        PANELS.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index]
-            .get_or_init(|| {
+        PANELS.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index].get_or_init(
+            || {
                 let cpu = CpuSettings::new(2);
                 let referee = TchBackend::new(Device::Cpu, cpu)
                     .expect("libtorch")
@@ -68,7 +68,8 @@ mod parity {
                     Box::new(super::cpu()),
                 ];
                 Panel::compute(cases[index].clone(), &referee, &engines)
-            })
+            },
+        )
     }
 
     #[test]
@@ -155,8 +156,7 @@ mod trajectory {
         let reference = case.train(&tch, false).expect("tch");
         let twin = case.train(&tch, true).expect("tch, every batch reversed");
         let pytorch = case.train(&super::cpu(), false).expect("pytorch");
-        let judgement =
-            TrajectoryJudgement::new(("pytorch", &pytorch), ("tch", &reference), &twin);
+        let judgement = TrajectoryJudgement::new(("pytorch", &pytorch), ("tch", &reference), &twin);
         eprintln!("trajectory: {preset:?}: {judgement}");
         assert!(judgement.holds(), "{judgement}");
     }

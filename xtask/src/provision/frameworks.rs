@@ -77,7 +77,9 @@ print(json.dumps({
         .args(["-c", script])
         .output()
         .with_context(|| {
-            format!("cannot run {shown}: install Python {PYTHON_VERSION}, or set PARALLAX_PYTHON to one")
+            format!(
+                "cannot run {shown}: install Python {PYTHON_VERSION}, or set PARALLAX_PYTHON to one"
+            )
         })?;
     if !output.status.success() {
         bail!(
@@ -85,7 +87,8 @@ print(json.dumps({
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    serde_json::from_slice(&output.stdout).with_context(|| format!("{shown} printed no description"))
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{shown} printed no description"))
 }
 
 /// The interpreter the frameworks run in, checked: Python 3.11 with its shared library.
@@ -114,9 +117,11 @@ fn venv_dir(cache: &Path, executable: &Path) -> PathBuf {
     digest.update(LOCK.as_bytes());
     digest.update(executable.as_os_str().as_encoded_bytes());
     let digest = hex::encode(digest.finalize());
-    cache
-        .join("frameworks")
-        .join(format!("py{}-{}", PYTHON_VERSION.replace('.', ""), &digest[..12]))
+    cache.join("frameworks").join(format!(
+        "py{}-{}",
+        PYTHON_VERSION.replace('.', ""),
+        &digest[..12]
+    ))
 }
 
 /// The environment when it is complete, without installing anything.
@@ -235,7 +240,12 @@ mod tests {
             .collect();
         // Distribution names compare with `-` and `_` alike, as pip normalises them.
         let normal = |text: &str| text.to_lowercase().replace('_', "-");
-        for wanted in ["torch==2.9.0", "tensorflow-cpu==2.21.0", "keras==3.15.1", "numpy=="] {
+        for wanted in [
+            "torch==2.9.0",
+            "tensorflow-cpu==2.21.0",
+            "keras==3.15.1",
+            "numpy==",
+        ] {
             assert!(
                 pins.iter().any(|line| normal(line).starts_with(wanted)),
                 "the lock has no {wanted}"

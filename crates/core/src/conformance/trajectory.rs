@@ -87,7 +87,11 @@ impl TrajectoryCase {
 
     /// The case trained on `backend`; with `reversed_within_batches`, every batch's examples are
     /// taken in reverse order (the noise's twin of the same training).
-    pub fn train(&self, backend: &dyn Backend, reversed_within_batches: bool) -> Result<Trajectory> {
+    pub fn train(
+        &self,
+        backend: &dyn Backend,
+        reversed_within_batches: bool,
+    ) -> Result<Trajectory> {
         let mut net = backend.build(&self.model, Some(&self.weights))?;
         let train = &self.data.train;
         let mut losses = Vec::new();
@@ -188,11 +192,7 @@ impl TrajectoryJudgement {
 
 impl fmt::Display for TrajectoryJudgement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.holds() {
-            "within"
-        } else {
-            "BEYOND"
-        };
+        let verdict = if self.holds() { "within" } else { "BEYOND" };
         write!(
             f,
             "{} against {}: {verdict} {}× the noise;",

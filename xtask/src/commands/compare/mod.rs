@@ -406,7 +406,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The native libraries' environment only when a selected backend links one; burn-only runs
     // need none, so they never provision libtorch. Without `--backends`, backends whose
     // library cannot be provisioned are left out, and the others still compare.
-    let mut native = if args.worker.is_some() || checked.backends.iter().any(|entry| entry.is_native())
+    let mut native = if args.worker.is_some()
+        || checked.backends.iter().any(|entry| entry.is_native())
     {
         match provision::ensure(cuda) {
             Ok(native) => Some(native),
