@@ -150,8 +150,10 @@ impl PythonBackend {
     /// own API (`torch.set_num_threads`, `set_num_interop_threads`, `set_flush_denormal`;
     /// TensorFlow's intra- and inter-op pools) before it computes anything.
     ///
-    /// Fails with [`Error::Unsupported`] when the frameworks are not provisioned, and with
-    /// [`Error::Device`] for a device this backend cannot use.
+    /// Fails with one [`Error::Engine`] line saying what to do when the frameworks are not
+    /// provisioned (or this process holds TensorFlow's C library, beside which CPython
+    /// crashes), and with [`Error::Device`] for a device this backend cannot use (the Python
+    /// backends run on the CPU).
     pub fn new(framework: Framework, device: Device, cpu: CpuSettings) -> Result<Self> {
         let name = framework.backend_name();
         if device != Device::Cpu {
