@@ -175,10 +175,13 @@ fn an_unknown_model_or_backend_is_one_error_line() {
     let outcome = run_worker_json(&request_json(&base, "model", "transformer".into()));
     assert_one_error_line(&outcome, "unknown model \"transformer\"");
     let mut unknown = base;
-    unknown.backend = "keras".into();
+    unknown.backend = "jax".into();
     assert_one_error_line(
         &run_worker(&unknown),
-        "unknown backend \"keras\"; known backends: burn, tch, burn-tch, tf",
+        &format!(
+            "unknown backend \"jax\"; known backends: {}",
+            parallax_registry::names()
+        ),
     );
 }
 
