@@ -80,6 +80,19 @@ impl PythonModel {
     }
 }
 
+/// A training step's arguments: the batch's images and labels, and the optimizer.
+fn step_args<'py>(
+    py: Python<'py>,
+    batch: &Batch,
+    optimizer: &OptimizerConfig,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    Ok(vec![
+        images_to_numpy(py, batch.images.view()).into_any(),
+        indices_to_numpy(py, batch.labels.iter().copied()).into_any(),
+        optimizer_dict(py, optimizer)?.into_any(),
+    ])
+}
+
 /// An index as a Python integer, for [`PythonModel::call`]'s argument lists.
 fn any(value: usize, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     Ok(value.into_pyobject(py)?.into_any())
@@ -101,13 +114,7 @@ impl Model for PythonModel {
     fn train_step(&mut self, batch: Checked<&Batch>, optimizer: &OptimizerConfig) -> Result<f32> {
         self.call(
             "train_step",
-            |py| {
-                Ok(vec![
-                    images_to_numpy(py, batch.images.view()).into_any(),
-                    indices_to_numpy(py, batch.labels.iter().copied()).into_any(),
-                    optimizer_dict(py, optimizer)?.into_any(),
-                ])
-            },
+            |py| step_args(py, &batch, optimizer),
             |loss| loss.extract::<f32>(),
         )
     }
@@ -119,13 +126,7 @@ impl Model for PythonModel {
     ) -> Result<StepPhases> {
         self.call(
             "profile_step",
-            |py| {
-                Ok(vec![
-                    images_to_numpy(py, batch.images.view()).into_any(),
-                    indices_to_numpy(py, batch.labels.iter().copied()).into_any(),
-                    optimizer_dict(py, optimizer)?.into_any(),
-                ])
-            },
+            |py| step_args(py, &batch, optimizer),
             |phases| {
                 let phase = |name: &str| -> PyResult<f64> {
                     match phases.get_item(name) {
