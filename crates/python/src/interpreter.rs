@@ -1,6 +1,7 @@
 //! The embedded interpreter: started once per process, pointed at the frameworks' virtual
 //! environment, and Python's exceptions turned into core's errors.
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -164,7 +165,47 @@ pub(crate) fn attach<R>(work: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     let _turn = FRAMEWORK_CALLS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    keep_thread_state();
     Python::attach(work)
+}
+
+thread_local! {
+    /// Whether this thread's Python thread state is kept for the rest of the thread's life.
+    static THREAD_STATE_KEPT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Gives this thread a Python thread state that lives as long as the thread, the first time
+/// the thread calls into a framework.
+///
+/// pyo3 deletes a thread's state when the thread's outermost `Python::attach` ends, and makes a
+/// new one on the next. pybind11, which PyTorch's bindings are built on, remembers the state
+/// of the thread that first imports it and assumes that state lives as long as its thread, as
+/// a Python thread's does: once pyo3 has deleted it, the next tensor made by `torch.from_numpy`
+/// that is freed on that thread takes the GIL with the freed state and crashes the process
+/// (seen as SIGSEGV or "double free or corruption" in the tests, whose threads come and go).
+/// Holding one `PyGILState_Ensure` for the thread's life keeps the state; pyo3's own calls
+/// then nest inside it. The state is not released when the thread ends: a few hundred bytes
+/// per thread that ever called a framework.
+fn keep_thread_state() {
+    THREAD_STATE_KEPT.with(|kept| {
+        if kept.get() {
+            return;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `start` has initialised the interpreter (every backend calls it before its
+        // first `attach`). `PyGILState_Check` is callable without the GIL. When this thread
+        // does not hold the GIL, `PyGILState_Ensure` makes its thread state (or takes the one it
+        // has) and the GIL, and `PyEval_SaveThread` gives the GIL back while the state stays
+        // this thread's; when the thread already holds the GIL (a caller inside its own
+        // `Python::attach`), nothing is done, and that caller's state outlives this call.
+        unsafe {
+            if pyo3::ffi::PyGILState_Check() == 0 {
+                let _kept_for_the_thread = pyo3::ffi::PyGILState_Ensure();
+                pyo3::ffi::PyEval_SaveThread();
+                kept.set(true);
+            }
+        }
+    });
 }
 
 /// Loads one of this crate's Python modules (`src/python/*.py`) under `name`.
@@ -180,4 +221,36 @@ pub(crate) fn load_module<'py>(
         })
     };
     PyModule::from_code(py, &text(source)?, &text(file)?, &text(name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use pyo3::prelude::*;
+
+    use super::{attach, start};
+
+    /// A thread keeps its Python thread state from one framework call to the next: what it put
+    /// in a `threading.local` on its first call is there on its second. With pyo3 alone the
+    /// second call gets a fresh state, which PyTorch's bindings do not survive
+    /// (`keep_thread_state`).
+    #[test]
+    fn a_thread_keeps_its_python_thread_state_between_calls() {
+        start("pytorch").expect("the frameworks' environment (cargo xtask setup)");
+        let local = attach(|py| {
+            py.import("threading")
+                .and_then(|threading| threading.call_method0("local"))
+                .map(Bound::unbind)
+        })
+        .expect("threading.local");
+        let kept = std::thread::spawn(move || {
+            attach(|py| local.bind(py).setattr("mark", 1)).expect("setattr");
+            attach(|py| local.bind(py).hasattr("mark")).expect("hasattr")
+        })
+        .join()
+        .expect("the calling thread");
+        assert!(
+            kept,
+            "the thread's second call saw a new Python thread state"
+        );
+    }
 }
