@@ -280,10 +280,16 @@ fn adapters_read_alike() {
             lib.starts_with("//! An implementation of `parallax-core`'s [`Backend`]"),
             "{adapter}/src/lib.rs must open by saying which trait it implements for which engine"
         );
+        // Cargo's test binaries: `tests/*.rs` and `tests/*/main.rs`; a folder without a
+        // `main.rs` is a module the binaries share (`tests/support/`).
         let mut tests: Vec<String> = std::fs::read_dir(root.join(adapter).join("tests"))
             .map(|entries| {
                 entries
                     .flatten()
+                    .filter(|entry| {
+                        let path = entry.path();
+                        !path.is_dir() || path.join("main.rs").is_file()
+                    })
                     .map(|entry| entry.file_name().to_string_lossy().into_owned())
                     .collect()
             })

@@ -3,8 +3,10 @@
 //! This is the backend's one integration-test binary: Keras fixes its backend when first
 //! imported, so `keras-torch` has a process of its own.
 
-use parallax_core::{Backend, CpuSettings, Device, Error, spec};
+use parallax_core::{Backend, CpuSettings, Device};
 use parallax_python::{Framework, PythonBackend};
+
+mod support;
 
 fn cpu() -> PythonBackend {
     PythonBackend::new(Framework::Keras, Device::Cpu, CpuSettings::new(2))
@@ -46,40 +48,16 @@ fn info_reports_keras_on_tensorflow_and_its_own_defaults() {
 /// error naming the layer and the backend.
 #[test]
 fn max_pooling_with_explicit_padding_is_refused_naming_the_layer() {
-    let layer = |name: &str, layer| spec::NamedLayer {
-        name: Some(name.into()),
-        layer,
-    };
-    let model = spec::ModelSpec {
-        name: "padded-pool".into(),
-        input: [1, 6, 6],
-        layers: vec![
-            layer(
-                "pool",
-                spec::Layer::MaxPool2d {
-                    kernel: spec::Pair::square(2),
-                    stride: None,
-                    padding: spec::Padding::Explicit([1, 1, 1, 1]),
-                },
-            ),
-            layer("flatten", spec::Layer::Flatten),
-            layer(
-                "fc",
-                spec::Layer::Dense {
-                    units: 2,
-                    in_features: None,
-                    bias: true,
-                },
-            ),
-        ],
-    }
-    .resolve()
-    .expect("resolve");
-    let error = cpu()
-        .build(&model, Some(&parallax_core::init::canonical(&model, 1)))
-        .err()
-        .expect("refused");
-    assert!(matches!(error, Error::Unsupported { .. }), "{error}");
-    let line = error.to_string();
-    assert!(line.contains("keras") && line.contains("'pool'"), "{line}");
+    support::refuses_padded_max_pool(&cpu(), "keras");
+}
+
+/// The parity panel in Keras's conventions (the biased running variance, which Keras's API
+/// cannot change): Keras judged against the f64 referee within
+/// [`REFEREE_MULTIPLE`](parallax_core::conformance::parity::REFEREE_MULTIPLE) noises, the
+/// referee and the noise's engines set to the same convention (`support::panel`).
+mod parity {
+    crate::parity_tests!(
+        parallax_core::conformance::parity::keras_convention_cases,
+        super::cpu
+    );
 }

@@ -6,6 +6,8 @@
 use parallax_core::{Backend, CpuSettings, Device, Error};
 use parallax_python::{Framework, PythonBackend};
 
+mod support;
+
 fn cpu() -> PythonBackend {
     PythonBackend::new(Framework::Pytorch, Device::Cpu, CpuSettings::new(2))
         .expect("PyTorch in the frameworks' environment (cargo xtask setup)")
@@ -33,97 +35,14 @@ fn cuda_is_a_typed_device_error() {
     assert!(matches!(error, Error::Device { .. }), "{error}");
 }
 
-/// The parity panel: PyTorch judged against the f64 referee (libtorch in f64) within
-/// [`REFEREE_MULTIPLE`](parallax_core::conformance::parity::REFEREE_MULTIPLE) noises, the noise
-/// measured by the batch orders of burn's Flex, tch and burn-tch, which share this process.
-/// TensorFlow's C library cannot: it exports BoringSSL under OpenSSL's names, and CPython's
-/// `_hashlib` crashes in them (docs/conformance.md).
+/// The parity panel: PyTorch judged against the f64 referee within
+/// [`REFEREE_MULTIPLE`](parallax_core::conformance::parity::REFEREE_MULTIPLE) noises, on the
+/// standard cases (`support::panel`).
 mod parity {
-    use std::sync::OnceLock;
-
-    use parallax_burn::{BurnBackend, BurnEngine};
-    use parallax_core::conformance::parity::{Panel, standard_cases};
-    use parallax_core::{Backend, CpuSettings, Device};
-    use parallax_tch::TchBackend;
-
-    fn panel(name: &str) -> &'static Panel {
-        static PANELS: OnceLock<Vec<OnceLock<Panel>>> = OnceLock::new();
-        let cases = standard_cases();
-        let index = cases
-            .iter()
-            .position(|case| case.name == name)
-            .unwrap_or_else(|| panic!("no standard case {name}"));
-        PANELS.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index].get_or_init(
-            || {
-                let cpu = CpuSettings::new(2);
-                let referee = TchBackend::new(Device::Cpu, cpu)
-                    .expect("libtorch")
-                    .with_float64();
-                let engines: Vec<Box<dyn Backend>> = vec![
-                    Box::new(BurnBackend::new(BurnEngine::Flex, Device::Cpu, cpu).expect("burn")),
-                    Box::new(TchBackend::new(Device::Cpu, cpu).expect("libtorch")),
-                    Box::new(
-                        BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, cpu).expect("burn-tch"),
-                    ),
-                    Box::new(super::cpu()),
-                ];
-                Panel::compute(cases[index].clone(), &referee, &engines)
-            },
-        )
-    }
-
-    #[test]
-    fn mlp_logits() {
-        panel("mlp logits").check();
-    }
-
-    #[test]
-    fn cnn_logits() {
-        panel("cnn logits").check();
-    }
-
-    #[test]
-    fn resnet18_logits() {
-        panel("resnet18 logits").check();
-    }
-
-    #[test]
-    fn every_layer_logits() {
-        panel("every-layer logits").check();
-    }
-
-    #[test]
-    fn mlp_sgd_step() {
-        panel("mlp SGD step").check();
-    }
-
-    #[test]
-    fn cnn_sgd_step() {
-        panel("cnn SGD step").check();
-    }
-
-    #[test]
-    fn resnet18_sgd_step() {
-        panel("resnet18 SGD step").check();
-    }
-
-    #[test]
-    fn every_layer_sgd_step() {
-        panel("every-layer SGD step").check();
-    }
-
-    #[test]
-    fn the_standard_cases_are_all_checked() {
-        let this_file = include_str!("pytorch.rs");
-        for case in standard_cases() {
-            let test = case.name.replace([' ', '-'], "_").to_lowercase();
-            assert!(
-                this_file.contains(&format!("fn {test}()")),
-                "the standard case {} has no parity test here; add `fn {test}()`",
-                case.name
-            );
-        }
-    }
+    crate::parity_tests!(
+        parallax_core::conformance::parity::standard_cases,
+        super::cpu
+    );
 }
 
 /// The defaults that the tch adapter states for PyTorch (`BackendInfo::native_defaults`, what a

@@ -34,6 +34,7 @@ use ndarray::{Array1, Array4, ArrayD, Axis};
 use super::{every_layer_spec, resolve, test_images};
 use crate::backend::{Backend, OptimizerConfig};
 use crate::data::Batch;
+use crate::defaults::VarianceEstimator;
 use crate::spec::{Layer, ModelSpec, ResolvedModel, presets};
 use crate::weights::Weights;
 use crate::{Result, init};
@@ -168,6 +169,17 @@ impl Case {
         }
     }
 
+    /// This case with every batch norm updating its running variance with the biased batch
+    /// variance, Keras's convention, which Keras's public API cannot change; the name says so.
+    /// Logits, computed in evaluation mode, do not depend on it.
+    pub fn with_biased_running_variance(mut self) -> Case {
+        for norm in self.model.norms_mut() {
+            norm.running_variance = VarianceEstimator::Biased;
+        }
+        self.name = format!("{} (biased running variance)", self.name);
+        self
+    }
+
     /// The model.
     pub fn model(&self) -> &ResolvedModel {
         &self.model
@@ -274,6 +286,18 @@ pub fn standard_cases() -> Vec<Case> {
         ),
         Case::sgd_step(every_layer_without_dropout(), 8, 0.9),
     ]
+}
+
+/// [`standard_cases`] in Keras's conventions, which the Keras backends' panels run: every batch
+/// norm's running variance updated with the biased batch variance
+/// ([`Case::with_biased_running_variance`]). A single SGD step from zero velocity is the same
+/// update in Keras's momentum form (`v = m·v − lr·g; w += v`) as in PyTorch's, so the cases are
+/// otherwise the standard ones.
+pub fn keras_convention_cases() -> Vec<Case> {
+    standard_cases()
+        .into_iter()
+        .map(Case::with_biased_running_variance)
+        .collect()
 }
 
 /// The seed of the images of ResNet-18's standard step. A step is a piecewise-smooth function
