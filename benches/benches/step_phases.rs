@@ -4,9 +4,9 @@
 //!
 //! Each engine trains the cnn (or `PARALLAX_BENCH_MODEL`) on the bundled subset's batches of
 //! 64 in epoch order, warms up for 10 steps, then profiles `PARALLAX_BENCH_STEPS` steps (100)
-//! and reports each phase's median milliseconds. `benches/references/pytorch_phases.py`
-//! splits PyTorch's own step the same way; `cargo xtask bench --references` runs both and
-//! prints them side by side. With `PARALLAX_BENCH_PHASES=FILE`, the medians go to FILE as JSON.
+//! and reports each phase's median milliseconds. The `pytorch` backend splits PyTorch's own
+//! step the same way, but its embedded CPython cannot share this process with TensorFlow's C
+//! library. With `PARALLAX_BENCH_PHASES=FILE`, the medians go to FILE as JSON.
 //! Arguments name the engines to profile (`cargo bench --bench step_phases -- tch`); none
 //! means all.
 

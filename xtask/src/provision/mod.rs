@@ -70,19 +70,6 @@ fn wheels_dir(cache: &Path) -> PathBuf {
     cache.join("wheels")
 }
 
-/// The pinned wheel of distribution `name` (`torch`, `tensorflow-cpu`): its requirement, and
-/// its file in the cache when setup has downloaded it, for installs that reuse the download.
-pub fn pinned_wheel(name: &str) -> Result<(String, Option<PathBuf>)> {
-    let pins = Pins::get()?;
-    let wheel = pins
-        .wheel
-        .iter()
-        .find(|wheel| wheel.name() == name)
-        .with_context(|| format!("xtask/wheels.toml pins no {name} wheel"))?;
-    let path = wheels_dir(&cache_dir()).join(&wheel.file);
-    Ok((wheel.requirement.clone(), path.is_file().then_some(path)))
-}
-
 /// Where libtorch comes from.
 #[derive(Debug, PartialEq, Eq)]
 enum Torch {

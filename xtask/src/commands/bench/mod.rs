@@ -2,10 +2,9 @@
 //! native libraries provisioned, then prints and writes (`DIR/bench.md`, `DIR/bench.json`) one
 //! table per model with each engine's median step time, throughput, ratio to the fastest engine
 //! and utilisation of the machine's matrix-product peak, measured in the same run. With
-//! `--references`, it runs tch and tf side by side with PyTorch's own loop and Keras's `fit`
-//! instead (`references.rs`); with `--harness-share`, the harness's share of a libtorch epoch.
+//! `--harness-share`, the harness's share of a libtorch epoch. Framework speed (tch against
+//! PyTorch's own loop, tf against Keras's `fit`) is `cargo xtask compare`'s, over seeds.
 
-mod references;
 mod results;
 
 use std::path::PathBuf;
@@ -31,31 +30,12 @@ pub struct Args {
     /// Instead of the criterion benchmarks, measure the share of a libtorch epoch on full
     /// Fashion-MNIST that is the harness's (`benches/benches/harness_share.rs`; settings through
     /// `PARALLAX_BENCH_MODEL`, `PARALLAX_BENCH_ROUNDS`, `PARALLAX_BENCH_THREADS`).
-    #[arg(long, conflicts_with_all = ["filter", "references"])]
-    pub harness_share: bool,
-    /// Instead of the criterion benchmarks, run tch against PyTorch's own Python loop and tf
-    /// against Keras's `model.fit`, alternated in pairs, in virtual environments installed
-    /// from setup's wheels on first use; writes `DIR/references.md` and `.json`.
     #[arg(long, conflicts_with = "filter")]
+    pub harness_share: bool,
+    /// Retired: framework speed is `cargo xtask compare` over the `pytorch` and `keras`
+    /// backends; kept so that the old flag says where to go.
+    #[arg(long, hide = true)]
     pub references: bool,
-    /// With `--references`: alternated pairs per engine and model.
-    #[arg(long, default_value_t = 5, requires = "references")]
-    pub pairs: usize,
-    /// With `--references`: the models.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "mlp,cnn",
-        requires = "references"
-    )]
-    pub models: Vec<String>,
-    /// With `--references`: epochs per run; the last counts, the first warms up.
-    #[arg(long, default_value_t = 2, requires = "references")]
-    pub epochs: u32,
-    /// With `--references`: training images per epoch (Fashion-MNIST's first ones); by
-    /// default all of them for the mlp and 12,800 for the cnn.
-    #[arg(long, requires = "references")]
-    pub limit_train: Option<usize>,
 }
 
 /// Runs the benchmarks.
@@ -63,18 +43,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    let native = provision::ensure(false)?;
     if args.references {
-        let settings = references::Settings {
-            pairs: args.pairs,
-            models: args.models.clone(),
-            epochs: args.epochs,
-            limit_train: args.limit_train,
-            batch_size: 64,
-            threads: args.threads,
-        };
-        return references::run(&settings, &native, &std::path::absolute(&args.out)?);
+        bail!(
+            "`bench --references` is retired: PyTorch's loop and Keras's fit are backends now; run `cargo xtask compare --backends tch,pytorch,tf,keras --model cnn --seeds 5` for s/epoch verdicts over seeds (docs/bench.md)"
+        );
     }
+    let native = provision::ensure(false)?;
     if args.harness_share {
         let mut command = cargo(
             &[

@@ -305,11 +305,24 @@ pub(crate) struct Workers {
 
 impl Workers {
     fn build(backends: &[&'static BackendEntry], prebuilt: Option<&Path>) -> anyhow::Result<Self> {
-        let native = if prebuilt.is_some() || backends.iter().any(|entry| entry.is_native()) {
+        let mut native = if prebuilt.is_some() || backends.iter().any(|entry| entry.is_native()) {
             Some(provision::ensure(false)?)
         } else {
             None
         };
+        // The Python backends run the frameworks from their virtual environment, installed
+        // here when missing, as `compare` does; a named backend that cannot have it fails.
+        let runs_frameworks = backends.iter().any(|entry| {
+            entry
+                .native
+                .contains(&parallax_registry::NativeLibrary::Frameworks)
+        });
+        if let Some(native) = native.as_mut()
+            && runs_frameworks
+            && prebuilt.is_none()
+        {
+            provision::ensure_frameworks(native)?;
+        }
         let paths = workers::build(backends, false, native.as_ref(), prebuilt)?;
         Ok(Workers { paths, native })
     }
