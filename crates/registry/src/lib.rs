@@ -33,6 +33,9 @@ pub struct BackendEntry {
     pub name: &'static str,
     /// The engine underneath, as a reader would name it.
     pub engine: &'static str,
+    /// The short name a report gives its rows: the framework and version a reader knows, and
+    /// how parallax drives it ("PyTorch 2.9 (Python, eager)").
+    pub label: &'static str,
     /// The adapter crate that implements `parallax_core::Backend` for it.
     pub adapter: &'static str,
     /// The worker's (`parallax-runner`'s) cargo feature that compiles it in, for the CPU.
@@ -47,7 +50,8 @@ pub struct BackendEntry {
     /// Features that `cargo xtask test` enables so that the workspace's tests cover it.
     pub test_features: &'static [&'static str],
     /// Whether `cargo xtask compare` without `--backends` compares it: one backend per engine
-    /// or framework, so burn-tch (burn's code on tch's engine) is left to those who name it.
+    /// or framework (burn, tch, tf, and PyTorch's and Keras's own Python code), so burn-tch
+    /// (burn's code on tch's engine) is left to those who name it.
     pub compared_by_default: bool,
 }
 
@@ -73,6 +77,7 @@ pub const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
         name: "burn",
         engine: "burn 0.22.1: Flex on the CPU, CubeCL on CUDA",
+        label: "burn 0.22 Flex (Rust)",
         adapter: "parallax-burn",
         feature: "burn",
         cuda_feature: Some("burn-cuda"),
@@ -84,6 +89,7 @@ pub const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
         name: "tch",
         engine: "libtorch 2.9.0 through tch",
+        label: "libtorch 2.9 via tch (Rust)",
         adapter: "parallax-tch",
         feature: "tch",
         cuda_feature: Some("tch"),
@@ -95,6 +101,7 @@ pub const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
         name: "burn-tch",
         engine: "burn 0.22.1 on libtorch 2.9.0 (burn-tch)",
+        label: "burn 0.22 on libtorch 2.9 (Rust)",
         adapter: "parallax-burn",
         feature: "burn-tch",
         cuda_feature: Some("burn-tch"),
@@ -106,6 +113,7 @@ pub const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
         name: "tf",
         engine: "TensorFlow 2.21 in graph mode, the engine under Keras",
+        label: "TensorFlow 2.21 graph (C API, Rust)",
         adapter: "parallax-tf",
         feature: "tf",
         cuda_feature: Some("tf"),
@@ -117,37 +125,48 @@ pub const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
         name: "pytorch",
         engine: "PyTorch 2.9.0 from Python: an nn.Module trained in the eager loop with torch.optim",
+        label: "PyTorch 2.9 (Python, eager)",
         adapter: "parallax-python",
         feature: "pytorch",
         cuda_feature: None,
         native: &[NativeLibrary::Frameworks],
         openmp: true,
         test_features: &[],
-        compared_by_default: false,
+        compared_by_default: true,
     },
     BackendEntry {
         name: "keras",
         engine: "Keras 3.15 on TensorFlow 2.21 from Python: a functional keras.Model trained with model.fit",
+        label: "Keras 3.15 fit on TensorFlow 2.21",
         adapter: "parallax-python",
         feature: "keras",
         cuda_feature: None,
         native: &[NativeLibrary::Frameworks],
         openmp: false,
         test_features: &[],
-        compared_by_default: false,
+        compared_by_default: true,
     },
     BackendEntry {
         name: "keras-torch",
         engine: "Keras 3.15 on PyTorch 2.9 from Python (KERAS_BACKEND=torch): the same model.fit",
+        label: "Keras 3.15 fit on PyTorch 2.9",
         adapter: "parallax-python",
         feature: "keras-torch",
         cuda_feature: None,
         native: &[NativeLibrary::Frameworks],
         openmp: true,
         test_features: &[],
-        compared_by_default: false,
+        compared_by_default: true,
     },
 ];
+
+/// The backend `name`'s [`BackendEntry::label`], if it is one of [`BACKENDS`].
+pub fn label_of(name: &str) -> Option<&'static str> {
+    BACKENDS
+        .iter()
+        .find(|entry| entry.name == name)
+        .map(|entry| entry.label)
+}
 
 /// The backends that `cargo xtask compare` compares when `--backends` is not given.
 pub fn compared_by_default() -> Vec<&'static BackendEntry> {
@@ -211,6 +230,24 @@ mod tests {
             find("jax").unwrap_err().to_string(),
             "unknown backend \"jax\"; known backends: burn, tch, burn-tch, tf, pytorch, keras, keras-torch"
         );
+    }
+
+    /// A label's versions are the engine's: each `major.minor` a label names begins a version
+    /// that the longer description states, so that the two cannot drift apart.
+    #[test]
+    fn labels_name_the_engines_versions() {
+        for entry in BACKENDS {
+            for word in entry.label.split_whitespace() {
+                if word.starts_with(|c: char| c.is_ascii_digit()) {
+                    assert!(
+                        entry.engine.contains(word),
+                        "{}: the label's {word} is not in {:?}",
+                        entry.name,
+                        entry.engine
+                    );
+                }
+            }
+        }
     }
 
     #[test]

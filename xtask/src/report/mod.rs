@@ -448,7 +448,7 @@ pub(crate) fn headline_rows(summary: &Summary) -> Vec<Vec<String>> {
         .map(|r| {
             vec![
                 summary.label(r),
-                format!("{} {}", r.framework, r.framework_version),
+                engine_label(r),
                 format!("{:.4}", r.test_accuracy),
                 format!("{:.4}", r.weighted_f1),
                 format!("{:.4}", r.macro_f1),
@@ -458,6 +458,15 @@ pub(crate) fn headline_rows(summary: &Summary) -> Vec<Vec<String>> {
             ]
         })
         .collect()
+}
+
+/// The engine as a reader knows it: the registry's label ("PyTorch 2.9 (Python, eager)"), or
+/// the record's own framework and version for a backend the registry no longer lists. The
+/// exact versions are in the report's Engines section.
+pub(crate) fn engine_label(record: &RunRecord) -> String {
+    parallax_registry::label_of(&record.backend)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{} {}", record.framework, record.framework_version))
 }
 
 /// The table of one seed's runs, one row per run, and the failed runs.

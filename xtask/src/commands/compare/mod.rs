@@ -35,12 +35,16 @@ use crate::workers::{self, Job};
 use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
 pub use repeat::Repeatability;
 
+/// The seeds of a comparison that names none: enough for verdicts over seeds (3 is the least).
+pub const DEFAULT_SEEDS: u64 = 5;
+
 /// Flags of `cargo xtask compare`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Backends to train, comma-separated: burn, tch, burn-tch, tf. By default burn, tch and tf,
-    /// where a native library that cannot be provisioned (offline, no pip) leaves its backend
-    /// out with the reason; backends named here that fail make the command fail.
+    /// Backends to train, comma-separated: burn, tch, burn-tch, tf, pytorch, keras,
+    /// keras-torch. By default burn, tch, tf, pytorch, keras and keras-torch, where a native
+    /// library or the Python frameworks that cannot be provisioned (offline, no pip) leave
+    /// their backends out with the reason; backends named here that fail make the command fail.
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     pub backends: Option<Vec<&'static BackendEntry>>,
     /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file.
@@ -71,10 +75,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Seed of the data order and the shared initial weights, for a single-seed comparison.
-    #[arg(long, default_value_t = 42, conflicts_with = "seeds")]
-    pub seed: u64,
+    #[arg(long, conflicts_with = "seeds")]
+    pub seed: Option<u64>,
     /// Seeds: a count N (seeds 1 to N) or a comma-separated list. Every backend runs once per
-    /// seed, from that seed's weights and data order; 3 or more give verdicts.
+    /// seed, from that seed's weights and data order; 3 or more give verdicts. Without
+    /// `--seed` or `--seeds`, 5, so that a first comparison ends with verdicts.
     #[arg(long)]
     pub seeds: Option<Seeds>,
     /// CPU threads per backend (the same for all); all cores by default.
@@ -316,9 +321,10 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
             .map(usize::from)
             .unwrap_or(1)
     });
-    let seeds = match &args.seeds {
-        Some(Seeds(seeds)) => seeds.clone(),
-        None => vec![args.seed],
+    let seeds = match (&args.seeds, args.seed) {
+        (Some(Seeds(seeds)), _) => seeds.clone(),
+        (None, Some(seed)) => vec![seed],
+        (None, None) => (1..=DEFAULT_SEEDS).collect(),
     };
     let base = RunRequest {
         backend: String::new(),
@@ -708,7 +714,7 @@ mod tests {
             batch_size: 64,
             optimizer: "adam".parse().unwrap(),
             lr: 1e-3,
-            seed: 1,
+            seed: Some(1),
             seeds: None,
             threads: Some(2),
             keep_denormals: false,
@@ -729,6 +735,16 @@ mod tests {
             skip_unreadable: false,
             out: std::env::temp_dir().join("parallax-compare-unit"),
         }
+    }
+
+    #[test]
+    fn without_seed_flags_a_comparison_runs_five_seeds() {
+        let mut flags = args(&["burn"]);
+        flags.seed = None;
+        let checked = check(&flags).unwrap();
+        assert_eq!(checked.seeds, [1, 2, 3, 4, 5]);
+        flags.seed = Some(42);
+        assert_eq!(check(&flags).unwrap().seeds, [42]);
     }
 
     #[test]
@@ -769,7 +785,10 @@ mod tests {
         let default = check(&flags).unwrap();
         assert!(!default.named);
         let names: Vec<&str> = default.backends.iter().map(|entry| entry.name).collect();
-        assert_eq!(names, ["burn", "tch", "tf"]);
+        assert_eq!(
+            names,
+            ["burn", "tch", "tf", "pytorch", "keras", "keras-torch"]
+        );
     }
 
     #[test]

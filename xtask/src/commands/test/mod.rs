@@ -185,9 +185,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask compare` with no `--backends`, where the native libraries cannot be
-/// provisioned (an empty cache and no Python to run pip): tch and tf are reported as skipped,
-/// burn compares, and the command succeeds; naming tch with `--backends` then fails.
+/// `cargo xtask compare` with no `--backends` and no seeds, where the native libraries and
+/// the Python frameworks cannot be provisioned (an empty cache and no Python to run pip): tch,
+/// tf, pytorch, keras and keras-torch are reported as skipped, burn compares over the default
+/// 5 seeds, and the command succeeds; naming tch with `--backends` then fails.
 fn default_comparison() -> anyhow::Result<()> {
     let out = crate::cargo::target_dir().join("acceptance/default");
     let cache = out.join("empty-cache");
@@ -232,9 +233,14 @@ fn default_comparison() -> anyhow::Result<()> {
             .first()
             .map_or("", |skipped| skipped.reason.as_str())
     );
+    // Every default backend but burn needs a native library or the Python frameworks, and
+    // without seed flags compare runs seeds 1 to 5 (its DEFAULT_SEEDS).
+    let seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
     ensure!(
-        skipped == ["tch", "tf"] && compared == ["burn"],
-        "expected burn compared and tch, tf skipped; got {compared:?} and {skipped:?}"
+        skipped == ["tch", "tf", "pytorch", "keras", "keras-torch"]
+            && compared.iter().all(|backend| *backend == "burn")
+            && seeds == [1, 2, 3, 4, 5],
+        "expected burn compared over seeds 1 to 5 and tch, tf, pytorch, keras, keras-torch skipped; got {compared:?} over seeds {seeds:?} and {skipped:?}"
     );
     ensure!(
         out.join("report.html").is_file(),
@@ -362,6 +368,8 @@ fn grad_cam_acceptance(worker: &Path) -> anyhow::Result<()> {
         "fashion-mnist-subset-placed",
         "--epochs",
         "8",
+        "--seed",
+        "42",
         "--save-weights",
         "--out",
         &train_dir,

@@ -173,7 +173,16 @@ fn killed_worker(out: &Path, worker: &Path) -> anyhow::Result<()> {
     // Three epochs, so that a kill after the first falls in the middle of the run, with one
     // epoch to keep and more to lose.
     let child = spawn_compare(
-        &["--backends", "burn,tch", "--model", "cnn", "--epochs", "3"],
+        &[
+            "--backends",
+            "burn,tch",
+            "--model",
+            "cnn",
+            "--epochs",
+            "3",
+            "--seed",
+            "42",
+        ],
         &dir,
         &killing,
     )?;
@@ -216,7 +225,16 @@ fn interrupt(dir: &Path, worker: &Path) -> anyhow::Result<()> {
     // Twenty epochs are at least 2 s of the cnn's arithmetic on two threads, so the interrupt,
     // sent within 50 ms of the first epoch, always finds burn mid-run.
     let child = spawn_compare(
-        &["--backends", "burn,tch", "--model", "cnn", "--epochs", "20"],
+        &[
+            "--backends",
+            "burn,tch",
+            "--model",
+            "cnn",
+            "--epochs",
+            "20",
+            "--seed",
+            "42",
+        ],
         dir,
         worker,
     )?;

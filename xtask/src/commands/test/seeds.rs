@@ -172,6 +172,8 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         "compare",
         "--backends",
         "burn,tch,tf",
+        "--seed",
+        "42",
         "--defaults",
         "native",
         "--repeat",
