@@ -1121,6 +1121,7 @@ pub fn the_adam_formulations_put_epsilon_where_their_frameworks_do(backend: &dyn
     }
 }
 
+pub mod handoff;
 pub mod parity;
 pub mod trajectory;
 

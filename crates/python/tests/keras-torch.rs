@@ -63,6 +63,7 @@ mod parity {
 /// the one optimizer both APIs can run in the same form: each fixes its own Adam (Keras adds ε
 /// to the uncorrected root), and two Adams would differ by design, not by rounding.
 mod trajectory {
+    use parallax_core::conformance::parity::BatchOrder;
     use parallax_core::conformance::trajectory::{TrajectoryCase, TrajectoryJudgement};
     use parallax_core::spec::Preset;
     use parallax_core::{CpuSettings, Device, OptimizerConfig};
@@ -74,13 +75,15 @@ mod trajectory {
             .expect("the bundled subset");
         let pytorch = PythonBackend::new(Framework::Pytorch, Device::Cpu, CpuSettings::new(2))
             .expect("PyTorch beside Keras on torch");
-        let reference = case.train(&pytorch, false).expect("pytorch");
-        let twin = case
-            .train(&pytorch, true)
-            .expect("pytorch, every batch reversed");
-        let keras = case.train(&super::cpu(), false).expect("keras-torch");
+        let reference = case.train(&pytorch, BatchOrder::Natural).expect("pytorch");
+        let twins = case
+            .twins(&pytorch)
+            .expect("pytorch, every batch reordered");
+        let keras = case
+            .train(&super::cpu(), BatchOrder::Natural)
+            .expect("keras-torch");
         let judgement =
-            TrajectoryJudgement::new(("keras-torch", &keras), ("pytorch", &reference), &twin);
+            TrajectoryJudgement::new(("keras-torch", &keras), ("pytorch", &reference), &twins);
         eprintln!("trajectory: {preset:?}: {judgement}");
         assert!(judgement.holds(), "{judgement}");
     }

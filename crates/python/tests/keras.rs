@@ -61,3 +61,72 @@ mod parity {
         super::cpu
     );
 }
+
+/// Keras on TensorFlow against tf (TensorFlow's C library driven from Rust), whose halves run
+/// in tf's own test binary (`crates/tf/tests/tf.rs`) and come through a directory, since
+/// TensorFlow's C library and CPython cannot share a process; `cargo xtask test` runs the two in
+/// turn.
+mod against_tf {
+    use parallax_core::conformance::handoff::{handoff_dir, take_over};
+    use parallax_core::conformance::parity::BatchOrder;
+    use parallax_core::conformance::trajectory::{Trajectory, TrajectoryCase, TrajectoryJudgement};
+    use parallax_core::spec::Preset;
+    use parallax_core::{Backend, NativeDefaults, OptimizerConfig};
+
+    /// 3 epochs of `preset` with Adam in Keras's form from the same weights in the same order:
+    /// every epoch's train loss and the final predicted classes within 16 times the noise that
+    /// reversing every batch makes on tf.
+    fn trajectories(preset: Preset, name: &str) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        // The case tf's half trains: keep the two alike.
+        let case =
+            TrajectoryCase::on_subset(preset, 3, OptimizerConfig::adam_keras(1e-3), fixtures)
+                .expect("the bundled subset");
+        let dir = handoff_dir().expect("the handoff directory");
+        let (reference, twins): (Trajectory, Vec<Trajectory>) =
+            take_over(&dir, name).expect("tf's half, handed off");
+        let keras = case
+            .train(&super::cpu(), BatchOrder::Natural)
+            .expect("keras");
+        let judgement = TrajectoryJudgement::new(("keras", &keras), ("tf", &reference), &twins);
+        eprintln!("trajectory: {preset:?}: {judgement}");
+        assert!(judgement.holds(), "{judgement}");
+    }
+
+    #[test]
+    #[ignore = "run by `cargo xtask test` after the tf binary's half"]
+    fn mlp_trajectory() {
+        trajectories(Preset::Mlp, "tf-mlp");
+    }
+
+    #[test]
+    #[ignore = "run by `cargo xtask test` after the tf binary's half"]
+    fn cnn_trajectory() {
+        trajectories(Preset::Cnn, "tf-cnn");
+    }
+
+    /// The defaults that the tf adapter states for Keras (`BackendInfo::native_defaults`, what
+    /// a `--defaults native` run of tf switches on) are the ones Keras itself reports at run
+    /// time.
+    #[test]
+    #[ignore = "run by `cargo xtask test` after the tf binary's half"]
+    fn the_defaults_tf_states_for_keras_are_keras_own() {
+        let dir = handoff_dir().expect("the handoff directory");
+        let stated: NativeDefaults =
+            take_over(&dir, "tf-native-defaults").expect("tf's stated defaults, handed off");
+        let reported = super::cpu().info().native_defaults;
+        // Keras states momentum as the running value's weight (0.99); its complement 1 − 0.99
+        // is one f64 subtraction away from the 0.01 stated, off by at most one ε of 1.
+        assert!(
+            (stated.batch_norm_momentum - reported.batch_norm_momentum).abs() <= f64::EPSILON,
+            "stated {stated:?}, Keras reports {reported:?}"
+        );
+        assert_eq!(
+            NativeDefaults {
+                batch_norm_momentum: reported.batch_norm_momentum,
+                ..stated
+            },
+            reported
+        );
+    }
+}

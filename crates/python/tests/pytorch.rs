@@ -62,6 +62,7 @@ fn the_defaults_tch_states_for_pytorch_are_pytorchs_own() {
 /// train loss and the final predicted classes within 16 times the noise that reversing every
 /// batch makes on tch (`parallax_core::conformance::trajectory`).
 mod trajectory {
+    use parallax_core::conformance::parity::BatchOrder;
     use parallax_core::conformance::trajectory::{TrajectoryCase, TrajectoryJudgement};
     use parallax_core::spec::Preset;
     use parallax_core::{CpuSettings, Device, OptimizerConfig};
@@ -72,10 +73,13 @@ mod trajectory {
         let case = TrajectoryCase::on_subset(preset, 3, OptimizerConfig::adam(1e-3), fixtures)
             .expect("the bundled subset");
         let tch = TchBackend::new(Device::Cpu, CpuSettings::new(2)).expect("libtorch");
-        let reference = case.train(&tch, false).expect("tch");
-        let twin = case.train(&tch, true).expect("tch, every batch reversed");
-        let pytorch = case.train(&super::cpu(), false).expect("pytorch");
-        let judgement = TrajectoryJudgement::new(("pytorch", &pytorch), ("tch", &reference), &twin);
+        let reference = case.train(&tch, BatchOrder::Natural).expect("tch");
+        let twins = case.twins(&tch).expect("tch, every batch reordered");
+        let pytorch = case
+            .train(&super::cpu(), BatchOrder::Natural)
+            .expect("pytorch");
+        let judgement =
+            TrajectoryJudgement::new(("pytorch", &pytorch), ("tch", &reference), &twins);
         eprintln!("trajectory: {preset:?}: {judgement}");
         assert!(judgement.holds(), "{judgement}");
     }

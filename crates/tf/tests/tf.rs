@@ -167,3 +167,49 @@ fn a_dense_layer_after_a_flattened_image_reads_canonical_order() {
         }
     }
 }
+
+/// tf's halves of checks against Keras on TensorFlow (`crates/python/tests/keras.rs` judges
+/// them), handed off through a directory since TensorFlow's C library and CPython cannot share
+/// a process: 3 epochs of the mlp and the cnn with Adam in Keras's form on the bundled subset,
+/// with the same training with every batch reversed (the noise's twin), and the defaults this
+/// adapter states for Keras (`BackendInfo::native_defaults`).
+mod keras_handoff {
+    use parallax_core::conformance::handoff::{hand_off, handoff_dir};
+    use parallax_core::conformance::parity::BatchOrder;
+    use parallax_core::conformance::trajectory::TrajectoryCase;
+    use parallax_core::spec::Preset;
+    use parallax_core::{Backend, OptimizerConfig};
+
+    fn trajectories(preset: Preset, name: &str) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        // The case the keras binary trains: keep the two alike.
+        let case =
+            TrajectoryCase::on_subset(preset, 3, OptimizerConfig::adam_keras(1e-3), fixtures)
+                .expect("the bundled subset");
+        let tf = super::cpu();
+        let reference = case.train(&tf, BatchOrder::Natural).expect("tf");
+        let twins = case.twins(&tf).expect("tf, every batch reordered");
+        let dir = handoff_dir().expect("the handoff directory");
+        hand_off(&dir, name, &(reference, twins)).expect("handing the trajectories off");
+    }
+
+    #[test]
+    #[ignore = "run by `cargo xtask test`, which then runs the keras binary's half"]
+    fn mlp_trajectories() {
+        trajectories(Preset::Mlp, "tf-mlp");
+    }
+
+    #[test]
+    #[ignore = "run by `cargo xtask test`, which then runs the keras binary's half"]
+    fn cnn_trajectories() {
+        trajectories(Preset::Cnn, "tf-cnn");
+    }
+
+    #[test]
+    #[ignore = "run by `cargo xtask test`, which then runs the keras binary's half"]
+    fn stated_keras_defaults() {
+        let dir = handoff_dir().expect("the handoff directory");
+        let stated = super::cpu().info().native_defaults;
+        hand_off(&dir, "tf-native-defaults", &stated).expect("handing the defaults off");
+    }
+}

@@ -3,9 +3,13 @@
 //! that f32 arithmetic itself makes over that model and horizon.
 //!
 //! The noise is measured on the reference engine: the same training with the examples of every
-//! batch taken in reverse order. Every batch holds the same examples, so the mathematics is the
+//! batch reordered, three ways (reversed, even positions then odd, halves swapped), its largest
+//! distance from the reference. Every batch holds the same examples, so the mathematics is the
 //! same; only the order of each sum over the batch differs, and training amplifies that
-//! rounding step after step, as it amplifies any other. The judged engine's own reorderings
+//! rounding step after step, as it amplifies any other. One reordering alone can land close to
+//! the reference by chance at some epoch (a difference of many amplified roundings crosses
+//! zero), which would make that epoch's bound a single rounding; three rarely do. The judged
+//! engine's own reorderings
 //! never vouch for it. The rule is the parity rule's ([`super::parity`]): an epoch's train loss
 //! may differ from the reference's by at most [`TRAJECTORY_MULTIPLE`] times the larger of that
 //! noise and one f32 rounding of the loss; the final predicted classes may disagree on at most
@@ -15,6 +19,7 @@ use std::fmt;
 
 use ndarray::Axis;
 
+use super::parity::BatchOrder;
 use crate::backend::{Backend, OptimizerConfig};
 use crate::data::builtin::BuiltinDataset;
 use crate::data::{DataRequest, EpochPlan, LoadedData, epoch_order};
@@ -27,7 +32,7 @@ pub const TRAJECTORY_MULTIPLE: f64 = 16.0;
 
 /// One engine's training: each epoch's mean train loss, and the test set's predicted classes
 /// after the last.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trajectory {
     /// Mean train loss of each epoch.
     pub losses: Vec<f64>,
@@ -85,24 +90,24 @@ impl TrajectoryCase {
         })
     }
 
-    /// The case trained on `backend`; with `reversed_within_batches`, every batch's examples are
-    /// taken in reverse order (the noise's twin of the same training).
-    pub fn train(
-        &self,
-        backend: &dyn Backend,
-        reversed_within_batches: bool,
-    ) -> Result<Trajectory> {
+    /// The case trained on `backend`, the examples of every batch fed in `order`
+    /// ([`BatchOrder::Natural`] for the training itself, another for one of its twins).
+    pub fn train(&self, backend: &dyn Backend, order: BatchOrder) -> Result<Trajectory> {
         let mut net = backend.build(&self.model, Some(&self.weights))?;
         let train = &self.data.train;
         let mut losses = Vec::new();
         for epoch in 0..self.epochs {
-            let mut order = epoch_order(train.len(), self.seed, epoch);
-            if reversed_within_batches {
-                for batch in order.chunks_mut(self.batch_size) {
-                    batch.reverse();
-                }
-            }
-            let plan = EpochPlan::new(train, &order, self.batch_size)?;
+            let natural = epoch_order(train.len(), self.seed, epoch);
+            let epoch_order: Vec<u32> = natural
+                .chunks(self.batch_size)
+                .flat_map(|batch| {
+                    order
+                        .positions(batch.len())
+                        .into_iter()
+                        .map(move |position| batch[position])
+                })
+                .collect();
+            let plan = EpochPlan::new(train, &epoch_order, self.batch_size)?;
             let stats = net.train_epoch(&plan, &self.optimizer, &mut |_| {})?;
             losses.push(stats.train_loss);
         }
@@ -122,6 +127,25 @@ impl TrajectoryCase {
             losses,
             predictions,
         })
+    }
+}
+
+impl TrajectoryCase {
+    /// The reorderings the noise is measured over: every batch's examples in each of the
+    /// orders of a step's noise but the natural one.
+    pub const TWIN_ORDERS: [BatchOrder; 3] = [
+        BatchOrder::Reversed,
+        BatchOrder::EvenThenOdd,
+        BatchOrder::HalvesSwapped,
+    ];
+
+    /// The case trained on `backend` in each of [`Self::TWIN_ORDERS`]: the twins whose
+    /// distances from its natural training measure the noise.
+    pub fn twins(&self, backend: &dyn Backend) -> Result<Vec<Trajectory>> {
+        Self::TWIN_ORDERS
+            .iter()
+            .map(|&order| self.train(backend, order))
+            .collect()
     }
 }
 
@@ -150,27 +174,36 @@ pub struct TrajectoryJudgement {
 }
 
 impl TrajectoryJudgement {
-    /// `judged` against `reference`, with `twin` (the reference trained with every batch
-    /// reversed) measuring the noise.
+    /// `judged` against `reference`, with `twins` (the reference trained with every batch
+    /// reordered, [`TrajectoryCase::twins`]) measuring the noise: per epoch, their largest
+    /// distance from the reference's loss; for the predictions, their most disagreements.
     pub fn new(
         (engine, judged): (&str, &Trajectory),
         (reference_name, reference): (&str, &Trajectory),
-        twin: &Trajectory,
+        twins: &[Trajectory],
     ) -> Self {
         let epochs = judged
             .losses
             .iter()
             .zip(&reference.losses)
-            .zip(&twin.losses)
-            .map(|((&loss, &truth), &other)| {
-                let noise = (truth - other).abs();
+            .enumerate()
+            .map(|(epoch, (&loss, &truth))| {
+                let noise = twins
+                    .iter()
+                    .filter_map(|twin| twin.losses.get(epoch))
+                    .map(|&other| (truth - other).abs())
+                    .fold(0.0, f64::max);
                 // One f32 rounding of the loss, the least two f32 runs can be apart.
                 let floor = f64::from(f32::EPSILON) * truth.abs();
                 let bound = TRAJECTORY_MULTIPLE * noise.max(floor);
                 ((loss - truth).abs(), noise, bound)
             })
             .collect();
-        let noise = disagreements(reference, twin);
+        let noise = twins
+            .iter()
+            .map(|twin| disagreements(reference, twin))
+            .max()
+            .unwrap_or(0);
         let bound = (TRAJECTORY_MULTIPLE as usize) * noise.max(1);
         TrajectoryJudgement {
             engine: engine.into(),
@@ -230,11 +263,16 @@ mod tests {
         let reference = trajectory(&[1.0, 0.5], &[0, 1, 2]);
         let twin = trajectory(&[1.0 + 1e-6, 0.5 - 1e-6], &[0, 1, 2]);
         let close = trajectory(&[1.0 + 1e-5, 0.5], &[0, 1, 2]);
-        let judged = TrajectoryJudgement::new(("a", &close), ("b", &reference), &twin);
+        let judged = TrajectoryJudgement::new(
+            ("a", &close),
+            ("b", &reference),
+            std::slice::from_ref(&twin),
+        );
         assert!(judged.holds(), "{judged}");
         // 2e-5 is twenty noises of 1e-6: an engine off in the fifth digit is caught.
         let far = trajectory(&[1.0, 0.5 + 2e-5], &[0, 1, 2]);
-        let judged = TrajectoryJudgement::new(("a", &far), ("b", &reference), &twin);
+        let judged =
+            TrajectoryJudgement::new(("a", &far), ("b", &reference), std::slice::from_ref(&twin));
         assert!(!judged.holds(), "{judged}");
         assert!(judged.to_string().contains("BEYOND"));
     }
@@ -245,10 +283,24 @@ mod tests {
         let twin = reference.clone();
         // The noise is zero: the floor is ε_f32·loss per epoch, and one disagreement.
         let rounding = trajectory(&[2.0 + 8.0 * f64::from(f32::EPSILON)], &[0; 40]);
-        assert!(TrajectoryJudgement::new(("a", &rounding), ("b", &reference), &twin).holds());
+        assert!(
+            TrajectoryJudgement::new(
+                ("a", &rounding),
+                ("b", &reference),
+                std::slice::from_ref(&twin)
+            )
+            .holds()
+        );
         let mut predictions = vec![0; 40];
         predictions[..17].fill(1);
         let wrong = trajectory(&[2.0], &predictions);
-        assert!(!TrajectoryJudgement::new(("a", &wrong), ("b", &reference), &twin).holds());
+        assert!(
+            !TrajectoryJudgement::new(
+                ("a", &wrong),
+                ("b", &reference),
+                std::slice::from_ref(&twin)
+            )
+            .holds()
+        );
     }
 }

@@ -288,7 +288,7 @@ class Model:
     def train_epoch(self, images, labels, order, batch_size, config):
         """The epoch as `model.fit` runs it, on the data in the plan's order (gathered before the
         clock starts), in a thread of its own; returns an iterator over each step's loss and
-        batch size, read from Keras's running mean as each batch ends."""
+        batch size, as Keras's loss tracker reports it when each batch ends."""
         self._compile(config)
         x = _nhwc(images)[order]
         y = labels[order]
@@ -299,15 +299,18 @@ class Model:
             def __init__(self):
                 super().__init__()
                 self.seen = 0
-                self.total = 0.0
+
+            def on_train_batch_begin(self, batch, logs=None):
+                # Keras's loss tracker is a running mean over the epoch, summed in float32:
+                # recovering one step's loss from it would carry that sum's rounding, up to a
+                # step count of ulps. Reset (public Metric API), it reports this batch alone;
+                # training does not read it.
+                for metric in self.model.metrics:
+                    metric.reset_state()
 
             def on_train_batch_end(self, batch, logs=None):
                 n = min(batch_size, count - self.seen)
-                mean = float(logs["loss"])
-                # Keras reports the mean over the epoch so far, weighted by examples.
-                total = mean * (self.seen + n)
-                steps.put(((total - self.total) / n if n else mean, n))
-                self.total = total
+                steps.put((float(logs["loss"]), n))
                 self.seen += n
 
         def fit():

@@ -99,6 +99,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    // Keras on TensorFlow and tf cannot share a process (TensorFlow's C library and CPython
+    // crash together): tf's binary hands its trajectories and stated Keras defaults off through
+    // a directory, then the keras binary judges Keras against them.
+    phase("keras against tf, across two processes", || {
+        let handoff = crate::cargo::target_dir().join("acceptance/trajectory-handoff");
+        let _ = std::fs::remove_dir_all(&handoff);
+        for (binary, filter) in [("tf", "keras_handoff::"), ("keras", "against_tf::")] {
+            let ran = test_command(&["--test", binary])
+                .args(["--", "--ignored", filter, "--nocapture"])
+                .env(
+                    parallax_core::conformance::handoff::HANDOFF_VARIABLE,
+                    &handoff,
+                )
+                .status()
+                .with_context(|| format!("running the {binary} binary's half"))?;
+            if !ran.success() {
+                bail!("keras against tf failed in the {binary} binary");
+            }
+        }
+        Ok(())
+    })?;
     // The engines pick their kernels once, when they load: the parity checks run once more in a
     // process whose engines are capped at AVX2, with the evidence that the cap took effect.
     phase("parity under the AVX2 cap", || {
