@@ -6,87 +6,20 @@
 //! `PARALLAX_PARITY_TABLE=1` prints every tensor of every case, not only each engine's line.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use ndarray::ArrayD;
-use parallax_core::conformance::parity::{Outcome, Panel, standard_cases};
+use parallax_core::conformance::parity::{Case, Outcome, Panel};
 
-/// Each standard case, computed once for every test that reads it.
-fn computed(name: &str) -> &'static Panel {
-    static COMPUTED: OnceLock<Vec<OnceLock<Panel>>> = OnceLock::new();
-    let cases = standard_cases();
-    let index = cases
-        .iter()
-        .position(|case| case.name == name)
-        .unwrap_or_else(|| panic!("no standard case {name}"));
-    COMPUTED.get_or_init(|| cases.iter().map(|_| OnceLock::new()).collect())[index].get_or_init(
-        || {
-            Panel::compute(
-                cases[index].clone(),
-                &parallax_parity::referee(),
-                &parallax_parity::engines(),
-            )
-        },
+/// The standard case on every engine of this crate, judged against the f64 referee.
+fn panel(case: Case) -> Panel {
+    Panel::compute(
+        case,
+        &parallax_parity::referee(),
+        &parallax_parity::engines(),
     )
 }
 
-/// Judges every engine on one case (see [`Panel::check`]).
-fn check(name: &str) {
-    computed(name).check();
-}
-
-#[test]
-fn mlp_logits() {
-    check("mlp logits");
-}
-
-#[test]
-fn cnn_logits() {
-    check("cnn logits");
-}
-
-#[test]
-fn resnet18_logits() {
-    check("resnet18 logits");
-}
-
-#[test]
-fn every_layer_logits() {
-    check("every-layer logits");
-}
-
-#[test]
-fn mlp_sgd_step() {
-    check("mlp SGD step");
-}
-
-#[test]
-fn cnn_sgd_step() {
-    check("cnn SGD step");
-}
-
-#[test]
-fn resnet18_sgd_step() {
-    check("resnet18 SGD step");
-}
-
-#[test]
-fn every_layer_sgd_step() {
-    check("every-layer SGD step");
-}
-
-#[test]
-fn the_standard_cases_are_all_checked() {
-    let names: Vec<String> = standard_cases().into_iter().map(|case| case.name).collect();
-    let this_file = include_str!("parity.rs");
-    for name in names {
-        let test = name.replace([' ', '-'], "_").to_lowercase();
-        assert!(
-            this_file.contains(&format!("fn {test}()")),
-            "the standard case {name} has no test here; add `fn {test}()`"
-        );
-    }
-}
+parallax_core::parity_tests!(parallax_core::conformance::parity::standard_cases, panel);
 
 /// An engine's outcome with one deliberate defect applied to its step.
 fn with_defect(

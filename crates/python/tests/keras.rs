@@ -56,9 +56,15 @@ fn max_pooling_with_explicit_padding_is_refused_naming_the_layer() {
 /// [`REFEREE_MULTIPLE`](parallax_core::conformance::parity::REFEREE_MULTIPLE) noises, the
 /// referee and the noise's engines set to the same convention (`support::panel`).
 mod parity {
-    crate::parity_tests!(
+    use parallax_core::conformance::parity::{Case, Panel};
+
+    fn panel(case: Case) -> Panel {
+        crate::support::panel(case, super::cpu)
+    }
+
+    parallax_core::parity_tests!(
         parallax_core::conformance::parity::keras_convention_cases,
-        super::cpu
+        panel
     );
 }
 

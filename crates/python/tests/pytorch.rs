@@ -39,10 +39,13 @@ fn cuda_is_a_typed_device_error() {
 /// [`REFEREE_MULTIPLE`](parallax_core::conformance::parity::REFEREE_MULTIPLE) noises, on the
 /// standard cases (`support::panel`).
 mod parity {
-    crate::parity_tests!(
-        parallax_core::conformance::parity::standard_cases,
-        super::cpu
-    );
+    use parallax_core::conformance::parity::{Case, Panel};
+
+    fn panel(case: Case) -> Panel {
+        crate::support::panel(case, super::cpu)
+    }
+
+    parallax_core::parity_tests!(parallax_core::conformance::parity::standard_cases, panel);
 }
 
 /// The defaults that the tch adapter states for PyTorch (`BackendInfo::native_defaults`, what a

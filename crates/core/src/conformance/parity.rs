@@ -300,6 +300,104 @@ pub fn keras_convention_cases() -> Vec<Case> {
         .collect()
 }
 
+/// A case's name without the conventions it states in parentheses: `mlp SGD step (biased
+/// running variance)` is the `mlp SGD step` of its list.
+pub fn base_name(name: &str) -> &str {
+    name.split(" (").next().unwrap_or(name)
+}
+
+/// Expands to one `#[test]` per standard case, each checking the panel that `$compute` makes
+/// of that case of `$cases` (`fn() -> Vec<Case>`, `fn(Case) -> Panel`), and a test that no case
+/// of `$cases` is left without one. Each panel is computed once, by `computed(name)`, which the
+/// caller's other tests may read too.
+#[macro_export]
+macro_rules! parity_tests {
+    ($cases:path, $compute:path) => {
+        /// Each case, computed once for every test that reads it.
+        fn computed(name: &str) -> &'static $crate::conformance::parity::Panel {
+            static COMPUTED: ::std::sync::OnceLock<
+                Vec<::std::sync::OnceLock<$crate::conformance::parity::Panel>>,
+            > = ::std::sync::OnceLock::new();
+            let cases = $cases();
+            let index = cases
+                .iter()
+                .position(|case| $crate::conformance::parity::base_name(&case.name) == name)
+                .unwrap_or_else(|| panic!("no parity case {name}"));
+            COMPUTED.get_or_init(|| cases.iter().map(|_| ::std::sync::OnceLock::new()).collect())
+                [index]
+                .get_or_init(|| $compute(cases[index].clone()))
+        }
+
+        /// Judges every engine of the panel on one case (`Panel::check`).
+        fn check(name: &str) {
+            computed(name).check();
+        }
+
+        #[test]
+        fn mlp_logits() {
+            check("mlp logits");
+        }
+
+        #[test]
+        fn cnn_logits() {
+            check("cnn logits");
+        }
+
+        #[test]
+        fn resnet18_logits() {
+            check("resnet18 logits");
+        }
+
+        #[test]
+        fn every_layer_logits() {
+            check("every-layer logits");
+        }
+
+        #[test]
+        fn mlp_sgd_step() {
+            check("mlp SGD step");
+        }
+
+        #[test]
+        fn cnn_sgd_step() {
+            check("cnn SGD step");
+        }
+
+        #[test]
+        fn resnet18_sgd_step() {
+            check("resnet18 SGD step");
+        }
+
+        #[test]
+        fn every_layer_sgd_step() {
+            check("every-layer SGD step");
+        }
+
+        #[test]
+        fn the_cases_are_all_checked() {
+            // The cases the tests above check, by name.
+            let checked = [
+                "mlp logits",
+                "cnn logits",
+                "resnet18 logits",
+                "every-layer logits",
+                "mlp SGD step",
+                "cnn SGD step",
+                "resnet18 SGD step",
+                "every-layer SGD step",
+            ];
+            for case in $cases() {
+                let name = $crate::conformance::parity::base_name(&case.name);
+                assert!(
+                    checked.contains(&name),
+                    "the case {} has no parity test; add one to parity_tests!",
+                    case.name
+                );
+            }
+        }
+    };
+}
+
 /// The seed of the images of ResNet-18's standard step. A step is a piecewise-smooth function
 /// of its input: a ReLU's input within f32 rounding of zero opens or closes its gate depending
 /// on the order of the sums before it, and changes the update of every tensor upstream by a

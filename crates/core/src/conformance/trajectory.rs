@@ -9,8 +9,7 @@
 //! rounding step after step, as it amplifies any other. One reordering alone can land close to
 //! the reference by chance at some epoch (a difference of many amplified roundings crosses
 //! zero), which would make that epoch's bound a single rounding; three rarely do. The judged
-//! engine's own reorderings
-//! never vouch for it. The rule is the parity rule's ([`super::parity`]): an epoch's train loss
+//! engine's own reorderings never vouch for it. The rule is the parity rule's ([`super::parity`]): an epoch's train loss
 //! may differ from the reference's by at most [`TRAJECTORY_MULTIPLE`] times the larger of that
 //! noise and one f32 rounding of the loss; the final predicted classes may disagree on at most
 //! that multiple of the noise's disagreements, counted as at least one.
@@ -128,9 +127,7 @@ impl TrajectoryCase {
             predictions,
         })
     }
-}
 
-impl TrajectoryCase {
     /// The reorderings the noise is measured over: every batch's examples in each of the
     /// orders of a step's noise but the natural one.
     pub const TWIN_ORDERS: [BatchOrder; 3] = [
