@@ -3,17 +3,15 @@
 
 use std::process::Command;
 
+/// Runs `cargo xtask COMMAND ARGS` into an output directory of its own: the tests run in
+/// parallel, and two commands into one directory would refuse each other over its lock
+/// (`output_lock.rs`) instead of failing for the reason a test expects.
 fn xtask(command: &str, args: &[&str]) -> (bool, String) {
+    let out = tempfile::tempdir().expect("tempdir");
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg(command)
         .args(args)
-        .args([
-            "--out",
-            std::env::temp_dir()
-                .join("parallax-cli-test")
-                .to_str()
-                .expect("utf-8"),
-        ])
+        .args(["--out", out.path().to_str().expect("utf-8")])
         .output()
         .expect("run xtask");
     (
@@ -195,9 +193,8 @@ fn gradcam_refuses_weights_of_another_shape() {
 
 #[test]
 fn gradcam_refuses_an_hdf5_file_that_is_not_keras_weights() {
-    let dir = std::env::temp_dir().join("parallax-cli-test-h5");
-    std::fs::create_dir_all(&dir).unwrap();
-    let truncated = dir.join("truncated.h5");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let truncated = dir.path().join("truncated.h5");
     let bytes = std::fs::read(fixture("gradcam/keras-resnet-tiny.h5")).unwrap();
     std::fs::write(&truncated, &bytes[..600]).unwrap();
     assert_one_line_of(
