@@ -1,14 +1,16 @@
-//! The parity checks of `crates/parity` under one instruction-set cap, with the evidence that
-//! the cap took effect: shared by `cargo xtask parity` and `cargo xtask test`, which reruns the
-//! checks under [`AVX2`].
+//! The parity checks under one instruction-set cap, with the evidence that the cap took effect:
+//! shared by `cargo xtask parity` and `cargo xtask test`, which reruns the checks under
+//! [`AVX2`]. The checks are `crates/parity`'s and the Python backends' panels ([`PANELS`]).
 //!
-//! The engines pick their kernels once, when they load, so each cap is a process of its own,
-//! the parity test binary run with the cap's variables and with oneDNN's and MKL's verbose
+//! The engines pick their kernels once, when they load, so each cap runs each panel's test
+//! binary in a process of its own, with the cap's variables and with oneDNN's and MKL's verbose
 //! output on:
 //!
-//! - ATen (libtorch's own kernels) reads `ATEN_CPU_CAPABILITY`; the parity binary prints the
-//!   capability libtorch reports (`parallax_tch::aten_cpu_capability`);
-//! - oneDNN, one copy inside libtorch and one inside TensorFlow, reads `ONEDNN_MAX_CPU_ISA`
+//! - ATen (libtorch's own kernels) reads `ATEN_CPU_CAPABILITY`; each binary prints the
+//!   capability libtorch reports (`parallax_tch::aten_cpu_capability`; Python's torch runs on
+//!   the same library);
+//! - oneDNN, one copy inside libtorch and one inside TensorFlow (the C library, or Python's
+//!   TensorFlow under Keras), reads `ONEDNN_MAX_CPU_ISA`
 //!   (and ignores a value it does not know, silently); with `ONEDNN_VERBOSE=1` each copy prints
 //!   its `isa:` line and names the kernel of every primitive it runs;
 //! - MKL, inside libtorch, runs its matrix products and reads `MKL_ENABLE_INSTRUCTIONS`; with
@@ -60,14 +62,47 @@ pub const AVX2: Cap = Cap {
     mkl: Some("(Intel(R) AVX2) enabled processors"),
 };
 
-/// Runs the parity test binary under `cap` with the verbose evidence on, writes its whole
-/// output to `out/<cap>.log`, prints the evidence and the check nearest its bound, and fails
-/// when a check fails or the cap did not take effect.
+/// One process of parity checks: a test binary, the tests it runs, and how many copies of
+/// oneDNN print their `isa:` line there.
+#[derive(Clone, Copy, Debug)]
+pub struct ParityPanel {
+    /// The integration-test binary (`cargo test --test NAME`).
+    pub binary: &'static str,
+    /// libtest's filter: the binary's parity tests.
+    pub filter: &'static str,
+    /// The oneDNN copies that must report the cap: libtorch's and TensorFlow's where both
+    /// run, libtorch's alone beside PyTorch.
+    pub onednn_copies: usize,
+}
+
+/// Every parity panel: `crates/parity` (burn, tch, burn-tch and tf), and each Python backend's
+/// (its framework beside burn, tch and burn-tch: TensorFlow's C library cannot share a process
+/// with CPython). Keras on TensorFlow brings Python's TensorFlow, and its oneDNN.
+pub const PANELS: [ParityPanel; 4] = [
+    ParityPanel {
+        binary: "parity",
+        filter: "",
+        onednn_copies: 2,
+    },
+    ParityPanel {
+        binary: "pytorch",
+        filter: "parity::",
+        onednn_copies: 1,
+    },
+    ParityPanel {
+        binary: "keras",
+        filter: "parity::",
+        onednn_copies: 2,
+    },
+    ParityPanel {
+        binary: "keras-torch",
+        filter: "parity::",
+        onednn_copies: 1,
+    },
+];
+
+/// Runs every panel under `cap` ([`panel_under_cap`]), and fails naming each that failed.
 pub fn under_cap(cap: &Cap, native: &NativeEnv, features: &str, out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let log_path = out.join(format!("{}.log", cap.name));
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let variables = cap
         .env
         .iter()
@@ -84,6 +119,38 @@ pub fn under_cap(cap: &Cap, native: &NativeEnv, features: &str, out: &Path) -> a
             &variables
         }
     );
+    let mut failed = Vec::new();
+    for panel in &PANELS {
+        if let Err(error) = panel_under_cap(panel, cap, native, features, out) {
+            eprintln!("    {error:#}");
+            failed.push(panel.binary);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "parity under {}: the {} panel(s) failed (each named above, with its whole output)",
+            cap.name,
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs one panel's test binary under `cap` with the verbose evidence on, writes its whole
+/// output to `out/<cap>-<binary>.log`, prints the evidence and the check nearest its bound, and
+/// fails when a check fails or the cap did not take effect.
+fn panel_under_cap(
+    panel: &ParityPanel,
+    cap: &Cap,
+    native: &NativeEnv,
+    features: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let log_path = out.join(format!("{}-{}.log", cap.name, panel.binary));
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    eprintln!("  {}:", panel.binary);
     let mut command = cargo(
         &[
             "test",
@@ -92,12 +159,12 @@ pub fn under_cap(cap: &Cap, native: &NativeEnv, features: &str, out: &Path) -> a
             "--features",
             features,
             "--test",
-            "parity",
+            panel.binary,
         ],
         Some(native),
     );
     command
-        .args(["--", "--nocapture"])
+        .args(["--", panel.filter, "--nocapture"])
         .envs(cap.env.iter().copied())
         .env("ONEDNN_VERBOSE", "1")
         .env("MKL_VERBOSE", "1")
@@ -111,9 +178,9 @@ pub fn under_cap(cap: &Cap, native: &NativeEnv, features: &str, out: &Path) -> a
         .with_context(|| format!("reading {}", log_path.display()))?;
     let evidence = Evidence::read(&text);
     for line in evidence.lines() {
-        eprintln!("  {line}");
+        eprintln!("    {line}");
     }
-    let mut problems = evidence.check(cap);
+    let mut problems = evidence.check(cap, panel.onednn_copies);
     if !passed {
         problems.push(format!(
             "the parity checks failed:\n{}",
@@ -122,8 +189,8 @@ pub fn under_cap(cap: &Cap, native: &NativeEnv, features: &str, out: &Path) -> a
     }
     if !problems.is_empty() {
         bail!(
-            "parity under {}: {} (the whole output: {})",
-            cap.name,
+            "{}: {} (the whole output: {})",
+            panel.binary,
             problems.join("; "),
             log_path.display()
         );
@@ -272,8 +339,9 @@ impl Evidence {
         lines
     }
 
-    /// What shows that `cap` did not take effect, one sentence each.
-    pub fn check(&self, cap: &Cap) -> Vec<String> {
+    /// What shows that `cap` did not take effect in a process where `onednn_copies` copies of
+    /// oneDNN run, one sentence each.
+    pub fn check(&self, cap: &Cap, onednn_copies: usize) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(expected) = cap.aten
             && self.aten.as_deref() != Some(expected)
@@ -284,9 +352,9 @@ impl Evidence {
             ));
         }
         if let Some(expected) = cap.onednn_isa {
-            if self.onednn.len() < 2 {
+            if self.onednn.len() < onednn_copies {
                 problems.push(format!(
-                    "{} oneDNN header(s) printed, where libtorch and TensorFlow each print one",
+                    "{} oneDNN header(s) printed, where {onednn_copies} copies run",
                     self.onednn.len()
                 ));
             }
@@ -369,7 +437,7 @@ test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fin
             Some(0.05)
         );
         assert!(evidence.failures.is_empty());
-        assert_eq!(evidence.check(&AVX2), Vec::<String>::new());
+        assert_eq!(evidence.check(&AVX2, 2), Vec::<String>::new());
     }
 
     #[test]
@@ -378,7 +446,7 @@ test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fin
             .replace("isa:Intel AVX2", "isa:Intel AVX-512 with float16, Intel DL Boost and bfloat16 support")
             .replace("capability: AVX2", "capability: AVX512")
             .replace("(Intel(R) AVX2) enabled", "(Intel(R) AVX-512) with support for INT8, BF16, and FP16 (limited) instructions enabled");
-        let problems = Evidence::read(&uncapped).check(&AVX2);
+        let problems = Evidence::read(&uncapped).check(&AVX2, 2);
         assert_eq!(problems.len(), 4, "{problems:#?}");
         assert!(
             problems[0].contains("capability AVX512, not AVX2"),
@@ -396,7 +464,7 @@ test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fin
             problems[2]
         );
         assert!(problems[3].contains("MKL"), "{}", problems[3]);
-        let silent = Evidence::read("test result: ok.\n").check(&AVX2);
+        let silent = Evidence::read("test result: ok.\n").check(&AVX2, 2);
         assert_eq!(silent.len(), 3, "{silent:#?}");
     }
 

@@ -52,6 +52,25 @@ pub(crate) fn python_error(backend: &str, py: Python<'_>, error: PyErr) -> Error
     } else {
         format!("{kind}: {message}")
     };
+    if error.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py) {
+        // A framework that `cargo xtask setup` installed lacks a module it imports (torch
+        // removed from the environment by hand): say what to do. Setup trusts an environment
+        // it finished, so it must be removed first.
+        let module = error
+            .value(py)
+            .getattr("name")
+            .and_then(|name| name.extract::<String>())
+            .unwrap_or_else(|_| "a module".into());
+        let venv = std::env::var_os(VENV_VARIABLE)
+            .map(|venv| format!(" {}", PathBuf::from(venv).display()))
+            .unwrap_or_default();
+        return Error::engine(
+            backend,
+            PythonError(format!(
+                "the frameworks' environment{venv} lacks the Python module '{module}' ({line}); remove the environment and run `cargo xtask setup`, which installs the frameworks afresh"
+            )),
+        );
+    }
     Error::engine(backend, PythonError(line))
 }
 

@@ -38,6 +38,13 @@ fn info_reports_keras_on_pytorch_and_its_own_defaults() {
     assert_eq!(info.native_defaults.batch_norm_epsilon, 1e-3);
 }
 
+/// A framework exception in the middle of epoch 2 becomes the run's error line, its
+/// traceback's last line, and the record keeps epoch 1 (`support`).
+#[test]
+fn an_exception_mid_epoch_fails_the_run_and_keeps_the_finished_epoch() {
+    support::a_failing_epoch_keeps_the_finished_ones(&cpu());
+}
+
 /// Max pooling with explicit padding needs −∞ cells, which ZeroPadding2D does not give: one
 /// error naming the layer and the backend.
 #[test]
@@ -102,5 +109,93 @@ mod trajectory {
     #[test]
     fn cnn_for_3_epochs_against_pytorch() {
         check(Preset::Cnn);
+    }
+}
+
+/// `--backends keras-torch` where the frameworks' environment lacks torch: one error line that
+/// names the module, the environment and what to do. The interpreter picks its environment once
+/// per process, so the check runs in a child process of this binary (`child`), pointed at a
+/// copy of the environment without torch: every entry of its `site-packages` linked, except
+/// `torch*`.
+mod without_torch {
+    use std::path::Path;
+    use std::process::Command;
+
+    use parallax_core::{CpuSettings, Device, Error};
+    use parallax_python::{Framework, PythonBackend, VENV_VARIABLE};
+
+    /// Set for the child, whose environment has no torch.
+    const CHILD_VARIABLE: &str = "PARALLAX_TEST_WITHOUT_TORCH";
+
+    /// The frameworks' environment at `venv` linked into `into`, without torch.
+    fn environment_without_torch(venv: &Path, into: &Path) {
+        let lib = venv.join("lib");
+        for python in std::fs::read_dir(&lib).expect("the environment's lib/") {
+            let python = python.expect("an entry of lib/");
+            let site_packages = python.path().join("site-packages");
+            if !site_packages.is_dir() {
+                continue;
+            }
+            let mirror = into
+                .join("lib")
+                .join(python.file_name())
+                .join("site-packages");
+            std::fs::create_dir_all(&mirror).expect("the copy's site-packages");
+            for entry in std::fs::read_dir(&site_packages).expect("site-packages") {
+                let entry = entry.expect("an entry of site-packages");
+                if entry.file_name().to_string_lossy().starts_with("torch") {
+                    continue;
+                }
+                std::os::unix::fs::symlink(entry.path(), mirror.join(entry.file_name()))
+                    .expect("a link");
+            }
+        }
+    }
+
+    #[test]
+    fn keras_torch_is_one_line_that_says_what_to_do() {
+        let venv = std::env::var_os(VENV_VARIABLE)
+            .expect("the frameworks' environment (cargo xtask setup; cargo xtask test sets it)");
+        let without = tempfile::tempdir().expect("tempdir");
+        environment_without_torch(Path::new(&venv), without.path());
+        let output = Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "--exact",
+                "without_torch::child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(VENV_VARIABLE, without.path())
+            .env(CHILD_VARIABLE, "1")
+            .output()
+            .expect("the child process");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "the child failed:\n{stdout}\n{stderr}"
+        );
+    }
+
+    /// The child's half: run by the test above, never alone.
+    #[test]
+    #[ignore = "a child process of keras_torch_is_one_line_that_says_what_to_do"]
+    fn child() {
+        assert!(
+            std::env::var_os(CHILD_VARIABLE).is_some(),
+            "run by without_torch::keras_torch_is_one_line_that_says_what_to_do, in an environment without torch"
+        );
+        let error = PythonBackend::new(Framework::KerasTorch, Device::Cpu, CpuSettings::new(2))
+            .expect_err("Keras on torch without torch");
+        let line = error.to_string();
+        eprintln!("without torch: {line}");
+        assert!(matches!(error, Error::Engine { .. }), "{line}");
+        assert!(!line.contains('\n'), "more than one line: {line}");
+        assert!(
+            line.starts_with("keras-torch: the frameworks' environment")
+                && line.contains("lacks the Python module 'torch'")
+                && line.contains("cargo xtask setup"),
+            "{line}"
+        );
     }
 }

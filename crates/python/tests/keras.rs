@@ -44,6 +44,13 @@ fn info_reports_keras_on_tensorflow_and_its_own_defaults() {
     assert!(formulation.contains("resolved to"), "{formulation}");
 }
 
+/// A framework exception in the middle of epoch 2 becomes the run's error line, its
+/// traceback's last line, and the record keeps epoch 1 (`support`).
+#[test]
+fn an_exception_mid_epoch_fails_the_run_and_keeps_the_finished_epoch() {
+    support::a_failing_epoch_keeps_the_finished_ones(&cpu());
+}
+
 /// Max pooling with explicit padding needs −∞ cells, which ZeroPadding2D does not give: one
 /// error naming the layer and the backend.
 #[test]

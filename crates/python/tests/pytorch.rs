@@ -28,6 +28,13 @@ fn info_reports_pytorch_and_the_requested_threads() {
     assert_eq!(info.threads, 2);
 }
 
+/// A framework exception in the middle of epoch 2 becomes the run's error line, its
+/// traceback's last line, and the record keeps epoch 1 (`support`).
+#[test]
+fn an_exception_mid_epoch_fails_the_run_and_keeps_the_finished_epoch() {
+    support::a_failing_epoch_keeps_the_finished_ones(&cpu());
+}
+
 #[test]
 fn cuda_is_a_typed_device_error() {
     let error =

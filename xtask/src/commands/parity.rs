@@ -1,5 +1,5 @@
-//! `cargo xtask parity`: the parity checks of `crates/parity` (every CPU engine against the f64
-//! referee, within a multiple of f32's own noise) under one instruction-set cap, with the
+//! `cargo xtask parity`: the parity checks (every CPU engine and Python framework against the
+//! f64 referee, within a multiple of f32's own noise) under one instruction-set cap, with the
 //! evidence that the cap took effect (the work is `crate::parity`'s).
 
 use crate::parity::{AVX2, Cap};
@@ -66,9 +66,11 @@ impl CapName {
     }
 }
 
-/// Runs the parity checks under `args.cap`, provisioning the native libraries first.
+/// Runs the parity checks under `args.cap`, provisioning the native libraries and the Python
+/// frameworks first.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let native = provision::ensure(false)?;
+    let mut native = provision::ensure(false)?;
+    provision::ensure_frameworks(&mut native)?;
     crate::parity::under_cap(
         &args.cap.cap(),
         &native,
