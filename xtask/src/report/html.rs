@@ -155,6 +155,10 @@ th, td { border: 1px solid var(--line); padding: 0.25rem 0.5rem; text-align: rig
 th { background: var(--band); font-weight: 600; }
 td:first-child, th:first-child { text-align: left; }
 .scroll { overflow-x: auto; max-width: 100%; }
+section.answer { padding: 0.2rem 1rem 0.6rem; margin: 0.6rem 0 1.2rem; background: var(--band); border-left: 5px solid var(--ink); }
+section.answer h2 { margin-top: 0.6rem; border: none; }
+section.answer p.line { margin: 0.35rem 0; font-size: 1.05rem; }
+ul.caveats { color: var(--muted); font-size: 0.9rem; padding-left: 1.2rem; }
 ul.verdicts { list-style: none; padding: 0; }
 ul.verdicts li { margin: 0.3rem 0; padding: 0.3rem 0.6rem; border-left: 5px solid #9aa5b1; background: var(--band); }
 ul.verdicts li.different { border-color: #c0392b; }
@@ -257,6 +261,7 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
             @if let Some(heading) = &section.heading {
                 h2 { (heading) }
             }
+            (answer_section(summary, &id))
             p.description { (super::description(summary, section.request).replace('`', "")) }
             section id=(id("verdicts")) {
                 h2 { @if summary.several_seeds() { "Verdicts" } @else { "Headline numbers" } }
@@ -320,8 +325,32 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
     }
 }
 
+/// The answer in words, the first thing on the page: a line per metric family, its name in
+/// bold, then the caveats with what removes each.
+fn answer_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
+    let answer = super::answer::answer(summary);
+    html! {
+        section.answer id=(id("answer")) {
+            h2 { "In short" }
+            @for line in &answer.lines {
+                @match line.split_once(": ") {
+                    Some((family, rest)) => p.line { strong { (family) ":" } " " (rest) },
+                    None => p.line { (line) },
+                }
+            }
+            @if !answer.caveats.is_empty() {
+                ul.caveats {
+                    @for caveat in &answer.caveats {
+                        li { @for (index, part) in caveat.split('`').enumerate() { @if index % 2 == 1 { code { (part) } } @else { (part) } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The verdict lines, coloured by kind, or with one seed the headline numbers; then the
-/// attribution's and the repeats' lines, the skipped backends and the scope of it all.
+/// attribution's and the repeats' lines, and the scope of it all (the skipped backends are in the answer's caveats).
 fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
     let comparison = summary.comparison.as_ref();
     let verdicts: Vec<_> = comparison
@@ -329,9 +358,6 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
         .map(|c| c.verdicts.iter().collect())
         .unwrap_or_default();
     html! {
-        @if let Some(reason) = comparison.and_then(|c| c.no_verdicts_because.as_ref()) {
-            p { "No verdicts: " (reason) "." }
-        }
         @if !verdicts.is_empty() {
             p.note { "One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric." }
             ul.verdicts {
@@ -349,11 +375,8 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
         @if !summary.repeat.is_empty() {
             ul.verdicts { @for repeat in &summary.repeat { li.unclear { (repeat.line) } } }
         }
-        @for skipped in &summary.skipped {
-            p.note { "Skipped " strong { (skipped.backend) } ": " (skipped.reason) }
-        }
         @if !summary.records.is_empty() {
-            p.note { (parallax_core::stats::comparison::scope_note(threads, cpu)) }
+            p.note { (super::scope(summary, threads, cpu)) }
         }
     }
 }
@@ -890,7 +913,8 @@ mod tests {
         assert!(html.contains("not JSON &lt;at all&gt;"));
         assert!(crate::commands::test::remote_attributes(&html).is_empty());
         // One seed: the headline numbers instead of verdicts, and every chart still drawn.
-        assert!(html.contains("Headline numbers") && html.contains("No verdicts"));
+        assert!(html.contains("Headline numbers") && html.contains("not decided"));
+        assert!(!html.contains("Holm") && !html.contains("95%"), "{html}");
         assert_eq!(html.matches("<figure class=\"chart").count(), 5);
         assert_eq!(html.matches("<svg").count(), 5);
     }

@@ -1,10 +1,12 @@
 //! The comparison's summary (`summary.json`), its Markdown report and its terminal table; the
 //! HTML report (`html`) renders the same tables and adds the charts (`charts`).
 
+mod answer;
 mod charts;
 pub mod dir;
 pub mod environment;
 pub mod html;
+mod numbers;
 
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
@@ -12,7 +14,8 @@ use parallax_core::peak::{self, MatmulPeak};
 use parallax_core::record::{RunRecord, RunRequest, RunStatus};
 use parallax_core::stats::attribution::{Attribution, Estimate};
 use parallax_core::stats::comparison::{
-    Comparison, Metric, interval_text, scope_note, signed, time_to_accuracy,
+    Comparison, Metric, interval_text, scope_note, scope_note_without_verdicts, signed,
+    time_to_accuracy,
 };
 
 use crate::commands::compare::Repeatability;
@@ -372,15 +375,30 @@ pub(crate) fn descriptives_header(comparison: &Comparison) -> Vec<String> {
     header
 }
 
-/// The lines that end the terminal output and open the report: the verdicts (or why there
-/// are none), the attribution, the repeats, and the scope of the conclusions.
+/// The scope of the report's numbers: with verdicts, of its conclusions, their CIs and
+/// p-values; without, of the numbers alone.
+pub(crate) fn scope(summary: &Summary, threads: usize, cpu: &str) -> String {
+    let with_verdicts = summary
+        .comparison
+        .as_ref()
+        .is_some_and(|c| c.no_verdicts_because.is_none() && !c.verdicts.is_empty());
+    if with_verdicts {
+        scope_note(threads, cpu)
+    } else {
+        scope_note_without_verdicts(threads, cpu)
+    }
+}
+
+/// The lines that end the terminal output: the verdicts (without them, the answer's caveats
+/// said why), the attribution, the repeats, and the scope of the conclusions.
 fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
     let mut lines = Vec::new();
-    if let Some(comparison) = &summary.comparison {
-        match &comparison.no_verdicts_because {
-            Some(reason) => lines.push(format!("No verdicts: {reason}.")),
-            None => lines.extend(comparison.verdicts.iter().map(|v| v.line.clone())),
-        }
+    if let Some(comparison) = summary
+        .comparison
+        .as_ref()
+        .filter(|c| c.no_verdicts_because.is_none())
+    {
+        lines.extend(comparison.verdicts.iter().map(|v| v.line.clone()));
     }
     if let Some(attribution) = &summary.attribution {
         for metric in &attribution.metrics {
@@ -388,22 +406,19 @@ fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
         }
     }
     lines.extend(summary.repeat.iter().map(|r| r.line.clone()));
-    lines.extend(
-        summary
-            .skipped
-            .iter()
-            .map(|skipped| format!("Skipped {}: {}", skipped.backend, skipped.reason)),
-    );
     if !summary.records.is_empty() {
-        lines.push(scope_note(threads, &cpu_model()));
+        lines.push(scope(summary, threads, &cpu_model()));
     }
     lines
 }
 
-/// What `cargo xtask compare` prints at the end: the table of one seed's runs, or each
-/// backend's means over seeds; the failures; then one line per verdict.
+/// What `cargo xtask compare` prints at the end: the answer in words and its caveats; the table
+/// of one seed's runs, or each backend's means over seeds; the failures; then one line per
+/// verdict.
 pub fn terminal(summary: &Summary) -> String {
-    let mut out = match &summary.comparison {
+    let mut out = answer::answer(summary).text();
+    out.push_str("\n\n");
+    out.push_str(&match &summary.comparison {
         Some(comparison) if summary.several_seeds() => {
             let header = descriptives_header(comparison);
             let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
@@ -419,7 +434,7 @@ pub fn terminal(summary: &Summary) -> String {
             text
         }
         _ => terminal_table(summary),
-    };
+    });
     let threads = summary.records.first().map_or(0, |r| r.threads);
     for line in conclusions(summary, threads) {
         out.push('\n');
@@ -484,6 +499,20 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     let mut out = String::new();
     let first = summary.records.first();
     out.push_str("# parallax comparison\n\n");
+    let answer = answer::answer(summary);
+    for line in &answer.lines {
+        match line.split_once(": ") {
+            Some((family, rest)) => out.push_str(&format!("- **{family}:** {rest}\n")),
+            None => out.push_str(&format!("- {line}\n")),
+        }
+    }
+    out.push('\n');
+    for caveat in &answer.caveats {
+        out.push_str(&format!("- {caveat}\n"));
+    }
+    if !answer.caveats.is_empty() {
+        out.push('\n');
+    }
     out.push_str(&description(summary, request));
     out.push('\n');
     out.push_str("Every backend saw the same examples in the same order; within a seed the engines ran one after another, their order rotating from seed to seed.\n");
@@ -714,10 +743,10 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
     let Some(comparison) = &summary.comparison else {
         return out;
     };
-    out.push_str("## Verdicts\n\n");
-    match &comparison.no_verdicts_because {
-        Some(reason) => out.push_str(&format!("No verdicts: {reason}.\n\n")),
-        None => {
+    // Without verdicts, the answer's caveats say why and what gives them.
+    if comparison.no_verdicts_because.is_none() {
+        out.push_str("## Verdicts\n\n");
+        {
             out.push_str("One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric. Accuracy and F1 differences are in percentage points; times and memory are geometric-mean ratios in percent.\n\n");
             for verdict in &comparison.verdicts {
                 out.push_str(&format!("- {}\n", verdict.line));
@@ -726,7 +755,7 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
         }
     }
     if !summary.records.is_empty() {
-        out.push_str(&format!("{}\n\n", scope_note(threads, &cpu_model())));
+        out.push_str(&format!("{}\n\n", scope(summary, threads, &cpu_model())));
     }
     out.push_str("## Over seeds\n\nMean ± standard deviation over each backend's complete runs; s/epoch is the median of epochs 2 and later (epoch 1 holds the warm-up).\n\n");
     let header = descriptives_header(comparison);
@@ -910,10 +939,18 @@ pub(crate) mod tests {
         assert!(text.contains("| 25%"), "{text}");
         let one = summary_of(records(&[7]));
         let text = markdown(&one, &request());
-        assert!(text.contains("No verdicts: 1 seed completed: verdicts need at least 3 seeds"));
+        assert!(text.contains("- 1 seed: differences between engines are not decided"));
+        assert!(
+            !text.contains("## Verdicts") && !text.contains("Holm"),
+            "{text}"
+        );
         let printed = terminal(&one);
         assert!(
-            printed.contains("libtorch") && printed.contains("No verdicts"),
+            printed.contains("libtorch") && printed.starts_with("Accuracy (test accuracy): "),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("Holm") && !printed.contains("CI"),
             "{printed}"
         );
     }

@@ -526,7 +526,16 @@ pub fn verdict_line(
     line
 }
 
-/// What every report says about the scope of its conclusions.
+/// What a report without verdicts says about the scope of its numbers: no CI or p-value is
+/// shown, so none is qualified.
+pub fn scope_note_without_verdicts(threads: usize, cpu: &str) -> String {
+    format!(
+        "These numbers hold for this test set, this machine ({cpu}) and {threads} thread{}.",
+        if threads == 1 { "" } else { "s" }
+    )
+}
+
+/// What every report with verdicts says about the scope of its conclusions.
 pub fn scope_note(threads: usize, cpu: &str) -> String {
     format!(
         "These conclusions hold for this test set, this machine ({cpu}) and {threads} thread{}; the CIs are per pair and unadjusted, the p-values are Holm-adjusted across the pairs of each metric.",

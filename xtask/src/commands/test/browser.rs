@@ -205,7 +205,7 @@ pub fn problems(rendered: &Rendered, expected: &[&str]) -> Vec<String> {
             problems.push(format!("the rendered DOM lacks {fragment}"));
         }
     }
-    // Sections named by id must come in the order given: the verdicts first.
+    // Sections named by id must come in the order given: the answer first.
     let positions: Vec<(&str, usize)> = expected
         .iter()
         .filter(|fragment| fragment.starts_with("id="))
@@ -228,8 +228,9 @@ pub fn problems(rendered: &Rendered, expected: &[&str]) -> Vec<String> {
 }
 
 /// The markup every comparison's page must hold once rendered, the sections (`id=`) in the
-/// order the report promises them.
+/// order the report promises them: the answer in words first.
 pub const COMPARISON: &[&str] = &[
+    "id=\"answer\"",
     "id=\"verdicts\"",
     "id=\"chart-time-to-accuracy\"",
     "id=\"chart-loss\"",
