@@ -168,6 +168,28 @@ pub enum OptimizerKind {
     },
 }
 
+/// As a reader writes it: `Adam (β₁ 0.9, β₂ 0.999, ε 1e-8, PyTorch form)`, `SGD (momentum 0.9)`.
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            OptimizerKind::Sgd { momentum } if momentum == 0.0 => write!(f, "SGD"),
+            OptimizerKind::Sgd { momentum } => write!(f, "SGD (momentum {momentum})"),
+            OptimizerKind::Adam {
+                beta1,
+                beta2,
+                epsilon,
+                formulation,
+            } => {
+                let form = match formulation {
+                    AdamFormulation::Pytorch => "PyTorch form",
+                    AdamFormulation::Keras => "Keras form",
+                };
+                write!(f, "Adam (β₁ {beta1}, β₂ {beta2}, ε {epsilon:e}, {form})")
+            }
+        }
+    }
+}
+
 /// An optimizer and its learning rate.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerConfig {

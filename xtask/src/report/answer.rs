@@ -140,15 +140,9 @@ fn ranked(mut values: Vec<(String, f64)>, metric: Metric) -> Vec<(String, f64)> 
     values
 }
 
-/// A value as the answer writes it.
+/// A value as the answer writes it, as every table does.
 fn show(metric: Metric, value: f64) -> String {
-    match metric {
-        Metric::TestAccuracy | Metric::MacroF1 | Metric::WeightedF1 => format!("{value:.4}"),
-        Metric::PeakMemory => numbers::mebibytes(value),
-        Metric::EpochSeconds | Metric::TimeToFirstStep | Metric::TimeToAccuracy => {
-            numbers::seconds(value)
-        }
-    }
+    numbers::metric_value(metric, value)
 }
 
 /// Engine names as a sentence lists them: `a, b and c`.

@@ -274,7 +274,7 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                     (table(&super::descriptives_header(comparison), &super::descriptives_rows(comparison), "descriptives"))
                     @if let Some(target) = comparison.target_accuracy {
                         h3 { "Time to " (format!("{:.2}", 100.0 * target)) "% test accuracy" }
-                        (table(&strings(&["backend", "seed", "seconds", "epoch"]), &super::time_to_accuracy_rows(summary, target), "time-to-accuracy"))
+                        (table(&strings(&["backend", "seed", "training time", "epoch"]), &super::time_to_accuracy_rows(summary, target), "time-to-accuracy"))
                     }
                 }
             }
@@ -450,11 +450,11 @@ fn charts_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
             }
             div.charts {
                 (figure(id("chart-epoch-seconds"), "bar", &format!("Seconds per epoch (median of epochs 2 and later). {whiskers}"),
-                    charts::bar_chart("s/epoch", &bars(summary, Metric::EpochSeconds, 1.0), &significant)))
+                    charts::bar_chart("s/epoch", &bars(summary, Metric::EpochSeconds, 1.0), &super::numbers::seconds)))
                 (figure(id("chart-peak-memory"), "bar", &format!("Peak resident memory of the worker, MiB. {whiskers}"),
-                    charts::bar_chart("peak RSS MiB", &bars(summary, Metric::PeakMemory, mib), &|v| format!("{v:.0}"))))
+                    charts::bar_chart("peak RSS MiB", &bars(summary, Metric::PeakMemory, mib), &super::numbers::whole)))
                 (figure(id("chart-first-step"), "bar", &format!("Time to first step, seconds: building, weight import and the first step. {whiskers}"),
-                    charts::bar_chart("seconds", &bars(summary, Metric::TimeToFirstStep, 1.0), &significant)))
+                    charts::bar_chart("seconds", &bars(summary, Metric::TimeToFirstStep, 1.0), &super::numbers::seconds)))
             }
         }
     }
@@ -628,20 +628,6 @@ fn environment_list(
     }
 }
 
-/// A value with three significant digits, as a bar's label.
-fn significant(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude >= 100.0 {
-        format!("{value:.0}")
-    } else if magnitude >= 10.0 {
-        format!("{value:.1}")
-    } else if magnitude >= 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.3}")
-    }
-}
-
 fn number(value: Option<f64>, digits: usize) -> String {
     value.map_or("—".into(), |v| format!("{v:.digits$}"))
 }
@@ -668,7 +654,10 @@ fn gradcam_section(output: &GradCamOutput) -> Markup {
             vec![
                 backend.clone(),
                 framework.clone(),
-                number(summary.seconds_per_image.get(backend).copied(), 3),
+                summary
+                    .seconds_per_image
+                    .get(backend)
+                    .map_or("—".into(), |&s| super::numbers::seconds(s)),
                 number(mean_of(results().map(|r| r.spread_map.area_above_half)), 3),
                 number(mean_of(results().map(|r| r.spread_map.entropy)), 3),
                 number(local.map(|l| l.0), 3),
@@ -717,7 +706,7 @@ fn gradcam_section(output: &GradCamOutput) -> Markup {
                 ", weights " code { (summary.weights) } ", preprocessing " (summary.preprocess) ", "
                 (summary.images.len()) " image" @if summary.images.len() != 1 { "s" } "."
             }
-            (table(&strings(&["backend", "engine", "s/image", "area above half", "entropy", "energy pointing game", "argmax in box"]), &backend_rows, "gradcam-backends"))
+            (table(&strings(&["backend", "engine", "per image", "area above half", "entropy", "energy pointing game", "argmax in box"]), &backend_rows, "gradcam-backends"))
             @if !pair_rows.is_empty() {
                 h3 { "Agreement between engines" }
                 p.note { "Pearson's r of the layer-resolution maps (raw) and of the upsampled maps, over images." }
@@ -919,12 +908,74 @@ mod tests {
         assert_eq!(html.matches("<svg").count(), 5);
     }
 
+    /// Every time and memory field reads the same in the terminal, `report.md` and
+    /// `report.html`: times with 3 significant figures in their unit, memory in whole MiB.
+    #[test]
+    fn times_and_memory_read_the_same_everywhere() {
+        let mut records = records(&[7]);
+        let fields = [(0.015123, 0.0371234, 647.4), (0.012345, 0.22912, 1115.2)];
+        for (record, (epoch, first, mib)) in records.iter_mut().zip(fields) {
+            for each in &mut record.epochs {
+                each.seconds = epoch;
+            }
+            record.median_epoch_seconds = epoch;
+            record.time_to_first_step_seconds = first;
+            record.peak_rss_bytes = (mib * 1024.0 * 1024.0) as u64;
+        }
+        let summary = summary_of(records);
+        let page = page_of(&summary);
+        // The bars are labelled as the tables write their values.
+        let bars = page
+            .split("<figure class=\"chart bar\"")
+            .skip(1)
+            .map(|figure| figure.split("</figure>").next().unwrap_or_default())
+            .collect::<String>();
+        for label in ["15.1 ms", "12.3 ms", "647", "1,115", "37.1 ms", "229 ms"] {
+            let text = format!(">\n{label}\n</text>");
+            assert!(bars.contains(&text), "no bar is labelled {label}: {bars}");
+        }
+        // The rest of the page, without its style sheet and charts, whose coordinates and
+        // axes are numbers of their own.
+        let mut html = String::new();
+        let mut rest = page.as_str();
+        while let Some(start) = rest.find("<style>").or_else(|| rest.find("<svg")) {
+            html.push_str(&rest[..start]);
+            let close = if rest[start..].starts_with("<style>") {
+                "</style>"
+            } else {
+                "</svg>"
+            };
+            let end = rest[start..]
+                .find(close)
+                .map_or(rest.len(), |end| start + end + close.len());
+            rest = &rest[end..];
+        }
+        html.push_str(rest);
+        let views = [
+            ("the terminal", crate::report::terminal(&summary)),
+            ("report.md", crate::report::markdown(&summary, &request())),
+            ("report.html", html),
+        ];
+        for (view, text) in &views {
+            for shown in ["15.1 ms", "37.1 ms", "647", "12.3 ms", "229 ms", "1,115"] {
+                assert!(text.contains(shown), "{view} lacks {shown}:\n{text}");
+            }
+            for other in [
+                "0.02", "0.015", "0.012", "0.229", "0.037", "1115", "15.12", "12.35",
+            ] {
+                assert!(!text.contains(other), "{view} writes {other}:\n{text}");
+            }
+        }
+        assert_eq!(
+            parallax_core::OptimizerConfig::adam(1e-3).kind.to_string(),
+            "Adam (β₁ 0.9, β₂ 0.999, ε 1e-8, PyTorch form)"
+        );
+    }
+
     #[test]
     fn heat_goes_from_white_to_dark_blue_with_readable_ink() {
         assert_eq!(heat(0.0), "background:rgb(247,251,255);color:#1d2733");
         assert_eq!(heat(1.0), "background:rgb(8,48,107);color:#ffffff");
         assert_eq!(heat(f64::NAN), heat(0.0));
-        assert_eq!(significant(0.01234), "0.012");
-        assert_eq!(significant(397.4), "397");
     }
 }

@@ -160,8 +160,9 @@ impl Summary {
     }
 }
 
+/// Bytes as whole MiB, with thousands separators, for a column whose header names the unit.
 pub(crate) fn mib(bytes: u64) -> String {
-    format!("{:.0}", bytes as f64 / (1024.0 * 1024.0))
+    numbers::whole(bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>, preset: TableStyle) -> Table {
@@ -181,14 +182,14 @@ pub(crate) fn speed_rows(summary: &Summary) -> Vec<Vec<String>> {
             let median_rate = r.train_examples as f64 / r.median_epoch_seconds;
             vec![
                 summary.label(r),
-                format!("{:.2}", r.median_epoch_seconds),
-                format!("{median_rate:.0}"),
+                numbers::seconds(r.median_epoch_seconds),
+                numbers::whole(median_rate),
                 r.epochs
                     .iter()
-                    .map(|e| format!("{:.2}", e.seconds))
+                    .map(|e| numbers::seconds(e.seconds))
                     .collect::<Vec<_>>()
                     .join(" / "),
-                format!("{:.3}", r.time_to_first_step_seconds),
+                numbers::seconds(r.time_to_first_step_seconds),
                 mib(r.peak_rss_bytes),
                 gflops_per_epoch(r),
                 utilisation_per_epoch(r, summary.matmul_peak()),
@@ -245,10 +246,10 @@ pub(crate) fn quality_rows(summary: &Summary) -> Vec<Vec<String>> {
 
 pub(crate) const SPEED: &[&str] = &[
     "backend",
-    "median s/epoch",
+    "median per epoch",
     "samples/s",
-    "s per epoch",
-    "to first step s",
+    "each epoch",
+    "to first step",
     "peak RSS MiB",
     "GFLOP/s per epoch",
     "of peak",
@@ -330,13 +331,16 @@ pub(crate) fn descriptives_rows(comparison: &Comparison) -> Vec<Vec<String>> {
                     .find(|d| d.metric == metric && &d.backend == backend)
                     .and_then(|d| {
                         let describe = d.describe.as_ref()?;
-                        let mut cell = metric.show(describe.mean);
+                        let mut cell = numbers::metric_value(metric, describe.mean);
                         if let Some(sd) = describe.sd {
-                            cell.push_str(&format!(" ± {}", metric.show(sd)));
+                            cell.push_str(&format!(" ± {}", numbers::metric_value(metric, sd)));
                         }
                         if metric == Metric::TimeToAccuracy {
                             if let Some(olympic) = describe.olympic_mean {
-                                cell.push_str(&format!(" (olympic {})", metric.show(olympic)));
+                                cell.push_str(&format!(
+                                    " (olympic {})",
+                                    numbers::metric_value(metric, olympic)
+                                ));
                             }
                             if d.missing > 0 {
                                 cell.push_str(&format!("; {} never reached", d.missing));
@@ -450,8 +454,8 @@ pub(crate) const HEADLINE: &[&str] = &[
     "test acc",
     "weighted F1",
     "macro F1",
-    "median s/epoch",
-    "to first step s",
+    "median per epoch",
+    "to first step",
     "peak RSS MiB",
 ];
 
@@ -467,8 +471,8 @@ pub(crate) fn headline_rows(summary: &Summary) -> Vec<Vec<String>> {
                 format!("{:.4}", r.test_accuracy),
                 format!("{:.4}", r.weighted_f1),
                 format!("{:.4}", r.macro_f1),
-                format!("{:.2}", r.median_epoch_seconds),
-                format!("{:.3}", r.time_to_first_step_seconds),
+                numbers::seconds(r.median_epoch_seconds),
+                numbers::seconds(r.time_to_first_step_seconds),
                 mib(r.peak_rss_bytes),
             ]
         })
@@ -582,8 +586,9 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
             let mut row = vec![summary.label(r)];
             row.extend(r.epochs.iter().map(|e| {
                 format!(
-                    "{:.4} ({:.1} s)",
-                    e.test_accuracy, e.elapsed_training_seconds
+                    "{:.4} ({})",
+                    e.test_accuracy,
+                    numbers::seconds(e.elapsed_training_seconds)
                 )
             }));
             row
@@ -677,7 +682,7 @@ pub(crate) fn time_to_accuracy_rows(summary: &Summary, target: f64) -> Vec<Vec<S
             vec![
                 record.backend.clone(),
                 record.seed.to_string(),
-                reached.map_or("never".into(), |r| format!("{:.2}", r.seconds)),
+                reached.map_or("never".into(), |r| numbers::seconds(r.seconds)),
                 reached.map_or("never".into(), |r| r.epoch.to_string()),
             ]
         })
@@ -700,13 +705,13 @@ pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
         "each engine's native defaults".to_string()
     };
     format!(
-        "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {:?} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.",
+        "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.",
         request.model,
         first
             .map(|r| r.dataset.clone())
             .unwrap_or_else(|| request.data.dataset.to_string()),
-        first.map(|r| r.train_examples).unwrap_or(0),
-        first.map(|r| r.test_examples).unwrap_or(0),
+        numbers::thousands(first.map_or(0, |r| r.train_examples as u64)),
+        numbers::thousands(first.map_or(0, |r| r.test_examples as u64)),
         request.epochs,
         request.batch_size,
         request.optimizer.kind,
@@ -768,7 +773,7 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
             100.0 * target
         ));
         let rows = time_to_accuracy_rows(summary, target);
-        out.push_str(&table(&["backend", "seed", "seconds", "epoch"], rows, md).to_string());
+        out.push_str(&table(&["backend", "seed", "training time", "epoch"], rows, md).to_string());
         out.push_str("\n\n");
     }
     if let Some(attribution) = &summary.attribution {

@@ -2,6 +2,8 @@
 //! whole MiB, counts with thousands separators. Every table, chart and sentence of a report
 //! formats through here, so one value reads the same wherever it appears.
 
+use parallax_core::stats::comparison::Metric;
+
 /// Seconds with 3 significant figures, in ms below one second: `12.1 ms`, `0.950 ms`,
 /// `15.1 s`, `1,230 s`.
 pub(crate) fn seconds(value: f64) -> String {
@@ -14,6 +16,16 @@ pub(crate) fn seconds(value: f64) -> String {
         format!("{} ms", significant(rounded * 1000.0, 3))
     } else {
         format!("{} s", significant(value, 3))
+    }
+}
+
+/// A metric's value as every report writes it: accuracy and F1 to 4 decimals, times with 3
+/// significant figures, memory in whole MiB.
+pub(crate) fn metric_value(metric: Metric, value: f64) -> String {
+    match metric {
+        Metric::TestAccuracy | Metric::MacroF1 | Metric::WeightedF1 => format!("{value:.4}"),
+        Metric::PeakMemory => mebibytes(value),
+        Metric::EpochSeconds | Metric::TimeToFirstStep | Metric::TimeToAccuracy => seconds(value),
     }
 }
 
