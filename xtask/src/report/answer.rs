@@ -146,7 +146,7 @@ fn show(metric: Metric, value: f64) -> String {
 }
 
 /// Engine names as a sentence lists them: `a, b and c`.
-fn listed(names: &[&str]) -> String {
+pub(crate) fn listed(names: &[&str]) -> String {
     match names {
         [] => String::new(),
         [one] => (*one).to_string(),

@@ -10,31 +10,162 @@ use parallax_core::record::{EpochRecord, RunRecord};
 use parallax_core::stats::Interval;
 use plotters::chart::MeshStyle;
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::element::{Drawable, PointCollection};
 use plotters::prelude::*;
+use plotters_backend::{BackendCoord, DrawingErrorKind};
 
 /// Width and height of a line chart, in SVG user units (the page scales it to its column).
-const LINE_SIZE: (u32, u32) = (720, 380);
-/// Width and height of a bar chart.
-const BAR_SIZE: (u32, u32) = (360, 300);
+/// Narrow enough that its text, scaled into a phone's 370 px column, stays above 10 px.
+const LINE_SIZE: (u32, u32) = (520, 340);
+/// Width of a bar chart; its height grows with its bars.
+const BAR_WIDTH: u32 = 400;
+/// Height per bar.
+const BAR_PITCH: u32 = 40;
 const FONT: &str = "sans-serif";
+/// plotters' font size for labels; its SVG writes 1/1.24 of it as `font-size`, 16.1 units,
+/// which a 370 px column shows at 11.5 px.
+const LABEL_SIZE: u32 = 20;
+
+/// The colours of the registry's rows: Okabe and Ito's palette without its yellow (too light on
+/// white). Its seven colours keep a CIEDE2000 difference of at least 10 between every pair,
+/// in normal vision and in simulated protanopia, deuteranopia and tritanopia (tested below).
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0x00, 0x9e, 0x73), // burn: bluish green
+    RGBColor(0x00, 0x72, 0xb2), // tch: blue
+    RGBColor(0x56, 0xb4, 0xe9), // burn-tch: sky blue
+    RGBColor(0xe6, 0x9f, 0x00), // tf: orange
+    RGBColor(0xd5, 0x5e, 0x00), // pytorch: vermillion
+    RGBColor(0xcc, 0x79, 0xa7), // keras: reddish purple
+    RGBColor(0x00, 0x00, 0x00), // keras-torch: black
+];
+/// A backend the registry does not list (an old record's).
+const UNLISTED: RGBColor = RGBColor(0x88, 0x88, 0x88);
+
+/// A backend's row in the registry, which fixes its colour, dash and marker.
+fn row(backend: &str) -> Option<usize> {
+    parallax_registry::BACKENDS
+        .iter()
+        .position(|entry| entry.name == backend)
+}
 
 /// The colour of a backend: the same in every chart and report, by its row in the registry.
 pub fn colour(backend: &str) -> RGBColor {
-    const PALETTE: [RGBColor; 8] = [
-        RGBColor(0xd9, 0x5f, 0x02),
-        RGBColor(0x1f, 0x78, 0xb4),
-        RGBColor(0x75, 0x70, 0xb3),
-        RGBColor(0x1b, 0x9e, 0x77),
-        RGBColor(0xe7, 0x29, 0x8a),
-        RGBColor(0x66, 0xa6, 0x1e),
-        RGBColor(0xa6, 0x76, 0x1d),
-        RGBColor(0x66, 0x66, 0x66),
-    ];
-    let row = parallax_registry::BACKENDS
-        .iter()
-        .position(|entry| entry.name == backend)
-        .unwrap_or(PALETTE.len() - 1);
-    PALETTE[row % PALETTE.len()]
+    row(backend).map_or(UNLISTED, |row| PALETTE[row % PALETTE.len()])
+}
+
+/// A series' marker: each registry row has its own shape, so that lines that coincide, or
+/// print in grey, stay apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// A filled disc.
+    Disc,
+    /// A filled square.
+    Square,
+    /// A filled triangle, point up.
+    Triangle,
+    /// A filled diamond.
+    Diamond,
+    /// An ×.
+    Cross,
+    /// A ring.
+    Ring,
+    /// A square outline.
+    Box,
+}
+
+/// How a backend's line is drawn besides its colour: a dash pattern (dash and gap, in pixels;
+/// none for a solid line) and a marker at each point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stroke {
+    /// Dash and gap lengths; `None` draws a solid line.
+    pub dash: Option<(u32, u32)>,
+    /// The marker at each point.
+    pub marker: Marker,
+}
+
+const STROKES: [Stroke; 7] = [
+    Stroke {
+        dash: None,
+        marker: Marker::Disc,
+    },
+    Stroke {
+        dash: Some((12, 5)),
+        marker: Marker::Square,
+    },
+    Stroke {
+        dash: Some((3, 4)),
+        marker: Marker::Triangle,
+    },
+    Stroke {
+        dash: Some((20, 6)),
+        marker: Marker::Diamond,
+    },
+    Stroke {
+        dash: Some((7, 7)),
+        marker: Marker::Cross,
+    },
+    Stroke {
+        dash: Some((2, 9)),
+        marker: Marker::Ring,
+    },
+    Stroke {
+        dash: Some((28, 4)),
+        marker: Marker::Box,
+    },
+];
+
+/// A backend's dash pattern and marker, by its row in the registry.
+pub fn stroke(backend: &str) -> Stroke {
+    row(backend).map_or(STROKES[0], |row| STROKES[row % STROKES.len()])
+}
+
+/// A marker at a point, drawn straight on the backend: one element type for every shape.
+struct MarkerAt<C> {
+    at: C,
+    /// Pixels to the right of `at`: markers of coinciding lines step aside so that each shows.
+    dodge: i32,
+    shape: Marker,
+    colour: RGBColor,
+}
+
+impl<'a, C: 'a> PointCollection<'a, C> for &'a MarkerAt<C> {
+    type Point = &'a C;
+    type IntoIter = std::iter::Once<&'a C>;
+    fn point_iter(self) -> Self::IntoIter {
+        std::iter::once(&self.at)
+    }
+}
+
+impl<C, DB: DrawingBackend> Drawable<DB> for MarkerAt<C> {
+    fn draw<I: Iterator<Item = BackendCoord>>(
+        &self,
+        mut points: I,
+        backend: &mut DB,
+        _: (u32, u32),
+    ) -> Result<(), DrawingErrorKind<DB::ErrorType>> {
+        let Some((x, y)) = points.next() else {
+            return Ok(());
+        };
+        let x = x + self.dodge;
+        let filled = self.colour.filled();
+        let outline = self.colour.stroke_width(2);
+        match self.shape {
+            Marker::Disc => backend.draw_circle((x, y), 4, &filled, true),
+            Marker::Ring => backend.draw_circle((x, y), 5, &outline, false),
+            Marker::Square => backend.draw_rect((x - 4, y - 4), (x + 4, y + 4), &filled, true),
+            Marker::Box => backend.draw_rect((x - 5, y - 5), (x + 5, y + 5), &outline, false),
+            Marker::Triangle => {
+                backend.fill_polygon([(x, y - 5), (x + 5, y + 4), (x - 5, y + 4)], &filled)
+            }
+            Marker::Diamond => {
+                backend.fill_polygon([(x, y - 6), (x + 5, y), (x, y + 6), (x - 5, y)], &filled)
+            }
+            Marker::Cross => {
+                backend.draw_line((x - 4, y - 4), (x + 4, y + 4), &outline)?;
+                backend.draw_line((x - 4, y + 4), (x + 4, y - 4), &outline)
+            }
+        }
+    }
 }
 
 /// The colour as CSS writes it.
@@ -126,6 +257,42 @@ pub fn bands(
         .collect()
 }
 
+/// The groups of backends whose lines coincide: as many points, and at each the means within
+/// 0.5% of the chart's y span of one another, the width of a line. Their markers keep them
+/// apart, and the caption says so.
+pub fn coinciding(bands: &[Band]) -> Vec<Vec<String>> {
+    let (low, high) = bands
+        .iter()
+        .flat_map(|band| band.points.iter())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), p| {
+            (low.min(p.low.min(p.mean)), high.max(p.high.max(p.mean)))
+        });
+    let tolerance = if high > low {
+        0.005 * (high - low)
+    } else {
+        0.0
+    };
+    let same = |a: &Band, b: &Band| {
+        a.points.len() == b.points.len()
+            && a.points
+                .iter()
+                .zip(&b.points)
+                .all(|(p, q)| (p.mean - q.mean).abs() <= tolerance)
+    };
+    let mut groups: Vec<Vec<&Band>> = Vec::new();
+    for band in bands.iter().filter(|band| !band.points.is_empty()) {
+        match groups.iter_mut().find(|group| same(group[0], band)) {
+            Some(group) => group.push(band),
+            None => groups.push(vec![band]),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|group| group.len() > 1)
+        .map(|group| group.iter().map(|band| band.backend.clone()).collect())
+        .collect()
+}
+
 /// A range that holds `values` with a little room on each side, and some width when they are
 /// all equal.
 fn padded(values: impl Iterator<Item = f64>, floor: Option<f64>) -> std::ops::Range<f64> {
@@ -154,10 +321,11 @@ where
     Y: Ranged<ValueType = YT> + ValueFormatter<YT>,
     DB: DrawingBackend,
 {
-    mesh.label_style((FONT, 16))
-        .axis_desc_style((FONT, 17))
-        .light_line_style(RGBColor(0xee, 0xee, 0xee))
-        .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
+    // Major grid lines only, light; no minor ones.
+    mesh.label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, LABEL_SIZE))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
 }
 
 /// An error of plotters' SVG backend, as anyhow's.
@@ -165,41 +333,80 @@ fn drawing<E: std::fmt::Debug>(error: E) -> anyhow::Error {
     anyhow!("drawing a chart: {error:?}")
 }
 
-/// A line chart of `bands`, one line per backend with its band over seeds, as SVG.
+/// What a line chart's x axis counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XAxis {
+    /// Epochs: ticks on whole epochs only.
+    Epochs,
+    /// Seconds: the axis starts at 0, so that a late start (the first epoch's warm-up) shows.
+    Seconds,
+}
+
+/// A line chart of `bands`, one line per backend with its band over seeds, as SVG: each line
+/// with its colour, dash pattern and marker.
 pub fn line_chart(
+    title: &str,
     x_description: &str,
     y_description: &str,
     bands: &[Band],
-    x_floor: Option<f64>,
+    x_axis: XAxis,
 ) -> anyhow::Result<String> {
-    // The legend goes where the lines end least: below them when they rise, above when they
-    // fall.
-    let rising = bands
-        .iter()
-        .filter_map(|band| Some(band.points.last()?.mean - band.points.first()?.mean))
-        .sum::<f64>()
-        >= 0.0;
-    let legend_at = if rising {
-        SeriesLabelPosition::LowerRight
-    } else {
-        SeriesLabelPosition::UpperRight
-    };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, LINE_SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(drawing)?;
         let points = || bands.iter().flat_map(|band| band.points.iter());
-        let x_range = padded(points().map(|p| p.x), x_floor);
+        let (x_range, x_labels) = match x_axis {
+            XAxis::Seconds => {
+                let end = padded(points().map(|p| p.x), Some(0.0)).end;
+                (0.0..end, 6)
+            }
+            XAxis::Epochs => {
+                let last = points().map(|p| p.x).fold(1.0_f64, f64::max).ceil();
+                // As many labels as epochs: plotters then steps by a whole epoch or more.
+                ((1.0 - 0.25)..(last + 0.25), last as usize)
+            }
+        };
+        let whole = |x: &f64| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        };
         let y_range = padded(points().flat_map(|p| [p.low, p.high]), None);
         let mut chart = ChartBuilder::on(&root)
             .margin(14)
-            .x_label_area_size(50)
-            .y_label_area_size(72)
+            .x_label_area_size(54)
+            .y_label_area_size(84)
             .build_cartesian_2d(x_range, y_range)
             .map_err(drawing)?;
         let mut mesh = chart.configure_mesh();
-        mesh.x_desc(x_description).y_desc(y_description);
+        mesh.x_desc(x_description)
+            .y_desc(y_description)
+            .x_labels(x_labels)
+            .y_labels(6);
+        let seconds = |x: &f64| tick(*x);
+        let y_tick = |y: &f64| tick(*y);
+        match x_axis {
+            XAxis::Epochs => mesh.x_label_formatter(&whole),
+            XAxis::Seconds => mesh.x_label_formatter(&seconds),
+        };
+        mesh.y_label_formatter(&y_tick);
         house_style(&mut mesh).draw().map_err(drawing)?;
+        // Markers of coinciding lines step aside, 10 px apart, centred on the point: the lines
+        // stay exact, and each marker shows.
+        let groups = coinciding(bands);
+        let dodge = |backend: &str| {
+            groups
+                .iter()
+                .find_map(|group| {
+                    let index = group.iter().position(|name| name == backend)?;
+                    let centre = (group.len() as f64 - 1.0) / 2.0;
+                    Some(((index as f64 - centre) * 10.0).round() as i32)
+                })
+                .unwrap_or(0)
+        };
         for band in bands {
             let colour = colour(&band.backend);
             if band.points.iter().any(|p| p.high > p.low) {
@@ -216,35 +423,33 @@ pub fn line_chart(
                     )))
                     .map_err(drawing)?;
             }
+            let Stroke {
+                dash,
+                marker: shape,
+            } = stroke(&band.backend);
+            let line = band.points.iter().map(|p| (p.x, p.mean));
+            let style = colour.stroke_width(2);
+            // The page's legend, above the charts, shows each backend's colour, dash and
+            // marker (html.rs), so no legend box covers the lines.
+            match dash {
+                None => chart.draw_series(LineSeries::new(line, style)),
+                Some((size, gap)) => {
+                    chart.draw_series(DashedLineSeries::new(line, size, gap, style))
+                }
+            }
+            .map_err(drawing)?;
             chart
-                .draw_series(LineSeries::new(
-                    band.points.iter().map(|p| (p.x, p.mean)),
-                    colour.stroke_width(2),
-                ))
-                .map_err(drawing)?
-                .label(band.backend.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
-                });
-            chart
-                .draw_series(
-                    band.points
-                        .iter()
-                        .map(|p| Circle::new((p.x, p.mean), 3, colour.filled())),
-                )
+                .draw_series(band.points.iter().map(|p| MarkerAt {
+                    at: (p.x, p.mean),
+                    dodge: dodge(&band.backend),
+                    shape,
+                    colour,
+                }))
                 .map_err(drawing)?;
         }
-        chart
-            .configure_series_labels()
-            .position(legend_at)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 16))
-            .draw()
-            .map_err(drawing)?;
         root.present().map_err(drawing)?;
     }
-    Ok(svg)
+    Ok(titled(svg, title))
 }
 
 /// One bar: a backend's mean over seeds and the 95% interval of that mean, when there are
@@ -259,89 +464,100 @@ pub struct Bar {
     pub interval: Option<Interval>,
 }
 
-/// A bar chart, one bar per backend with its whisker, as SVG; `format` writes a value.
+/// A bar chart, one horizontal bar per backend (first at the top) with its whisker and its
+/// value written at its end, as SVG; `format` writes a value. Horizontal, so that names of
+/// any length stay legible at a phone's width.
 pub fn bar_chart(
-    y_description: &str,
+    title: &str,
+    x_description: &str,
     bars: &[Bar],
     format: &dyn Fn(f64) -> String,
 ) -> anyhow::Result<String> {
+    let count = i32::try_from(bars.len().max(1)).unwrap_or(i32::MAX);
+    let size = (BAR_WIDTH, 96 + BAR_PITCH * count.unsigned_abs());
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, BAR_SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(drawing)?;
-        let top = bars
+        let end = bars
             .iter()
             .map(|bar| bar.interval.map_or(bar.value, |i| i.high.max(bar.value)))
             .filter(|v| v.is_finite())
             .fold(0.0_f64, f64::max);
-        let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+        // Room on the right for the value written after the longest bar.
+        let end = if end > 0.0 { end * 1.45 } else { 1.0 };
         let names: Vec<String> = bars.iter().map(|bar| bar.backend.clone()).collect();
-        let label = |x: &SegmentValue<i32>| -> String {
-            match x {
-                SegmentValue::CenterOf(index) => usize::try_from(*index)
+        // Segment 0 is at the bottom: bar `i` sits in segment `count - 1 - i`.
+        let slot = |i: i32| count - 1 - i;
+        let label = |y: &SegmentValue<i32>| -> String {
+            match y {
+                SegmentValue::CenterOf(index) => usize::try_from(slot(*index))
                     .ok()
                     .and_then(|index| names.get(index).cloned())
                     .unwrap_or_default(),
                 _ => String::new(),
             }
         };
-        let count = i32::try_from(bars.len().max(1)).unwrap_or(i32::MAX);
         // plotters' integer ranges include their end: 0..count-1 holds one segment per bar.
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(72)
-            .build_cartesian_2d((0..count - 1).into_segmented(), 0.0..top)
+            .margin_right(20)
+            .x_label_area_size(58)
+            .y_label_area_size(118)
+            .build_cartesian_2d(0.0..end, (0..count - 1).into_segmented())
             .map_err(drawing)?;
         let mut mesh = chart.configure_mesh();
-        mesh.disable_x_mesh()
-            .y_desc(y_description)
-            .x_label_formatter(&label);
+        mesh.disable_y_mesh()
+            .x_desc(x_description)
+            .x_labels(4)
+            .x_label_formatter(&|x| tick(*x))
+            .y_label_formatter(&label);
         house_style(&mut mesh).draw().map_err(drawing)?;
         for (i, bar) in (0..count).zip(bars) {
             if !bar.value.is_finite() {
                 continue;
             }
             let colour = colour(&bar.backend);
+            let at = slot(i);
             let mut rectangle = Rectangle::new(
                 [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), bar.value),
+                    (0.0, SegmentValue::Exact(at)),
+                    (bar.value, SegmentValue::Exact(at + 1)),
                 ],
-                colour.mix(0.75).filled(),
+                colour.mix(0.8).filled(),
             );
-            rectangle.set_margin(0, 0, 14, 14);
+            rectangle.set_margin(7, 7, 0, 0);
             chart
                 .draw_series(std::iter::once(rectangle))
                 .map_err(drawing)?;
-            let centre = SegmentValue::CenterOf(i);
+            let centre = SegmentValue::CenterOf(at);
             if let Some(interval) = bar.interval {
                 let whisker = BLACK.stroke_width(2);
                 chart
                     .draw_series([PathElement::new(
                         vec![
-                            (centre.clone(), interval.low),
-                            (centre.clone(), interval.high),
+                            (interval.low, centre.clone()),
+                            (interval.high, centre.clone()),
                         ],
                         whisker,
                     )])
                     .map_err(drawing)?;
                 chart
-                    .draw_series([interval.low, interval.high].map(|y| {
-                        EmptyElement::at((centre.clone(), y))
-                            + PathElement::new(vec![(-8, 0), (8, 0)], whisker)
+                    .draw_series([interval.low, interval.high].map(|x| {
+                        EmptyElement::at((x, centre.clone()))
+                            + PathElement::new(vec![(0, -7), (0, 7)], whisker)
                     }))
                     .map_err(drawing)?;
             }
-            let top_of_bar = bar.interval.map_or(bar.value, |i| i.high.max(bar.value));
+            let end_of_bar = bar.interval.map_or(bar.value, |i| i.high.max(bar.value));
             chart
                 .draw_series(std::iter::once(Text::new(
                     format(bar.value),
-                    (centre, top_of_bar + top * 0.02),
-                    (FONT, 16).into_font().color(&BLACK).pos(
+                    (end_of_bar + end * 0.02, centre),
+                    (FONT, LABEL_SIZE).into_font().color(&BLACK).pos(
                         plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Bottom,
+                            plotters::style::text_anchor::HPos::Left,
+                            plotters::style::text_anchor::VPos::Center,
                         ),
                     ),
                 )))
@@ -349,7 +565,39 @@ pub fn bar_chart(
         }
         root.present().map_err(drawing)?;
     }
-    Ok(svg)
+    Ok(titled(svg, title))
+}
+
+/// An axis tick as a reader writes it: no trailing zeros, thousands separated (`0.5`, `80`,
+/// `2,000`).
+fn tick(value: f64) -> String {
+    if value.abs() >= 1000.0 {
+        return super::numbers::whole(value);
+    }
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match text {
+        "-0" | "" => "0".into(),
+        text => text.replace('-', "−"),
+    }
+}
+
+/// The SVG with its title, for screen readers and as a tooltip: a `<title>` first inside it,
+/// and `role="img"` with an `aria-label` on it.
+fn titled(svg: String, title: &str) -> String {
+    let escaped = title
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    let Some(open_end) = svg.find('>') else {
+        return svg;
+    };
+    format!(
+        "{} role=\"img\" aria-label=\"{escaped}\"><title>{escaped}</title>{}",
+        &svg[..open_end],
+        &svg[open_end + 1..]
+    )
 }
 
 #[cfg(test)]
@@ -373,6 +621,115 @@ mod tests {
             })
             .collect();
         record
+    }
+
+    /// Every pair of the registry's colours stays apart, CIEDE2000 at least 10, in normal
+    /// vision and in the simulation of full protanopia, deuteranopia and tritanopia by Machado,
+    /// Oliveira and Fernandes (2009, severity 1), applied in linear sRGB.
+    #[test]
+    fn colours_stay_apart_in_every_colour_vision() {
+        use palette::color_difference::Ciede2000;
+        use palette::{FromColor, Lab, LinSrgb, Srgb};
+        const VISIONS: [(&str, [[f32; 3]; 3]); 4] = [
+            (
+                "normal",
+                [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            ),
+            (
+                "protanopia",
+                [
+                    [0.152286, 1.052583, -0.204868],
+                    [0.114503, 0.786281, 0.099216],
+                    [-0.003882, -0.048116, 1.051998],
+                ],
+            ),
+            (
+                "deuteranopia",
+                [
+                    [0.367322, 0.860646, -0.227968],
+                    [0.280085, 0.672501, 0.047413],
+                    [-0.011820, 0.042940, 0.968881],
+                ],
+            ),
+            (
+                "tritanopia",
+                [
+                    [1.255528, -0.076749, -0.178779],
+                    [-0.078411, 0.930809, 0.147602],
+                    [0.004733, 0.691367, 0.303900],
+                ],
+            ),
+        ];
+        let mut smallest = (f32::INFINITY, String::new());
+        for (vision, matrix) in VISIONS {
+            let seen: Vec<(&str, Lab)> = parallax_registry::BACKENDS
+                .iter()
+                .map(|entry| {
+                    let RGBColor(r, g, b) = colour(entry.name);
+                    let linear: LinSrgb = Srgb::new(r, g, b).into_format::<f32>().into_linear();
+                    let rgb = [linear.red, linear.green, linear.blue];
+                    let [r, g, b] = matrix.map(|row| {
+                        (row[0] * rgb[0] + row[1] * rgb[1] + row[2] * rgb[2]).clamp(0.0, 1.0)
+                    });
+                    (entry.name, Lab::from_color(LinSrgb::new(r, g, b)))
+                })
+                .collect();
+            for (i, (a, lab_a)) in seen.iter().enumerate() {
+                for (b, lab_b) in &seen[i + 1..] {
+                    let difference = lab_a.difference(*lab_b);
+                    if difference < smallest.0 {
+                        smallest = (difference, format!("{a} and {b} in {vision}"));
+                    }
+                }
+            }
+        }
+        eprintln!("smallest CIEDE2000: {:.1}, {}", smallest.0, smallest.1);
+        assert!(
+            smallest.0 >= 10.0,
+            "{:.1} between {}",
+            smallest.0,
+            smallest.1
+        );
+    }
+
+    /// Each backend's line has its own dash pattern and marker, so that lines that coincide,
+    /// or print in grey, stay apart.
+    #[test]
+    fn every_backend_has_its_own_dash_and_marker() {
+        let strokes: Vec<Stroke> = parallax_registry::BACKENDS
+            .iter()
+            .map(|entry| stroke(entry.name))
+            .collect();
+        for (i, a) in strokes.iter().enumerate() {
+            for b in &strokes[i + 1..] {
+                assert!(a.dash != b.dash && a.marker != b.marker, "{a:?} and {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ticks_read_without_trailing_zeros() {
+        assert_eq!(tick(80.0), "80");
+        assert_eq!(tick(0.5), "0.5");
+        assert_eq!(tick(0.875), "0.875");
+        assert_eq!(tick(2000.0), "2,000");
+        assert_eq!(tick(-0.0), "0");
+        assert_eq!(tick(-1.5), "−1.5");
+    }
+
+    /// Lines within a line's width of one another at every point are named as coinciding;
+    /// a line that parts from them at one point is not.
+    #[test]
+    fn coinciding_lines_are_found() {
+        let runs = [
+            record("burn", 1, &[0.5, 0.7, 0.8]),
+            record("tch", 1, &[0.5, 0.7, 0.8]),
+            record("tf", 1, &[0.5, 0.7, 0.8 + 1e-4]),
+            record("pytorch", 1, &[0.5, 0.6, 0.8]),
+        ];
+        let refs: Vec<&RunRecord> = runs.iter().collect();
+        let bands = bands(&refs, |e| f64::from(e.epoch), |e| e.test_accuracy);
+        assert_eq!(coinciding(&bands), vec![vec!["burn", "tch", "tf"]]);
     }
 
     #[test]
@@ -404,10 +761,20 @@ mod tests {
         ];
         let refs: Vec<&RunRecord> = runs.iter().collect();
         let bands = bands(&refs, |e| e.elapsed_training_seconds, |e| e.test_accuracy);
-        let svg = line_chart("training seconds", "test accuracy", &bands, Some(0.0)).unwrap();
+        let svg = line_chart(
+            "Accuracy & <time>",
+            "training seconds",
+            "test accuracy",
+            &bands,
+            XAxis::Seconds,
+        )
+        .unwrap();
+        assert!(
+            svg.contains("aria-label=\"Accuracy &amp; &lt;time&gt;\"")
+                && svg.contains("<title>Accuracy &amp; &lt;time&gt;</title>"),
+            "{svg}"
+        );
         assert!(svg.starts_with("<svg"), "{svg}");
-        assert!(svg.contains("\ntch\n</text>"), "{svg}");
-        assert!(svg.contains("&lt;tf&gt;") && !svg.contains("<tf>"));
         let bars = [
             Bar {
                 backend: "tch".into(),
@@ -418,12 +785,13 @@ mod tests {
                 }),
             },
             Bar {
-                backend: "burn".into(),
+                backend: "<tf>".into(),
                 value: 3.0,
                 interval: None,
             },
         ];
-        let svg = bar_chart("s/epoch", &bars, &|v| format!("{v:.2}")).unwrap();
-        assert!(svg.contains("2.00") && svg.contains("3.00") && svg.contains("burn"));
+        let svg = bar_chart("Time per epoch", "seconds", &bars, &|v| format!("{v:.2}")).unwrap();
+        assert!(svg.contains("2.00") && svg.contains("3.00") && svg.contains("\ntch\n</text>"));
+        assert!(svg.contains("&lt;tf&gt;") && !svg.contains("<tf>"), "{svg}");
     }
 }

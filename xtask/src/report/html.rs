@@ -165,12 +165,13 @@ ul.verdicts li.different { border-color: #c0392b; }
 ul.verdicts li.small { border-color: #e69f00; }
 ul.verdicts li.same { border-color: #2e8b57; }
 ul.verdicts li.unclear { border-color: #9aa5b1; }
-.legend span { display: inline-block; margin-right: 1rem; }
+.legend span.series { display: inline-flex; align-items: center; gap: 0.35rem; margin-right: 1.1rem; }
+h3.chart-title { font-size: 1rem; margin: 0.2rem 0 0.3rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.3rem; vertical-align: -0.1rem; }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; }
-figure.chart.line { flex: 1 1 520px; max-width: 760px; }
-figure.chart.bar { flex: 1 1 300px; max-width: 380px; }
+figure.chart.line { flex: 1 1 440px; max-width: 600px; }
+figure.chart.bar { flex: 1 1 300px; max-width: 420px; }
 figure svg, figure img { display: block; width: 100%; height: auto; }
 .heatmaps { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
 figure.confusion { flex: 0 0 auto; }
@@ -237,11 +238,35 @@ fn backends(summary: &Summary) -> Vec<String> {
     names
 }
 
+/// The charts' one legend: each backend's line as the charts draw it, its colour, dash pattern
+/// and marker.
 fn legend(names: &[String]) -> Markup {
     html! {
         p.legend {
             @for name in names {
-                span { span.swatch style=(format!("background:{}", charts::css_colour(name))) {} (name) }
+                span.series { (line_sample(name)) (name) }
+            }
+        }
+    }
+}
+
+/// A short stretch of a backend's line with its marker, as inline SVG.
+fn line_sample(backend: &str) -> Markup {
+    let colour = charts::css_colour(backend);
+    let stroke = charts::stroke(backend);
+    let dash = stroke.dash.map(|(size, gap)| format!("{size} {gap}"));
+    let filled = colour.as_str();
+    html! {
+        svg.sample width="36" height="14" viewBox="0 0 36 14" aria-hidden="true" data-dash=(dash.as_deref().unwrap_or("solid")) data-marker=(format!("{:?}", stroke.marker)) {
+            line x1="0" y1="7" x2="36" y2="7" stroke=(colour) stroke-width="2" stroke-dasharray=[dash.as_deref()] {}
+            @match stroke.marker {
+                charts::Marker::Disc => circle cx="18" cy="7" r="4" fill=(filled) {},
+                charts::Marker::Ring => circle cx="18" cy="7" r="4.5" fill="white" stroke=(colour) stroke-width="2" {},
+                charts::Marker::Square => rect x="14" y="3" width="8" height="8" fill=(filled) {},
+                charts::Marker::Box => rect x="13" y="2" width="10" height="10" fill="white" stroke=(colour) stroke-width="2" {},
+                charts::Marker::Triangle => polygon points="18,2 23,11 13,11" fill=(filled) {},
+                charts::Marker::Diamond => polygon points="18,1 23,7 18,13 13,7" fill=(filled) {},
+                charts::Marker::Cross => path d="M14 3 L22 11 M14 11 L22 3" stroke=(colour) stroke-width="2" {},
             }
         }
     }
@@ -381,10 +406,18 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
     }
 }
 
-/// A chart's figure, or a line saying why it could not be drawn.
-fn figure(id: String, kind: &str, caption: &str, svg: anyhow::Result<String>) -> Markup {
+/// A chart's figure: its title above, the chart, its caption below; or a line saying why the
+/// chart could not be drawn.
+fn figure(
+    id: String,
+    kind: &str,
+    title: &str,
+    caption: &str,
+    svg: anyhow::Result<String>,
+) -> Markup {
     html! {
         figure class=(format!("chart {kind}")) id=(id) {
+            h3.chart-title { (title) }
             @match svg {
                 Ok(svg) => (PreEscaped(svg)),
                 Err(error) => p.note { "This chart could not be drawn: " (format!("{error:#}")) },
@@ -438,25 +471,73 @@ fn charts_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
         "One seed: no interval."
     };
     let mib = 1.0 / (1024.0 * 1024.0);
+    let coincide = |bands: &[charts::Band]| {
+        let groups = charts::coinciding(bands);
+        if groups.is_empty() {
+            return String::new();
+        }
+        let groups: Vec<String> = groups
+            .iter()
+            .map(|group| {
+                let names: Vec<&str> = group.iter().map(String::as_str).collect();
+                super::answer::listed(&names)
+            })
+            .collect();
+        format!(
+            " The lines of {} coincide (within a line's width at every point): their markers tell them apart.",
+            groups.join("; of ")
+        )
+    };
+    let warm_up = warm_up_note(summary);
     html! {
         section id=(id("charts")) {
             h2 { "Charts" }
             (legend(&names))
             div.charts {
-                (figure(id("chart-time-to-accuracy"), "line", &format!("Test accuracy against cumulative training seconds (time to accuracy). {band}"),
-                    charts::line_chart("training seconds", "test accuracy", &accuracy, Some(0.0))))
-                (figure(id("chart-loss"), "line", &format!("Training loss per epoch (the mean over the epoch's steps). {band}"),
-                    charts::line_chart("epoch", "training loss", &loss, None)))
+                (figure(id("chart-time-to-accuracy"), "line", "Test accuracy over training time",
+                    &format!("Test accuracy after each epoch against the cumulative training seconds (time to accuracy); the axis starts at 0.{warm_up} {band}{}", coincide(&accuracy)),
+                    charts::line_chart("Test accuracy over training time", "training seconds", "test accuracy", &accuracy, charts::XAxis::Seconds)))
+                (figure(id("chart-loss"), "line", "Training loss per epoch",
+                    &format!("The mean loss over each epoch's steps. {band}{}", coincide(&loss)),
+                    charts::line_chart("Training loss per epoch", "epoch", "training loss", &loss, charts::XAxis::Epochs)))
             }
             div.charts {
-                (figure(id("chart-epoch-seconds"), "bar", &format!("Seconds per epoch (median of epochs 2 and later). {whiskers}"),
-                    charts::bar_chart("s/epoch", &bars(summary, Metric::EpochSeconds, 1.0), &super::numbers::seconds)))
-                (figure(id("chart-peak-memory"), "bar", &format!("Peak resident memory of the worker, MiB. {whiskers}"),
-                    charts::bar_chart("peak RSS MiB", &bars(summary, Metric::PeakMemory, mib), &super::numbers::whole)))
-                (figure(id("chart-first-step"), "bar", &format!("Time to first step, seconds: building, weight import and the first step. {whiskers}"),
-                    charts::bar_chart("seconds", &bars(summary, Metric::TimeToFirstStep, 1.0), &super::numbers::seconds)))
+                (figure(id("chart-epoch-seconds"), "bar", "Time per epoch",
+                    &format!("The median of epochs 2 and later (epoch 1 holds the warm-up). {whiskers}"),
+                    charts::bar_chart("Time per epoch", "seconds", &bars(summary, Metric::EpochSeconds, 1.0), &super::numbers::seconds)))
+                (figure(id("chart-peak-memory"), "bar", "Peak memory",
+                    &format!("The worker's peak resident memory, MiB. {whiskers}"),
+                    charts::bar_chart("Peak memory", "MiB", &bars(summary, Metric::PeakMemory, mib), &super::numbers::whole)))
+                (figure(id("chart-first-step"), "bar", "Time to the first step",
+                    &format!("Building the model, importing the weights and the first step. {whiskers}"),
+                    charts::bar_chart("Time to the first step", "seconds", &bars(summary, Metric::TimeToFirstStep, 1.0), &super::numbers::seconds)))
             }
         }
+    }
+}
+
+/// What the time axis owes to the first epoch: each line starts after epoch 1, which holds
+/// the warm-up; the backend whose first epoch ran longest beyond its later ones is named.
+fn warm_up_note(summary: &Summary) -> String {
+    let mut longest: Option<(&str, f64)> = None;
+    for record in &summary.records {
+        let Some(first) = record.epochs.first() else {
+            continue;
+        };
+        let Some(steady) = parallax_core::stats::comparison::steady_epoch_seconds(record) else {
+            continue;
+        };
+        let extra = first.seconds - steady;
+        if record.epochs.len() > 1 && longest.is_none_or(|(_, most)| extra > most) {
+            longest = Some((&record.backend, extra));
+        }
+    }
+    match longest {
+        Some((backend, extra)) if extra > 0.0 => format!(
+            " Each line's first point follows epoch 1, which holds the warm-up: the most is {backend}'s, {} beyond its later epochs.",
+            super::numbers::seconds(extra)
+        ),
+        _ => " Each line's first point follows epoch 1, which holds the warm-up.".into(),
     }
 }
 
@@ -905,7 +986,9 @@ mod tests {
         assert!(html.contains("Headline numbers") && html.contains("not decided"));
         assert!(!html.contains("Holm") && !html.contains("95%"), "{html}");
         assert_eq!(html.matches("<figure class=\"chart").count(), 5);
-        assert_eq!(html.matches("<svg").count(), 5);
+        assert_eq!(html.matches("<svg width=").count(), 5);
+        // The legend draws each backend's line: its dash and its marker.
+        assert_eq!(html.matches("<svg class=\"sample\"").count(), 2);
     }
 
     /// Every time and memory field reads the same in the terminal, `report.md` and
