@@ -174,10 +174,15 @@ figure.chart.line { flex: 1 1 440px; max-width: 600px; }
 figure.chart.bar { flex: 1 1 300px; max-width: 420px; }
 figure svg, figure img { display: block; width: 100%; height: auto; }
 .heatmaps { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
-figure.confusion { flex: 0 0 auto; }
-.heatmaps .scroll { max-width: none; }
+figure.confusion { flex: 0 1 auto; max-width: 100%; }
 table.heat { font-size: 0.78rem; }
-table.heat td, table.heat th { min-width: 1.6rem; padding: 0.12rem 0.2rem; text-align: center; }
+table.heat td, table.heat th { min-width: 1.9rem; padding: 0.12rem 0.2rem; text-align: center; line-height: 1.15; }
+table.heat td small { display: block; font-size: 0.68rem; opacity: 0.85; }
+table.heat td.same { color: var(--muted); }
+table.heat th.class { vertical-align: bottom; padding: 0.3rem 0.1rem; }
+table.heat th.class span { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; font-weight: 500; }
+table.heat th.true-class { text-align: right; white-space: nowrap; font-weight: 500; }
+table.heat th.corner { font-weight: 400; font-size: 0.7rem; color: var(--muted); vertical-align: bottom; }
 table.f1 td { min-width: 2.8rem; }
 table.ledger td, table.ledger th { text-align: left; max-width: 28rem; }
 dl.environment { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
@@ -186,6 +191,13 @@ dl.environment dd { margin: 0; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1rem; }
 .grid img { image-rendering: pixelated; border: 1px solid var(--line); }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; }
+@media (max-width: 600px) {
+  body { padding: 0.8rem 0.7rem 2rem; }
+  table.heat { font-size: 0.7rem; }
+  table.heat td, table.heat th { min-width: 1.45rem; padding: 0.1rem 0.05rem; }
+  table.heat.confusion td small { display: none; }
+  table.heat th.true-class { white-space: normal; max-width: 4.6rem; }
+}
 @media print {
   body { max-width: none; padding: 0; font-size: 11pt; }
   section, figure, table { break-inside: avoid; }
@@ -575,7 +587,8 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
         .first()
         .map(|r| r.class_names.clone())
         .unwrap_or_default();
-    // Per backend: the confusion matrices summed over runs, and each class's mean F1.
+    // Per backend: each seed's confusion matrix, their sum, and each class's mean F1.
+    let mut by_seed: BTreeMap<&str, BTreeMap<u64, &[Vec<u64>]>> = BTreeMap::new();
     let mut confusion: BTreeMap<&str, (usize, Vec<Vec<u64>>)> = BTreeMap::new();
     let mut f1: BTreeMap<&str, Vec<(f64, usize)>> = BTreeMap::new();
     for record in &summary.records {
@@ -583,6 +596,11 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
         if rows.len() != classes.len() {
             continue;
         }
+        by_seed
+            .entry(record.backend.as_str())
+            .or_default()
+            .entry(record.seed)
+            .or_insert(rows);
         let entry = confusion
             .entry(record.backend.as_str())
             .or_insert_with(|| (0, vec![vec![0; classes.len()]; classes.len()]));
@@ -602,60 +620,108 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
             }
         }
     }
+    // The reference: the first backend with a matrix. Every other one is shown as its
+    // difference to it over the seeds both completed, or not at all when all are the same.
+    let with_matrix: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|name| confusion.contains_key(name))
+        .collect();
+    let reference = with_matrix.first().copied();
+    let differences: Vec<(&str, usize, Vec<Vec<i64>>)> = reference
+        .map(|reference| {
+            with_matrix
+                .iter()
+                .skip(1)
+                .map(|name| {
+                    let (seeds, difference) =
+                        difference(&by_seed[reference], &by_seed[name], classes.len());
+                    (*name, seeds, difference)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // The same in every seed two engines share, and no engine without a shared seed.
+    let all_same = differences
+        .iter()
+        .all(|(_, seeds, difference)| *seeds > 0 && difference.iter().flatten().all(|d| *d == 0))
+        && with_matrix.windows(2).all(|pair| {
+            by_seed[pair[0]]
+                .iter()
+                .all(|(seed, m)| by_seed[pair[1]].get(seed).is_none_or(|other| other == m))
+        });
+    let f1_same = all_same
+        && with_matrix
+            .windows(2)
+            .all(|pair| f1.get(pair[0]) == f1.get(pair[1]));
+    let listed = super::answer::listed(&with_matrix);
+    let columns: Vec<(String, &Vec<(f64, usize)>)> = if f1_same && with_matrix.len() > 1 {
+        reference
+            .and_then(|name| f1.get(name))
+            .map(|scores| (format!("{listed} (identical)"), scores))
+            .into_iter()
+            .collect()
+    } else {
+        names
+            .iter()
+            .filter_map(|name| Some((name.clone(), f1.get(name.as_str())?)))
+            .collect()
+    };
     html! {
         section id=(id("heatmaps")) {
             h2 { "Confusion matrices" }
-            p.note { "Rows are true classes, columns predicted ones: the percentage of the true class's test examples predicted as each class, over each backend's runs (the counts are in each cell's tooltip). Classes: "
-                @for (index, class) in classes.iter().enumerate() {
-                    @if index > 0 { ", " }
-                    (index) " " (class)
+            @if let Some(reference) = reference {
+                @let (runs, matrix) = &confusion[reference];
+                @if all_same && with_matrix.len() > 1 {
+                    p { "All identical: " (listed) " predicted exactly the same classes for every test example, in every seed they share." }
+                } @else if with_matrix.len() > 1 {
+                    p { "The engines differ: " (reference) "'s matrix first, then each other engine's difference to it, in examples." }
                 }
-                "."
-            }
-            div.heatmaps {
-                @for name in &names {
-                    @if let Some((runs, matrix)) = confusion.get(name.as_str()) {
-                        figure.confusion {
-                            div.scroll {
-                                table.heat {
-                                    thead { tr { th title="rows: the true class; columns: the predicted class" { "t \\ p" } @for (j, _) in classes.iter().enumerate() { th title=(classes[j]) { (j) } } } }
-                                    tbody {
-                                        @for (i, row) in matrix.iter().enumerate() {
-                                            @let total = row.iter().sum::<u64>().max(1) as f64;
-                                            tr {
-                                                th title=(classes[i]) { (i) }
-                                                @for count in row {
-                                                    @let share = *count as f64 / total;
-                                                    td style=(heat(share)) title=(format!("{count} examples")) { (format!("{:.0}", 100.0 * share)) }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                            figcaption { span.swatch style=(format!("background:{}", charts::css_colour(name))) {} strong { (name) } ", " (runs) " run" @if *runs != 1 { "s" } }
+                div.heatmaps {
+                    figure.confusion {
+                        (confusion_table(&classes, matrix))
+                        figcaption {
+                            strong { (reference) } ", summed over its " (runs) " run" @if *runs != 1 { "s" } ": rows are true classes, columns predicted ones; each cell is the share of its true class in %, with its count below it on wide screens and on paper."
                         }
                     }
+                    @if !all_same {
+                        @for (name, seeds, difference) in differences.iter().filter(|(_, _, d)| d.iter().flatten().any(|c| *c != 0)) {
+                            figure.confusion {
+                                (difference_table(&classes, difference, &confusion[reference].1))
+                                figcaption {
+                                    strong { (name) " − " (reference) } ", over the " (seeds) " seed" @if *seeds != 1 { "s" } " both completed: "
+                                    @let moved = difference.iter().flatten().map(|c| c.unsigned_abs()).sum::<u64>() / 2;
+                                    (super::numbers::thousands(moved)) " example" @if moved != 1 { "s" } " predicted differently; a cell shows how many more (+) or fewer (−) " (name) " put there."
+                                }
+                            }
+                        }
+                    }
+                }
+                @let same_as_reference: Vec<&str> = differences.iter().filter(|(_, seeds, d)| *seeds > 0 && d.iter().flatten().all(|c| *c == 0)).map(|(name, _, _)| *name).collect();
+                @if !all_same && !same_as_reference.is_empty() {
+                    p { (super::answer::listed(&same_as_reference)) ": identical to " (reference) " in every seed they share." }
+                }
+                @let unshared: Vec<&str> = differences.iter().filter(|(_, seeds, _)| *seeds == 0).map(|(name, _, _)| *name).collect();
+                @if !unshared.is_empty() {
+                    p.note { (super::answer::listed(&unshared)) ": no seed in common with " (reference) ", so no difference is shown." }
                 }
             }
             h3 { "Per-class F1" }
             p.note { "Each backend's mean F1 per class over its runs; darker is higher." }
-            div.scroll {
-                table.heat.f1 {
-                    thead { tr { th { "backend" } @for class in &classes { th { (class) } } } }
-                    tbody {
-                        @for name in &names {
-                            @if let Some(scores) = f1.get(name.as_str()) {
-                                tr {
-                                    th { (name) }
-                                    @for (sum, n) in scores {
-                                        @if *n > 0 {
-                                            @let mean = sum / *n as f64;
-                                            td style=(heat(mean)) { (format!("{mean:.3}")) }
-                                        } @else {
-                                            td { "—" }
-                                        }
+            // Classes down, engines across: as narrow as the engines are few.
+            table.heat.f1 {
+                thead { tr { th { "class" } @for (label, _) in &columns { th.class { span { (label) } } } } }
+                tbody {
+                    @for (index, class) in classes.iter().enumerate() {
+                        tr {
+                            th.true-class { (class) }
+                            @for (_, scores) in &columns {
+                                @match scores.get(index) {
+                                    Some((sum, n)) if *n > 0 => {
+                                        @let mean = sum / *n as f64;
+                                        td style=(heat(mean)) { (format!("{mean:.3}")) }
                                     }
+                                    _ => td { "—" },
                                 }
                             }
                         }
@@ -664,6 +730,102 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
             }
         }
     }
+}
+
+/// Over the seeds both backends completed, the sum of `other − reference`, cell by cell, and
+/// how many seeds that is.
+fn difference(
+    reference: &BTreeMap<u64, &[Vec<u64>]>,
+    other: &BTreeMap<u64, &[Vec<u64>]>,
+    classes: usize,
+) -> (usize, Vec<Vec<i64>>) {
+    let mut sum = vec![vec![0_i64; classes]; classes];
+    let mut seeds = 0;
+    for (seed, matrix) in other {
+        let Some(base) = reference.get(seed) else {
+            continue;
+        };
+        seeds += 1;
+        for (total, (row, base_row)) in sum.iter_mut().zip(matrix.iter().zip(base.iter())) {
+            for (cell, (count, base_count)) in total.iter_mut().zip(row.iter().zip(base_row)) {
+                *cell += *count as i64 - *base_count as i64;
+            }
+        }
+    }
+    (seeds, sum)
+}
+
+/// A confusion matrix with the class names on both axes; each cell its share of the true class
+/// in % above its count.
+fn confusion_table(classes: &[String], matrix: &[Vec<u64>]) -> Markup {
+    html! {
+        table.heat.confusion {
+            (class_header(classes))
+            tbody {
+                @for (i, row) in matrix.iter().enumerate() {
+                    @let total = row.iter().sum::<u64>().max(1) as f64;
+                    tr {
+                        th.true-class { (classes.get(i).map_or("", String::as_str)) }
+                        @for count in row {
+                            @let share = *count as f64 / total;
+                            td style=(heat(share)) { (format!("{:.0}", 100.0 * share)) small { (super::numbers::thousands(*count)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A difference of confusion matrices in examples, blank where there is none; coloured by the
+/// share of the true class (in `reference`) that moved.
+fn difference_table(classes: &[String], difference: &[Vec<i64>], reference: &[Vec<u64>]) -> Markup {
+    html! {
+        table.heat.confusion.difference {
+            (class_header(classes))
+            tbody {
+                @for (i, row) in difference.iter().enumerate() {
+                    @let total = reference.get(i).map_or(0, |r| r.iter().sum::<u64>()).max(1) as f64;
+                    tr {
+                        th.true-class { (classes.get(i).map_or("", String::as_str)) }
+                        @for change in row {
+                            @if *change == 0 {
+                                td.same { "·" }
+                            } @else {
+                                td style=(change_colour(*change, total)) { (format!("{change:+}").replace('-', "−")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A confusion table's header: the predicted classes, written upwards.
+fn class_header(classes: &[String]) -> Markup {
+    html! {
+        thead { tr { th.corner { "true ↓ predicted →" } @for class in classes { th.class { span { (class) } } } } }
+    }
+}
+
+/// A difference cell's colours: blue for more examples than the reference, orange for fewer,
+/// deeper with the share of the true class that moved (full at 5%).
+fn change_colour(change: i64, class_total: f64) -> String {
+    let depth = (change.unsigned_abs() as f64 / class_total / 0.05).clamp(0.15, 1.0);
+    let (r, g, b) = if change > 0 {
+        (0.0, 114.0, 178.0)
+    } else {
+        (213.0, 94.0, 0.0)
+    };
+    let mix = |c: f64| (255.0 + (c - 255.0) * depth).round() as u8;
+    let ink = if depth > 0.6 { "#ffffff" } else { "#1d2733" };
+    format!(
+        "background:rgb({},{},{});color:{ink}",
+        mix(r),
+        mix(g),
+        mix(b)
+    )
 }
 
 fn environment_list(
@@ -1052,6 +1214,50 @@ mod tests {
         assert_eq!(
             parallax_core::OptimizerConfig::adam(1e-3).kind.to_string(),
             "Adam (β₁ 0.9, β₂ 0.999, ε 1e-8, PyTorch form)"
+        );
+    }
+
+    /// Engines that predict the same are shown as one matrix said to be all of theirs; an
+    /// engine that differs is shown as its difference to the first, over the seeds both ran.
+    #[test]
+    fn confusion_matrices_show_what_differs() {
+        let records = records(&[1, 2, 3]);
+        let html = page_of(&summary_of(records.clone()));
+        assert_eq!(
+            html.matches("<table class=\"heat confusion\"").count(),
+            1,
+            "{html}"
+        );
+        assert!(html.contains("All identical: tch and tf predicted exactly the same classes"));
+        let first_class = &records[0].class_names[0];
+        assert!(html.contains(&format!("<th class=\"true-class\">{first_class}</th>")));
+
+        // tf moves 3 examples of class 0 from class 0 to class 1 in seed 2 only; tch lacks seed 3.
+        let mut records = records;
+        let mut moved = false;
+        records.retain(|r| !(r.backend == "tch" && r.seed == 3));
+        for record in &mut records {
+            if record.backend == "tf" && record.seed == 2 {
+                let mut rows = record.confusion_matrix.rows().to_vec();
+                rows[0][0] -= 3;
+                rows[0][1] += 3;
+                record.confusion_matrix = rows.try_into().unwrap();
+                moved = true;
+            }
+        }
+        assert!(moved);
+        let html = page_of(&summary_of(records));
+        assert!(
+            html.contains("<table class=\"heat confusion difference\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("over the 2 seeds both completed: 3 examples predicted differently"),
+            "{html}"
+        );
+        assert!(
+            html.contains(">−3</td>") && html.contains(">+3</td>"),
+            "{html}"
         );
     }
 

@@ -241,7 +241,7 @@ pub const COMPARISON: &[&str] = &[
     "id=\"ledger\"",
     "id=\"environment\"",
     "<svg",
-    "class=\"heat\"",
+    "class=\"heat confusion\"",
 ];
 
 /// Checks `pages` (each with the markup it must hold) and a page built to fail; screenshots
