@@ -79,6 +79,27 @@ impl fmt::Display for Topic {
     }
 }
 
+/// How a run's entry on a topic its defaults touch begins: what this run used, before what the
+/// engine does by default ([`run_entry`]).
+const THIS_RUN: &str = "this run: ";
+/// What separates what this run used from the engine's default.
+const ENGINE: &str = ". Engine: ";
+
+/// A run's entry on a topic its defaults touch: what this run used, then what the engine does
+/// by default. [`run_part`] reads it back.
+pub fn run_entry(used: &str, engine_default: &str) -> String {
+    format!("{THIS_RUN}{used}{ENGINE}{engine_default}")
+}
+
+/// What the run used, from an entry [`run_entry`] wrote, and what the engine does; `None` and
+/// the whole entry for a topic the run's defaults do not touch.
+pub fn run_part(entry: &str) -> (Option<&str>, &str) {
+    entry
+        .strip_prefix(THIS_RUN)
+        .and_then(|rest| rest.split_once(ENGINE))
+        .map_or((None, entry), |(used, engine)| (Some(used), engine))
+}
+
 /// One backend's ledger: an entry per topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -127,5 +148,15 @@ mod tests {
         let back: Ledger = serde_json::from_value(json).unwrap();
         assert_eq!(back, ledger);
         assert_eq!(Ledger::default().missing().len(), Topic::ALL.len());
+    }
+
+    #[test]
+    fn a_run_entry_reads_back_as_what_the_run_used_and_the_engine_default() {
+        let entry = run_entry("1e-8 (controlled)", "Adam ε = 1e-7. Keras's");
+        assert_eq!(
+            run_part(&entry),
+            (Some("1e-8 (controlled)"), "Adam ε = 1e-7. Keras's")
+        );
+        assert_eq!(run_part("NCHW. Engine: x"), (None, "NCHW. Engine: x"));
     }
 }

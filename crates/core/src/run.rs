@@ -260,7 +260,7 @@ fn start_record(
     let mut ledger = info.ledger.clone();
     for (topic, used) in used {
         let default = ledger.get(topic).unwrap_or_default().to_string();
-        ledger.insert(topic, format!("this run: {used}. Engine: {default}"));
+        ledger.insert(topic, crate::ledger::run_entry(&used, &default));
     }
     RunRecord {
         record_version: RECORD_VERSION,

@@ -160,6 +160,10 @@ section.answer h2 { margin-top: 0.6rem; border: none; }
 section.answer p.line { margin: 0.35rem 0; font-size: 1.05rem; }
 ul.caveats { color: var(--muted); font-size: 0.9rem; padding-left: 1.2rem; }
 ul.verdicts { list-style: none; padding: 0; }
+details > summary { cursor: pointer; font-weight: 600; margin: 0.4rem 0; }
+.print-note { display: none; }
+ul.ledger { padding-left: 1.2rem; }
+ul.ledger li { margin: 0.2rem 0; }
 ul.verdicts li { margin: 0.3rem 0; padding: 0.3rem 0.6rem; border-left: 5px solid #9aa5b1; background: var(--band); }
 ul.verdicts li.different { border-color: #c0392b; }
 ul.verdicts li.small { border-color: #e69f00; }
@@ -200,6 +204,7 @@ footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; }
 }
 @media print {
   body { max-width: none; padding: 0; font-size: 11pt; }
+  .print-note { display: inline; font-weight: 400; color: var(--muted); }
   section, figure, table { break-inside: avoid; }
   h2 { break-after: avoid; }
 }
@@ -337,9 +342,17 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                 }
                 section id=(id("ledger")) {
                     h2 { "Fairness ledger" }
-                    p.note { "What each engine does by default, and what parallax does instead so that every backend computes the same thing, topic by topic." }
-                    @let (header, rows) = super::ledger_rows(summary);
-                    (table(&header, &rows, "ledger"))
+                    p.note { "What this run made every engine do, and where they differ." }
+                    ul.ledger {
+                        @for (title, text) in super::ledger_lines(summary) {
+                            li { strong { (title) ":" } " " (text) }
+                        }
+                    }
+                    details.ledger {
+                        summary { "Each engine's defaults, topic by topic" span.print-note { " (collapsed in print: open it first to print it)" } }
+                        @let (header, rows) = super::ledger_rows(summary);
+                        (table(&header, &rows, "ledger"))
+                    }
                 }
             }
             @if !summary.failures.is_empty() {
@@ -386,6 +399,9 @@ fn answer_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
     }
 }
 
+/// Above this many verdict lines, the page folds them into a `<details>`.
+const FOLDED_VERDICTS: usize = 12;
+
 /// The verdict lines, coloured by kind, or with one seed the headline numbers; then the
 /// attribution's and the repeats' lines, and the scope of it all (the skipped backends are in the answer's caveats).
 fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
@@ -394,14 +410,23 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
         .filter(|c| c.no_verdicts_because.is_none())
         .map(|c| c.verdicts.iter().collect())
         .unwrap_or_default();
-    html! {
-        @if !verdicts.is_empty() {
-            p.note { "One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric." }
-            ul.verdicts {
-                @for verdict in &verdicts {
-                    li class=(verdict_class(verdict.verdict.kind)) { (verdict.line) }
-                }
+    let list = html! {
+        p.note { "One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric." }
+        ul.verdicts {
+            @for verdict in &verdicts {
+                li class=(verdict_class(verdict.verdict.kind)) { (verdict.line) }
             }
+        }
+    };
+    html! {
+        // Beyond two pairs' worth, the lines fold away: the answer above draws on them.
+        @if verdicts.len() > FOLDED_VERDICTS {
+            details.verdicts {
+                summary { "All " (verdicts.len()) " verdicts, one per metric and pair" span.print-note { " (collapsed in print: open it first to print it)" } }
+                (list)
+            }
+        } @else if !verdicts.is_empty() {
+            (list)
         }
         @if !summary.several_seeds() && !summary.records.is_empty() {
             (table(&strings(super::HEADLINE), &super::headline_rows(summary), "headline"))

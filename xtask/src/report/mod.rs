@@ -296,6 +296,76 @@ pub(crate) fn ledger_rows(summary: &Summary) -> (Vec<String>, Vec<Vec<String>>) 
     (header, rows)
 }
 
+/// The fairness ledger in a few lines: per topic a run's defaults touch, what this run used
+/// and on which engines ("the same on every engine" when all agree); the topics that do not
+/// apply to the model in one line; the engines' own ways of computing the rest in one line.
+/// Each line is its topics' title and its text.
+pub(crate) fn ledger_lines(summary: &Summary) -> Vec<(String, String)> {
+    use parallax_core::ledger::run_part;
+    let records = one_per_backend(summary);
+    let mut lines = Vec::new();
+    let mut not_applicable: Vec<&str> = Vec::new();
+    let mut engines_own: Vec<&str> = Vec::new();
+    for topic in Topic::ALL {
+        // What each engine used, grouped: the text, and the engines that used it.
+        let mut used: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut described = false;
+        for record in &records {
+            let entry = record.ledger.get(topic).unwrap_or("(not recorded)");
+            match run_part(entry) {
+                (Some(text), _) => match used.iter_mut().find(|(t, _)| *t == text) {
+                    Some((_, engines)) => engines.push(&record.backend),
+                    None => used.push((text, vec![&record.backend])),
+                },
+                (None, _) => described = true,
+            }
+        }
+        if described || used.is_empty() {
+            engines_own.push(topic.title());
+        } else if used
+            .iter()
+            .all(|(text, _)| text.starts_with("no batch norm in this model"))
+        {
+            not_applicable.push(topic.title());
+        } else if let [(text, _)] = used.as_slice() {
+            lines.push((
+                capitalised(topic.title()),
+                format!("{text}, the same on every engine."),
+            ));
+        } else {
+            let groups: Vec<String> = used
+                .iter()
+                .map(|(text, engines)| format!("{text} on {}", answer::listed(engines)))
+                .collect();
+            lines.push((
+                capitalised(topic.title()),
+                format!("{}.", groups.join("; ")),
+            ));
+        }
+    }
+    if !not_applicable.is_empty() {
+        lines.push((
+            capitalised(&answer::listed(&not_applicable)),
+            "not in this model (it has no batch norm).".into(),
+        ));
+    }
+    if !engines_own.is_empty() {
+        lines.push((
+            capitalised(&answer::listed(&engines_own)),
+            "each engine computes the same thing its own way: see the table.".into(),
+        ));
+    }
+    lines
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// Each backend's first record: what is the same over seeds (engine, version, ledger).
 pub(crate) fn one_per_backend(summary: &Summary) -> Vec<&RunRecord> {
     let mut seen: Vec<&RunRecord> = Vec::new();
@@ -614,9 +684,15 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         out.push_str(&table(&header_refs, rows, md).to_string());
     }
 
-    out.push_str("\n\n## Fairness ledger\n\nWhat each engine does by default, and what parallax does instead so that every backend computes the same thing, topic by topic.\n\n");
+    out.push_str(
+        "\n\n## Fairness ledger\n\nWhat this run made every engine do, and where they differ.\n\n",
+    );
+    for (title, text) in ledger_lines(summary) {
+        out.push_str(&format!("- **{title}:** {text}\n"));
+    }
+    out.push_str("\n<details><summary>Each engine's defaults, topic by topic</summary>\n\n");
     out.push_str(&ledger_table(summary).to_string());
-    out.push('\n');
+    out.push_str("\n\n</details>\n");
 
     if !summary.skipped.is_empty() {
         out.push_str("\n## Skipped backends\n\n");
@@ -753,8 +829,19 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
         out.push_str("## Verdicts\n\n");
         {
             out.push_str("One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric. Accuracy and F1 differences are in percentage points; times and memory are geometric-mean ratios in percent.\n\n");
+            // Many pairs fold away, as on the page: the answer above draws on them.
+            let folded = comparison.verdicts.len() > 12;
+            if folded {
+                out.push_str(&format!(
+                    "<details><summary>All {} verdicts, one per metric and pair</summary>\n\n",
+                    comparison.verdicts.len()
+                ));
+            }
             for verdict in &comparison.verdicts {
                 out.push_str(&format!("- {}\n", verdict.line));
+            }
+            if folded {
+                out.push_str("\n</details>\n");
             }
             out.push('\n');
         }
@@ -884,6 +971,48 @@ pub(crate) mod tests {
             "seed": 1, "init": "canonical", "limit_train": null, "git_revision": "x"
         }))
         .unwrap()
+    }
+
+    /// The ledger reads in a few lines: agreement said once, differences by engine, what the
+    /// model lacks in one line, the engines' own ways in another.
+    #[test]
+    fn the_ledger_says_what_agrees_and_what_differs_in_a_line_each() {
+        use parallax_core::ledger::run_entry;
+        let mut records = records(&[1]);
+        for record in &mut records {
+            record.ledger = parallax_core::Ledger::from_fn(|topic| match topic {
+                Topic::OptimizerEpsilon => run_entry("1e-8 (controlled)", "x"),
+                Topic::OptimizerFormulation if record.backend == "tf" => {
+                    run_entry("Keras's Adam (native)", "y")
+                }
+                Topic::OptimizerFormulation => run_entry("PyTorch's Adam (controlled)", "y"),
+                Topic::BatchNormMomentum | Topic::BatchNormEpsilon => {
+                    run_entry("no batch norm in this model (controlled)", "z")
+                }
+                Topic::BatchNormRunningVariance if record.backend == "tf" => {
+                    run_entry("no batch norm in this model (native: not settable)", "z")
+                }
+                Topic::BatchNormRunningVariance => {
+                    run_entry("no batch norm in this model (controlled)", "z")
+                }
+                other => format!("how {} does {other}", record.backend),
+            });
+        }
+        let lines = ledger_lines(&summary_of(records));
+        let text: Vec<String> = lines.iter().map(|(t, l)| format!("{t}: {l}")).collect();
+        assert!(
+            text.contains(&"Optimizer ε: 1e-8 (controlled), the same on every engine.".to_string()),
+            "{text:#?}"
+        );
+        assert!(text.contains(&"Optimizer formulation: PyTorch's Adam (controlled) on tch; Keras's Adam (native) on tf.".to_string()), "{text:#?}");
+        assert!(text.contains(&"Batch-norm momentum, batch-norm ε and batch-norm running variance: not in this model (it has no batch norm).".to_string()), "{text:#?}");
+        assert!(
+            text.last().unwrap().starts_with(
+                "Initialisation, padding, layout, subnormals, threads and loss: each engine"
+            ),
+            "{text:#?}"
+        );
+        assert!(lines.len() <= 5);
     }
 
     #[test]
