@@ -238,11 +238,16 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
         } else {
             pair.paired.mean
         };
-        let item = format!(
-            "{other} {} ({})",
-            show(metric, *value),
-            relative(metric.scale(), difference)
-        );
+        // An identical pair needs no difference: it is 0.
+        let item = if pair.verdict.kind == VerdictKind::Identical {
+            format!("{other} {}", show(metric, *value))
+        } else {
+            format!(
+                "{other} {} ({})",
+                show(metric, *value),
+                relative(metric.scale(), difference)
+            )
+        };
         match groups
             .iter_mut()
             .find(|(kind, _)| *kind == pair.verdict.kind)

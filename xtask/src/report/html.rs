@@ -154,7 +154,6 @@ table { border-collapse: collapse; margin: 0.4rem 0 1rem; font-size: 0.88rem; fo
 th, td { border: 1px solid var(--line); padding: 0.25rem 0.5rem; text-align: right; vertical-align: top; }
 th { background: var(--band); font-weight: 600; }
 td:first-child, th:first-child { text-align: left; }
-.scroll { overflow-x: auto; max-width: 100%; }
 section.answer { padding: 0.2rem 1rem 0.6rem; margin: 0.6rem 0 1.2rem; background: var(--band); border-left: 5px solid var(--ink); }
 section.answer h2 { margin-top: 0.6rem; border: none; }
 section.answer p.line { margin: 0.35rem 0; font-size: 1.05rem; }
@@ -197,28 +196,54 @@ dl.environment dd { margin: 0; }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; }
 @media (max-width: 600px) {
   body { padding: 0.8rem 0.7rem 2rem; }
+  table.stack, table.stack tbody, table.stack tr, table.stack td { display: block; width: 100%; }
+  table.stack thead { display: none; }
+  table.stack tr { margin: 0 0 0.6rem; border: 1px solid var(--line); }
+  table.stack td { border: none; border-top: 1px solid var(--band); text-align: right; overflow-wrap: anywhere;
+    display: grid; grid-template-columns: minmax(6.5rem, 40%) 1fr; gap: 0.5rem; }
+  table.stack td::before { content: attr(data-label); text-align: left; font-weight: 600; color: var(--muted); }
+  table.stack td:first-child { background: var(--band); font-weight: 600; }
+  table.ledger.stack td { text-align: left; }
   table.heat { font-size: 0.7rem; }
   table.heat td, table.heat th { min-width: 1.45rem; padding: 0.1rem 0.05rem; }
   table.heat.confusion td small { display: none; }
   table.heat th.true-class { white-space: normal; max-width: 4.6rem; }
 }
+@page { size: A4; margin: 12mm 11mm; }
 @media print {
-  body { max-width: none; padding: 0; font-size: 11pt; }
+  /* Sections flow across pages, so that none leaves a page near empty; figures, table rows
+     and list items stay whole; headings stay with what follows. */
+  body { max-width: none; padding: 0; font-size: 9pt; line-height: 1.35; }
+  h1 { font-size: 14pt; }
+  h2 { font-size: 11.5pt; margin: 1rem 0 0.4rem; break-after: avoid; }
+  h3 { font-size: 10pt; break-after: avoid; }
   .print-note { display: inline; font-weight: 400; color: var(--muted); }
-  section, figure, table { break-inside: avoid; }
-  h2 { break-after: avoid; }
+  figure, tr, li, section.answer, dl.environment { break-inside: avoid; }
+  .charts { gap: 0.5rem; }
+  figure.chart.line { flex: 1 1 45%; max-width: 49%; }
+  figure.chart.bar { flex: 1 1 30%; max-width: 32.5%; }
+  table { font-size: 7.5pt; }
+  table.heat { font-size: 6.5pt; }
+  table.heat td, table.heat th { min-width: 1.5rem; padding: 0.05rem 0.1rem; }
+  .heatmaps { gap: 0.6rem; }
+  figure.confusion { max-width: 49%; }
+  .note, figcaption { font-size: 7.5pt; }
 }
 "#;
 
-/// A table of plain cells; the first row is the header.
+/// A table of plain cells; the first row is the header. On a narrow screen each row stacks
+/// into a card, every cell labelled with its column's header (`data-label`), so that no
+/// table is wider than the screen.
 fn table(header: &[String], rows: &[Vec<String>], class: &str) -> Markup {
     html! {
-        div.scroll {
-            table class=(class) {
-                thead { tr { @for cell in header { th { (cell) } } } }
-                tbody {
-                    @for row in rows {
-                        tr { @for cell in row { td { (cell) } } }
+        table class=(format!("{class} stack")) {
+            thead { tr { @for cell in header { th { (cell) } } } }
+            tbody {
+                @for row in rows {
+                    tr {
+                        @for (index, cell) in row.iter().enumerate() {
+                            td data-label=(header.get(index).map_or("", String::as_str)) { (cell) }
+                        }
                     }
                 }
             }
@@ -336,9 +361,20 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                 (heatmaps_section(summary, &id))
                 section id=(id("runs")) {
                     h2 { "Every run" }
-                    p.note { "Seconds per epoch cover the training loop only; to first step is building, weight import and the first step." }
-                    (table(&strings(super::SPEED), &super::speed_rows(summary), "speed"))
-                    (table(&strings(super::QUALITY), &super::quality_rows(summary), "quality"))
+                    @let runs = html! {
+                        p.note { "Seconds per epoch cover the training loop only; to first step is building, weight import and the first step." }
+                        (table(&strings(super::SPEED), &super::speed_rows(summary), "speed"))
+                        (table(&strings(super::QUALITY), &super::quality_rows(summary), "quality"))
+                    };
+                    // Over seeds, the means above say it; each run's numbers fold away.
+                    @if summary.several_seeds() {
+                        details.runs {
+                            summary { "Each of the " (summary.records.len()) " runs: speed, memory and quality" span.print-note { " (collapsed in print: open it first to print it)" } }
+                            (runs)
+                        }
+                    } @else {
+                        (runs)
+                    }
                 }
                 section id=(id("ledger")) {
                     h2 { "Fairness ledger" }
@@ -1013,10 +1049,11 @@ pub fn title(summary: &Summary, request: &RunRequest) -> String {
     if names.is_empty() {
         format!("parallax: {} on {dataset}", request.model)
     } else {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         format!(
-            "parallax: {} on {dataset}, {}",
+            "parallax: {} on {dataset}, {} compared",
             request.model,
-            names.join(" vs ")
+            super::answer::listed(&names)
         )
     }
 }

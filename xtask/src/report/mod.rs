@@ -2,7 +2,7 @@
 //! HTML report (`html`) renders the same tables and adds the charts (`charts`).
 
 mod answer;
-mod charts;
+pub(crate) mod charts;
 pub mod dir;
 pub mod environment;
 pub mod html;

@@ -291,6 +291,53 @@ pub fn acceptance(
                 .map(|problem| format!("{}: {problem}", page.display())),
         );
     }
+    // The layout, at a phone's width and printed: the comparison's own page, and pages of the
+    // sizes the rules name, made from its records.
+    let comparison = pages
+        .iter()
+        .find(|(_, expected)| {
+            expected
+                .iter()
+                .any(|fragment| fragment.contains("id=\"answer\""))
+        })
+        .map(|(page, _)| page.clone());
+    if let Some(comparison) = comparison {
+        let seeds_dir = comparison.parent().context("the comparison's directory")?;
+        let mut sized = vec![(comparison.clone(), 6)];
+        sized.extend(super::layout::sized_reports(
+            seeds_dir,
+            &work.join("sized"),
+        )?);
+        for (page, most_pages) in sized {
+            let layout = super::layout::measure(
+                chromium_path,
+                &page,
+                &work.join("layout"),
+                super::layout::PHONE_WIDTH,
+            )?;
+            let (printed, pdf) =
+                super::layout::printed_pages(chromium_path, &page, &work.join("print"))?;
+            let smallest = layout
+                .chart_text
+                .iter()
+                .map(|(size, _)| *size)
+                .fold(f64::INFINITY, f64::min);
+            eprintln!(
+                "browser: {} at {} px: {} overflowing, {} clipped, chart text at least {smallest:.1} px, {} series; printed {printed} A4 pages (at most {most_pages}): {}",
+                page.display(),
+                super::layout::PHONE_WIDTH,
+                layout.overflowing.len(),
+                layout.clipped.len(),
+                layout.series.len(),
+                pdf.display()
+            );
+            failures.extend(
+                super::layout::problems(&layout, printed, most_pages)
+                    .into_iter()
+                    .map(|problem| format!("{}: {problem}", page.display())),
+            );
+        }
+    }
     // The checks must catch a page that breaks each rule.
     let bad_dir = work.join("deliberately-bad");
     std::fs::create_dir_all(&bad_dir)?;
@@ -312,6 +359,33 @@ pub fn acceptance(
         if !caught.iter().any(|problem| problem.contains(catch)) {
             failures.push(format!(
                 "the deliberately bad page was not caught by the check `{catch}`: {caught:?}"
+            ));
+        }
+    }
+    let bad_layout = bad_dir.join("layout").join("report.html");
+    std::fs::create_dir_all(bad_layout.parent().context("a directory")?)?;
+    std::fs::write(&bad_layout, super::layout::DELIBERATELY_BAD)?;
+    let layout = super::layout::measure(
+        chromium_path,
+        &bad_layout,
+        &work.join("layout"),
+        super::layout::PHONE_WIDTH,
+    )?;
+    let (printed, _) =
+        super::layout::printed_pages(chromium_path, &bad_layout, &work.join("print"))?;
+    let caught = super::layout::problems(&layout, printed, 6);
+    for catch in [
+        "scrolls sideways",
+        "too wide",
+        "clipped",
+        "chart text",
+        "share the dash",
+        "CIEDE2000",
+        "A4 pages",
+    ] {
+        if !caught.iter().any(|problem| problem.contains(catch)) {
+            failures.push(format!(
+                "the deliberately bad layout was not caught by the check `{catch}`: {caught:?}"
             ));
         }
     }

@@ -18,6 +18,7 @@
 //! missing data set or browser is a failure.
 
 mod browser;
+mod layout;
 mod reliability;
 mod seeds;
 
