@@ -191,7 +191,7 @@ table.ledger td, table.ledger th { text-align: left; max-width: 28rem; }
 dl.environment { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
 dl.environment dt { font-weight: 600; }
 dl.environment dd { margin: 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1rem; }
+.grid { display: grid; grid-template-columns: minmax(0, 1fr); gap: 1rem; }
 .grid img { image-rendering: pixelated; border: 1px solid var(--line); }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; }
 @media (max-width: 600px) {
@@ -1025,7 +1025,7 @@ fn gradcam_section(output: &GradCamOutput) -> Markup {
                     @for (name, png) in &output.images {
                         figure.gradcam {
                             img alt=(format!("GradCAM of {name}")) src=(format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png)));
-                            figcaption { (name) }
+                            figcaption { (name) ": the input, each engine's map over it (" (if summary.colour_map.is_empty() { "jet, as summaries before the colour map was recorded" } else { summary.colour_map.as_str() }) "), and the first two engines' difference on a scale of its own." }
                         }
                     }
                 }

@@ -103,6 +103,9 @@ pub struct GradCamSummary {
     pub faithfulness_seconds_per_image: BTreeMap<String, f64>,
     /// Images or backends that failed, each with its error line.
     pub failures: Vec<(String, String)>,
+    /// The colour map of the overlays (`turbo`, `viridis`, `jet`); empty in older summaries.
+    #[serde(default)]
+    pub colour_map: String,
 }
 
 impl GradCamSummary {

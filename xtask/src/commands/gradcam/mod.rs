@@ -101,6 +101,10 @@ pub struct Args {
     /// A second weights file for `--confounders` (Keras's against torchvision's, say).
     #[arg(long, requires = "confounders")]
     pub other_weights: Option<PathBuf>,
+    /// The overlays' colour map: turbo (the default), viridis, or jet as most published
+    /// GradCAM figures use it.
+    #[arg(long, value_enum, default_value_t = render::ColourMap::Turbo)]
+    pub colour_map: render::ColourMap,
     /// A prebuilt `parallax-runner` with every selected backend's feature, used instead of
     /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
     #[arg(long)]
@@ -526,7 +530,16 @@ pub fn experiment(args: &Args) -> anyhow::Result<GradCamSummary> {
         .map(|result| analysis::maps(result, &settings, [height, width]))
         .collect();
     analysis::analyse(&prepared.inputs, &results, &maps, &settings, &mut summary);
-    render::write_outputs(&out, &prepared.inputs, &results, &maps, &settings, &summary)?;
+    summary.colour_map = args.colour_map.name().to_string();
+    render::write_outputs(
+        &out,
+        &prepared.inputs,
+        &results,
+        &maps,
+        &settings,
+        &summary,
+        args.colour_map,
+    )?;
     if args.confounders {
         let failures = confounders::run(args, &prepared, &results, &summary, &workers, &out)?;
         summary.failures.extend(failures);
@@ -590,10 +603,65 @@ mod tests {
         assert_eq!(default_layer(&cnn).as_deref(), Some("pool2"));
     }
 
+    /// The difference panel has a scale of its own: a difference of 1e-4 reaches its darkest
+    /// colour, and identical maps leave it white.
+    #[test]
+    fn the_difference_panel_scales_to_its_own_largest_value() {
+        let input = ndarray::Array3::<f32>::from_elem((3, 4, 4), 0.5);
+        let a = ndarray::Array2::<f32>::from_elem((4, 4), 0.5);
+        let mut b = a.clone();
+        b[[1, 2]] += 1e-4;
+        let captions = vec!["in".to_string(), "a".into(), "b".into(), "|a - b|".into()];
+        let panel = |image: &image::RgbImage, panel: u32| {
+            let x0 = panel * (4 * 8 + 6);
+            (0..32)
+                .flat_map(|y| (0..32).map(move |x| (x, y)))
+                .map(|(x, y)| image.get_pixel(x0 + x, y).0)
+                .collect::<Vec<_>>()
+        };
+        let image = render::composite(
+            &input,
+            &[a.view(), b.view()],
+            8,
+            &captions,
+            render::ColourMap::Turbo,
+        );
+        let difference = panel(&image, 3);
+        let darkest = difference
+            .iter()
+            .map(|p| p.iter().map(|&c| u32::from(c)).sum::<u32>())
+            .min()
+            .unwrap();
+        assert!(
+            darkest < 60,
+            "the largest difference is not dark: {darkest}"
+        );
+        let image = render::composite(
+            &input,
+            &[a.view(), a.view()],
+            8,
+            &captions,
+            render::ColourMap::Turbo,
+        );
+        assert!(
+            panel(&image, 3).iter().all(|p| p.iter().all(|&c| c > 245)),
+            "identical maps are not white"
+        );
+    }
+
     #[test]
     fn jet_runs_from_blue_to_red() {
         assert_eq!(render::jet(0.0), [0.0, 0.0, 0.5]);
         assert_eq!(render::jet(1.0), [0.5, 0.0, 0.0]);
         assert_eq!(render::jet(0.5), [0.5, 1.0, 0.5]);
+        // Turbo and viridis grow lighter from their low end to their middle, where jet does not
+        // order its colours by lightness.
+        let lightness = |[r, g, b]: [f32; 3]| 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        for map in [render::ColourMap::Turbo, render::ColourMap::Viridis] {
+            assert!(
+                lightness(map.colour(0.0)) < lightness(map.colour(0.5)),
+                "{map:?}"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use embedded_graphics::mono_font::MonoTextStyle;
-use embedded_graphics::mono_font::ascii::FONT_6X10;
+use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_10X20};
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
 use embedded_graphics::prelude::{DrawTarget, OriginDimensions, Point, Size};
 use embedded_graphics::text::Text;
@@ -25,6 +25,49 @@ pub(crate) fn jet(value: f32) -> [f32; 3] {
     let v = value.clamp(0.0, 1.0);
     let channel = |centre: f32| (1.5 - (4.0 * v - centre).abs()).clamp(0.0, 1.0);
     [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+/// The colour map of GradCAM's overlays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColourMap {
+    /// Google's Turbo: ordered in lightness where jet is not, with jet's range of hues.
+    #[default]
+    Turbo,
+    /// matplotlib's viridis: perceptually uniform, readable in grey and by colour-blind eyes.
+    Viridis,
+    /// matplotlib's jet, as most published GradCAM figures use it (not perceptually ordered).
+    Jet,
+}
+
+impl ColourMap {
+    /// The colour of `value` in [0, 1], as RGB in [0, 1].
+    pub(crate) fn colour(self, value: f32) -> [f32; 3] {
+        let v = value.clamp(0.0, 1.0);
+        let gradient = match self {
+            ColourMap::Jet => return jet(v),
+            ColourMap::Turbo => colorous::TURBO,
+            ColourMap::Viridis => colorous::VIRIDIS,
+        };
+        let colorous::Color { r, g, b } = gradient.eval_continuous(f64::from(v));
+        [r, g, b].map(|c| f32::from(c) / 255.0)
+    }
+
+    /// The map's name, as a legend writes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ColourMap::Turbo => "turbo",
+            ColourMap::Viridis => "viridis",
+            ColourMap::Jet => "jet",
+        }
+    }
+}
+
+/// The difference panel's colour: white at 0 to black at the largest difference (ColorBrewer's
+/// greys), a scale of its own, so that a difference of 1e-4 still shows and none shows white.
+fn difference_colour(value: f32) -> [f32; 3] {
+    let colorous::Color { r, g, b } =
+        colorous::GREYS.eval_continuous(f64::from(value.clamp(0.0, 1.0)));
+    [r, g, b].map(|c| f32::from(c) / 255.0)
 }
 
 /// An `RgbImage` as an embedded-graphics target, for the captions.
@@ -57,29 +100,33 @@ impl DrawTarget for Canvas<'_> {
     }
 }
 
-/// Height of the caption strip under the panels: two lines of a 6×10 font, and the legend.
-const CAPTION_HEIGHT: u32 = 40;
+/// Height of the caption strip under the panels: two lines of a 10×20 font.
+const CAPTION_HEIGHT: u32 = 48;
+/// Height of the colour bars under the captions, with their labels.
+const SCALE_HEIGHT: u32 = 40;
 
-/// One panel per column: the input, each backend's overlay (jet at 50%), and the absolute
-/// difference between the first two backends' maps (jet, 0 to 1); under each its caption
-/// (`captions[panel]`, up to two lines), and the colour map's legend at the bottom.
+/// One panel per column: the input, each backend's overlay (`colours` at 50%), and the
+/// absolute difference between the first two backends' maps on a scale of its own, from 0 to
+/// its largest value, which the panel prints; under each its caption (`captions[panel]`, up to
+/// two lines), then a colour bar for the maps and one for the difference.
 pub(crate) fn composite(
     input: &Array3<f32>,
     maps: &[ArrayView2<f32>],
     magnify: u32,
     captions: &[String],
+    colours: ColourMap,
 ) -> RgbImage {
     let (_, height, width) = input.dim();
     let panels = 1 + maps.len() + usize::from(maps.len() >= 2);
-    let gap = 4;
+    let gap = 6;
     let (panel_w, panel_h) = (width as u32 * magnify, height as u32 * magnify);
     let mut canvas = RgbImage::from_pixel(
         panels as u32 * (panel_w + gap) - gap,
-        panel_h + CAPTION_HEIGHT,
+        panel_h + CAPTION_HEIGHT + SCALE_HEIGHT,
         Rgb([255, 255, 255]),
     );
     let pixel = |rgb: [f32; 3]| Rgb(rgb.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8));
-    let mut draw = |panel: usize, colour: &dyn Fn(usize, usize) -> [f32; 3]| {
+    let draw = |canvas: &mut RgbImage, panel: usize, colour: &dyn Fn(usize, usize) -> [f32; 3]| {
         let x0 = panel as u32 * (panel_w + gap);
         for y in 0..panel_h {
             for x in 0..panel_w {
@@ -89,34 +136,98 @@ pub(crate) fn composite(
         }
     };
     let base = |row: usize, column: usize| [0, 1, 2].map(|c| input[[c, row, column]]);
-    draw(0, &base);
+    draw(&mut canvas, 0, &base);
     for (index, map) in maps.iter().enumerate() {
-        draw(1 + index, &|row, column| {
-            let heat = jet(map[[row, column]]);
+        draw(&mut canvas, 1 + index, &|row, column| {
+            let heat = colours.colour(map[[row, column]]);
             let image = base(row, column);
             [0, 1, 2].map(|c| 0.5 * heat[c] + 0.5 * image[c])
         });
     }
-    if maps.len() >= 2 {
-        draw(1 + maps.len(), &|row, column| {
-            jet((maps[0][[row, column]] - maps[1][[row, column]]).abs())
+    let largest = if maps.len() >= 2 {
+        let largest = maps[0]
+            .iter()
+            .zip(maps[1].iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0_f32, f32::max);
+        draw(&mut canvas, 1 + maps.len(), &|row, column| {
+            let difference = (maps[0][[row, column]] - maps[1][[row, column]]).abs();
+            difference_colour(if largest > 0.0 {
+                difference / largest
+            } else {
+                0.0
+            })
         });
-    }
-    let style = MonoTextStyle::new(&FONT_6X10, Rgb888::BLACK);
-    let mut target = Canvas(&mut canvas);
-    // A panel holds about one character per 6 pixels; longer captions are cut.
-    let room = (panel_w / 6) as usize;
+        Some(largest)
+    } else {
+        None
+    };
+    let style = MonoTextStyle::new(&FONT_10X20, Rgb888::BLACK);
+    let small = MonoTextStyle::new(&FONT_6X10, Rgb888::BLACK);
+    // A panel holds one character per 10 pixels; longer captions are cut.
+    let room = (panel_w / 10) as usize;
     for (panel, caption) in captions.iter().enumerate().take(panels) {
         let x = (panel as u32 * (panel_w + gap)) as i32;
         for (line, text) in caption.lines().take(2).enumerate() {
             let text: String = text.chars().take(room).collect();
-            let origin = Point::new(x + 2, (panel_h + 10 + 10 * line as u32) as i32);
+            let origin = Point::new(x + 2, (panel_h + 18 + 21 * line as u32) as i32);
             // Drawing into memory cannot fail.
-            let _ = Text::new(&text, origin, style).draw(&mut target);
+            let _ = Text::new(&text, origin, style).draw(&mut Canvas(&mut canvas));
         }
     }
-    let legend = "colour map: jet, 0 (blue) to 1 (red); overlays at 50% over the input";
-    let _ = Text::new(legend, Point::new(2, (panel_h + 34) as i32), style).draw(&mut target);
+    // The colour bars: the maps' under the overlays, the difference's under its panel.
+    let bar_top = panel_h + CAPTION_HEIGHT;
+    let bar = |canvas: &mut RgbImage, x0: u32, length: u32, colour: &dyn Fn(f32) -> [f32; 3]| {
+        for x in 0..length {
+            let rgb = pixel(colour(x as f32 / (length.max(2) - 1) as f32));
+            for y in bar_top..bar_top + 10 {
+                canvas.put_pixel(x0 + x, y, rgb);
+            }
+        }
+    };
+    if !maps.is_empty() {
+        let x0 = panel_w + gap;
+        let length = (maps.len() as u32 * (panel_w + gap) - gap).min(panel_w * 2);
+        bar(&mut canvas, x0, length, &|v| colours.colour(v));
+        let label = format!("{}: 0 to 1, at 50% over the input", colours.name());
+        let _ = Text::new("0", Point::new(x0 as i32, (bar_top + 22) as i32), small)
+            .draw(&mut Canvas(&mut canvas));
+        let _ = Text::new(
+            "1",
+            Point::new((x0 + length - 6) as i32, (bar_top + 22) as i32),
+            small,
+        )
+        .draw(&mut Canvas(&mut canvas));
+        let _ = Text::new(&label, Point::new(x0 as i32, (bar_top + 34) as i32), small)
+            .draw(&mut Canvas(&mut canvas));
+    }
+    if let Some(largest) = largest {
+        let x0 = (1 + maps.len() as u32) * (panel_w + gap);
+        bar(&mut canvas, x0, panel_w, &difference_colour);
+        let top = if largest > 0.0 {
+            format!("{largest:.2e}")
+        } else {
+            "0".into()
+        };
+        let _ = Text::new("0", Point::new(x0 as i32, (bar_top + 22) as i32), small)
+            .draw(&mut Canvas(&mut canvas));
+        let _ = Text::new(
+            &top,
+            Point::new(
+                (x0 + panel_w) as i32 - 6 * top.len() as i32,
+                (bar_top + 22) as i32,
+            ),
+            small,
+        )
+        .draw(&mut Canvas(&mut canvas));
+        let label = if largest > 0.0 {
+            format!("|difference|, max {largest:.2e}")
+        } else {
+            "identical: |difference| = 0".to_string()
+        };
+        let _ = Text::new(&label, Point::new(x0 as i32, (bar_top + 34) as i32), small)
+            .draw(&mut Canvas(&mut canvas));
+    }
     canvas
 }
 
@@ -128,6 +239,7 @@ pub(crate) fn write_outputs(
     all: &[Maps],
     settings: &CamSettings,
     summary: &GradCamSummary,
+    colours: ColourMap,
 ) -> anyhow::Result<()> {
     let (_, _, height, _) = inputs.tensors.dim();
     let mut tensors = Weights::new();
@@ -170,10 +282,13 @@ pub(crate) fn write_outputs(
             });
         }
         if results.len() >= 2 {
-            captions.push(format!("|{} - {}|", results[0].backend, results[1].backend));
+            captions.push(format!(
+                "|{} - {}|\nits own scale",
+                results[0].backend, results[1].backend
+            ));
         }
         let png = out.join(format!("{name}.png"));
-        composite(&display, &panels, magnify, &captions)
+        composite(&display, &panels, magnify, &captions, colours)
             .save(&png)
             .with_context(|| format!("writing {}", png.display()))?;
     }
@@ -204,12 +319,17 @@ pub(crate) fn measured(value: Option<f64>, flat: bool) -> String {
 /// The Markdown report.
 pub(crate) fn markdown(summary: &GradCamSummary, results: &[CamResult]) -> String {
     let mut text = format!(
-        "# GradCAM: {} at `{}`\n\nWeights: {}. Preprocessing: {}. Settings: {:?}.\n\nEach image's PNG shows the input, then each backend's map over it (matplotlib's `jet` colour map at 50%, in the order {}), then |first − second| on the same colour map.\n\n",
+        "# GradCAM: {} at `{}`\n\nWeights: {}. Preprocessing: {}. Settings: {:?}.\n\nEach image's PNG shows the input, then each backend's map over it (the {} colour map at 50%, in the order {}), then |first − second| on a scale of its own, from white at 0 to black at its largest value, which the panel prints.\n\n",
         summary.model,
         summary.layer,
         summary.weights,
         summary.preprocess,
         summary.settings,
+        if summary.colour_map.is_empty() {
+            "jet"
+        } else {
+            summary.colour_map.as_str()
+        },
         results
             .iter()
             .map(|r| r.backend.as_str())
