@@ -4,6 +4,7 @@
 //! instruction sets (`parity`).
 
 mod cargo;
+mod chromium;
 mod commands;
 mod interrupt;
 mod output_lock;

@@ -241,6 +241,36 @@ fn the_readme_library_example_is_compiled() {
     );
 }
 
+/// The README opens with its quick start, stays short (at most 1,200 words outside code
+/// blocks), and every image and document it links to exists.
+#[test]
+fn the_readme_is_a_first_screen() {
+    let root = repo_root();
+    let readme = read(&root.join("README.md"));
+    let first_section = readme.lines().find(|line| line.starts_with("## "));
+    assert_eq!(
+        first_section,
+        Some("## Quick start"),
+        "README.md must open with its quick start"
+    );
+    let prose: String = readme.split("```").step_by(2).collect::<Vec<_>>().join(" ");
+    let words = prose.split_whitespace().count();
+    assert!(
+        words <= 1200,
+        "README.md has {words} words outside code blocks, more than 1,200"
+    );
+    for (at, _) in readme.match_indices("](") {
+        let target: String = readme[at + 2..].chars().take_while(|c| *c != ')').collect();
+        if target.starts_with("http") || target.starts_with('#') {
+            continue;
+        }
+        assert!(
+            root.join(&target).exists(),
+            "README.md links to {target}, which does not exist"
+        );
+    }
+}
+
 #[test]
 fn adapters_read_alike() {
     let root = repo_root();

@@ -8,12 +8,11 @@
 //! is never changed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use serde::Deserialize;
 
+use crate::chromium;
 use crate::report::charts::{self, DISTINCT};
 
 /// The phone's width the report must fit, in CSS pixels.
@@ -83,48 +82,6 @@ const MEASURE: &str = r#"<script>
 })();
 </script>"#;
 
-/// Runs Chromium with a limit on its time: a page that never finishes loading fails the phase
-/// instead of hanging it.
-fn run(mut command: Command, what: &str) -> anyhow::Result<std::process::Output> {
-    let child = command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting chromium for {what}"))?;
-    let id = child.id();
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = send.send(child.wait_with_output());
-    });
-    match receive.recv_timeout(Duration::from_secs(120)) {
-        Ok(output) => Ok(output?),
-        Err(_) => {
-            // The child is still ours: stop it, and say what hung.
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            bail!("chromium did not finish {what} within 120 s")
-        }
-    }
-}
-
-fn chromium(chromium: &Path, width: u32) -> Command {
-    let mut command = Command::new(chromium);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--no-first-run",
-        "--proxy-server=127.0.0.1:9",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=5000",
-    ]);
-    command.arg(format!("--window-size={width},2400"));
-    command
-}
-
 /// Measures `page` at `width` CSS pixels. Chromium's headless window is at least 500 px
 /// wide, so the page, with the measuring script, runs in a frame of that width (a `srcdoc`
 /// frame, of its parent's origin), on a page written in `work`.
@@ -139,18 +96,12 @@ pub fn measure(
         std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
     let at = html.rfind("</body>").unwrap_or(html.len());
     let measured = format!("{}{MEASURE}{}", &html[..at], &html[at..]);
-    let frame = measured.replace('&', "&amp;").replace('"', "&quot;");
     let copy = work.join(format!("{}-at-{width}px.html", stem(page)));
-    std::fs::write(
-        &copy,
-        format!(
-            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body style=\"margin:0\"><iframe style=\"width:{width}px;height:2400px;border:0\" srcdoc=\"{frame}\"></iframe></body></html>"
-        ),
-    )?;
+    std::fs::write(&copy, chromium::framed(&measured, width, 2400))?;
     let url = format!("file://{}", std::path::absolute(&copy)?.display());
-    let output = run(
+    let output = chromium::run(
         {
-            let mut command = chromium(chromium_path, width.max(800));
+            let mut command = chromium::command(chromium_path, width.max(800), 2400);
             command.arg("--dump-dom").arg(&url);
             command
         },
@@ -181,9 +132,9 @@ pub fn printed_pages(
     let pdf = work.join(format!("{}.pdf", stem(page)));
     let _ = std::fs::remove_file(&pdf);
     let url = format!("file://{}", std::path::absolute(page)?.display());
-    let output = run(
+    let output = chromium::run(
         {
-            let mut command = chromium(chromium_path, 1280);
+            let mut command = chromium::command(chromium_path, 1280, 2400);
             command
                 .arg("--no-pdf-header-footer")
                 .arg(format!("--print-to-pdf={}", pdf.display()))
