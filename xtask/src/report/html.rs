@@ -435,9 +435,6 @@ fn answer_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
     }
 }
 
-/// Above this many verdict lines, the page folds them into a `<details>`.
-const FOLDED_VERDICTS: usize = 12;
-
 /// The verdict lines, coloured by kind, or with one seed the headline numbers; then the
 /// attribution's and the repeats' lines, and the scope of it all (the skipped backends are in the answer's caveats).
 fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
@@ -456,7 +453,7 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
     };
     html! {
         // Beyond two pairs' worth, the lines fold away: the answer above draws on them.
-        @if verdicts.len() > FOLDED_VERDICTS {
+        @if verdicts.len() > super::FOLDED_VERDICTS {
             details.verdicts {
                 summary { "All " (verdicts.len()) " verdicts, one per metric and pair" span.print-note { " (collapsed in print: open it first to print it)" } }
                 (list)

@@ -449,6 +449,10 @@ pub(crate) fn descriptives_header(comparison: &Comparison) -> Vec<String> {
     header
 }
 
+/// Above this many verdict lines (two pairs' worth), the terminal points to the reports, and
+/// the reports fold them into a `<details>`.
+pub(crate) const FOLDED_VERDICTS: usize = 12;
+
 /// The scope of the report's numbers: with verdicts, of its conclusions, their CIs and
 /// p-values; without, of the numbers alone.
 pub(crate) fn scope(summary: &Summary, threads: usize, cpu: &str) -> String {
@@ -472,7 +476,15 @@ fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
         .as_ref()
         .filter(|c| c.no_verdicts_because.is_none())
     {
-        lines.extend(comparison.verdicts.iter().map(|v| v.line.clone()));
+        // Many pairs would push the answer off the screen: the reports hold them.
+        if comparison.verdicts.len() > FOLDED_VERDICTS {
+            lines.push(format!(
+                "{} verdict lines, one per metric and pair, are in report.md and report.html.",
+                comparison.verdicts.len()
+            ));
+        } else {
+            lines.extend(comparison.verdicts.iter().map(|v| v.line.clone()));
+        }
     }
     if let Some(attribution) = &summary.attribution {
         for metric in &attribution.metrics {
@@ -830,7 +842,7 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
         {
             out.push_str("One verdict per metric and pair, paired by seed. The 95% and 90% CIs are per pair and unadjusted (paired t); the p-values are Holm-adjusted across the pairs of each metric. Accuracy and F1 differences are in percentage points; times and memory are geometric-mean ratios in percent.\n\n");
             // Many pairs fold away, as on the page: the answer above draws on them.
-            let folded = comparison.verdicts.len() > 12;
+            let folded = comparison.verdicts.len() > FOLDED_VERDICTS;
             if folded {
                 out.push_str(&format!(
                     "<details><summary>All {} verdicts, one per metric and pair</summary>\n\n",
@@ -1013,6 +1025,33 @@ pub(crate) mod tests {
             "{text:#?}"
         );
         assert!(lines.len() <= 5);
+    }
+
+    /// With many pairs, the terminal keeps to the answer, the table and a pointer to the
+    /// verdicts, so that the answer stays on the screen.
+    #[test]
+    fn many_pairs_fold_their_verdicts_in_the_terminal() {
+        let mut all = records(&[1, 2, 3]);
+        for (name, faster) in [("burn", 0.5), ("pytorch", 0.7), ("keras", 0.9)] {
+            for mut record in records(&[1, 2, 3])
+                .into_iter()
+                .filter(|r| r.backend == "tch")
+            {
+                record.backend = name.into();
+                for epoch in &mut record.epochs {
+                    epoch.seconds *= faster;
+                }
+                all.push(record);
+            }
+        }
+        let printed = terminal(&summary_of(all));
+        assert!(printed.starts_with("Accuracy, 3 seeds: "), "{printed}");
+        assert!(
+            printed.contains("70 verdict lines, one per metric and pair, are in report.md"),
+            "{printed}"
+        );
+        assert!(!printed.contains("paired t p"), "{printed}");
+        assert!(printed.lines().count() < 40, "{printed}");
     }
 
     #[test]
