@@ -29,6 +29,10 @@ pub fn command(chromium: &Path, width: u32, height: u32) -> Command {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--disable-default-apps",
+        "--disable-domain-reliability",
+        "--disable-client-side-phishing-detection",
+        "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
         "--virtual-time-budget=5000",
     ]);
     command.arg(format!("--window-size={width},{height}"));

@@ -218,10 +218,11 @@ footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; }
   h2 { font-size: 11.5pt; margin: 1rem 0 0.4rem; break-after: avoid; }
   h3 { font-size: 10pt; break-after: avoid; }
   .print-note { display: inline; font-weight: 400; color: var(--muted); }
-  figure, tr, li, section.answer, dl.environment { break-inside: avoid; }
+  figure, tr, li, section.answer { break-inside: avoid; }
   .charts { gap: 0.5rem; }
-  figure.chart.line { flex: 1 1 45%; max-width: 49%; }
-  figure.chart.bar { flex: 1 1 30%; max-width: 32.5%; }
+  figure.chart.line { flex: 1 1 38%; max-width: 42%; }
+  figure.chart.bar { flex: 1 1 26%; max-width: 28%; }
+  footer { display: none; }
   table { font-size: 7.5pt; }
   table.heat { font-size: 6.5pt; }
   table.heat td, table.heat th { min-width: 1.5rem; padding: 0.05rem 0.1rem; }
@@ -716,7 +717,7 @@ fn heatmaps_section(summary: &Summary, id: &dyn Fn(&str) -> String) -> Markup {
     let columns: Vec<(String, &Vec<(f64, usize)>)> = if f1_same && with_matrix.len() > 1 {
         reference
             .and_then(|name| f1.get(name))
-            .map(|scores| (format!("{listed} (identical)"), scores))
+            .map(|scores| ("all, identical".to_string(), scores))
             .into_iter()
             .collect()
     } else {

@@ -32,30 +32,10 @@ pub struct Rendered {
     pub colours: usize,
 }
 
-const WINDOW: &str = "--window-size=1280,2400";
-
-/// Chromium's flags for a page that must render offline, without the browser's own
-/// background requests (sync, component updates, safe browsing...).
+/// The window the pages are rendered in: a desktop's width, and tall enough for the top of
+/// every section.
 fn chromium(chromium: &Path) -> Command {
-    let mut command = Command::new(chromium);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--no-first-run",
-        "--proxy-server=127.0.0.1:9",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-domain-reliability",
-        "--disable-client-side-phishing-detection",
-        "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
-        "--virtual-time-budget=5000",
-        WINDOW,
-    ]);
-    command
+    crate::chromium::command(chromium, 1280, 2400)
 }
 
 /// The page's own requests in a Chromium network log: requests whose initiator is a page
@@ -140,13 +120,12 @@ pub fn render(chromium_path: &Path, page: &Path, work: &Path) -> anyhow::Result<
     let screenshot = work.join(format!("{stem}.png"));
     let net_log = work.join(format!("{stem}.netlog.json"));
     let _ = std::fs::remove_file(&screenshot);
-    let shot = chromium(chromium_path)
-        .arg(format!("--log-net-log={}", net_log.display()))
+    let mut shot = chromium(chromium_path);
+    shot.arg(format!("--log-net-log={}", net_log.display()))
         .args(["--enable-logging=stderr", "--v=0"])
         .arg(format!("--screenshot={}", screenshot.display()))
-        .arg(&url)
-        .output()
-        .context("starting chromium")?;
+        .arg(&url);
+    let shot = crate::chromium::run(shot, &format!("a screenshot of {url}"))?;
     let stderr = String::from_utf8_lossy(&shot.stderr);
     ensure!(
         shot.status.success() && screenshot.is_file(),
@@ -158,11 +137,9 @@ pub fn render(chromium_path: &Path, page: &Path, work: &Path) -> anyhow::Result<
         .filter(|line| line.contains(":CONSOLE"))
         .map(str::to_string)
         .collect();
-    let dump = chromium(chromium_path)
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .context("starting chromium")?;
+    let mut dump = chromium(chromium_path);
+    dump.arg("--dump-dom").arg(&url);
+    let dump = crate::chromium::run(dump, &format!("rendering {url}"))?;
     ensure!(dump.status.success(), "chromium could not render {url}");
     let html = std::fs::read_to_string(&page)?;
     let (ink, colours) = ink(&screenshot)?;
