@@ -26,7 +26,7 @@ use parallax_core::stats::comparison::{self, Margins};
 use crate::report::{self, Summary, html};
 
 /// Every `.json` file under `dir`, in a stable order.
-fn json_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn json_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(next) = pending.pop() {

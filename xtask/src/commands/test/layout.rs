@@ -239,18 +239,8 @@ fn hex_colour(text: &str) -> Option<plotters::style::RGBColor> {
 pub fn sized_reports(seeds_dir: &Path, work: &Path) -> anyhow::Result<Vec<(PathBuf, usize)>> {
     use parallax_core::record::RunRecord;
     let mut records = Vec::new();
-    let mut stack = vec![seeds_dir.join("records")];
-    while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "json") {
-                records.push(RunRecord::load(&path)?);
-            }
-        }
+    for path in crate::report::dir::json_files(&seeds_dir.join("records"))? {
+        records.push(RunRecord::load(&path)?);
     }
     records.retain(|r| r.status == parallax_core::record::RunStatus::Complete);
     records.sort_by(|a, b| (a.seed, &a.backend).cmp(&(b.seed, &b.backend)));
