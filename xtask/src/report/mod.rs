@@ -264,16 +264,21 @@ pub(crate) const QUALITY: &[&str] = &[
     "macro F1",
 ];
 
-/// The fairness ledger as one table: a row per topic, a column per backend. Markdown cells
-/// cannot hold a `|`, so one is written as a slash.
-fn ledger_table(summary: &Summary) -> Table {
+/// The fairness ledger in Markdown, topic by topic, each engine's entry on a line of its own:
+/// a table's row would put every engine's prose on one line of hundreds of characters.
+fn ledger_list(summary: &Summary) -> String {
     let (header, rows) = ledger_rows(summary);
-    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    let rows = rows
-        .into_iter()
-        .map(|row| row.into_iter().map(|cell| cell.replace('|', "/")).collect())
-        .collect();
-    table(&header_refs, rows, presets::ASCII_MARKDOWN)
+    let mut out = String::new();
+    for row in rows {
+        let Some((topic, entries)) = row.split_first() else {
+            continue;
+        };
+        out.push_str(&format!("- **{topic}**\n"));
+        for (backend, entry) in header.iter().skip(1).zip(entries) {
+            out.push_str(&format!("  - {backend}: {entry}\n"));
+        }
+    }
+    out
 }
 
 /// The fairness ledger's header and rows: a row per topic, a column per backend.
@@ -703,8 +708,8 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         out.push_str(&format!("- **{title}:** {text}\n"));
     }
     out.push_str("\n<details><summary>Each engine's defaults, topic by topic</summary>\n\n");
-    out.push_str(&ledger_table(summary).to_string());
-    out.push_str("\n\n</details>\n");
+    out.push_str(&ledger_list(summary));
+    out.push_str("\n</details>\n");
 
     if !summary.skipped.is_empty() {
         out.push_str("\n## Skipped backends\n\n");
