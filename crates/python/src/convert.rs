@@ -1,7 +1,7 @@
 //! What crosses into Python and back: the spec's layers as plain dicts, host arrays as numpy
 //! arrays, canonical weights as a dict of arrays named as in a PyTorch state dict.
 
-use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
+use ndarray::{ArcArray, Array2, Array4, ArrayD, ArrayView4, Ix4, IxDyn};
 use numpy::{PyArray1, PyArray4, PyArrayDyn, PyReadonlyArrayDyn};
 use parallax_core::Weights;
 use parallax_core::spec::{
@@ -207,6 +207,30 @@ fn into_dimension<D: ndarray::Dimension>(array: ArrayD<f32>) -> PyResult<ndarray
     })
 }
 
+/// Holds a reference to a data set's images for as long as a numpy array views them: the
+/// array's base object.
+#[pyclass(frozen)]
+struct SharedImages(ArcArray<f32, Ix4>);
+
+/// A data set's images as a read-only float32 numpy array over the same buffer, not a copy
+/// (`Dataset::shared_images`). The array keeps the buffer alive however long Python keeps the
+/// array. Read-only because the buffer is core's: nothing in the framework modules writes to
+/// their input, and numpy now refuses it if one tries.
+pub(crate) fn shared_images_to_numpy<'py>(
+    py: Python<'py>,
+    images: ArcArray<f32, Ix4>,
+) -> PyResult<Bound<'py, PyArray4<f32>>> {
+    let owner = Bound::new(py, SharedImages(images))?;
+    #[allow(unsafe_code)]
+    // SAFETY: `owner` becomes the array's base object, so it outlives the array, and with it
+    // its reference to the buffer. An `ArcArray`'s buffer is never reallocated while another
+    // reference to it exists (a write through one copies first), and `SharedImages` offers no
+    // way to write.
+    let array = unsafe { PyArray4::borrow_from_array(&owner.get().0, owner.clone().into_any()) };
+    array.getattr("flags")?.setattr("writeable", false)?;
+    Ok(array)
+}
+
 /// Images as a float32 numpy array (a copy in standard layout).
 pub(crate) fn images_to_numpy<'py>(
     py: Python<'py>,
@@ -222,4 +246,40 @@ pub(crate) fn indices_to_numpy<'py>(
 ) -> Bound<'py, PyArray1<i64>> {
     let values: Vec<i64> = indices.into_iter().map(i64::from).collect();
     PyArray1::from_vec(py, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array4;
+    use numpy::PyArrayMethods;
+    use pyo3::prelude::*;
+
+    use super::shared_images_to_numpy;
+    use crate::interpreter::{attach, start};
+
+    /// The epoch's images reach Python as a view of core's buffer, read-only, and stay valid
+    /// after every Rust reference to them is gone.
+    #[test]
+    fn shared_images_cross_without_a_copy_and_outlive_the_data_set() {
+        start("pytorch").expect("the frameworks' environment (cargo xtask setup)");
+        let images = Array4::from_shape_fn((3, 1, 2, 2), |(n, _, h, w)| (n * 4 + h * 2 + w) as f32)
+            .into_shared();
+        let buffer = images.as_ptr();
+        attach(move |py| {
+            let array = shared_images_to_numpy(py, images.clone()).expect("a numpy array");
+            assert_eq!(array.data().cast_const(), buffer, "the array copied the images");
+            let writeable: bool = array
+                .getattr("flags")
+                .and_then(|flags| flags.getattr("writeable"))
+                .and_then(|value| value.extract())
+                .expect("flags.writeable");
+            assert!(!writeable, "Python could write into core's images");
+            drop(images);
+            let sum: f32 = array
+                .call_method0("sum")
+                .and_then(|sum| sum.extract())
+                .expect("sum");
+            assert_eq!(sum, 66.0, "0 + 1 + … + 11 after the Rust side let go");
+        });
+    }
 }

@@ -3,9 +3,10 @@
 //! The other adapters drive an engine from Rust; this one runs the frameworks a user writes
 //! against: for `pytorch`, an `nn.Module` built from the resolved spec and trained in PyTorch's
 //! eager loop with `torch.optim`; for `keras` and `keras-torch`, a functional `keras.Model`
-//! trained with `model.fit`, on TensorFlow or on PyTorch. The Python side is a small module per framework, kept in this crate
-//! (`src/python/`). What crosses: each layer once as a plain dict, canonical weights as numpy
-//! arrays named as in a PyTorch state dict, the epoch's data and order once per epoch; losses,
+//! trained with `model.fit`, on TensorFlow or on PyTorch. The Python side is a small module per
+//! framework, kept in this crate (`src/python/`). What crosses: each layer once as a plain dict,
+//! canonical weights as numpy arrays named as in a PyTorch state dict, the epoch's data set once
+//! per epoch (a read-only numpy array over core's own buffer, not a copy) and its order; losses,
 //! logits, weights and GradCAM's tensors come back. Metrics, checks and records stay in core.
 //!
 //! The interpreter loads the frameworks from the virtual environment that

@@ -12,7 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::{
-    image_from, images_to_numpy, indices_to_numpy, matrix_from, weights_dict, weights_from_dict,
+    image_from, images_to_numpy, indices_to_numpy, matrix_from, shared_images_to_numpy,
+    weights_dict, weights_from_dict,
 };
 use crate::interpreter::{self, OrPython};
 
@@ -149,8 +150,9 @@ impl Model for PythonModel {
     /// runs the user's loop and yields after each step, so that core's tally times the whole
     /// loop and reports progress as it goes.
     ///
-    /// The data set crosses once per epoch, before the clock starts: the Python side indexes
-    /// its batches out of it, in the plan's order.
+    /// The data set crosses once per epoch, before the clock starts, as a read-only numpy
+    /// array over core's own buffer (no copy); the Python side gathers its batches out of it, in
+    /// the plan's order.
     fn train_epoch(
         &mut self,
         plan: Checked<&EpochPlan<'_>>,
@@ -163,7 +165,7 @@ impl Model for PythonModel {
             let steps = (|| {
                 let data = plan.data();
                 let args = (
-                    images_to_numpy(py, data.images()),
+                    shared_images_to_numpy(py, data.shared_images())?,
                     indices_to_numpy(py, data.labels().iter().copied()),
                     indices_to_numpy(py, plan.order().iter().copied()),
                     plan.batch_size(),

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use ndarray::{Array1, Array4, ArrayView1, ArrayView4, Axis, s};
+use ndarray::{ArcArray, Array1, Array4, ArrayView1, ArrayView4, Axis, Ix4, s};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -506,10 +506,14 @@ impl<'a> EpochPlan<'a> {
 /// Built through [`Dataset::new`], which checks that images and labels agree, so every
 /// accessor can trust the invariants: as many labels as images, every label below the class
 /// count, images in standard (row-major) layout, and at most `u32::MAX` examples.
+///
+/// The images are held behind a reference count ([`Dataset::shared_images`]): an adapter can
+/// hand them to an engine that keeps its own reference (a numpy array in Python) without a
+/// copy, and cloning a data set does not copy them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     name: String,
-    images: Array4<f32>,
+    images: ArcArray<f32, Ix4>,
     labels: Array1<u32>,
     class_names: Vec<String>,
 }
@@ -580,6 +584,7 @@ impl Dataset {
         } else {
             images.as_standard_layout().into_owned()
         };
+        let images = images.into_shared();
         Ok(Dataset {
             name,
             images,
@@ -616,6 +621,13 @@ impl Dataset {
     /// All images, `[N, C, H, W]`.
     pub fn images(&self) -> ArrayView4<'_, f32> {
         self.images.view()
+    }
+
+    /// All images, `[N, C, H, W]`, as a new reference to the data set's own buffer, not a copy:
+    /// for an engine that must keep the images beyond a borrow. The buffer is copy-on-write,
+    /// so a writer through the returned array gets a copy and never changes the data set.
+    pub fn shared_images(&self) -> ArcArray<f32, Ix4> {
+        self.images.clone()
     }
 
     /// All labels, `[N]`.
@@ -704,7 +716,7 @@ impl Dataset {
         let n = n.min(self.len());
         Dataset {
             name: self.name.clone(),
-            images: self.images.slice(s![..n, .., .., ..]).to_owned(),
+            images: self.images.slice(s![..n, .., .., ..]).to_owned().into_shared(),
             labels: self.labels.slice(s![..n]).to_owned(),
             class_names: self.class_names.clone(),
         }

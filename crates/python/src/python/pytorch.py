@@ -8,6 +8,7 @@ an accuracy.
 """
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -251,7 +252,11 @@ class Model:
         """The epoch as a PyTorch user writes it, one batch after another in the given order;
         yields each step's loss and batch size, so that the Rust side keeps the tally."""
         optimizer = self._optimizer(config)
-        data = torch.from_numpy(images)
+        with warnings.catch_warnings():
+            # The images are core's own buffer, lent read-only; PyTorch warns that its tensor
+            # could write to them, and nothing here does (batches are gathered copies).
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            data = torch.from_numpy(images)
         targets = torch.from_numpy(labels).long()
         order = torch.from_numpy(order).long()
         for start in range(0, len(order), batch_size):
