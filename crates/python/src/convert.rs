@@ -267,7 +267,11 @@ mod tests {
         let buffer = images.as_ptr();
         attach(move |py| {
             let array = shared_images_to_numpy(py, images.clone()).expect("a numpy array");
-            assert_eq!(array.data().cast_const(), buffer, "the array copied the images");
+            assert_eq!(
+                array.data().cast_const(),
+                buffer,
+                "the array copied the images"
+            );
             let writeable: bool = array
                 .getattr("flags")
                 .and_then(|flags| flags.getattr("writeable"))

@@ -97,8 +97,7 @@ pub(crate) fn answer(summary: &Summary) -> Answer {
     answer
 }
 
-/// Each backend's value of `metric`: its mean over seeds (from the comparison when there is
-/// one), in the order the backends ran.
+/// Each backend's value of `metric`: the mean over its runs, in the order the backends ran.
 fn values(summary: &Summary, metric: Metric) -> Vec<(String, f64)> {
     let target = summary.comparison.as_ref().and_then(|c| c.target_accuracy);
     let mut backends: Vec<&str> = Vec::new();
@@ -140,11 +139,6 @@ fn ranked(mut values: Vec<(String, f64)>, metric: Metric) -> Vec<(String, f64)> 
     values
 }
 
-/// A value as the answer writes it, as every table does.
-fn show(metric: Metric, value: f64) -> String {
-    numbers::metric_value(metric, value)
-}
-
 /// Engine names as a sentence lists them: `a, b and c`.
 pub(crate) fn listed(names: &[&str]) -> String {
     match names {
@@ -183,7 +177,7 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
     } else {
         let items: Vec<String> = undecided
             .iter()
-            .map(|(name, value)| format!("{name} {}", show(metric, *value)))
+            .map(|(name, value)| format!("{name} {}", numbers::metric_value(metric, *value)))
             .collect();
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
         format!("; {}: too few complete seeds to decide", listed(&items))
@@ -202,7 +196,7 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
             "{}, {seeds} seeds: identical on {} in every seed ({}{measure}){undecided}.",
             family.name,
             listed(&names),
-            show(metric, *best_value),
+            numbers::metric_value(metric, *best_value),
         ));
     }
     let last = ranked.last().map_or(*best_value, |(_, value)| *value);
@@ -216,8 +210,8 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
             "{}, {seeds} seeds: no meaningful difference between {} ({} to {}{measure}; margin ±{margin}{unit}){undecided}.",
             family.name,
             listed(&names),
-            show(metric, last.min(*best_value)),
-            show(metric, last.max(*best_value)),
+            numbers::metric_value(metric, last.min(*best_value)),
+            numbers::metric_value(metric, last.max(*best_value)),
         ));
     }
     // The others in rank order, grouped by their verdict against the best, each group in the
@@ -229,7 +223,7 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
             .iter()
             .find(|v| (v.a == *best && v.b == *other) || (v.a == *other && v.b == *best));
         let Some(pair) = pair else {
-            unjudged.push(format!("{other} {}", show(metric, *value)));
+            unjudged.push(format!("{other} {}", numbers::metric_value(metric, *value)));
             continue;
         };
         // The pair's mean is a − b; the line reads other against best.
@@ -240,11 +234,11 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
         };
         // An identical pair needs no difference: it is 0.
         let item = if pair.verdict.kind == VerdictKind::Identical {
-            format!("{other} {}", show(metric, *value))
+            format!("{other} {}", numbers::metric_value(metric, *value))
         } else {
             format!(
                 "{other} {} ({})",
-                show(metric, *value),
+                numbers::metric_value(metric, *value),
                 relative(metric.scale(), difference)
             )
         };
@@ -271,7 +265,7 @@ fn decided_line(family: &Family, comparison: &Comparison) -> Option<String> {
         "{}, {seeds} seeds: {best} {} at {}{measure}; {}{undecided}.",
         family.name,
         family.best,
-        show(metric, *best_value),
+        numbers::metric_value(metric, *best_value),
         clauses.join("; "),
     ))
 }
@@ -317,13 +311,13 @@ fn undecided_line(family: &Family, summary: &Summary) -> Option<String> {
         return Some(format!(
             "Accuracy: identical on {} ({}, the same confusion matrix; {runs}).",
             listed(&names),
-            show(metric, values[0].1),
+            numbers::metric_value(metric, values[0].1),
         ));
     }
     let ranked = ranked(values, metric);
     let mut each = ranked
         .iter()
-        .map(|(name, value)| format!("{name} {}", show(metric, *value)));
+        .map(|(name, value)| format!("{name} {}", numbers::metric_value(metric, *value)));
     let first = each.next()?;
     let rest: Vec<String> = each.collect();
     let measure = family

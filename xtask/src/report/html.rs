@@ -170,7 +170,6 @@ ul.verdicts li.same { border-color: #2e8b57; }
 ul.verdicts li.unclear { border-color: #9aa5b1; }
 .legend span.series { display: inline-flex; align-items: center; gap: 0.35rem; margin-right: 1.1rem; }
 h3.chart-title { font-size: 1rem; margin: 0.2rem 0 0.3rem; }
-.swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.3rem; vertical-align: -0.1rem; }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; }
 figure.chart.line { flex: 1 1 440px; max-width: 600px; }

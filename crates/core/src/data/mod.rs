@@ -716,7 +716,11 @@ impl Dataset {
         let n = n.min(self.len());
         Dataset {
             name: self.name.clone(),
-            images: self.images.slice(s![..n, .., .., ..]).to_owned().into_shared(),
+            images: self
+                .images
+                .slice(s![..n, .., .., ..])
+                .to_owned()
+                .into_shared(),
             labels: self.labels.slice(s![..n]).to_owned(),
             class_names: self.class_names.clone(),
         }
