@@ -286,14 +286,8 @@ pub fn acceptance(
             &work.join("sized"),
         )?);
         for (page, most_pages) in sized {
-            let layout = super::layout::measure(
-                chromium_path,
-                &page,
-                &work.join("layout"),
-                super::layout::PHONE_WIDTH,
-            )?;
-            let (printed, pdf) =
-                super::layout::printed_pages(chromium_path, &page, &work.join("print"))?;
+            let (layout, printed, pdf) =
+                super::layout::at_phone_width_and_on_paper(chromium_path, &page, work)?;
             let smallest = layout
                 .chart_text
                 .iter()
@@ -342,14 +336,8 @@ pub fn acceptance(
     let bad_layout = bad_dir.join("layout").join("report.html");
     std::fs::create_dir_all(bad_layout.parent().context("a directory")?)?;
     std::fs::write(&bad_layout, super::layout::DELIBERATELY_BAD)?;
-    let layout = super::layout::measure(
-        chromium_path,
-        &bad_layout,
-        &work.join("layout"),
-        super::layout::PHONE_WIDTH,
-    )?;
-    let (printed, _) =
-        super::layout::printed_pages(chromium_path, &bad_layout, &work.join("print"))?;
+    let (layout, printed, _) =
+        super::layout::at_phone_width_and_on_paper(chromium_path, &bad_layout, work)?;
     let caught = super::layout::problems(&layout, printed, 6);
     for catch in [
         "scrolls sideways",

@@ -151,6 +151,18 @@ pub fn printed_pages(
     Ok((page_count(&bytes), pdf))
 }
 
+/// `page` measured at the phone's width and printed: its layout, its number of A4 pages and
+/// the PDF, the files in `work`.
+pub fn at_phone_width_and_on_paper(
+    chromium_path: &Path,
+    page: &Path,
+    work: &Path,
+) -> anyhow::Result<(Layout, usize, PathBuf)> {
+    let layout = measure(chromium_path, page, &work.join("layout"), PHONE_WIDTH)?;
+    let (pages, pdf) = printed_pages(chromium_path, page, &work.join("print"))?;
+    Ok((layout, pages, pdf))
+}
+
 /// The pages of a PDF: its `/Type /Page` objects (not the `/Pages` tree).
 fn page_count(pdf: &[u8]) -> usize {
     let text = String::from_utf8_lossy(pdf);
