@@ -294,14 +294,23 @@ pub fn acceptance(
                 .map(|(size, _)| *size)
                 .fold(f64::INFINITY, f64::min);
             eprintln!(
-                "browser: {} at {} px: {} overflowing, {} clipped, chart text at least {smallest:.1} px, {} series; printed {printed} A4 pages (at most {most_pages}): {}",
+                "browser: {} at {} px: {} overflowing, {} clipped, chart text at least {smallest:.1} px, {} series, {} answer lines for {} engines; printed {printed} A4 pages (at most {most_pages}): {}",
                 page.display(),
                 super::layout::PHONE_WIDTH,
                 layout.overflowing.len(),
                 layout.clipped.len(),
                 layout.series.len(),
+                layout.answer.len(),
+                layout.engines.len(),
                 pdf.display()
             );
+            // An answer of no lines, or a page without engines, would pass the naming check.
+            if layout.answer.is_empty() || layout.engines.is_empty() {
+                failures.push(format!(
+                    "{}: the measured page shows no answer lines or no engines",
+                    page.display()
+                ));
+            }
             failures.extend(
                 super::layout::problems(&layout, printed, most_pages)
                     .into_iter()
@@ -346,6 +355,7 @@ pub fn acceptance(
         "chart text",
         "share the dash",
         "CIEDE2000",
+        "does not name",
         "A4 pages",
     ] {
         if !caught.iter().any(|problem| problem.contains(catch)) {

@@ -36,13 +36,21 @@ pub struct Layout {
     pub chart_text: Vec<(f64, String)>,
     /// Each legend sample's dash, marker and colour.
     pub series: Vec<(String, String, String)>,
+    /// The engines the charts' legend names.
+    #[serde(default)]
+    pub engines: Vec<String>,
+    /// The lines of the answer in words, as the page shows them.
+    #[serde(default)]
+    pub answer: Vec<String>,
 }
 
 /// The script that measures a page and writes [`Layout`] into it as JSON, in a `<pre>`.
 const MEASURE: &str = r#"<script>
 (() => {
   const out = { viewport: window.innerWidth, pageWidth: document.documentElement.scrollWidth,
-    overflowing: [], clipped: [], chartText: [], series: [] };
+    overflowing: [], clipped: [], chartText: [], series: [],
+    engines: [...document.querySelectorAll('p.legend span.series')].map(s => s.textContent.trim()),
+    answer: [...document.querySelectorAll('section.answer p.line')].map(p => p.textContent.trim()) };
   const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
     (typeof e.className === 'string' && e.className.trim() ? '.' + e.className.trim().split(/\s+/).join('.') : '');
   // Not in a closed <details>, not display: none.
@@ -224,6 +232,21 @@ pub fn problems(layout: &Layout, pages: usize, most_pages: usize) -> Vec<String>
             ));
         }
     }
+    // Every line of the answer names every engine the page compares.
+    for line in &layout.answer {
+        let missing: Vec<&str> = layout
+            .engines
+            .iter()
+            .map(String::as_str)
+            .filter(|engine| !line.contains(engine))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "the answer's line \"{line}\" does not name {}",
+                missing.join(", ")
+            ));
+        }
+    }
     if pages > most_pages {
         problems.push(format!(
             "printed, it takes {pages} A4 pages, more than {most_pages}"
@@ -317,7 +340,7 @@ pub fn sized_reports(seeds_dir: &Path, work: &Path) -> anyhow::Result<Vec<(PathB
 
 /// A page that breaks every layout rule, for the checks to catch: a table wider than the
 /// phone, a box that scrolls, a chart whose text shrinks to a few pixels, two series alike in
-/// dash, marker and colour, and some twenty printed pages.
+/// dash, marker and colour, an answer that forgets an engine, and some twenty printed pages.
 pub const DELIBERATELY_BAD: &str = concat!(
     "<!DOCTYPE html><html><head><title>bad</title></head><body>",
     "<table><tr><td style=\"white-space:nowrap\">a cell far wider than any phone, a cell far wider than any phone, a cell far wider than any phone</td></tr></table>",
@@ -325,6 +348,8 @@ pub const DELIBERATELY_BAD: &str = concat!(
     "<figure><svg viewBox=\"0 0 4000 400\" width=\"100%\"><text x=\"10\" y=\"200\" font-size=\"16\">tiny</text></svg></figure>",
     "<svg class=\"sample\" data-dash=\"solid\" data-marker=\"Disc\"><line stroke=\"#0072b2\"/></svg>",
     "<svg class=\"sample\" data-dash=\"solid\" data-marker=\"Disc\"><line stroke=\"#0073b2\"/></svg>",
+    "<p class=\"legend\"><span class=\"series\">tch</span><span class=\"series\">tf</span></p>",
+    "<section class=\"answer\"><p class=\"line\">Speed: tch fastest.</p></section>",
     "<div style=\"height:6000mm\">a long page</div>",
     "</body></html>"
 );
@@ -351,6 +376,8 @@ mod tests {
                 ("solid".into(), "Disc".into(), "#0072b2".into()),
                 ("solid".into(), "Disc".into(), "#0073b2".into()),
             ],
+            engines: vec!["tch".into(), "tf".into()],
+            answer: vec!["Speed: tch fastest.".into()],
         };
         let problems = problems(&layout, 9, 6);
         for expected in [
@@ -361,6 +388,7 @@ mod tests {
             "share the dash",
             "CIEDE2000",
             "9 A4 pages",
+            "does not name tf",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(expected)),
