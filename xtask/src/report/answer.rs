@@ -100,14 +100,9 @@ pub(crate) fn answer(summary: &Summary) -> Answer {
 /// Each backend's value of `metric`: the mean over its runs, in the order the backends ran.
 fn values(summary: &Summary, metric: Metric) -> Vec<(String, f64)> {
     let target = summary.comparison.as_ref().and_then(|c| c.target_accuracy);
-    let mut backends: Vec<&str> = Vec::new();
-    for record in &summary.records {
-        if !backends.contains(&record.backend.as_str()) {
-            backends.push(&record.backend);
-        }
-    }
-    backends
+    super::one_per_backend(summary)
         .into_iter()
+        .map(|first| first.backend.as_str())
         .filter_map(|backend| {
             let runs: Vec<f64> = summary
                 .records
@@ -300,7 +295,7 @@ fn undecided_line(family: &Family, summary: &Summary) -> Option<String> {
     if values.is_empty() {
         return None;
     }
-    let seeds = seeds_of(summary);
+    let seeds = summary.seed_count();
     let runs = if seeds == 1 {
         "1 seed".to_string()
     } else {
@@ -350,18 +345,11 @@ fn same_run_outcome(a: &RunRecord, b: &RunRecord) -> bool {
     a.confusion_matrix == b.confusion_matrix && a.test_accuracy == b.test_accuracy
 }
 
-fn seeds_of(summary: &Summary) -> usize {
-    let mut seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
-    seeds.len()
-}
-
 /// The caveats that apply, each with what removes it.
 fn caveats(summary: &Summary, decided: bool) -> Vec<String> {
     let mut caveats = Vec::new();
     if !decided {
-        let seeds = seeds_of(summary);
+        let seeds = summary.seed_count();
         caveats.push(if seeds < MIN_SEEDS {
             format!(
                 "{} seed{}: differences between engines are not decided below {MIN_SEEDS} seeds. Add `--seeds 5` for verdicts.",

@@ -107,10 +107,15 @@ pub struct Summary {
 impl Summary {
     /// Whether the records span more than one seed.
     pub(crate) fn several_seeds(&self) -> bool {
+        self.seed_count() > 1
+    }
+
+    /// How many distinct seeds the records span.
+    pub(crate) fn seed_count(&self) -> usize {
         let mut seeds: Vec<u64> = self.records.iter().map(|r| r.seed).collect();
         seeds.sort_unstable();
         seeds.dedup();
-        seeds.len() > 1
+        seeds.len()
     }
 
     /// A record's row label: its backend, with its seed when there are several, and its
