@@ -351,6 +351,43 @@ pub struct RunRecord {
     /// ([`crate::memory`]); absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_estimate: Option<MemoryEstimate>,
+    /// The machine the run executed on, when its command named it (a cluster's tasks do; a
+    /// local comparison's summary describes its one machine instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+}
+
+/// The machine a run executed on, as a cluster scheduler placed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node's name, as the scheduler calls it.
+    pub name: String,
+    /// What kind of machine it is: its CPU model, and its GPU's for a CUDA run. Speed is only
+    /// compared between runs on the same kind.
+    pub kind: String,
+    /// Whether the run had the node to itself; runs that shared one disturbed each other's
+    /// timings, so they get no speed verdicts.
+    pub exclusive: bool,
+}
+
+impl Node {
+    /// `name`, with this machine's CPU model (from `/proc/cpuinfo`) as its kind.
+    pub fn here(name: impl Into<String>, exclusive: bool) -> Self {
+        let kind = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix("model name"))
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(_, model)| model.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_string());
+        Node {
+            name: name.into(),
+            kind,
+            exclusive,
+        }
+    }
 }
 
 impl RunRecord {

@@ -39,6 +39,9 @@ pub struct RunFiles {
     pub record: PathBuf,
     /// The trained weights, written at the end.
     pub weights: Option<PathBuf>,
+    /// The machine the run executes on, written into the record when known (a cluster task's
+    /// node).
+    pub node: Option<crate::record::Node>,
 }
 
 /// How many test examples one prediction call takes during evaluation.
@@ -174,6 +177,7 @@ pub fn execute(
         matmul_peak,
     );
     record.memory_estimate = Some(memory);
+    record.node = files.and_then(|files| files.node.clone());
     let mut epochs = || -> Result<()> {
         for epoch in 1..=request.epochs {
             let order = epoch_order(train.len(), request.seed, epoch - 1);
@@ -302,6 +306,7 @@ fn start_record(
         flops: Some(crate::flops::count(model, &optimizer.kind)),
         matmul_peak,
         memory_estimate: None,
+        node: None,
         ledger,
     }
 }

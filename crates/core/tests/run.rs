@@ -8,7 +8,7 @@ use std::rc::Rc;
 use ndarray::{Array2, ArrayView4};
 use parallax_core::backend::{AdamFormulation, OptimizerKind};
 use parallax_core::data::{DataRequest, builtin::BuiltinDataset};
-use parallax_core::record::{InitMode, ProgressEvent, RunRecord, RunRequest, RunStatus};
+use parallax_core::record::{InitMode, Node, ProgressEvent, RunRecord, RunRequest, RunStatus};
 use parallax_core::run::{RunFiles, execute};
 use parallax_core::spec::{ModelSource, Preset, ResolvedModel};
 use parallax_core::{
@@ -162,6 +162,7 @@ fn a_run_records_every_epoch_and_ends_complete() {
     let files = RunFiles {
         record: dir.path().join("record.json"),
         weights: Some(dir.path().join("weights.safetensors")),
+        node: Some(Node::here("node-7", true)),
     };
     let mut events = Vec::new();
     let mut request = request();
@@ -183,6 +184,10 @@ fn a_run_records_every_epoch_and_ends_complete() {
         record.epochs.iter().map(|e| e.seconds).sum::<f64>()
     );
     assert_eq!(RunRecord::load(&files.record).expect("saved"), record);
+    // The node the command named is in the record, as it is in every record written before.
+    let node = record.node.as_ref().expect("the record names its node");
+    assert_eq!((node.name.as_str(), node.exclusive), ("node-7", true));
+    assert!(!node.kind.is_empty());
     let model = Preset::Mlp
         .spec([1, 28, 28], 10)
         .resolve()
@@ -254,6 +259,7 @@ fn a_run_that_fails_keeps_its_finished_epochs() {
     let files = RunFiles {
         record: dir.path().join("record.json"),
         weights: None,
+        node: None,
     };
     // Four steps an epoch: the sixth step is in epoch 2.
     let error = execute(&request(), &scripted(Some(5)), Some(&files), &mut |_| {})
@@ -274,6 +280,7 @@ fn a_run_that_fails_in_its_first_epoch_writes_nothing() {
     let files = RunFiles {
         record: dir.path().join("record.json"),
         weights: None,
+        node: None,
     };
     assert!(execute(&request(), &scripted(Some(2)), Some(&files), &mut |_| {}).is_err());
     assert!(!files.record.exists());

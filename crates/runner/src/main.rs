@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 use parallax_core::error::one_line;
 use parallax_core::gradcam::job::CamRequest;
-use parallax_core::record::{ProgressEvent, RunRequest, write_json_atomically};
+use parallax_core::record::{Node, ProgressEvent, RunRequest, write_json_atomically};
 use parallax_core::run::{RunFiles, execute};
 use parallax_core::{Backend, CpuSettings, Device};
 
@@ -43,6 +43,13 @@ struct Cli {
     /// Where to write the trained weights, when the request asks for them.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// The name of the machine this run executes on, recorded in the record with its CPU model
+    /// (a Slurm task passes its node's).
+    #[arg(long, requires = "request")]
+    node: Option<String>,
+    /// The run shares its node with other work, so its timings are not comparable.
+    #[arg(long, requires = "node")]
+    node_shared: bool,
 }
 
 fn emit(event: &ProgressEvent) {
@@ -129,6 +136,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let files = RunFiles {
         record: record.clone(),
         weights: cli.weights.clone().filter(|_| request.save_weights),
+        node: cli
+            .node
+            .as_ref()
+            .map(|name| Node::here(name.as_str(), !cli.node_shared)),
     };
     execute(&request, backend.as_ref(), Some(&files), &mut emit)?;
     Ok(())

@@ -15,6 +15,12 @@ fn is_root() -> bool {
 /// Installs Debian's `package`, which `purpose` needs ("Fashion-MNIST (30 MB) for the tests"),
 /// updating the package lists once if the first try fails.
 pub fn install(package: &str, purpose: &str) -> anyhow::Result<()> {
+    install_all(&[package], purpose)
+}
+
+/// [`install`] for several packages at once.
+pub fn install_all(packages: &[&str], purpose: &str) -> anyhow::Result<()> {
+    let package = packages.join(" ");
     if !is_root() {
         bail!(
             "{purpose} is missing: install it with `sudo apt-get install {package}`, then run the tests again"
@@ -26,7 +32,8 @@ pub fn install(package: &str, purpose: &str) -> anyhow::Result<()> {
             let _ = Command::new("apt-get").args(["update", "-qq"]).status();
         }
         Ok(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", package])
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .context("running apt-get")?

@@ -1,5 +1,6 @@
 //! What the tests need beyond the native libraries: the full Fashion-MNIST (Debian's
-//! `dataset-fashion-mnist`) and Chromium, installed when missing and this runs as root.
+//! `dataset-fashion-mnist`), Chromium, and Slurm with munge, installed when missing and this
+//! runs as root.
 
 use std::path::Path;
 
@@ -38,4 +39,24 @@ pub fn ensure_chromium() -> anyhow::Result<std::path::PathBuf> {
         "Chromium (headless), which renders the HTML report in a test",
     )?;
     find().context("apt-get installed chromium, but no `chromium` is on PATH")
+}
+
+/// Makes sure Debian's Slurm daemons and clients and munge are installed, for the test that
+/// runs `compare --slurm` on a single-node cluster of its own.
+pub fn ensure_slurm() -> anyhow::Result<()> {
+    let on_path = |program: &str| {
+        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(program).is_file())
+    };
+    if ["sbatch", "slurmctld", "slurmd", "munged", "mungekey"]
+        .iter()
+        .all(|program| on_path(program))
+    {
+        return Ok(());
+    }
+    super::apt::install_all(
+        &["slurmctld", "slurmd", "slurm-client", "munge"],
+        "Slurm and munge (3.5 MB), whose single-node cluster runs `compare --slurm` in a test",
+    )
 }

@@ -384,6 +384,13 @@ fn caveats(summary: &Summary, decided: bool) -> Vec<String> {
             }
         ));
     }
+    if let Some(note) = summary
+        .comparison
+        .as_ref()
+        .and_then(|comparison| comparison.speed_note.as_ref())
+    {
+        caveats.push(note.clone());
+    }
     for skipped in &summary.skipped {
         caveats.push(format!(
             "{} was skipped: {}",

@@ -318,11 +318,7 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
     let summary = section.summary;
     let id = |name: &str| format!("{prefix}{name}");
     let threads = summary.records.first().map_or(0, |r| r.threads);
-    let cpu = summary
-        .environment
-        .as_ref()
-        .map(|environment| environment.cpu_model.clone())
-        .unwrap_or_else(super::cpu_model);
+    let cpu = summary.machine_of_runs();
     html! {
         section.comparison id=(id("comparison")) {
             @if let Some(heading) = &section.heading {

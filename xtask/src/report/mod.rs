@@ -105,6 +105,39 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The machine the runs ran on, as the scope of the conclusions names it: the cluster's
+    /// nodes and their kinds when the records name them (a Slurm matrix), else the machine
+    /// of the summary, else this one.
+    pub fn machine_of_runs(&self) -> String {
+        let mut kinds: Vec<(String, Vec<String>)> = Vec::new();
+        for node in self
+            .records
+            .iter()
+            .filter_map(|record| record.node.as_ref())
+        {
+            match kinds.iter_mut().find(|(kind, _)| *kind == node.kind) {
+                Some((_, names)) if names.contains(&node.name) => {}
+                Some((_, names)) => names.push(node.name.clone()),
+                None => kinds.push((node.kind.clone(), vec![node.name.clone()])),
+            }
+        }
+        if kinds.is_empty() {
+            return self
+                .environment
+                .as_ref()
+                .map(|environment| environment.cpu_model.clone())
+                .unwrap_or_else(cpu_model);
+        }
+        kinds
+            .iter()
+            .map(|(kind, names)| {
+                let plural = if names.len() == 1 { "" } else { "s" };
+                format!("Slurm node{plural} {}: {kind}", names.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Whether the records span more than one seed.
     pub(crate) fn several_seeds(&self) -> bool {
         self.seed_count() > 1
@@ -503,7 +536,7 @@ fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
     }
     lines.extend(summary.repeat.iter().map(|r| r.line.clone()));
     if !summary.records.is_empty() {
-        lines.push(scope(summary, threads, &cpu_model()));
+        lines.push(scope(summary, threads, &summary.machine_of_runs()));
     }
     lines
 }
@@ -869,7 +902,10 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
         }
     }
     if !summary.records.is_empty() {
-        out.push_str(&format!("{}\n\n", scope(summary, threads, &cpu_model())));
+        out.push_str(&format!(
+            "{}\n\n",
+            scope(summary, threads, &summary.machine_of_runs())
+        ));
     }
     out.push_str("## Over seeds\n\nMean ± standard deviation over each backend's complete runs; s/epoch is the median of epochs 2 and later (epoch 1 holds the warm-up).\n\n");
     let header = descriptives_header(comparison);

@@ -84,6 +84,15 @@ impl Metric {
         value.is_finite().then_some(value)
     }
 
+    /// Whether the metric measures speed, which only runs on the same kind of machine, each
+    /// with its node to itself, can compare.
+    pub fn is_speed(self) -> bool {
+        matches!(
+            self,
+            Metric::EpochSeconds | Metric::TimeToFirstStep | Metric::TimeToAccuracy
+        )
+    }
+
     /// A value as the descriptive tables show it.
     pub fn show(self, value: f64) -> String {
         match self {
@@ -289,6 +298,22 @@ pub struct Comparison {
     pub verdicts: Vec<PairVerdict>,
     /// Why there are no verdicts, when there are none.
     pub no_verdicts_because: Option<String>,
+    /// Which speed pairs were left out, and why, when the runs' nodes ([`RunRecord::node`])
+    /// differ in kind or were shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_note: Option<String>,
+}
+
+/// Whether two runs' timings can be compared: both on the same kind of machine (runs without a
+/// node ran on the comparison's one machine), neither sharing its node.
+fn timings_comparable(x: &RunRecord, y: &RunRecord) -> bool {
+    fn exclusive(record: &RunRecord) -> bool {
+        record.node.as_ref().is_none_or(|node| node.exclusive)
+    }
+    fn kind(record: &RunRecord) -> Option<&str> {
+        record.node.as_ref().map(|node| node.kind.as_str())
+    }
+    exclusive(x) && exclusive(y) && kind(x) == kind(y)
 }
 
 /// Analyses `records` (one per backend and seed; incomplete ones are counted, not analysed).
@@ -377,6 +402,13 @@ pub fn compare(
             if most_paired == 1 { "" } else { "s" }
         )
     });
+    let record_of = |backend: &str, seed: u64| {
+        complete
+            .iter()
+            .find(|record| record.backend == backend && record.seed == seed)
+            .copied()
+    };
+    let mut speed_pairs_left_out = 0;
     let mut verdicts = Vec::new();
     if no_verdicts_because.is_none() {
         for &metric in &metrics {
@@ -393,6 +425,14 @@ pub fn compare(
                         .iter()
                         .filter_map(|(seed, x)| {
                             let y = of_b.get(seed)?;
+                            if metric.is_speed()
+                                && let (Some(x), Some(y)) =
+                                    (record_of(a, *seed), record_of(b, *seed))
+                                && !timings_comparable(x, y)
+                            {
+                                speed_pairs_left_out += 1;
+                                return None;
+                            }
                             Some((*seed, metric.scale().paired_value(*x, *y)?))
                         })
                         .unzip();
@@ -435,6 +475,18 @@ pub fn compare(
             }
         }
     }
+    let shared = complete
+        .iter()
+        .any(|record| record.node.as_ref().is_some_and(|node| !node.exclusive));
+    let speed_note = (speed_pairs_left_out > 0).then(|| {
+        if shared {
+            "No speed verdicts: the runs shared their nodes with other work (`--shared`), which disturbs timings; accuracy, F1 and memory are compared as usual. Leave out `--shared` for speed verdicts.".to_string()
+        } else {
+            format!(
+                "Speed verdicts pair only runs on the same kind of node: {speed_pairs_left_out} pair(s) of runs ran on different kinds and were left out. Ask Slurm for one kind of node (a partition, or `--constraint`, in `--slurm-args`)."
+            )
+        }
+    });
     Comparison {
         backends,
         seeds,
@@ -444,6 +496,7 @@ pub fn compare(
         descriptives,
         verdicts,
         no_verdicts_because,
+        speed_note,
     }
 }
 

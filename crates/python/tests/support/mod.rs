@@ -148,6 +148,7 @@ pub fn a_failing_epoch_keeps_the_finished_ones(backend: &PythonBackend) {
     let files = RunFiles {
         record: dir.path().join("record.json"),
         weights: None,
+        node: None,
     };
     let error = execute(&request, backend, Some(&files), &mut |_| {}).expect_err("the run fails");
     let expected = format!("RuntimeError: injected failure at step {FAILING_STEP}");

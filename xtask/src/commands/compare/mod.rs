@@ -9,6 +9,7 @@
 
 mod plan;
 mod repeat;
+mod slurm;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ pub use repeat::Repeatability;
 pub const DEFAULT_SEEDS: u64 = 5;
 
 /// Flags of `cargo xtask compare`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// Backends to train, comma-separated: burn, tch, burn-tch, tf, pytorch, keras,
     /// keras-torch. By default burn, tch, tf, pytorch, keras and keras-torch, where a native
@@ -47,9 +48,10 @@ pub struct Args {
     /// their backends out with the reason; backends named here that fail make the command fail.
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     pub backends: Option<Vec<&'static BackendEntry>>,
-    /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file.
-    #[arg(long, default_value = "mlp")]
-    pub model: ModelSource,
+    /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file; a comma-separated
+    /// list compares each model on its own, in OUT/<model>/, in one matrix.
+    #[arg(long, default_value = "mlp", value_delimiter = ',')]
+    pub model: Vec<ModelSource>,
     /// fashion-mnist, mnist, fashion-mnist-subset (bundled), or image-folder (with --data).
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: DatasetName,
@@ -148,6 +150,57 @@ pub struct Args {
     /// Output directory.
     #[arg(long, default_value = "out/compare")]
     pub out: PathBuf,
+    /// Run the matrix (backends × models × seeds) as one Slurm job array, one task per run,
+    /// from this machine (a login node): the output directory and the built workers must be
+    /// on a file system that the compute nodes share.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Arguments for `sbatch` (partition, time limit, account), split as a shell would:
+    /// `--slurm-args "--partition=gpu --time=2:00:00"`.
+    #[arg(
+        long,
+        requires = "slurm",
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub slurm_args: Option<String>,
+    /// Submit the job array, print its id and how to follow and merge it later, and return.
+    #[arg(long, requires = "slurm")]
+    pub no_wait: bool,
+    /// Let tasks share their nodes (more runs at once) instead of each asking for its node
+    /// exclusively; runs that shared a node get no speed verdicts.
+    #[arg(long, requires = "slurm")]
+    pub shared: bool,
+    /// Follow and merge the Slurm matrix of an earlier `compare --slurm --out DIR`, and
+    /// resubmit every run whose record is not complete and that is no longer queued. The
+    /// matrix's own flags apply; `--slurm-args` and `--no-wait` may be given again.
+    #[arg(long, requires = "slurm", value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+impl Args {
+    /// The one model of a comparison; [`run`] splits a list of models into one comparison each.
+    fn model(&self) -> &ModelSource {
+        &self.model[0]
+    }
+
+    /// One comparison per model: these flags with that model alone, into OUT/<model>/ when
+    /// there are several.
+    fn per_model(&self) -> Vec<Args> {
+        let several = self.model.len() > 1;
+        self.model
+            .iter()
+            .map(|model| Args {
+                model: vec![model.clone()],
+                out: if several {
+                    self.out.join(model.key())
+                } else {
+                    self.out.clone()
+                },
+                ..self.clone()
+            })
+            .collect()
+    }
 }
 
 fn parse_backend(name: &str) -> Result<&'static BackendEntry, String> {
@@ -270,7 +323,7 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
     margins.check().map_err(anyhow::Error::msg)?;
     // A spec file is parsed and resolved now, so that a spec whose layers don't fit is
     // reported before anything is built.
-    if let ModelSource::File(path) = &args.model {
+    if let ModelSource::File(path) = args.model() {
         let model = ModelSpec::from_file(path)?.resolve()?;
         parallax_core::memory::check_fits(&model, args.batch_size, &optimizer.kind)?;
     }
@@ -309,7 +362,10 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
             entry.name
         );
     }
-    if let Device::Cuda(index) = args.device {
+    // A cluster's GPUs are on its compute nodes, not on the machine that submits.
+    if let Device::Cuda(index) = args.device
+        && !args.slurm
+    {
         workers::check_gpu(index)?;
     }
     let root = repo_root();
@@ -331,7 +387,7 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
         device: args.device,
         threads,
         flush_denormals: !args.keep_denormals,
-        model: args.model.clone(),
+        model: args.model().clone(),
         data: DataRequest {
             dataset,
             data_dir: args.data.clone(),
@@ -398,20 +454,58 @@ fn planned(args: &Args, checked: &Checked) -> Vec<PlannedRun> {
     }
 }
 
-/// Runs the comparison.
+/// Runs the comparison: here, or as a Slurm job array with `--slurm`; a list of models runs one
+/// comparison per model.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let checked = check(&args)?;
-    // Taken before the workers are built, so that a second command into this directory fails
-    // at once rather than after minutes of building.
-    let _lock = OutputLock::acquire(&args.out)?;
-    crate::interrupt::install();
-    let runs = planned(&args, &checked);
+    if args.slurm {
+        return slurm::run(args);
+    }
+    if args.model.len() == 1 {
+        return run_one(args);
+    }
+    // One comparison per model, each into its own directory; a model that fails does not stop
+    // the others.
+    let mut failed = Vec::new();
+    for one in args.per_model() {
+        let model = one.model().key();
+        eprintln!("== {model}: comparing into {}", one.out.display());
+        if let Err(error) = run_one(one) {
+            if crate::interrupt::interrupted() {
+                return Err(error);
+            }
+            eprintln!("error: {model}: {error:#}");
+            failed.push(model);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "the comparison of {} of {} models failed: {}",
+            failed.len(),
+            args.model.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What a comparison is ready to run: the planned runs whose backends have a worker, those
+/// workers, the native libraries' environment, and the backends left out with their reasons.
+struct Ready {
+    runs: Vec<PlannedRun>,
+    workers: std::collections::BTreeMap<&'static str, PathBuf>,
+    native: Option<provision::NativeEnv>,
+    skipped: Vec<Skipped>,
+}
+
+/// Provisions what the backends need and builds their workers. Without `--backends`, backends
+/// whose library cannot be provisioned or whose worker cannot be built are left out with the
+/// reason, and the others still compare.
+fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
+    let runs = planned(args, checked);
     let cuda = matches!(args.device, Device::Cuda(_));
     let mut skipped: Vec<Skipped> = Vec::new();
     // The native libraries' environment only when a selected backend links one; burn-only runs
-    // need none, so they never provision libtorch. Without `--backends`, backends whose
-    // library cannot be provisioned are left out, and the others still compare.
+    // need none, so they never provision libtorch.
     let mut native = if args.worker.is_some()
         || checked.backends.iter().any(|entry| entry.is_native())
     {
@@ -488,24 +582,78 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if runs.is_empty() {
         bail!("no backend could be made ready, so nothing was compared");
     }
-    let layout = Layout::new(&args.out);
+    Ok(Ready {
+        runs,
+        workers,
+        native,
+        skipped,
+    })
+}
+
+/// Creates the output directory with its manifest, and removes any record left at one of the
+/// runs' paths by an earlier comparison, which would be mistaken for this one's.
+fn start_directory(layout: &Layout, runs: &[PlannedRun]) -> anyhow::Result<()> {
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("creating {}", layout.root().display()))?;
     Manifest::new(
-        &layout,
+        layout,
         crate::output_lock::this_command(),
         runs.iter().map(|run| (&run.layout, &run.request)),
     )
-    .save(&layout)?;
-    // A record left from an earlier comparison at one of this run's paths would be mistaken
-    // for this one's.
-    for run in &runs {
+    .save(layout)?;
+    for run in runs {
         let stale = run.layout.record(&run.request.id());
         if stale.exists() {
             std::fs::remove_file(&stale)
                 .with_context(|| format!("removing {}", stale.display()))?;
         }
     }
+    Ok(())
+}
+
+/// Files one run's outcome in the summary: its record (a failed run may have left its
+/// finished epochs) under its role, and its error as a failure.
+fn file_outcome(
+    summary: &mut Summary,
+    run: &PlannedRun,
+    record: Option<RunRecord>,
+    error: Option<String>,
+) {
+    if let Some(error) = error {
+        summary.failures.push(Failure {
+            backend: run.entry.name.to_string(),
+            seed: Some(run.request.seed),
+            configuration: configuration_key(run.role),
+            error,
+        });
+    }
+    if let Some(record) = record {
+        match run.role {
+            Role::Main => summary.records.push(record),
+            Role::Attribution(_) | Role::Repeat => summary.other_runs.push(TaggedRecord {
+                configuration: configuration_key(run.role).unwrap_or_default(),
+                record,
+            }),
+        }
+    }
+}
+
+/// Runs one model's comparison here, run after run.
+fn run_one(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let checked = check(&args)?;
+    // Taken before the workers are built, so that a second command into this directory fails
+    // at once rather than after minutes of building.
+    let _lock = OutputLock::acquire(&args.out)?;
+    crate::interrupt::install();
+    let Ready {
+        runs,
+        workers,
+        native,
+        skipped,
+    } = make_ready(&args, &checked)?;
+    let layout = Layout::new(&args.out);
+    start_directory(&layout, &runs)?;
     let progress = MultiProgress::new();
     let mut summary = Summary {
         skipped,
@@ -543,29 +691,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Some(format!("{error:#}")),
             ),
         };
-        if let Some(error) = error {
+        if let Some(error) = &error {
             workers::say(&progress, format!("{label}: failed: {error}"));
-            summary.failures.push(Failure {
-                backend: run.entry.name.to_string(),
-                seed: Some(run.request.seed),
-                configuration: configuration_key(run.role),
-                error,
-            });
         }
-        if let Some(record) = record {
-            match run.role {
-                Role::Main => summary.records.push(record),
-                Role::Attribution(_) | Role::Repeat => summary.other_runs.push(TaggedRecord {
-                    configuration: configuration_key(run.role).unwrap_or_default(),
-                    record,
-                }),
-            }
-        }
+        file_outcome(&mut summary, run, record, error);
         // Each finished run is on disk before the next one starts.
         write_json_atomically(&layout.summary(), &summary)?;
         ended += 1;
     }
-    finish_summary(&args, &checked, &runs, &mut summary);
+    conclude(&args, &checked, &runs, summary, started, ended)
+}
+
+/// Finishes a comparison whose runs have ended: the statistics, `summary.json`, `report.md`
+/// and `report.html`, the terminal's table, and an error when runs failed or it was
+/// interrupted after `ended` runs.
+fn conclude(
+    args: &Args,
+    checked: &Checked,
+    runs: &[PlannedRun],
+    mut summary: Summary,
+    started: Instant,
+    ended: usize,
+) -> anyhow::Result<()> {
+    let layout = Layout::new(&args.out);
+    finish_summary(args, checked, runs, &mut summary);
     summary.wall_seconds = Some(started.elapsed().as_secs_f64());
     summary.command = Some(crate::output_lock::this_command());
     write_json_atomically(&layout.summary(), &summary)?;
@@ -697,7 +846,9 @@ fn finish_summary(args: &Args, checked: &Checked, runs: &[PlannedRun], summary: 
 mod tests {
     use super::*;
 
-    fn args(backends: &[&str]) -> Args {
+    /// The flags of a quick comparison of `backends`, for the tests of this module and
+    /// `slurm.rs`.
+    pub(super) fn args(backends: &[&str]) -> Args {
         Args {
             backends: Some(
                 backends
@@ -705,7 +856,7 @@ mod tests {
                     .map(|name| parse_backend(name).unwrap())
                     .collect(),
             ),
-            model: "mlp".parse().unwrap(),
+            model: vec!["mlp".parse().unwrap()],
             dataset: "fashion-mnist-subset".parse().unwrap(),
             data: None,
             image_size: 64,
@@ -734,6 +885,11 @@ mod tests {
             limit_train: None,
             skip_unreadable: false,
             out: std::env::temp_dir().join("parallax-compare-unit"),
+            slurm: false,
+            slurm_args: None,
+            no_wait: false,
+            shared: false,
+            resume: None,
         }
     }
 
@@ -789,6 +945,31 @@ mod tests {
             names,
             ["burn", "tch", "tf", "pytorch", "keras", "keras-torch"]
         );
+    }
+
+    #[test]
+    fn a_list_of_models_becomes_one_comparison_per_model_in_its_own_directory() {
+        let mut flags = args(&["burn"]);
+        flags.model = vec!["mlp".parse().unwrap(), "cnn".parse().unwrap()];
+        let each = flags.per_model();
+        let outs: Vec<PathBuf> = each.iter().map(|one| one.out.clone()).collect();
+        assert_eq!(outs, [flags.out.join("mlp"), flags.out.join("cnn")]);
+        assert!(each.iter().all(|one| one.model.len() == 1));
+        let configurations: BTreeSet<String> = each
+            .iter()
+            .map(|one| {
+                let checked = check(one).unwrap();
+                planned(one, &checked)[0].request.id().configuration
+            })
+            .collect();
+        assert_eq!(
+            configurations.len(),
+            2,
+            "each model is its own configuration"
+        );
+        // One model stays in OUT itself, as before lists.
+        flags.model.truncate(1);
+        assert_eq!(flags.per_model()[0].out, flags.out);
     }
 
     #[test]

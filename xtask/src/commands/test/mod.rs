@@ -21,6 +21,7 @@ mod browser;
 mod layout;
 mod reliability;
 mod seeds;
+mod slurm;
 
 #[cfg(test)]
 pub use browser::remote_attributes;
@@ -63,6 +64,9 @@ fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(worker) = std::env::var_os("PARALLAX_SCRATCH_SLURM") {
+        return slurm::acceptance(Path::new(&worker));
+    } // SCRATCH
     let start = Instant::now();
     // The host first: which kernels the engines pick, and so their f32 rounding, depends on it.
     let host = crate::report::Environment::of_this_machine();
@@ -71,8 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         crate::report::host_line(&host.cpu_model, &host.vector_extensions)
     );
     // Chromium is checked first so that a machine without it fails now, not after the build.
-    let chromium = phase("data set and Chromium", || {
+    let chromium = phase("data set, Chromium and Slurm", || {
         ensure_fashion_mnist()?;
+        provision::data::ensure_slurm()?;
         provision::data::ensure_chromium()
     })?;
     let native = phase("native libraries and the Python frameworks", || {
@@ -177,6 +182,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     phase("runs that collide, crash or are interrupted", || {
         reliability::acceptance(&built_worker()?)
+    })?;
+    phase("a Slurm job array on a cluster of its own", || {
+        slurm::acceptance(&built_worker()?)
     })?;
     phase("GradCAM across engines", || {
         grad_cam_acceptance(&built_worker()?)
