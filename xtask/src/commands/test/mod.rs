@@ -64,9 +64,6 @@ fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 
 /// Runs the whole test suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(worker) = std::env::var_os("PARALLAX_SCRATCH_SLURM") {
-        return slurm::acceptance(Path::new(&worker));
-    } // SCRATCH
     let start = Instant::now();
     // The host first: which kernels the engines pick, and so their f32 rounding, depends on it.
     let host = crate::report::Environment::of_this_machine();
@@ -291,6 +288,16 @@ fn xtask(args: &[&str]) -> anyhow::Result<()> {
         bail!("`cargo xtask {}` failed", args.join(" "));
     }
     Ok(())
+}
+
+/// Writes `text` as an executable shell script at `path`: the stand-in workers through which
+/// the acceptance phases make a run fail, crash or stall on purpose.
+fn write_script(path: &Path, text: impl AsRef<str>) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::write(path, text.as_ref()).with_context(|| format!("writing {}", path.display()))?;
+    let mut permissions = std::fs::metadata(path)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(path, permissions)?;
+    Ok(path.to_path_buf())
 }
 
 /// The `summary.json` a comparison wrote into `dir`, for the acceptance phases.

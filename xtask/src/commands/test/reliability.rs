@@ -141,7 +141,7 @@ fn two_comparisons_into_one_directory(dir: &Path, worker: &Path) -> anyhow::Resu
 /// every other backend to the real worker.
 fn killing_worker(dir: &Path, worker: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("worker-killed-after-one-epoch.sh");
-    std::fs::write(
+    super::write_script(
         &path,
         format!(
             r#"#!/bin/sh
@@ -158,11 +158,7 @@ wait $pid
 "#,
             worker = worker.display()
         ),
-    )?;
-    let mut permissions = std::fs::metadata(&path)?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions)?;
-    Ok(path)
+    )
 }
 
 /// burn's worker killed after its first epoch of three: its epoch is kept, as an incomplete

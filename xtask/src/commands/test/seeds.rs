@@ -14,17 +14,13 @@ use super::{summary, xtask, xtask_status};
 fn failing_worker(dir: &Path, worker: &Path) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("worker-failing-tch-seed-2.sh");
-    std::fs::write(
+    super::write_script(
         &path,
         format!(
             "#!/bin/sh\ncase \"$*\" in\n  */tch/seed-2.json*) echo 'error: deliberately failed by the seeds acceptance' >&2; exit 3;;\nesac\nexec '{}' \"$@\"\n",
             worker.display()
         ),
-    )?;
-    let mut permissions = std::fs::metadata(&path)?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions)?;
-    Ok(path)
+    )
 }
 
 fn array<'a>(value: &'a Value, key: &str) -> anyhow::Result<&'a Vec<Value>> {

@@ -309,18 +309,14 @@ fn failing_once_worker(dir: &Path, worker: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("worker-failing-tch-seed-2-once.sh");
     let marker = dir.join("tch-seed-2-failed-once");
     let _ = std::fs::remove_file(&marker);
-    std::fs::write(
+    super::write_script(
         &path,
         format!(
             "#!/bin/sh\ncase \"$*\" in\n  */tch/seed-2.json*) if [ ! -e '{marker}' ]; then touch '{marker}'; echo 'error: deliberately failed once by the slurm acceptance' >&2; exit 3; fi;;\nesac\nexec '{worker}' \"$@\"\n",
             marker = marker.display(),
             worker = worker.display()
         ),
-    )?;
-    let mut permissions = std::fs::metadata(&path)?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions)?;
-    Ok(path)
+    )
 }
 
 /// The records under `dir/records`, by (backend, seed).
@@ -366,6 +362,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         &cluster_out,
         &out.join("slurm-cancel"),
         &out.join("slurm-refused"),
+        &out.join("slurm-no-wait"),
     ] {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -475,6 +472,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     );
 
     cancelled_mid_run(&cluster, worker, &out.join("slurm-cancel"))?;
+    submitted_without_waiting(&env, worker, &out.join("slurm-no-wait"))?;
 
     // sbatch refusing the job: one line, nothing run.
     let refused = out.join("slurm-refused");
@@ -649,6 +647,74 @@ fn cancelled_mid_run(cluster: &Cluster, worker: &Path, out: &Path) -> anyhow::Re
     eprintln!(
         "slurm acceptance: task {job}_0 cancelled after {} of 40 epochs, reported, its record kept; the other run complete",
         kept.epochs.len()
+    );
+    Ok(())
+}
+
+/// `--no-wait --shared`: the command returns once the job is submitted, naming the job and
+/// the command that follows and merges it; `--resume` then does, and the record says its run
+/// shared its node.
+fn submitted_without_waiting(
+    env: &[(&str, &std::ffi::OsStr)],
+    worker: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let out_text = out.to_string_lossy().into_owned();
+    let worker_text = worker.to_string_lossy().into_owned();
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "compare",
+            "--slurm",
+            "--no-wait",
+            "--shared",
+            "--backends",
+            "burn",
+        ])
+        .args([
+            "--dataset",
+            "fashion-mnist-subset",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--threads",
+            "2",
+        ])
+        .args(["--worker", &worker_text, "--out", &out_text])
+        .stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output()?;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprint!("{printed}{}", String::from_utf8_lossy(&output.stderr));
+    ensure!(output.status.success(), "--no-wait failed");
+    ensure!(
+        printed.contains("submitted Slurm job")
+            && printed.contains(&format!("--resume {out_text}")),
+        "--no-wait did not name the job and how to follow it: {printed}"
+    );
+    ensure!(
+        !out.join("summary.json").exists(),
+        "--no-wait merged before the job ran"
+    );
+    let (succeeded, stderr) = xtask_with(&["compare", "--slurm", "--resume", &out_text], env)?;
+    ensure!(succeeded, "--resume after --no-wait failed");
+    ensure!(
+        stderr.contains("0 of 1 runs complete, 1 queued or running, 0 to resubmit")
+            || stderr.contains("1 of 1 runs complete, 0 queued or running, 0 to resubmit"),
+        "--resume resubmitted a run that was queued or complete"
+    );
+    let record = RunRecord::load(&out.join("records/mlp/burn/seed-1.json"))?;
+    let node = record.node.context("a Slurm record names no node")?;
+    ensure!(
+        !node.exclusive,
+        "a --shared run's record says it had its node to itself"
+    );
+    eprintln!(
+        "slurm acceptance: --no-wait returned at submission, --resume followed and merged, and the --shared run's record says so"
     );
     Ok(())
 }
