@@ -77,8 +77,7 @@ mod parity {
 /// the one optimizer both APIs can run in the same form: each fixes its own Adam (Keras adds ε
 /// to the uncorrected root), and two Adams would differ by design, not by rounding.
 mod trajectory {
-    use parallax_core::conformance::parity::BatchOrder;
-    use parallax_core::conformance::trajectory::{TrajectoryCase, TrajectoryJudgement};
+    use parallax_core::conformance::trajectory::TrajectoryCase;
     use parallax_core::spec::Preset;
     use parallax_core::{CpuSettings, Device, OptimizerConfig};
     use parallax_python::{Framework, PythonBackend};
@@ -89,21 +88,9 @@ mod trajectory {
             .expect("the bundled subset");
         let pytorch = PythonBackend::new(Framework::Pytorch, Device::Cpu, CpuSettings::new(2))
             .expect("PyTorch beside Keras on torch");
-        let reference = case.train(&pytorch, BatchOrder::Natural).expect("pytorch");
-        let twins = case
-            .twins(&pytorch)
-            .expect("pytorch, every batch reordered");
-        let keras = case
-            .train(&super::cpu(), BatchOrder::Natural)
-            .expect("keras-torch");
-        // Keras's own twins may show it on another branch of the same mathematics
-        // (`TrajectoryJudgement::or_reached_by`); they are trained only when it is needed.
-        let mut judgement =
-            TrajectoryJudgement::new(("keras-torch", &keras), ("pytorch", &reference), &twins);
-        if !judgement.holds() {
-            let own = case.twins(&super::cpu()).expect("keras-torch, every twin");
-            judgement = judgement.or_reached_by(&reference, &own);
-        }
+        let judgement = case
+            .judge(("keras-torch", &super::cpu()), ("pytorch", &pytorch))
+            .expect("keras-torch and pytorch");
         eprintln!("trajectory: {preset:?}: {judgement}");
         assert!(judgement.holds(), "{judgement}");
     }

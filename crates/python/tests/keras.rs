@@ -88,7 +88,8 @@ mod against_tf {
 
     /// 3 epochs of `preset` with Adam in Keras's form from the same weights in the same order:
     /// every epoch's train loss and the final predicted classes within 16 times the noise that
-    /// reversing every batch makes on tf.
+    /// tf's twins measure (every batch reordered, every initial weight one ulp away), or one of
+    /// Keras's own twins within those bounds.
     fn trajectories(preset: Preset, name: &str) {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
         // The case tf's half trains: keep the two alike.
@@ -101,7 +102,13 @@ mod against_tf {
         let keras = case
             .train(&super::cpu(), BatchOrder::Natural)
             .expect("keras");
-        let judgement = TrajectoryJudgement::new(("keras", &keras), ("tf", &reference), &twins);
+        let mut judgement = TrajectoryJudgement::new(("keras", &keras), ("tf", &reference), &twins);
+        // As `TrajectoryCase::judge` does in one process: Keras's own twins only when its run
+        // is beyond a bound, and they have to meet tf's.
+        if !judgement.holds() {
+            let own = case.twins(&super::cpu()).expect("keras, every twin");
+            judgement = judgement.or_reached_by(&reference, &own);
+        }
         eprintln!("trajectory: {preset:?}: {judgement}");
         assert!(judgement.holds(), "{judgement}");
     }
