@@ -33,21 +33,6 @@ pub struct Cluster {
     keep_logs: PathBuf,
 }
 
-/// One run of burn's mlp on the bundled subset, 1 epoch, 2 threads: the smallest matrix, for the
-/// checks that are about Slurm rather than about the runs.
-const ONE_BURN_RUN: [&str; 10] = [
-    "--backends",
-    "burn",
-    "--dataset",
-    "fashion-mnist-subset",
-    "--seeds",
-    "1",
-    "--epochs",
-    "1",
-    "--threads",
-    "2",
-];
-
 /// A TCP port that is free now on this machine.
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -492,17 +477,28 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     // sbatch refusing the job: one line, nothing run.
     let refused = out.join("slurm-refused");
     let refused_text = path_of(&refused);
-    let mut refused_args = vec![
-        "compare",
-        "--slurm",
-        "--slurm-args=--partition=no-such-partition",
-        "--worker",
-        &worker_text,
-        "--out",
-        &refused_text,
-    ];
-    refused_args.extend(ONE_BURN_RUN);
-    let (succeeded, stderr) = xtask_with(&refused_args, &env)?;
+    let (succeeded, stderr) = xtask_with(
+        &[
+            "compare",
+            "--slurm",
+            "--slurm-args=--partition=no-such-partition",
+            "--backends",
+            "burn",
+            "--dataset",
+            "fashion-mnist-subset",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--threads",
+            "2",
+            "--worker",
+            &worker_text,
+            "--out",
+            &refused_text,
+        ],
+        &env,
+    )?;
     let last = stderr.lines().last().unwrap_or_default().to_string();
     ensure!(
         !succeeded
@@ -668,8 +664,24 @@ fn submitted_without_waiting(
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
     command
-        .args(["compare", "--slurm", "--no-wait", "--shared"])
-        .args(ONE_BURN_RUN)
+        .args([
+            "compare",
+            "--slurm",
+            "--no-wait",
+            "--shared",
+            "--backends",
+            "burn",
+        ])
+        .args([
+            "--dataset",
+            "fashion-mnist-subset",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--threads",
+            "2",
+        ])
         .args(["--worker", &worker_text, "--out", &out_text])
         .stdin(Stdio::null());
     for (name, value) in env {
