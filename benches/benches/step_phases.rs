@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use parallax_benches::subset;
 use parallax_core::data::epoch_order;
-use parallax_core::record::median;
 use parallax_core::spec::presets;
+use parallax_core::stats::median;
 use parallax_core::{Backend, CpuSettings, Device, OptimizerConfig, StepPhases, init};
 
 const BATCH: usize = 64;

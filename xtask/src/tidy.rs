@@ -6,6 +6,8 @@ use std::process::Command;
 
 use crate::cargo::repo_root;
 
+mod circles;
+
 /// The engine crates and the adapters over them, which core must never depend on.
 const ENGINE_CRATES: &[&str] = &[
     "tch",
@@ -223,6 +225,31 @@ fn commands_do_not_import_each_other() {
     assert!(
         crossings.is_empty(),
         "commands import each other; move what they share beside them: {crossings:?}"
+    );
+}
+
+/// docs/ARCHITECTURE.md: no module imports one that imports it back, in any crate of the
+/// workspace, except a trait beside its wrapper (`circles::ALLOWED`).
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let root = repo_root();
+    let mut sources = vec![root.join("xtask/src"), root.join("benches/src")];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        sources.push(entry.path().join("src"));
+    }
+    let mut found = Vec::new();
+    for src in sources.iter().filter(|src| src.is_dir()) {
+        for circle in circles::circles(src) {
+            found.push(format!(
+                "{}: {circle}",
+                src.strip_prefix(&root).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "modules import each other; move what they share to one side, or below both:\n{}",
+        found.join("\n")
     );
 }
 

@@ -3,9 +3,9 @@
 
 use burn::tensor::{Tensor, TensorData};
 use ndarray::ArrayView2;
-use parallax_core::backend::AdamFormulation;
+use parallax_core::backend::MatmulProbe;
 use parallax_core::denormals;
-use parallax_core::peak::MatmulProbe;
+use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
@@ -13,7 +13,8 @@ use parallax_core::{
 };
 use parallax_core::{NativeDefaults, VarianceEstimator};
 
-use crate::convert::{self, engine_error};
+use crate::convert;
+use crate::engine_error;
 use crate::model::BurnModel;
 use crate::net::Net;
 
@@ -278,6 +279,6 @@ impl Backend for BurnBackend {
         if let Some(weights) = weights {
             convert::import(&mut net, model, &weights, &device)?;
         }
-        Ok(Box::new(BurnModel::new(net, model, device, self.engine)))
+        Ok(Box::new(BurnModel::new(net, model, device)))
     }
 }

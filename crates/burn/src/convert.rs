@@ -10,19 +10,13 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
-use parallax_core::error::EngineError;
 use parallax_core::spec::{
     ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ResolvedModel,
 };
-use parallax_core::{Error, Result, Weights};
+use parallax_core::{Result, Weights};
 
-use crate::BACKEND_NAME;
+use crate::engine_error;
 use crate::net::{ConvNorm, Net, Norm, Params, mismatch};
-
-/// An engine error from burn's side: burn's own error, or a message of the adapter's.
-pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
-    Error::engine(BACKEND_NAME, source)
-}
 
 /// A host batch `[N, C, H, W]` as a burn tensor on `device`.
 pub(crate) fn images_to_tensor(images: ArrayView4<f32>, device: &Device) -> Tensor<4> {

@@ -34,3 +34,6 @@ pub use model::BurnModel;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+// `engine_error` and `OrEngine`, at the root where every module reaches them.
+parallax_core::engine_errors!(BACKEND_NAME);

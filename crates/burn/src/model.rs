@@ -13,8 +13,8 @@ use parallax_core::{
     Weights,
 };
 
-use crate::backend::BurnEngine;
-use crate::convert::{self, engine_error, images_to_tensor, logits_to_array, tensor_to_array4};
+use crate::convert::{self, images_to_tensor, logits_to_array, tensor_to_array4};
+use crate::engine_error;
 use crate::net::{Activation, Net, forward};
 use crate::optim::module_optimizer;
 
@@ -27,7 +27,6 @@ pub struct BurnModel {
     model: Arc<ResolvedModel>,
     /// The autodiff device the parameters live on.
     device: burn::tensor::Device,
-    engine: BurnEngine,
     optimizer: Option<(OptimizerConfig, ModuleOptimizer)>,
 }
 
@@ -42,25 +41,14 @@ fn labels_tensor(labels: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int
 }
 
 impl BurnModel {
-    pub(crate) fn new(
-        net: Net,
-        model: &ResolvedModel,
-        device: burn::tensor::Device,
-        engine: BurnEngine,
-    ) -> Self {
+    pub(crate) fn new(net: Net, model: &ResolvedModel, device: burn::tensor::Device) -> Self {
         BurnModel {
             net: Some(net),
             eval: None,
             model: Arc::new(model.clone()),
             device,
-            engine,
             optimizer: None,
         }
-    }
-
-    /// Which of burn's engines computes.
-    pub fn engine(&self) -> BurnEngine {
-        self.engine
     }
 
     fn net(&self) -> Result<&Net> {

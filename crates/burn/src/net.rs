@@ -17,7 +17,7 @@ use parallax_core::spec::{
 };
 use parallax_core::{Result, VarianceEstimator};
 
-use crate::convert::engine_error;
+use crate::engine_error;
 
 /// Batch normalisation with PyTorch's running-statistics rule.
 #[derive(Module, Debug)]

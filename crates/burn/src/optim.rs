@@ -7,7 +7,7 @@ use burn::optim::{
 };
 use burn::tensor::{Device, Tensor};
 use parallax_core::OptimizerConfig;
-use parallax_core::backend::{AdamFormulation, OptimizerKind};
+use parallax_core::optim::{AdamFormulation, OptimizerKind};
 
 /// burn's module optimizer for `config`, with fresh state.
 pub(crate) fn module_optimizer(config: &OptimizerConfig) -> ModuleOptimizer {

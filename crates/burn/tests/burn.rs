@@ -39,10 +39,7 @@ fn cuda_without_the_feature_says_how_to_get_it() {
 fn the_net_hands_out_the_burn_model_and_nothing_else() {
     let model = presets::mlp([1, 4, 4], 2).resolve().expect("resolve");
     let mut net = flex().build(&model, None).expect("build");
-    assert_eq!(
-        net.engine::<BurnModel>().map(BurnModel::engine),
-        Some(BurnEngine::Flex)
-    );
+    assert!(net.engine::<BurnModel>().is_some());
     assert!(net.engine_mut::<BurnModel>().is_some());
 }
 

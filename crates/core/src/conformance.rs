@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Array4, Axis};
 
-use crate::backend::{AdamFormulation, Backend, OptimizerConfig, OptimizerKind};
+use crate::backend::Backend;
 use crate::data::builtin::{BuiltinDataset, in_ci};
 use crate::data::{Batch, DataRequest, Dataset, EpochPlan};
-use crate::defaults::VarianceEstimator;
 use crate::ledger::Topic;
+use crate::optim::{AdamFormulation, OptimizerConfig, OptimizerKind};
 use crate::record::{InitMode, RunRequest};
+use crate::spec::VarianceEstimator;
 use crate::spec::{
     Layer, ModelSource, ModelSpec, NamedLayer, Padding, Pair, Preset, ResolvedModel, StrideAt,
     presets,

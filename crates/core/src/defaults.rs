@@ -15,9 +15,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamFormulation, OptimizerConfig, OptimizerKind};
 use crate::ledger::Topic;
-use crate::spec::ResolvedModel;
+use crate::optim::{AdamFormulation, OptimizerConfig, OptimizerKind};
+use crate::spec::{ResolvedModel, VarianceEstimator};
 
 /// A default on which engines differ, switched as one unit by attribution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -114,26 +114,6 @@ impl fmt::Display for DefaultsMode {
         f.write_str(match self {
             DefaultsMode::Controlled => "controlled",
             DefaultsMode::Native => "native",
-        })
-    }
-}
-
-/// How batch norm's running variance absorbs a batch's variance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VarianceEstimator {
-    /// Bessel-corrected, n / (n − 1) times the batch variance: PyTorch's.
-    #[default]
-    Unbiased,
-    /// The batch variance itself: Keras 3's and burn's.
-    Biased,
-}
-
-impl fmt::Display for VarianceEstimator {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            VarianceEstimator::Unbiased => "unbiased",
-            VarianceEstimator::Biased => "biased",
         })
     }
 }

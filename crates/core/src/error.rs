@@ -107,6 +107,40 @@ pub enum Error {
     },
 }
 
+/// Defines an adapter's `engine_error` and `OrEngine` for the backend named `$backend`: the one
+/// way an engine's own errors become [`Error::Engine`]. Each adapter invokes it once, in its
+/// `lib.rs`, so that every module of the adapter reaches both at the crate's root.
+#[macro_export]
+macro_rules! engine_errors {
+    ($backend:expr) => {
+        /// An engine error from this adapter's engine: the engine's own error, or a message of
+        /// the adapter's.
+        pub(crate) fn engine_error(
+            source: impl ::std::convert::Into<$crate::error::EngineError>,
+        ) -> $crate::Error {
+            $crate::Error::engine($backend, source)
+        }
+
+        /// Maps the engine's errors into core's `Error::Engine`, at the trait boundary.
+        #[allow(
+            dead_code,
+            reason = "an engine whose calls return values rather than results maps none"
+        )]
+        pub(crate) trait OrEngine<T> {
+            /// The value, or the engine's error as an engine error.
+            fn or_engine(self) -> $crate::Result<T>;
+        }
+
+        impl<T, E: ::std::convert::Into<$crate::error::EngineError>> OrEngine<T>
+            for ::std::result::Result<T, E>
+        {
+            fn or_engine(self) -> $crate::Result<T> {
+                self.map_err(engine_error)
+            }
+        }
+    };
+}
+
 /// `Result` with parallax-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod memory;
 pub mod metrics;
 mod net;
+pub mod optim;
 pub mod peak;
 pub mod record;
 pub mod run;
@@ -31,13 +32,13 @@ pub mod weights;
 
 pub use backend::{
     Backend, BackendInfo, Checked, CpuSettings, Device, EpochStats, EpochTally, Evaluation,
-    GradCam, GradCamTarget, Model, OptimizerConfig, OptimizerKind, OptimizerName, StepClock,
-    StepPhases, StepProgress,
+    GradCam, GradCamTarget, Model, StepClock, StepPhases, StepProgress,
 };
 pub use data::{Batch, Dataset, EpochPlan};
-pub use defaults::{DefaultsMode, Factor, NativeDefaults, VarianceEstimator};
+pub use defaults::{DefaultsMode, Factor, NativeDefaults};
 pub use error::{Error, Result, WeightsError};
 pub use ledger::{Ledger, Topic};
 pub use net::Net;
-pub use spec::{Layer, ModelSpec, Padding};
+pub use optim::{AdamFormulation, OptimizerConfig, OptimizerKind, OptimizerName};
+pub use spec::{Layer, ModelSpec, Padding, VarianceEstimator};
 pub use weights::Weights;

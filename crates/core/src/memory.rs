@@ -11,7 +11,7 @@
 //!   the block's own shapes), plus the gradients in flight, about the widest two consecutive
 //!   layer buffers; times the batch size;
 //! - **evaluation activations**: the two largest consecutive layer buffers of a prediction of
-//!   [`crate::run::EVALUATION_BATCH`] examples.
+//!   [`EVALUATION_BATCH`] examples.
 //!
 //! The total is the parameters plus the larger of the two activation terms. It is an estimate
 //! of the model's own memory, without the engine's workspace, the data set or the engine's
@@ -20,11 +20,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::optim::OptimizerKind;
 use crate::spec::{ConvOp, Op, ResolvedLayer, ResolvedModel, Shape};
-use crate::{Error, OptimizerKind, Result};
+use crate::{Error, Result};
 
 /// Bytes of one f32 value.
 const F32_BYTES: u64 = 4;
+
+/// How many test examples one prediction call takes during evaluation: the run protocol's
+/// batch, and the evaluation batch this estimate holds activations for.
+pub const EVALUATION_BATCH: usize = 1000;
 
 /// The memory of one run of a model, estimated from its spec; see the
 /// [module documentation](self).
@@ -164,7 +169,7 @@ pub fn estimate(
     // The backward pass holds the gradients of about one layer's input and output at a time.
     let per_example = saved.saturating_add(widest_pair);
     let batch = batch_size as u64;
-    let evaluation = crate::run::EVALUATION_BATCH as u64;
+    let evaluation = EVALUATION_BATCH as u64;
     MemoryEstimate {
         parameter_bytes: parameter_values.saturating_mul(F32_BYTES),
         training_activation_bytes: per_example.saturating_mul(batch).saturating_mul(F32_BYTES),

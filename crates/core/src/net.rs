@@ -12,11 +12,11 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView1, ArrayView4, s};
 
 use crate::backend::{
-    Checked, EpochStats, Evaluation, GradCam, GradCamTarget, Model, OptimizerConfig, StepPhases,
-    StepProgress,
+    Checked, EpochStats, Evaluation, GradCam, GradCamTarget, Model, StepPhases, StepProgress,
 };
 use crate::data::{Batch, DataError, Dataset, EpochPlan};
 use crate::metrics::{self, ClassificationReport, ConfusionMatrix};
+use crate::optim::OptimizerConfig;
 use crate::spec::{ResolvedModel, Shape};
 use crate::weights::Weights;
 use crate::{Error, Result};

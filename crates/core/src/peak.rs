@@ -16,8 +16,9 @@
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, Axis};
-use serde::{Deserialize, Serialize};
 
+pub use crate::record::MatmulPeak;
+use crate::stats::median;
 use crate::{Backend, Error, Result};
 
 /// The operands' side by default: 2048² products take about a tenth of a second on two cores,
@@ -26,13 +27,6 @@ pub const DEFAULT_SIZE: usize = 2048;
 
 /// Products run before timing, for the engine's allocations and threads to settle.
 const WARM_UP: usize = 2;
-
-/// A matrix product prepared on an engine's device, ready to be run again and again.
-pub trait MatmulProbe {
-    /// Runs the product once and returns the sum of its elements, read back to the host, so
-    /// that the product is complete when this returns.
-    fn multiply(&mut self) -> Result<f64>;
-}
 
 /// The left and right operands of a `size × size` product: fixed values in [0, 1), the same on
 /// every engine and run, with no subnormals and no zeros to skip.
@@ -53,33 +47,6 @@ pub fn product_sum(left: ArrayView2<'_, f32>, right: ArrayView2<'_, f32>) -> f64
     let left_columns = left.mapv(f64::from).sum_axis(Axis(0));
     let right_rows = right.mapv(f64::from).sum_axis(Axis(1));
     left_columns.dot(&right_rows)
-}
-
-/// How one engine did on the square f32 matrix product.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MatmulPeak {
-    /// The backend that ran it, as in `--backends`.
-    pub backend: String,
-    /// The operands' side.
-    pub size: usize,
-    /// Timed repetitions.
-    pub repeats: usize,
-    /// The fastest repetition's seconds.
-    #[serde(with = "crate::float")]
-    pub best_seconds: f64,
-    /// The median repetition's seconds.
-    #[serde(with = "crate::float")]
-    pub median_seconds: f64,
-    /// GFLOP/s of the fastest repetition: the peak.
-    #[serde(with = "crate::float")]
-    pub gflops: f64,
-}
-
-impl MatmulPeak {
-    /// The share of this peak that `achieved_gflops` is.
-    pub fn utilisation(&self, achieved_gflops: f64) -> f64 {
-        achieved_gflops / self.gflops
-    }
 }
 
 /// FLOPs of one product of two `size × size` matrices: a multiply-add per term.
@@ -112,7 +79,7 @@ pub fn measure(backend: &dyn Backend, size: usize, repeats: usize) -> Result<Mat
         size,
         repeats,
         best_seconds,
-        median_seconds: crate::record::median(&seconds),
+        median_seconds: median(&seconds),
         gflops: product_flops(size) / best_seconds / 1e9,
     })
 }

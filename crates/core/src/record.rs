@@ -10,14 +10,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Device, OptimizerConfig};
+use crate::backend::Device;
 use crate::data::DataRequest;
 use crate::defaults::Factor;
 use crate::flops::FlopCount;
 use crate::ledger::{Ledger, Topic};
 use crate::memory::MemoryEstimate;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
-use crate::peak::MatmulPeak;
+use crate::optim::OptimizerConfig;
 use crate::spec::ModelSource;
 use crate::{Error, Result};
 
@@ -526,14 +526,31 @@ pub enum ProgressEvent {
     Epoch(EpochRecord),
 }
 
-/// Median of a list of numbers (the mean of the middle two for an even count); NaN when empty.
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+/// How one engine did on the square f32 matrix product ([`crate::peak::measure`]), as records
+/// carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatmulPeak {
+    /// The backend that ran it, as in `--backends`.
+    pub backend: String,
+    /// The operands' side.
+    pub size: usize,
+    /// Timed repetitions.
+    pub repeats: usize,
+    /// The fastest repetition's seconds.
+    #[serde(with = "crate::float")]
+    pub best_seconds: f64,
+    /// The median repetition's seconds.
+    #[serde(with = "crate::float")]
+    pub median_seconds: f64,
+    /// GFLOP/s of the fastest repetition: the peak.
+    #[serde(with = "crate::float")]
+    pub gflops: f64,
+}
+
+impl MatmulPeak {
+    /// The share of this peak that `achieved_gflops` is.
+    pub fn utilisation(&self, achieved_gflops: f64) -> f64 {
+        achieved_gflops / self.gflops
     }
 }
 
@@ -571,13 +588,6 @@ fn text_digest(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn init_modes_parse_and_print_alike() {
@@ -631,7 +641,7 @@ mod tests {
             epochs: 1,
             batch_size: 64,
             optimizer: "adam"
-                .parse::<crate::backend::OptimizerName>()
+                .parse::<crate::optim::OptimizerName>()
                 .unwrap()
                 .with_lr(1e-3)
                 .unwrap(),

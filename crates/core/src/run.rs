@@ -16,15 +16,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::backend::{Backend, BackendInfo, Evaluation, OptimizerConfig};
+use crate::backend::{Backend, BackendInfo, Evaluation};
 use crate::data::{EpochPlan, LoadedData, epoch_order};
 use crate::error::one_line;
 use crate::ledger::Topic;
+use crate::memory::EVALUATION_BATCH;
+use crate::optim::OptimizerConfig;
 use crate::peak::MatmulPeak;
 use crate::record::{
-    EpochRecord, InitMode, ProgressEvent, RECORD_VERSION, RunRecord, RunRequest, RunStatus, median,
+    EpochRecord, InitMode, ProgressEvent, RECORD_VERSION, RunRecord, RunRequest, RunStatus,
 };
 use crate::spec::ResolvedModel;
+use crate::stats::median;
 use crate::weights::Weights;
 use crate::{Error, Result, defaults, init};
 
@@ -43,9 +46,6 @@ pub struct RunFiles {
     /// node).
     pub node: Option<crate::record::Node>,
 }
-
-/// How many test examples one prediction call takes during evaluation.
-pub const EVALUATION_BATCH: usize = 1000;
 
 /// Checks what a request asks for that no data set or backend needs to see.
 pub fn validate(request: &RunRequest) -> Result<()> {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ndarray::{Array2, ArrayView4};
-use parallax_core::backend::{AdamFormulation, OptimizerKind};
 use parallax_core::data::{DataRequest, builtin::BuiltinDataset};
+use parallax_core::optim::{AdamFormulation, OptimizerKind};
 use parallax_core::record::{InitMode, Node, ProgressEvent, RunRecord, RunRequest, RunStatus};
 use parallax_core::run::{RunFiles, execute};
 use parallax_core::spec::{ModelSource, Preset, ResolvedModel};
@@ -80,7 +80,7 @@ impl Backend for Scripted {
         &self,
         _: ndarray::ArrayView2<'_, f32>,
         _: ndarray::ArrayView2<'_, f32>,
-    ) -> Result<Box<dyn parallax_core::peak::MatmulProbe>> {
+    ) -> Result<Box<dyn parallax_core::backend::MatmulProbe>> {
         Err(Error::Unsupported {
             backend: "scripted".into(),
             what: "a matrix product".into(),

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use ndarray::ArrayView2;
 use numpy::PyArray2;
-use parallax_core::backend::AdamFormulation;
-use parallax_core::peak::MatmulProbe;
+use parallax_core::backend::MatmulProbe;
+use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, NativeDefaults,
@@ -18,10 +18,6 @@ use pyo3::types::PyDict;
 use crate::convert::{layer_dicts, weights_dict};
 use crate::interpreter::{self, OrPython};
 use crate::model::PythonModel;
-
-/// The environment variable that names the frameworks' virtual environment, which
-/// `cargo xtask setup` makes and xtask passes to the worker and the tests.
-pub const VENV_VARIABLE: &str = "PARALLAX_FRAMEWORKS_VENV";
 
 /// A framework that runs its own Python code behind the trait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,9 @@ use parallax_core::{Error, Result};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::backend::VENV_VARIABLE;
+/// The environment variable that names the frameworks' virtual environment, which
+/// `cargo xtask setup` makes and xtask passes to the worker and the tests.
+pub const VENV_VARIABLE: &str = "PARALLAX_FRAMEWORKS_VENV";
 
 /// A Python exception as one line: the last line of its traceback (`TypeError: …`).
 #[derive(Debug)]

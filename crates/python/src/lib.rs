@@ -36,5 +36,6 @@ mod convert;
 mod interpreter;
 mod model;
 
-pub use backend::{Framework, PythonBackend, VENV_VARIABLE};
+pub use backend::{Framework, PythonBackend};
+pub use interpreter::VENV_VARIABLE;
 pub use model::PythonModel;

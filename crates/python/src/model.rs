@@ -2,7 +2,7 @@
 //! holds the network and its optimizer.
 
 use ndarray::{Array2, ArrayView4};
-use parallax_core::backend::{AdamFormulation, OptimizerKind};
+use parallax_core::optim::{AdamFormulation, OptimizerKind};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, GradCam, GradCamTarget, Model,

@@ -2,9 +2,9 @@
 //! default (the fairness ledger).
 
 use ndarray::ArrayView2;
-use parallax_core::backend::AdamFormulation;
+use parallax_core::backend::MatmulProbe;
 use parallax_core::denormals;
-use parallax_core::peak::MatmulProbe;
+use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
@@ -13,7 +13,8 @@ use parallax_core::{
 use parallax_core::{NativeDefaults, VarianceEstimator};
 use tch::{Kind, TchError, Tensor};
 
-use crate::convert::{self, OrEngine};
+use crate::OrEngine;
+use crate::convert;
 use crate::model::TchModel;
 use crate::net::Net;
 

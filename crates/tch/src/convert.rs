@@ -6,29 +6,11 @@
 //! array into the tensor of the same name, in place, and export copies it back out.
 
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
-use parallax_core::error::EngineError;
-use parallax_core::{Error, Result, Weights};
+use parallax_core::{Result, Weights};
 use tch::{Kind, TchError, Tensor};
 
-use crate::BACKEND_NAME;
 use crate::net::Net;
-
-/// An engine error from libtorch's side: libtorch's own error, or a message of the adapter's.
-pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
-    Error::engine(BACKEND_NAME, source)
-}
-
-/// Maps libtorch's errors into core's [`Error::Engine`], at the trait boundary.
-pub(crate) trait OrEngine<T> {
-    /// The value, or libtorch's error as an engine error.
-    fn or_engine(self) -> Result<T>;
-}
-
-impl<T> OrEngine<T> for std::result::Result<T, TchError> {
-    fn or_engine(self) -> Result<T> {
-        self.map_err(engine_error)
-    }
-}
+use crate::{OrEngine, engine_error};
 
 /// A host batch `[N, C, H, W]` as a libtorch tensor of `kind` on `device`.
 pub(crate) fn images_to_tensor(

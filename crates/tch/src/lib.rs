@@ -36,3 +36,6 @@ mod optim;
 pub use backend::{BACKEND_NAME, LIBTORCH_VERSION, TchBackend};
 pub use capability::aten_cpu_capability;
 pub use model::TchModel;
+
+// `engine_error` and `OrEngine`, at the root where every module reaches them.
+parallax_core::engine_errors!(BACKEND_NAME);

@@ -11,13 +11,11 @@ use parallax_core::{
 };
 use tch::{Kind, Tensor};
 
-use crate::convert::{
-    self, OrEngine, engine_error, images_to_tensor, labels_to_tensor, logits_to_array,
-    tensor_to_array4,
-};
+use crate::convert::{self, images_to_tensor, labels_to_tensor, logits_to_array, tensor_to_array4};
 use crate::feed::EpochFeed;
 use crate::net::{Net, forward};
 use crate::optim::Optimizer;
+use crate::{OrEngine, engine_error};
 
 /// A spec's network on libtorch, with its optimizer state.
 pub struct TchModel {

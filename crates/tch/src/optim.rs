@@ -9,7 +9,7 @@
 //! dropped (`let _ =`).
 
 use parallax_core::OptimizerConfig;
-use parallax_core::backend::{AdamFormulation, OptimizerKind};
+use parallax_core::optim::{AdamFormulation, OptimizerKind};
 use tch::{TchError, Tensor};
 
 /// An optimizer's configuration and its per-parameter state, which persists across steps and

@@ -1,13 +1,13 @@
 //! The TensorFlow backend: the session's thread pools and device, subnormals, and what
 //! TensorFlow and Keras do by default (the fairness ledger).
 
-use parallax_core::backend::AdamFormulation;
 use parallax_core::{NativeDefaults, VarianceEstimator};
 use std::cell::Cell;
 
 use ndarray::ArrayView2;
+use parallax_core::backend::MatmulProbe;
 use parallax_core::denormals;
-use parallax_core::peak::MatmulProbe;
+use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
@@ -18,9 +18,9 @@ use tensorflow::{
     Tensor, ops,
 };
 
-use crate::convert::{OrEngine, engine_error};
 use crate::model::TfModel;
 use crate::net::Net;
+use crate::{OrEngine, engine_error};
 
 /// The backend's name in `--backends` and in records.
 pub const BACKEND_NAME: &str = "tf";

@@ -10,39 +10,27 @@
 use std::collections::HashMap;
 
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, Axis, IxDyn};
-use parallax_core::error::EngineError;
-use parallax_core::spec::{Op, ResolvedModel};
-use parallax_core::{Error, Result};
-use tensorflow::{Status, Tensor};
+use parallax_core::Result;
+use parallax_core::spec::{Op, ParamInfo, ResolvedModel};
+use tensorflow::{Operation, Output, Tensor};
 
-use crate::BACKEND_NAME;
-use crate::forward::{Repr, TfResult, input_repr, next_repr};
+use crate::engine_error;
+use crate::forward::{FlatOrder, Repr, TfResult, flat_order, input_repr, next_repr};
 
-/// An engine error from TensorFlow's side: TensorFlow's own status, or a message of the
-/// adapter's.
-pub(crate) fn engine_error(source: impl Into<EngineError>) -> Error {
-    Error::engine(BACKEND_NAME, source)
-}
-
-/// Maps TensorFlow's status into core's [`Error::Engine`], at the trait boundary.
-pub(crate) trait OrEngine<T> {
-    /// The value, or TensorFlow's error as an engine error.
-    fn or_engine(self) -> Result<T>;
-}
-
-impl<T> OrEngine<T> for std::result::Result<T, Status> {
-    fn or_engine(self) -> Result<T> {
-        self.map_err(engine_error)
-    }
-}
-
-/// The C,H,W shape of an image whose NHWC flattening gives a flat vector's features, when that
-/// order differs from the canonical one (one channel, or one pixel, flattens the same both ways).
-pub(crate) type FlatOrder = Option<[usize; 3]>;
-
-/// The permuted order of an image's flattened features, or `None` where it is the canonical one.
-pub(crate) fn flat_order(channels: usize, height: usize, width: usize) -> FlatOrder {
-    (channels > 1 && height * width > 1).then_some([channels, height, width])
+/// One canonical tensor as a graph variable, with the operations that set it.
+pub(crate) struct Param {
+    /// Name, canonical shape and role.
+    pub(crate) info: ParamInfo,
+    /// How the variable stores it.
+    pub(crate) layout: Layout,
+    /// The variable.
+    pub(crate) variable: Output,
+    /// The placeholder that [`Self::assign`] copies from.
+    pub(crate) feed: Operation,
+    /// `variable = feed`: weight import.
+    pub(crate) assign: Operation,
+    /// TensorFlow's (Keras's) default initialisation of this tensor.
+    pub(crate) init: Operation,
 }
 
 /// How a canonical tensor is stored in the TensorFlow graph.

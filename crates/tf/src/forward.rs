@@ -16,7 +16,14 @@ use parallax_core::spec::{
 };
 use tensorflow::{Code, DataType, Operation, Output, Scope, Status, Tensor, ops};
 
-use crate::convert::{FlatOrder, flat_order};
+/// The C,H,W shape of an image whose NHWC flattening gives a flat vector's features, when that
+/// order differs from the canonical one (one channel, or one pixel, flattens the same both ways).
+pub(crate) type FlatOrder = Option<[usize; 3]>;
+
+/// The permuted order of an image's flattened features, or `None` where it is the canonical one.
+pub(crate) fn flat_order(channels: usize, height: usize, width: usize) -> FlatOrder {
+    (channels > 1 && height * width > 1).then_some([channels, height, width])
+}
 
 /// TensorFlow's own result: the adapter maps its errors to core's once, at the trait boundary.
 pub(crate) type TfResult<T> = std::result::Result<T, Status>;

@@ -36,3 +36,6 @@ mod optim;
 
 pub use backend::{BACKEND_NAME, TENSORFLOW_VERSION, TfBackend};
 pub use model::TfModel;
+
+// `engine_error` and `OrEngine`, at the root where every module reaches them.
+parallax_core::engine_errors!(BACKEND_NAME);

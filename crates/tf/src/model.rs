@@ -7,10 +7,11 @@ use parallax_core::{
 use tensorflow::{SessionRunArgs, Tensor};
 
 use crate::convert::{
-    OrEngine, array_to_tensor, engine_error, images_to_nhwc, labels_to_tensor, nhwc_to_images,
-    tensor_to_array, tensor_to_logits,
+    array_to_tensor, images_to_nhwc, labels_to_tensor, nhwc_to_images, tensor_to_array,
+    tensor_to_logits,
 };
 use crate::net::Net;
+use crate::{OrEngine, engine_error};
 
 /// A spec's graph on TensorFlow, with its session and optimizer state.
 pub struct TfModel {

@@ -11,25 +11,9 @@ use parallax_core::OptimizerConfig;
 use parallax_core::spec::{ParamInfo, ParamRole, ResolvedModel};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionOptions, Shape, ops};
 
-use crate::convert::{Layout, layouts};
+use crate::convert::{Layout, Param, layouts};
 use crate::forward::{Forward, Repr, TfResult, input_repr, invalid};
-use crate::optim::{OptimizerOps, build_optimizer};
-
-/// One canonical tensor as a graph variable, with the operations that set it.
-pub(crate) struct Param {
-    /// Name, canonical shape and role.
-    pub(crate) info: ParamInfo,
-    /// How the variable stores it.
-    pub(crate) layout: Layout,
-    /// The variable.
-    pub(crate) variable: Output,
-    /// The placeholder that [`Self::assign`] copies from.
-    pub(crate) feed: Operation,
-    /// `variable = feed`: weight import.
-    pub(crate) assign: Operation,
-    /// TensorFlow's (Keras's) default initialisation of this tensor.
-    pub(crate) init: Operation,
-}
+use crate::optim::{OptimizerOps, Training, build_optimizer};
 
 /// A forward pass: every layer's output, the logits, and (in training) the batch-norm updates.
 pub(crate) struct Pass {
@@ -38,16 +22,6 @@ pub(crate) struct Pass {
     /// `[N, classes]` in the canonical order.
     pub(crate) logits: Output,
     /// Running-statistics assignments (training passes only).
-    pub(crate) updates: Vec<Operation>,
-}
-
-/// The training pass: loss, gradients and the operations a step must run.
-pub(crate) struct Training {
-    /// The batch's mean cross-entropy.
-    pub(crate) loss: Output,
-    /// The gradient of the loss for each trainable parameter, in canonical order.
-    pub(crate) gradients: Vec<Output>,
-    /// Running-statistics assignments of the pass.
     pub(crate) updates: Vec<Operation>,
 }
 

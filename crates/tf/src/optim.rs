@@ -2,12 +2,22 @@
 //! following `torch.optim` (and Keras's Adam for its formulation), with slots for their state
 //! and an operation that resets it.
 
-use parallax_core::backend::AdamFormulation;
+use parallax_core::optim::AdamFormulation;
 use parallax_core::{OptimizerConfig, OptimizerKind};
 use tensorflow::{DataType, Operation, Output, Scope, Shape, ops};
 
+use crate::convert::Param;
 use crate::forward::TfResult;
-use crate::net::{Param, Training};
+
+/// The training pass: loss, gradients and the operations a step must run.
+pub(crate) struct Training {
+    /// The batch's mean cross-entropy.
+    pub(crate) loss: Output,
+    /// The gradient of the loss for each trainable parameter, in canonical order.
+    pub(crate) gradients: Vec<Output>,
+    /// Running-statistics assignments of the pass.
+    pub(crate) updates: Vec<Operation>,
+}
 
 /// One optimizer configuration's update subgraph.
 pub(crate) struct OptimizerOps {

@@ -7,7 +7,7 @@
 
 use anyhow::anyhow;
 use parallax_core::record::{EpochRecord, RunRecord};
-use parallax_core::stats::Interval;
+use parallax_core::stats::{Interval, median};
 use plotters::chart::MeshStyle;
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::element::{Drawable, PointCollection};
@@ -199,16 +199,6 @@ pub struct Band {
     pub points: Vec<BandPoint>,
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// Each backend's line over its runs, epoch by epoch: `x` and `y` read an epoch's values.
 /// Runs that stopped early count for the epochs they finished; values that are not finite
 /// (a diverged loss) are left out.
@@ -238,10 +228,10 @@ pub fn bands(
                     if finished.is_empty() {
                         return None;
                     }
-                    let mut xs: Vec<f64> = finished.iter().map(|e| x(e)).collect();
+                    let xs: Vec<f64> = finished.iter().map(|e| x(e)).collect();
                     let ys: Vec<f64> = finished.iter().map(|e| y(e)).collect();
                     Some(BandPoint {
-                        x: median(&mut xs),
+                        x: median(&xs),
                         mean: ys.iter().sum::<f64>() / ys.len() as f64,
                         low: ys.iter().copied().fold(f64::INFINITY, f64::min),
                         high: ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),

@@ -20,8 +20,8 @@ use parallax_core::stats::VerdictKind;
 use parallax_core::stats::comparison::Metric;
 
 use super::charts::{self, Bar};
+use super::summary::{GradCamSummary, PairImage};
 use super::{Environment, Summary};
-use crate::commands::gradcam::GradCamSummary;
 
 /// At most this many GradCAM images are inlined; the rest stay in `gradcam/`, and the page
 /// says so.
@@ -962,8 +962,7 @@ fn gradcam_section(output: &GradCamOutput) -> Markup {
             ]
         })
         .collect();
-    let mut pairs: BTreeMap<(String, String), Vec<&crate::commands::gradcam::PairImage>> =
-        BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), Vec<&PairImage>> = BTreeMap::new();
     for image in &summary.images {
         for pair in &image.pairs {
             pairs

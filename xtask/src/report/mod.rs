@@ -7,6 +7,7 @@ pub mod dir;
 pub mod environment;
 pub mod html;
 mod numbers;
+pub mod summary;
 
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
@@ -18,9 +19,9 @@ use parallax_core::stats::comparison::{
     time_to_accuracy,
 };
 
-use crate::commands::compare::Repeatability;
 pub use environment::{Environment, cpu_model, host_line};
 use serde::{Deserialize, Serialize};
+pub use summary::Repeatability;
 
 /// A backend that `compare` left out because it could not be made ready (its native library
 /// could not be provisioned, or its worker not built), when it was not named with `--backends`.

@@ -32,9 +32,10 @@ use std::fmt;
 use ndarray::{Array1, Array4, ArrayD, Axis};
 
 use super::{every_layer_spec, resolve, test_images};
-use crate::backend::{Backend, OptimizerConfig};
+use crate::backend::Backend;
 use crate::data::Batch;
-use crate::defaults::VarianceEstimator;
+use crate::optim::OptimizerConfig;
+use crate::spec::VarianceEstimator;
 use crate::spec::{Layer, ModelSpec, ResolvedModel, presets};
 use crate::weights::Weights;
 use crate::{Result, init};

@@ -28,9 +28,10 @@ use std::fmt;
 use ndarray::Axis;
 
 use super::parity::BatchOrder;
-use crate::backend::{Backend, OptimizerConfig};
+use crate::backend::Backend;
 use crate::data::builtin::BuiltinDataset;
 use crate::data::{DataRequest, EpochPlan, LoadedData, epoch_order};
+use crate::optim::OptimizerConfig;
 use crate::spec::{ModelSource, Preset, ResolvedModel};
 use crate::weights::Weights;
 use crate::{Result, init};

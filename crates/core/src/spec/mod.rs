@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use resolved::{
     BlockKind, BlockOp, ConvNorm, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamRole, PoolOp,
-    ResolvedLayer, ResolvedModel, Shape, keras_block_output, same_padding,
+    ResolvedLayer, ResolvedModel, Shape, VarianceEstimator, keras_block_output, same_padding,
 };
 
 /// A model spec that doesn't parse, or whose layers don't fit together.

@@ -11,7 +11,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{Layer, ModelSpec, Padding, Pair, SpecError, StrideAt};
-use crate::defaults::VarianceEstimator;
 
 /// The shape of one example between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +208,26 @@ pub struct PoolOp {
     pub stride: [usize; 2],
     /// Padding: top, bottom, left, right.
     pub padding: [usize; 4],
+}
+
+/// How batch norm's running variance absorbs a batch's variance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VarianceEstimator {
+    /// Bessel-corrected, n / (n − 1) times the batch variance: PyTorch's.
+    #[default]
+    Unbiased,
+    /// The batch variance itself: Keras 3's and burn's.
+    Biased,
+}
+
+impl fmt::Display for VarianceEstimator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VarianceEstimator::Unbiased => "unbiased",
+            VarianceEstimator::Biased => "biased",
+        })
+    }
 }
 
 /// Batch normalisation with its size and its four tensors.

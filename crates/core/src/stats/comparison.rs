@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::verdict::{SeedsNeeded, Verdict, VerdictKind, decide};
 use super::{Describe, Interval, Paired, Scale, describe, holm, paired};
-use crate::record::{RunRecord, RunStatus, median};
+use crate::record::{RunRecord, RunStatus};
+use crate::stats::median;
 
 /// Fewer seeds than this give descriptives only.
 pub const MIN_SEEDS: usize = 3;

@@ -40,6 +40,18 @@ pub struct Describe {
     pub interquartile_mean: f64,
 }
 
+/// Median of a list of numbers (the mean of the middle two for an even count), NaN values left
+/// out; NaN when none is left. The one median of parallax: records, peaks and the report's charts.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// Descriptives of `values`, or `None` when there are none.
 pub fn describe(values: &[f64]) -> Option<Describe> {
     let n = values.len();
@@ -272,6 +284,19 @@ pub fn two_sided_p(t: f64, df: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn median_leaves_out_nan() {
+        assert_eq!(median(&[f64::NAN, 1.0, 3.0]), 2.0);
+        assert!(median(&[f64::NAN]).is_nan());
+    }
 
     #[test]
     fn one_value_has_no_spread_and_none_compare() {

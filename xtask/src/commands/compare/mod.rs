@@ -34,7 +34,6 @@ use crate::provision;
 use crate::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
 use crate::workers::{self, Job};
 use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
-pub use repeat::Repeatability;
 
 /// The seeds of a comparison that names none: enough for verdicts over seeds (3 is the least).
 pub const DEFAULT_SEEDS: u64 = 5;

@@ -4,26 +4,8 @@
 use parallax_core::Weights;
 use parallax_core::layout::Layout;
 use parallax_core::record::RunRecord;
-use serde::{Deserialize, Serialize};
 
-/// One engine's two runs of a seed, compared.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Repeatability {
-    /// The backend.
-    pub backend: String,
-    /// The seed run twice.
-    pub seed: u64,
-    /// Every epoch's training loss, test loss and test accuracy are the same bits.
-    pub losses_identical: bool,
-    /// The largest absolute difference of the per-epoch training losses.
-    pub max_loss_difference: f64,
-    /// Every final weight is the same bits; `None` when a weights file is missing.
-    pub weights_identical: Option<bool>,
-    /// The largest absolute difference of a final weight.
-    pub max_weight_difference: Option<f64>,
-    /// The finding as one line.
-    pub line: String,
-}
+use crate::report::summary::Repeatability;
 
 /// Compares `first` with `second`, and their final weights under the two layouts.
 pub fn compare(

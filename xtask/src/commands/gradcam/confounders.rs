@@ -17,8 +17,9 @@ use parallax_core::record::write_json_atomically;
 use parallax_core::spec::{ModelSource, Preset, Shape};
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{GradCamSummary, argmax, maps};
+use super::analysis::{argmax, maps};
 use super::{Args, Prepared, Workers, prepare, run_backends, settings};
+use crate::report::summary::GradCamSummary;
 
 /// How far one factor moved the maps, averaged over the images.
 #[derive(Clone, Debug, Serialize, Deserialize)]

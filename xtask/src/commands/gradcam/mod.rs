@@ -30,7 +30,7 @@ use crate::cargo::repo_root;
 use crate::provision::{self, NativeEnv};
 use crate::workers;
 
-pub use analysis::{GradCamSummary, PairImage};
+pub use crate::report::summary::GradCamSummary;
 
 /// Flags of `cargo xtask gradcam`.
 #[derive(clap::Args, Debug, Clone)]

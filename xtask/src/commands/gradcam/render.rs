@@ -18,7 +18,8 @@ use parallax_core::record::write_json_atomically;
 use parallax_core::weights::Weights;
 
 use super::Inputs;
-use super::analysis::{GradCamSummary, Maps};
+use super::analysis::Maps;
+use crate::report::summary::GradCamSummary;
 
 /// matplotlib's `jet`, piecewise linear.
 pub(crate) fn jet(value: f32) -> [f32; 3] {
