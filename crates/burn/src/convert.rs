@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
 use parallax_core::spec::{
-    ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ResolvedModel,
+    ConvNorm as ConvNormOp, ConvOp, DenseOp, FreeOp, NormOp, Op, ParamInfo, ParamOp, ResolvedModel,
 };
 use parallax_core::{Result, Weights};
 
@@ -128,14 +128,16 @@ pub(crate) fn import(
 ) -> Result<()> {
     for (layer, params) in model.layers.iter().zip(net.layers.iter_mut()) {
         match (&layer.op, params) {
-            (Op::Dense(op), Some(Params::Dense(linear))) => {
+            (Op::Param(ParamOp::Dense(op)), Some(Params::Dense(linear))) => {
                 import_linear(linear, op, weights, device)?
             }
-            (Op::Conv2d(op), Some(Params::Conv(conv))) => import_conv(conv, op, weights, device)?,
-            (Op::BatchNorm(op), Some(Params::Norm(norm))) => {
+            (Op::Param(ParamOp::Conv2d(op)), Some(Params::Conv(conv))) => {
+                import_conv(conv, op, weights, device)?
+            }
+            (Op::Param(ParamOp::BatchNorm(op)), Some(Params::Norm(norm))) => {
                 import_norm(norm, op, weights, device)?
             }
-            (Op::Block(op), Some(Params::Block(block))) => {
+            (Op::Param(ParamOp::Block(op)), Some(Params::Block(block))) => {
                 for (step, step_op) in block.main.iter_mut().zip(&op.main) {
                     import_conv_norm(step, step_op, weights, device)?;
                 }
@@ -147,18 +149,18 @@ pub(crate) fn import(
                     (Some(_), None) | (None, Some(_)) => return Err(mismatch(&layer.name)),
                 }
             }
-            (Op::Dense(_) | Op::Conv2d(_) | Op::BatchNorm(_) | Op::Block(_), _) => {
+            (
+                Op::Param(
+                    ParamOp::Dense(_)
+                    | ParamOp::Conv2d(_)
+                    | ParamOp::BatchNorm(_)
+                    | ParamOp::Block(_),
+                ),
+                _,
+            ) => {
                 return Err(mismatch(&layer.name));
             }
-            (
-                Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten,
-                _,
-            ) => {}
+            (Op::Free(_), _) => {}
         }
     }
     Ok(())
@@ -196,7 +198,7 @@ pub(crate) fn export(net: &Net, model: &ResolvedModel) -> Result<Weights> {
     let mut out = Weights::new();
     for (layer, params) in model.layers.iter().zip(&net.layers) {
         match (&layer.op, params) {
-            (Op::Dense(op), Some(Params::Dense(linear))) => {
+            (Op::Param(ParamOp::Dense(op)), Some(Params::Dense(linear))) => {
                 out.insert(
                     op.weight.name.clone(),
                     tensor_to_array(linear.weight.val().transpose())?,
@@ -205,9 +207,13 @@ pub(crate) fn export(net: &Net, model: &ResolvedModel) -> Result<Weights> {
                     out.insert(info.name.clone(), tensor_to_array(bias.val())?);
                 }
             }
-            (Op::Conv2d(op), Some(Params::Conv(conv))) => export_conv(&mut out, conv, op)?,
-            (Op::BatchNorm(op), Some(Params::Norm(norm))) => export_norm(&mut out, norm, op)?,
-            (Op::Block(op), Some(Params::Block(block))) => {
+            (Op::Param(ParamOp::Conv2d(op)), Some(Params::Conv(conv))) => {
+                export_conv(&mut out, conv, op)?
+            }
+            (Op::Param(ParamOp::BatchNorm(op)), Some(Params::Norm(norm))) => {
+                export_norm(&mut out, norm, op)?
+            }
+            (Op::Param(ParamOp::Block(op)), Some(Params::Block(block))) => {
                 for (step, step_op) in block.main.iter().zip(&op.main) {
                     export_conv_norm(&mut out, step, step_op)?;
                 }
@@ -215,18 +221,18 @@ pub(crate) fn export(net: &Net, model: &ResolvedModel) -> Result<Weights> {
                     export_conv_norm(&mut out, step, step_op)?;
                 }
             }
-            (Op::Dense(_) | Op::Conv2d(_) | Op::BatchNorm(_) | Op::Block(_), _) => {
+            (
+                Op::Param(
+                    ParamOp::Dense(_)
+                    | ParamOp::Conv2d(_)
+                    | ParamOp::BatchNorm(_)
+                    | ParamOp::Block(_),
+                ),
+                _,
+            ) => {
                 return Err(mismatch(&layer.name));
             }
-            (
-                Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten,
-                _,
-            ) => {}
+            (Op::Free(_), _) => {}
         }
     }
     Ok(out)

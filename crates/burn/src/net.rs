@@ -13,7 +13,7 @@ use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, max_pool2d}
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use parallax_core::spec::{
-    BlockOp, ConvNorm as ConvNormOp, ConvOp, NormOp, Op, PoolOp, ResolvedModel,
+    BlockOp, ConvNorm as ConvNormOp, ConvOp, FreeOp, NormOp, Op, ParamOp, PoolOp, ResolvedModel,
 };
 use parallax_core::{Result, VarianceEstimator};
 
@@ -140,20 +140,15 @@ impl Net {
             .layers
             .iter()
             .map(|layer| match &layer.op {
-                Op::Dense(op) => Some(Params::Dense(
+                Op::Param(ParamOp::Dense(op)) => Some(Params::Dense(
                     LinearConfig::new(op.in_features, op.out_features)
                         .with_bias(op.bias.is_some())
                         .init(device),
                 )),
-                Op::Conv2d(op) => Some(Params::Conv(conv(op, device))),
-                Op::BatchNorm(op) => Some(Params::Norm(Norm::new(op, device))),
-                Op::Block(block) => Some(Params::Block(new_block(block, device))),
-                Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten => None,
+                Op::Param(ParamOp::Conv2d(op)) => Some(Params::Conv(conv(op, device))),
+                Op::Param(ParamOp::BatchNorm(op)) => Some(Params::Norm(Norm::new(op, device))),
+                Op::Param(ParamOp::Block(block)) => Some(Params::Block(new_block(block, device))),
+                Op::Free(_) => None,
             })
             .collect();
         Net { layers }
@@ -246,19 +241,19 @@ pub(crate) fn forward(
         };
         let params = params.as_ref();
         x = match &layer.op {
-            Op::Dense(_) => {
+            Op::Param(ParamOp::Dense(_)) => {
                 let Some(Params::Dense(linear)) = params else {
                     return Err(mismatch(&layer.name));
                 };
                 Activation::Flat(linear.forward(x.flat()))
             }
-            Op::Conv2d(_) => {
+            Op::Param(ParamOp::Conv2d(_)) => {
                 let Some(Params::Conv(conv)) = params else {
                     return Err(mismatch(&layer.name));
                 };
                 Activation::Image(conv.forward(x.image()))
             }
-            Op::BatchNorm(_) => {
+            Op::Param(ParamOp::BatchNorm(_)) => {
                 let Some(Params::Norm(norm)) = params else {
                     return Err(mismatch(&layer.name));
                 };
@@ -267,13 +262,13 @@ pub(crate) fn forward(
                     Activation::Flat(t) => Activation::Flat(norm.forward(t, train)),
                 }
             }
-            Op::Block(_) => {
+            Op::Param(ParamOp::Block(_)) => {
                 let Some(Params::Block(block)) = params else {
                     return Err(mismatch(&layer.name));
                 };
                 Activation::Image(block_forward(block, x.image(), train))
             }
-            Op::MaxPool2d(op) => {
+            Op::Free(FreeOp::MaxPool2d(op)) => {
                 let options = MaxPoolOptions {
                     padding: pool_padding(op),
                     stride: op.stride,
@@ -281,7 +276,7 @@ pub(crate) fn forward(
                 };
                 Activation::Image(max_pool2d(x.image(), options))
             }
-            Op::AvgPool2d(op) => {
+            Op::Free(FreeOp::AvgPool2d(op)) => {
                 let options = AvgPoolOptions {
                     padding: pool_padding(op),
                     stride: op.stride,
@@ -290,23 +285,23 @@ pub(crate) fn forward(
                 };
                 Activation::Image(avg_pool2d(x.image(), options))
             }
-            Op::GlobalAvgPool => {
+            Op::Free(FreeOp::GlobalAvgPool) => {
                 let [n, c, h, w] = x.clone().image().dims();
                 Activation::Flat(x.image().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]))
             }
-            Op::Relu => match x {
+            Op::Free(FreeOp::Relu) => match x {
                 Activation::Image(t) => Activation::Image(relu(t)),
                 Activation::Flat(t) => Activation::Flat(relu(t)),
             },
-            Op::Dropout(rate) if train && *rate > 0.0 => {
+            Op::Free(FreeOp::Dropout(rate)) if train && *rate > 0.0 => {
                 let keep = 1.0 - rate;
                 match x {
                     Activation::Image(t) => Activation::Image(dropout(t, keep)),
                     Activation::Flat(t) => Activation::Flat(dropout(t, keep)),
                 }
             }
-            Op::Dropout(_) => x,
-            Op::Flatten => Activation::Flat(x.flat()),
+            Op::Free(FreeOp::Dropout(_)) => x,
+            Op::Free(FreeOp::Flatten) => Activation::Flat(x.flat()),
         };
     }
     Ok(x)

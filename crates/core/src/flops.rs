@@ -27,7 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::OptimizerKind;
-use crate::spec::{BlockOp, ConvNorm, ConvOp, Op, PoolOp, ResolvedModel, Shape};
+use crate::spec::{BlockOp, ConvNorm, ConvOp, FreeOp, Op, ParamOp, PoolOp, ResolvedModel, Shape};
 
 /// The FLOPs of one model: per example forward and backward, and per step the optimizer's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +201,7 @@ fn pooling(op: &PoolOp, output: Shape, average: bool) -> LayerFlops {
 /// One layer's FLOPs per example, from its op and its input and output shapes.
 pub fn layer(op: &Op, input: Shape, output: Shape) -> LayerFlops {
     match op {
-        Op::Dense(dense) => {
+        Op::Param(ParamOp::Dense(dense)) => {
             let multiply_adds =
                 (dense.in_features as u64).saturating_mul(dense.out_features as u64);
             let bias = if dense.bias.is_some() {
@@ -216,20 +216,20 @@ pub fn layer(op: &Op, input: Shape, output: Shape) -> LayerFlops {
                 has_parameters: true,
             }
         }
-        Op::Conv2d(conv) => convolution(conv, input).0,
-        Op::MaxPool2d(pool) => pooling(pool, output, false),
-        Op::AvgPool2d(pool) => pooling(pool, output, true),
-        Op::GlobalAvgPool => elementwise(input.len() as u64, 1, 1, false),
-        Op::BatchNorm(_) => elementwise(
+        Op::Param(ParamOp::Conv2d(conv)) => convolution(conv, input).0,
+        Op::Free(FreeOp::MaxPool2d(pool)) => pooling(pool, output, false),
+        Op::Free(FreeOp::AvgPool2d(pool)) => pooling(pool, output, true),
+        Op::Free(FreeOp::GlobalAvgPool) => elementwise(input.len() as u64, 1, 1, false),
+        Op::Param(ParamOp::BatchNorm(_)) => elementwise(
             input.len() as u64,
             BATCH_NORM_FORWARD,
             BATCH_NORM_BACKWARD,
             true,
         ),
-        Op::Relu => elementwise(input.len() as u64, 1, 1, false),
-        Op::Dropout(_) => elementwise(input.len() as u64, 1, 1, false),
-        Op::Flatten => LayerFlops::default(),
-        Op::Block(op) => block(op, input),
+        Op::Free(FreeOp::Relu) => elementwise(input.len() as u64, 1, 1, false),
+        Op::Free(FreeOp::Dropout(_)) => elementwise(input.len() as u64, 1, 1, false),
+        Op::Free(FreeOp::Flatten) => LayerFlops::default(),
+        Op::Param(ParamOp::Block(op)) => block(op, input),
     }
 }
 
@@ -311,12 +311,12 @@ mod tests {
             let mut shapes = model.layers.iter();
             for resolved in shapes.by_ref() {
                 multiply_adds += match &resolved.op {
-                    Op::Dense(d) => (d.in_features * d.out_features) as u64,
-                    Op::Conv2d(c) => {
+                    Op::Param(ParamOp::Dense(d)) => (d.in_features * d.out_features) as u64,
+                    Op::Param(ParamOp::Conv2d(c)) => {
                         let (_, h, w) = image(resolved.output);
                         (c.out_channels * c.in_channels * c.kernel[0] * c.kernel[1]) as u64 * h * w
                     }
-                    Op::Block(block) => {
+                    Op::Param(ParamOp::Block(block)) => {
                         let mut shape = resolved.input;
                         let mut sum = 0;
                         for step in &block.main {
@@ -357,7 +357,7 @@ mod tests {
     fn a_convolution_counts_its_output_positions() {
         let model = presets::cnn([1, 28, 28], 10).resolve().unwrap();
         let first = &model.layers[0];
-        let Op::Conv2d(conv) = &first.op else {
+        let Op::Param(ParamOp::Conv2d(conv)) = &first.op else {
             panic!("the cnn opens with a convolution");
         };
         let (_, h, w) = image(first.output);
@@ -384,7 +384,7 @@ mod tests {
         .unwrap();
         let model = spec.resolve().unwrap();
         let first = &model.layers[0];
-        let Op::Conv2d(conv) = &first.op else {
+        let Op::Param(ParamOp::Conv2d(conv)) = &first.op else {
             panic!("a convolution");
         };
         assert_eq!(first.output.len(), 5 * 7);

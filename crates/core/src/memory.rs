@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::optim::OptimizerKind;
-use crate::spec::{ConvOp, Op, ResolvedLayer, ResolvedModel, Shape};
+use crate::spec::{ConvOp, FreeOp, Op, ParamOp, ResolvedLayer, ResolvedModel, Shape};
 use crate::{Error, Result};
 
 /// Bytes of one f32 value.
@@ -109,8 +109,12 @@ fn conv_output(conv: &ConvOp, height: u64, width: u64) -> (u64, u64, u64) {
 /// shapes.
 fn saved_values(layer: &ResolvedLayer) -> u64 {
     let output = layer.output.len() as u64;
-    let Op::Block(block) = &layer.op else {
-        return output;
+    // Every other layer keeps its output alone; a new kind of layer must say what it keeps.
+    let block = match &layer.op {
+        Op::Param(ParamOp::Block(block)) => block,
+        Op::Param(ParamOp::Dense(_) | ParamOp::Conv2d(_) | ParamOp::BatchNorm(_)) | Op::Free(_) => {
+            return output;
+        }
     };
     let (height, width) = match layer.input {
         Shape::Image { height, width, .. } => (height as u64, width as u64),

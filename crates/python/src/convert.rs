@@ -5,7 +5,8 @@ use ndarray::{ArcArray, Array2, Array4, ArrayD, ArrayView4, Ix4, IxDyn};
 use numpy::{PyArray1, PyArray4, PyArrayDyn, PyReadonlyArrayDyn};
 use parallax_core::Weights;
 use parallax_core::spec::{
-    BlockKind, ConvNorm, ConvOp, DenseOp, NormOp, Op, ParamInfo, PoolOp, ResolvedModel, Shape,
+    BlockKind, ConvNorm, ConvOp, DenseOp, FreeOp, NormOp, Op, ParamInfo, ParamOp, PoolOp,
+    ResolvedModel, Shape,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -95,20 +96,20 @@ pub(crate) fn layer_dicts<'py>(
         };
         let feeding = if image { input_image } else { flattened };
         let (kind, dict) = match &layer.op {
-            Op::Dense(op) => ("dense", dense(py, op)?),
-            Op::Conv2d(op) => ("conv2d", conv(py, op)?),
-            Op::MaxPool2d(op) => ("max_pool2d", pool(py, op)?),
-            Op::AvgPool2d(op) => ("avg_pool2d", pool(py, op)?),
-            Op::GlobalAvgPool => ("global_avg_pool", PyDict::new(py)),
-            Op::BatchNorm(op) => ("batch_norm", norm(py, op, &layer.name, image)?),
-            Op::Relu => ("relu", PyDict::new(py)),
-            Op::Dropout(rate) => {
+            Op::Param(ParamOp::Dense(op)) => ("dense", dense(py, op)?),
+            Op::Param(ParamOp::Conv2d(op)) => ("conv2d", conv(py, op)?),
+            Op::Free(FreeOp::MaxPool2d(op)) => ("max_pool2d", pool(py, op)?),
+            Op::Free(FreeOp::AvgPool2d(op)) => ("avg_pool2d", pool(py, op)?),
+            Op::Free(FreeOp::GlobalAvgPool) => ("global_avg_pool", PyDict::new(py)),
+            Op::Param(ParamOp::BatchNorm(op)) => ("batch_norm", norm(py, op, &layer.name, image)?),
+            Op::Free(FreeOp::Relu) => ("relu", PyDict::new(py)),
+            Op::Free(FreeOp::Dropout(rate)) => {
                 let dict = PyDict::new(py);
                 dict.set_item("rate", rate)?;
                 ("dropout", dict)
             }
-            Op::Flatten => ("flatten", PyDict::new(py)),
-            Op::Block(op) => {
+            Op::Free(FreeOp::Flatten) => ("flatten", PyDict::new(py)),
+            Op::Param(ParamOp::Block(op)) => {
                 let dict = PyDict::new(py);
                 let block_kind = match op.kind {
                     BlockKind::Basic => "basic",
@@ -137,9 +138,14 @@ pub(crate) fn layer_dicts<'py>(
         dict.set_item("flattened_image", feeding)?;
         flattened = match (&layer.op, &layer.output) {
             // Flattening, or a dense layer that flattens its image input, starts the order...
-            (Op::Flatten, Shape::Flat(_)) => feeding,
+            (Op::Free(FreeOp::Flatten), Shape::Flat(_)) => feeding,
             // ...which element-wise layers and a batch norm over the features keep...
-            (Op::Relu | Op::Dropout(_) | Op::BatchNorm(_), Shape::Flat(_)) => flattened,
+            (
+                Op::Param(ParamOp::BatchNorm(_))
+                | Op::Free(FreeOp::Relu)
+                | Op::Free(FreeOp::Dropout(_)),
+                Shape::Flat(_),
+            ) => flattened,
             // ...and every other layer ends (a dense layer's outputs are its own units).
             _ => None,
         };

@@ -9,8 +9,8 @@
 
 use parallax_core::VarianceEstimator;
 use parallax_core::spec::{
-    BlockOp, ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamRole,
-    ResolvedModel,
+    BlockOp, ConvNorm as ConvNormOp, ConvOp, DenseOp, FreeOp, NormOp, Op, ParamInfo, ParamOp,
+    ParamRole, ResolvedModel,
 };
 use tch::{Kind, TchError, Tensor};
 
@@ -217,16 +217,11 @@ impl Net {
         let mut layers = Vec::with_capacity(model.layers.len());
         for layer in &model.layers {
             layers.push(match &layer.op {
-                Op::Dense(op) => Some(Params::Dense(cursor.dense(op)?)),
-                Op::Conv2d(op) => Some(Params::Conv(cursor.conv(op)?)),
-                Op::BatchNorm(op) => Some(Params::Norm(cursor.norm(op)?)),
-                Op::Block(op) => Some(Params::Block(cursor.block(op)?)),
-                Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten => None,
+                Op::Param(ParamOp::Dense(op)) => Some(Params::Dense(cursor.dense(op)?)),
+                Op::Param(ParamOp::Conv2d(op)) => Some(Params::Conv(cursor.conv(op)?)),
+                Op::Param(ParamOp::BatchNorm(op)) => Some(Params::Norm(cursor.norm(op)?)),
+                Op::Param(ParamOp::Block(op)) => Some(Params::Block(cursor.block(op)?)),
+                Op::Free(_) => None,
             });
         }
         Ok(Net { named, layers })
@@ -426,37 +421,43 @@ pub(crate) fn forward(
             ))
         };
         x = match &layer.op {
-            Op::Dense(_) => {
+            Op::Param(ParamOp::Dense(_)) => {
                 let Some(Params::Dense(dense)) = params else {
                     return Err(mismatch());
                 };
                 flat(x)?.f_linear(&dense.weight, dense.bias.as_ref())?
             }
-            Op::Conv2d(_) => {
+            Op::Param(ParamOp::Conv2d(_)) => {
                 let Some(Params::Conv(conv)) = params else {
                     return Err(mismatch());
                 };
                 conv.forward(&image(x)?)?
             }
-            Op::BatchNorm(_) => {
+            Op::Param(ParamOp::BatchNorm(_)) => {
                 let Some(Params::Norm(norm)) = params else {
                     return Err(mismatch());
                 };
                 norm.forward(&x, train)?
             }
-            Op::Block(_) => {
+            Op::Param(ParamOp::Block(_)) => {
                 let Some(Params::Block(block)) = params else {
                     return Err(mismatch());
                 };
                 block.forward(&image(x)?, train)?
             }
-            Op::MaxPool2d(op) => max_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
-            Op::AvgPool2d(op) => avg_pool(&image(x)?, op.kernel, op.stride, op.padding)?,
-            Op::GlobalAvgPool => image(x)?.f_mean_dim([2i64, 3].as_slice(), false, None::<Kind>)?,
-            Op::Relu => x.f_relu()?,
-            Op::Dropout(rate) if train && *rate > 0.0 => x.f_dropout(*rate, true)?,
-            Op::Dropout(_) => x,
-            Op::Flatten => flat(x)?,
+            Op::Free(FreeOp::MaxPool2d(op)) => {
+                max_pool(&image(x)?, op.kernel, op.stride, op.padding)?
+            }
+            Op::Free(FreeOp::AvgPool2d(op)) => {
+                avg_pool(&image(x)?, op.kernel, op.stride, op.padding)?
+            }
+            Op::Free(FreeOp::GlobalAvgPool) => {
+                image(x)?.f_mean_dim([2i64, 3].as_slice(), false, None::<Kind>)?
+            }
+            Op::Free(FreeOp::Relu) => x.f_relu()?,
+            Op::Free(FreeOp::Dropout(rate)) if train && *rate > 0.0 => x.f_dropout(*rate, true)?,
+            Op::Free(FreeOp::Dropout(_)) => x,
+            Op::Free(FreeOp::Flatten) => flat(x)?,
         };
     }
     Ok(x)

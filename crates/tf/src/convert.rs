@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, Axis, IxDyn};
 use parallax_core::Result;
-use parallax_core::spec::{Op, ParamInfo, ResolvedModel};
+use parallax_core::spec::{FreeOp, Op, ParamInfo, ParamOp, ResolvedModel};
 use tensorflow::{Operation, Output, Tensor};
 
 use crate::engine_error;
@@ -122,7 +122,7 @@ pub(crate) fn layouts(model: &ResolvedModel) -> TfResult<HashMap<String, Layout>
     let mut repr = input_repr(model);
     for layer in &model.layers {
         match &layer.op {
-            Op::Dense(op) => {
+            Op::Param(ParamOp::Dense(op)) => {
                 let order = match repr {
                     Repr::Image {
                         channels,
@@ -133,15 +133,15 @@ pub(crate) fn layouts(model: &ResolvedModel) -> TfResult<HashMap<String, Layout>
                 };
                 layouts.insert(op.weight.name.clone(), Layout::DenseKernel(order));
             }
-            Op::Conv2d(op) => {
+            Op::Param(ParamOp::Conv2d(op)) => {
                 layouts.insert(op.weight.name.clone(), Layout::ConvKernel);
             }
-            Op::Block(op) => {
+            Op::Param(ParamOp::Block(op)) => {
                 for step in op.main.iter().chain(&op.shortcut) {
                     layouts.insert(step.conv.weight.name.clone(), Layout::ConvKernel);
                 }
             }
-            Op::BatchNorm(op) => {
+            Op::Param(ParamOp::BatchNorm(op)) => {
                 if let Repr::Flat {
                     order: Some(order), ..
                 } = repr
@@ -151,12 +151,7 @@ pub(crate) fn layouts(model: &ResolvedModel) -> TfResult<HashMap<String, Layout>
                     }
                 }
             }
-            Op::MaxPool2d(_)
-            | Op::AvgPool2d(_)
-            | Op::GlobalAvgPool
-            | Op::Relu
-            | Op::Dropout(_)
-            | Op::Flatten => {}
+            Op::Free(_) => {}
         }
         repr = next_repr(&layer.op, repr, &layer.output)?;
     }

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use parallax_core::VarianceEstimator;
 use parallax_core::spec::{
-    BlockOp, ConvNorm, ConvOp, NormOp, Op, ParamInfo, PoolOp, ResolvedLayer, ResolvedModel,
-    Shape as SpecShape, same_padding,
+    BlockOp, ConvNorm, ConvOp, FreeOp, NormOp, Op, ParamInfo, ParamOp, PoolOp, ResolvedLayer,
+    ResolvedModel, Shape as SpecShape, same_padding,
 };
 use tensorflow::{Code, DataType, Operation, Output, Scope, Status, Tensor, ops};
 
@@ -71,17 +71,22 @@ pub(crate) fn next_repr(op: &Op, input: Repr, output: &SpecShape) -> TfResult<Re
         SpecShape::Flat(_) => Err(invalid(format!("{op:?} should give an image"))),
     };
     Ok(match op {
-        Op::Dense(dense) => Repr::Flat {
+        Op::Param(ParamOp::Dense(dense)) => Repr::Flat {
             features: dense.out_features,
             order: None,
         },
-        Op::Conv2d(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::Block(_) => image(output)?,
-        Op::GlobalAvgPool => Repr::Flat {
+        Op::Param(ParamOp::Conv2d(_))
+        | Op::Param(ParamOp::Block(_))
+        | Op::Free(FreeOp::MaxPool2d(_))
+        | Op::Free(FreeOp::AvgPool2d(_)) => image(output)?,
+        Op::Free(FreeOp::GlobalAvgPool) => Repr::Flat {
             features: output.len(),
             order: None,
         },
-        Op::BatchNorm(_) | Op::Relu | Op::Dropout(_) => input,
-        Op::Flatten => match input {
+        Op::Param(ParamOp::BatchNorm(_))
+        | Op::Free(FreeOp::Relu)
+        | Op::Free(FreeOp::Dropout(_)) => input,
+        Op::Free(FreeOp::Flatten) => match input {
             Repr::Image {
                 channels,
                 height,
@@ -405,7 +410,7 @@ impl Forward<'_> {
         repr: Repr,
     ) -> TfResult<(Output, Repr)> {
         let output = match &layer.op {
-            Op::Dense(op) => {
+            Op::Param(ParamOp::Dense(op)) => {
                 let (x, _, _) = self.flat(x, repr)?;
                 let weight = self.variable(&op.weight)?;
                 let mut y: Output = ops::mat_mul(x, weight, &mut self.scope)?.into();
@@ -415,30 +420,30 @@ impl Forward<'_> {
                 }
                 y
             }
-            Op::Conv2d(op) => {
+            Op::Param(ParamOp::Conv2d(op)) => {
                 let (x, size) = self.image(x, repr)?;
                 self.conv(x, size, op)?.0
             }
-            Op::Block(op) => {
+            Op::Param(ParamOp::Block(op)) => {
                 let (x, size) = self.image(x, repr)?;
                 self.block(x, size, op)?.0
             }
-            Op::MaxPool2d(op) => {
+            Op::Free(FreeOp::MaxPool2d(op)) => {
                 let (x, size) = self.image(x, repr)?;
                 self.max_pool(x, size, op)?
             }
-            Op::AvgPool2d(op) => {
+            Op::Free(FreeOp::AvgPool2d(op)) => {
                 let (x, size) = self.image(x, repr)?;
                 self.avg_pool(x, size, op)?
             }
-            Op::GlobalAvgPool => match repr {
+            Op::Free(FreeOp::GlobalAvgPool) => match repr {
                 Repr::Image { .. } => {
                     let axes = self.ints(&[1, 2])?;
                     ops::mean(x, axes, &mut self.scope)?.into()
                 }
                 flat => self.canonical_flat(x, flat)?.0,
             },
-            Op::BatchNorm(op) => match repr {
+            Op::Param(ParamOp::BatchNorm(op)) => match repr {
                 Repr::Image { .. } => self.norm(x, op)?,
                 Repr::Flat { features, .. } => {
                     // A batch norm over features is one over a 1×1 image of them.
@@ -447,10 +452,12 @@ impl Forward<'_> {
                     self.reshape(y, &[-1, features as i32])?
                 }
             },
-            Op::Relu => ops::relu(x, &mut self.scope)?.into(),
-            Op::Dropout(rate) if self.train && *rate > 0.0 => self.dropout(x, *rate)?,
-            Op::Dropout(_) => x,
-            Op::Flatten => self.flat(x, repr)?.0,
+            Op::Free(FreeOp::Relu) => ops::relu(x, &mut self.scope)?.into(),
+            Op::Free(FreeOp::Dropout(rate)) if self.train && *rate > 0.0 => {
+                self.dropout(x, *rate)?
+            }
+            Op::Free(FreeOp::Dropout(_)) => x,
+            Op::Free(FreeOp::Flatten) => self.flat(x, repr)?.0,
         };
         Ok((output, next_repr(&layer.op, repr, &layer.output)?))
     }

@@ -14,8 +14,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use resolved::{
-    BlockKind, BlockOp, ConvNorm, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamRole, PoolOp,
-    ResolvedLayer, ResolvedModel, Shape, VarianceEstimator, keras_block_output, same_padding,
+    BlockKind, BlockOp, ConvNorm, ConvOp, DenseOp, FreeOp, NormOp, Op, ParamInfo, ParamOp,
+    ParamRole, PoolOp, ResolvedLayer, ResolvedModel, Shape, VarianceEstimator, keras_block_output,
+    same_padding,
 };
 
 /// A model spec that doesn't parse, or whose layers don't fit together.
@@ -797,7 +798,7 @@ mod tests {
         assert_eq!(resnet18.trainable_count(), 11_689_512);
         // The walk gives each block its main path, then its shortcut.
         let block = &resnet18.layers[resnet18.find_layer("layer2.0").unwrap()];
-        let Op::Block(op) = &block.op else {
+        let Op::Param(ParamOp::Block(op)) = &block.op else {
             panic!("layer2.0 is a block")
         };
         let names: Vec<&str> = op.params().iter().map(|p| p.name.as_str()).collect();

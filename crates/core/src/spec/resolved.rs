@@ -333,48 +333,72 @@ pub enum BlockKind {
 
 /// A layer with every size explicit: what backends build from.
 ///
+/// Layers fall in two groups, so that a walk over the canonical tensors handles every layer
+/// without any in one arm ([`Op::Free`]), while a forward pass still matches every kind of
+/// either group, without a catch-all, and fails to compile until it handles a new one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Op {
+    /// A layer with canonical tensors.
+    Param(ParamOp),
+    /// A layer without any.
+    Free(FreeOp),
+}
+
+/// A layer with canonical tensors: parameters, and batch norm's running statistics.
+///
 /// Variants differ in size, but a model holds a few dozen layers at most, so boxing the large
 /// ones would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Op {
+pub enum ParamOp {
     /// Fully connected.
     Dense(DenseOp),
     /// Convolution.
     Conv2d(ConvOp),
+    /// Batch normalisation.
+    BatchNorm(NormOp),
+    /// Residual block.
+    Block(BlockOp),
+}
+
+/// A layer without canonical tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreeOp {
     /// Max pooling.
     MaxPool2d(PoolOp),
     /// Average pooling, padded cells excluded.
     AvgPool2d(PoolOp),
     /// Spatial mean per channel.
     GlobalAvgPool,
-    /// Batch normalisation.
-    BatchNorm(NormOp),
     /// ReLU.
     Relu,
     /// Dropout with the given rate.
     Dropout(f64),
     /// Flatten C,H,W.
     Flatten,
-    /// Residual block.
-    Block(BlockOp),
 }
 
 impl Op {
     /// The layer's canonical tensors, in state-dict order; none for parameter-free layers.
     pub fn params(&self) -> Vec<&ParamInfo> {
         match self {
-            Op::Dense(op) => op.params(),
-            Op::Conv2d(op) => op.params(),
-            Op::BatchNorm(op) => op.params(),
-            Op::Block(op) => op.params(),
-            Op::MaxPool2d(_)
-            | Op::AvgPool2d(_)
-            | Op::GlobalAvgPool
-            | Op::Relu
-            | Op::Dropout(_)
-            | Op::Flatten => Vec::new(),
+            Op::Param(op) => op.params(),
+            Op::Free(_) => Vec::new(),
+        }
+    }
+}
+
+impl ParamOp {
+    /// The layer's canonical tensors, in state-dict order.
+    pub fn params(&self) -> Vec<&ParamInfo> {
+        match self {
+            ParamOp::Dense(op) => op.params(),
+            ParamOp::Conv2d(op) => op.params(),
+            ParamOp::BatchNorm(op) => op.params(),
+            ParamOp::Block(op) => op.params(),
         }
     }
 }
@@ -407,22 +431,15 @@ impl ResolvedModel {
         let mut norms = Vec::new();
         for layer in &self.layers {
             match &layer.op {
-                Op::BatchNorm(norm) => norms.push(norm),
-                Op::Block(block) => norms.extend(
+                Op::Param(ParamOp::BatchNorm(norm)) => norms.push(norm),
+                Op::Param(ParamOp::Block(block)) => norms.extend(
                     block
                         .main
                         .iter()
                         .chain(&block.shortcut)
                         .map(|step| &step.norm),
                 ),
-                Op::Dense(_)
-                | Op::Conv2d(_)
-                | Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten => {}
+                Op::Param(ParamOp::Dense(_)) | Op::Param(ParamOp::Conv2d(_)) | Op::Free(_) => {}
             }
         }
         norms
@@ -433,22 +450,15 @@ impl ResolvedModel {
         let mut norms = Vec::new();
         for layer in &mut self.layers {
             match &mut layer.op {
-                Op::BatchNorm(norm) => norms.push(norm),
-                Op::Block(block) => norms.extend(
+                Op::Param(ParamOp::BatchNorm(norm)) => norms.push(norm),
+                Op::Param(ParamOp::Block(block)) => norms.extend(
                     block
                         .main
                         .iter_mut()
                         .chain(&mut block.shortcut)
                         .map(|step| &mut step.norm),
                 ),
-                Op::Dense(_)
-                | Op::Conv2d(_)
-                | Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten => {}
+                Op::Param(ParamOp::Dense(_)) | Op::Param(ParamOp::Conv2d(_)) | Op::Free(_) => {}
             }
         }
         norms
@@ -460,28 +470,21 @@ impl ResolvedModel {
         let mut pairs = Vec::new();
         for (index, layer) in self.layers.iter().enumerate() {
             match &layer.op {
-                Op::Conv2d(conv) => {
-                    if let Some(Op::BatchNorm(norm)) =
+                Op::Param(ParamOp::Conv2d(conv)) => {
+                    if let Some(Op::Param(ParamOp::BatchNorm(norm))) =
                         self.layers.get(index + 1).map(|next| &next.op)
                     {
                         pairs.push((conv, norm));
                     }
                 }
-                Op::Block(block) => pairs.extend(
+                Op::Param(ParamOp::Block(block)) => pairs.extend(
                     block
                         .main
                         .iter()
                         .chain(&block.shortcut)
                         .map(|step| (&step.conv, &step.norm)),
                 ),
-                Op::Dense(_)
-                | Op::MaxPool2d(_)
-                | Op::AvgPool2d(_)
-                | Op::GlobalAvgPool
-                | Op::BatchNorm(_)
-                | Op::Relu
-                | Op::Dropout(_)
-                | Op::Flatten => {}
+                Op::Param(ParamOp::Dense(_)) | Op::Param(ParamOp::BatchNorm(_)) | Op::Free(_) => {}
             }
         }
         pairs
@@ -951,11 +954,11 @@ fn resolve_block(
         None
     };
     Ok((
-        Op::Block(BlockOp {
+        Op::Param(ParamOp::Block(BlockOp {
             kind,
             main,
             shortcut,
-        }),
+        })),
         shape,
     ))
 }
@@ -981,7 +984,7 @@ fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape),
                 return Err("units must be at least 1".into());
             }
             Ok((
-                Op::Dense(DenseOp::new(name, inputs, units, bias)),
+                Op::Param(ParamOp::Dense(DenseOp::new(name, inputs, units, bias))),
                 Shape::Flat(units),
             ))
         }
@@ -1000,7 +1003,7 @@ fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape),
                 bias,
             };
             let (conv, out) = resolve_conv(name, shape, request)?;
-            Ok((Op::Conv2d(conv), out))
+            Ok((Op::Param(ParamOp::Conv2d(conv)), out))
         }
         Layer::MaxPool2d {
             kernel,
@@ -1008,7 +1011,7 @@ fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape),
             padding,
         } => {
             let (pool, out) = resolve_pool(shape, kernel, stride, padding)?;
-            Ok((Op::MaxPool2d(pool), out))
+            Ok((Op::Free(FreeOp::MaxPool2d(pool)), out))
         }
         Layer::AvgPool2d {
             kernel,
@@ -1016,11 +1019,11 @@ fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape),
             padding,
         } => {
             let (pool, out) = resolve_pool(shape, kernel, stride, padding)?;
-            Ok((Op::AvgPool2d(pool), out))
+            Ok((Op::Free(FreeOp::AvgPool2d(pool)), out))
         }
         Layer::GlobalAvgPool => {
             let (channels, _, _) = image_input(shape)?;
-            Ok((Op::GlobalAvgPool, Shape::Flat(channels)))
+            Ok((Op::Free(FreeOp::GlobalAvgPool), Shape::Flat(channels)))
         }
         Layer::BatchNorm { epsilon, momentum } => {
             if !(epsilon > 0.0 && epsilon.is_finite() && (0.0..=1.0).contains(&momentum)) {
@@ -1033,18 +1036,20 @@ fn resolve_layer(layer: &Layer, shape: Shape, name: &str) -> Result<(Op, Shape),
                 Shape::Flat(n) => n,
             };
             Ok((
-                Op::BatchNorm(NormOp::new(name, features, epsilon, momentum)),
+                Op::Param(ParamOp::BatchNorm(NormOp::new(
+                    name, features, epsilon, momentum,
+                ))),
                 shape,
             ))
         }
-        Layer::Relu => Ok((Op::Relu, shape)),
+        Layer::Relu => Ok((Op::Free(FreeOp::Relu), shape)),
         Layer::Dropout { rate } => {
             if !(0.0..1.0).contains(&rate) {
                 return Err(format!("rate must be in [0, 1), got {rate}"));
             }
-            Ok((Op::Dropout(rate), shape))
+            Ok((Op::Free(FreeOp::Dropout(rate)), shape))
         }
-        Layer::Flatten => Ok((Op::Flatten, Shape::Flat(shape.len()))),
+        Layer::Flatten => Ok((Op::Free(FreeOp::Flatten), Shape::Flat(shape.len()))),
         Layer::BasicBlock {
             planes,
             stride,
