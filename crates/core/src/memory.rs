@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::optim::OptimizerKind;
-use crate::spec::{ConvOp, FreeOp, Op, ParamOp, ResolvedLayer, ResolvedModel, Shape};
+use crate::spec::{ConvOp, Op, ParamOp, ResolvedLayer, ResolvedModel, Shape};
 use crate::{Error, Result};
 
 /// Bytes of one f32 value.

@@ -7,6 +7,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use parallax_registry::NativeLibrary;
+
 /// The path of the loaded shared library whose file name is `name`, from `/proc/self/maps`.
 pub fn loaded_library(name: &str) -> io::Result<Option<PathBuf>> {
     let maps = fs::read_to_string("/proc/self/maps")?;
@@ -24,32 +26,14 @@ pub fn loaded_library(name: &str) -> io::Result<Option<PathBuf>> {
 /// libtorch has no function that returns its version (`at::show_config()` doesn't include it),
 /// so the header shipped with the very library that was loaded is the closest runtime source.
 pub fn libtorch_version(lib_dir: &Path) -> io::Result<String> {
-    let header = lib_dir.join("../include/torch/csrc/api/include/torch/version.h");
+    let header = lib_dir
+        .join("..")
+        .join(NativeLibrary::LIBTORCH_VERSION_HEADER);
     let text = fs::read_to_string(&header)?;
-    parse_torch_version(&text).ok_or_else(|| {
+    parallax_registry::libtorch_header_version(&text).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("no TORCH_VERSION in {}", header.display()),
         )
     })
-}
-
-/// The string that `#define TORCH_VERSION` expands to.
-fn parse_torch_version(header: &str) -> Option<String> {
-    let after = header.split("#define TORCH_VERSION ").nth(1)?;
-    let start = after.find('"')? + 1;
-    let len = after[start..].find('"')?;
-    Some(after[start..start + len].to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_version_macro_is_read_across_its_line_continuation() {
-        let header = "#define TORCH_VERSION_MINOR 9\n#define TORCH_VERSION \\\n  \"2.9.0\"\n";
-        assert_eq!(parse_torch_version(header).as_deref(), Some("2.9.0"));
-        assert_eq!(parse_torch_version("#define TORCH_VERSION_MAJOR 2\n"), None);
-    }
 }

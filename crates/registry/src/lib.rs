@@ -26,6 +26,37 @@ pub enum NativeLibrary {
     Frameworks,
 }
 
+impl NativeLibrary {
+    /// Where, under a libtorch directory, the header that states its version lies.
+    pub const LIBTORCH_VERSION_HEADER: &str = "include/torch/csrc/api/include/torch/version.h";
+}
+
+/// The version a libtorch states in its `torch/version.h` ([`NativeLibrary::LIBTORCH_VERSION_HEADER`]):
+/// the string `#define TORCH_VERSION` expands to, such as `2.9.0`.
+///
+/// libtorch has no function that returns its version, so provisioning, which checks a
+/// `LIBTORCH` it is given, and the native smoke test, which checks the library it loaded, both
+/// read the header shipped beside the library.
+pub fn libtorch_header_version(header: &str) -> Option<String> {
+    let after = header.split("#define TORCH_VERSION ").nth(1)?;
+    let start = after.find('"')? + 1;
+    let len = after[start..].find('"')?;
+    Some(after[start..start + len].to_string())
+}
+
+/// The `__version__` a torch wheel's `torch/version.py` states, such as `2.9.0+cu128`.
+pub fn torch_wheel_version(version_py: &str) -> Option<String> {
+    version_py.lines().find_map(|line| {
+        let value = line
+            .strip_prefix("__version__")?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim();
+        let unquoted = value.trim_matches(|c| c == '\'' || c == '"');
+        (unquoted.len() + 2 == value.len()).then(|| unquoted.to_string())
+    })
+}
+
 /// One backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendEntry {
@@ -213,6 +244,23 @@ impl std::error::Error for UnknownBackend {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_libtorch_version_is_read_across_the_header_line_continuation() {
+        let header = "/// Indicates the version\n#define TORCH_VERSION_MINOR 9\n#define TORCH_VERSION \\\n  \"2.9.0\"\n\n#define TORCH_ABI_VERSION \\\n";
+        assert_eq!(libtorch_header_version(header).as_deref(), Some("2.9.0"));
+        assert_eq!(
+            libtorch_header_version("#define TORCH_VERSION_MAJOR 2\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_torch_wheel_version_comes_from_version_py() {
+        let py = "from typing import Optional\n__version__ = '2.9.0+cu128'\ndebug = False\n";
+        assert_eq!(torch_wheel_version(py).as_deref(), Some("2.9.0+cu128"));
+        assert_eq!(torch_wheel_version("__version__ = 2\n"), None);
+    }
 
     #[test]
     fn names_are_unique_and_found() {

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::DecimalBytes;
+use parallax_registry::NativeLibrary;
 use sha2::{Digest, Sha256};
 
 pub use frameworks::Frameworks;
@@ -443,9 +444,9 @@ fn check_own_libtorch(dir: &Path, version: &str) -> Result<()> {
             dir.display()
         );
     }
-    let header = dir.join("include/torch/csrc/api/include/torch/version.h");
+    let header = dir.join(NativeLibrary::LIBTORCH_VERSION_HEADER);
     if let Ok(text) = fs::read_to_string(&header)
-        && let Some(found) = header_torch_version(&text)
+        && let Some(found) = parallax_registry::libtorch_header_version(&text)
         && found != version
     {
         bail!(
@@ -454,14 +455,6 @@ fn check_own_libtorch(dir: &Path, version: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The `TORCH_VERSION` string defined in libtorch's `torch/version.h`.
-fn header_torch_version(header: &str) -> Option<String> {
-    let after = header.split("#define TORCH_VERSION ").nth(1)?;
-    let start = after.find('"')? + 1;
-    let len = after[start..].find('"')?;
-    Some(after[start..start + len].to_string())
 }
 
 /// The directory of Python's torch package, found without importing torch (which takes seconds).
@@ -551,16 +544,6 @@ pub fn dry_run(cuda: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_libtorch_header_version_is_read_from_version_h() {
-        let header = "/// Indicates the version\n#define TORCH_VERSION \\\n  \"2.9.0\"\n\n#define TORCH_ABI_VERSION \\\n";
-        assert_eq!(header_torch_version(header).as_deref(), Some("2.9.0"));
-        assert_eq!(
-            header_torch_version("#define TORCH_VERSION_MAJOR 2\n"),
-            None
-        );
-    }
 
     #[test]
     fn a_wrong_own_libtorch_is_refused_in_one_line() {

@@ -199,27 +199,14 @@ fn finish_libtorch(
         .by_name("torch/version.py")
         .context("the torch wheel has no torch/version.py")?
         .read_to_string(&mut version_py)?;
-    let version =
-        parse_torch_version(&version_py).context("torch/version.py has no __version__")?;
+    let version = parallax_registry::torch_wheel_version(&version_py)
+        .context("torch/version.py has no __version__")?;
     let expected = &pins.component(component).version;
     if version.split('+').next() != Some(expected.as_str()) {
         bail!("the torch wheel is version {version}, but xtask/wheels.toml says {expected}");
     }
     fs::write(root.join("torch/build-version"), format!("{version}\n"))?;
     Ok(())
-}
-
-/// The `__version__` string of torch's `version.py`, such as `2.9.0+cu128`.
-fn parse_torch_version(version_py: &str) -> Option<String> {
-    version_py.lines().find_map(|line| {
-        let value = line
-            .strip_prefix("__version__")?
-            .trim_start()
-            .strip_prefix('=')?
-            .trim();
-        let unquoted = value.trim_matches(|c| c == '\'' || c == '"');
-        (unquoted.len() + 2 == value.len()).then(|| unquoted.to_string())
-    })
 }
 
 /// Adds the unversioned names that `-ltensorflow` needs, and the pkg-config file that
@@ -426,13 +413,6 @@ pub(crate) mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["libtorch-2.9.0-cpu"]);
-    }
-
-    #[test]
-    fn the_torch_version_comes_from_version_py() {
-        let py = "from typing import Optional\n__version__ = '2.9.0+cu128'\ndebug = False\n";
-        assert_eq!(parse_torch_version(py).as_deref(), Some("2.9.0+cu128"));
-        assert_eq!(parse_torch_version("__version__ = 2\n"), None);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct Args {
     /// keras-torch. By default burn, tch, tf, pytorch, keras and keras-torch, where a native
     /// library or the Python frameworks that cannot be provisioned (offline, no pip) leave
     /// their backends out with the reason; backends named here that fail make the command fail.
-    #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+    #[arg(long, value_delimiter = ',', value_parser = parallax_registry::find)]
     pub backends: Option<Vec<&'static BackendEntry>>,
     /// A preset (mlp, cnn, resnet18, resnet50) or a .json/.toml spec file; a comma-separated
     /// list compares each model on its own, in OUT/<model>/, in one matrix.
@@ -106,7 +106,7 @@ pub struct Args {
     pub weights: Option<PathBuf>,
     /// Attribute the gap between two engines A,B to the defaults that cause it: both
     /// controlled, B with each factor native in turn, and both native, over the same seeds.
-    #[arg(long, value_delimiter = ',', num_args = 1, value_parser = parse_backend, conflicts_with_all = ["backends", "defaults", "repeat"])]
+    #[arg(long, value_delimiter = ',', num_args = 1, value_parser = parallax_registry::find, conflicts_with_all = ["backends", "defaults", "repeat"])]
     pub attribute: Vec<&'static BackendEntry>,
     /// Report, for each run, the training seconds and epochs at which its test accuracy first
     /// reaches this fraction (e.g. 0.85).
@@ -200,10 +200,6 @@ impl Args {
             })
             .collect()
     }
-}
-
-fn parse_backend(name: &str) -> Result<&'static BackendEntry, String> {
-    parallax_registry::find(name).map_err(|error| error.to_string())
 }
 
 /// The data set a comparison trains on. Without `--data`, a missing full Fashion-MNIST falls
@@ -852,7 +848,7 @@ mod tests {
             backends: Some(
                 backends
                     .iter()
-                    .map(|name| parse_backend(name).unwrap())
+                    .map(|name| parallax_registry::find(name).unwrap())
                     .collect(),
             ),
             model: vec!["mlp".parse().unwrap()],
@@ -982,7 +978,10 @@ mod tests {
                 .all(|run| run.request.native.len() == Factor::ALL.len())
         );
         let mut flags = args(&["burn"]);
-        flags.attribute = vec![parse_backend("tch").unwrap(), parse_backend("tf").unwrap()];
+        flags.attribute = vec![
+            parallax_registry::find("tch").unwrap(),
+            parallax_registry::find("tf").unwrap(),
+        ];
         flags.seeds = Some("2".parse().unwrap());
         let checked = check(&flags).unwrap();
         let runs = planned(&flags, &checked);
@@ -994,7 +993,10 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(one_factor.len(), 2 * Factor::ALL.len());
         assert!(one_factor.iter().all(|run| run.entry.name == "tf"));
-        flags.attribute = vec![parse_backend("tf").unwrap(), parse_backend("tf").unwrap()];
+        flags.attribute = vec![
+            parallax_registry::find("tf").unwrap(),
+            parallax_registry::find("tf").unwrap(),
+        ];
         assert!(check(&flags).is_err());
     }
 

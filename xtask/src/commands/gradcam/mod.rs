@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     pub faithfulness_steps: usize,
     /// Backends, comma-separated, the first deciding the class.
-    #[arg(long, value_delimiter = ',', default_value = "tch,tf,burn", value_parser = parse_backend)]
+    #[arg(long, value_delimiter = ',', default_value = "tch,tf,burn", value_parser = parallax_registry::find)]
     pub backends: Vec<&'static BackendEntry>,
     /// Number of classes of a preset when the images are photos.
     #[arg(long, default_value_t = 1000)]
@@ -109,10 +109,6 @@ pub struct Args {
     /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
     #[arg(long)]
     pub worker: Option<PathBuf>,
-}
-
-fn parse_backend(name: &str) -> Result<&'static BackendEntry, String> {
-    parallax_registry::find(name).map_err(|error| error.to_string())
 }
 
 /// The class GradCAM explains.
