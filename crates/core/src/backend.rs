@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::data::{Batch, EpochPlan};
 use crate::defaults::NativeDefaults;
@@ -36,8 +37,7 @@ use crate::weights::Weights;
 use crate::{Error, Result};
 
 /// Where a backend computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, SerializeDisplay, DeserializeFromStr)]
 pub enum Device {
     /// The host CPU.
     #[default]
@@ -69,20 +69,6 @@ impl FromStr for Device {
                 .map(Device::Cuda)
                 .ok_or_else(|| format!("unknown device {other:?}: use cpu, cuda or cuda:N")),
         }
-    }
-}
-
-impl From<Device> for String {
-    fn from(device: Device) -> Self {
-        device.to_string()
-    }
-}
-
-impl TryFrom<String> for Device {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
     }
 }
 

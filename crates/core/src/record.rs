@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 use sha2::{Digest, Sha256};
 
 use crate::backend::Device;
@@ -30,8 +31,7 @@ pub const RECORD_VERSION: u32 = 2;
 /// How a run's initial weights are chosen.
 ///
 /// Serialised as `canonical`, `native`, or the path of a safetensors file.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, SerializeDisplay, DeserializeFromStr)]
 pub enum InitMode {
     /// The canonical weights drawn from the run's seed: the same start on every backend.
     #[default]
@@ -65,20 +65,6 @@ impl FromStr for InitMode {
                 "unknown init {other:?}: use canonical, native or a .safetensors weights file"
             )),
         }
-    }
-}
-
-impl From<InitMode> for String {
-    fn from(mode: InitMode) -> Self {
-        mode.to_string()
-    }
-}
-
-impl TryFrom<String> for InitMode {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
     }
 }
 

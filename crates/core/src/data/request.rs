@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use super::builtin::{BuiltinDataset, DataLocator};
 use super::folder::{read_image_folder, read_image_folder_skipping};
@@ -18,8 +19,7 @@ const IMAGE_FOLDER: &str = "image-folder";
 /// A data set as `--dataset` names it: a built-in one, or a folder of images (`--data DIR`).
 ///
 /// Serialised as the name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum DatasetName {
     /// Fashion-MNIST, MNIST or the bundled subset.
     Builtin(BuiltinDataset),
@@ -70,20 +70,6 @@ impl FromStr for DatasetName {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
-    }
-}
-
-impl From<DatasetName> for String {
-    fn from(name: DatasetName) -> Self {
-        name.to_string()
-    }
-}
-
-impl TryFrom<String> for DatasetName {
-    type Error = DataError;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        name.parse()
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 pub use resolved::{
     BlockKind, BlockOp, ConvNorm, ConvOp, DenseOp, FreeOp, NormOp, Op, ParamInfo, ParamOp,
@@ -493,8 +494,7 @@ impl FromStr for Preset {
 /// The model a run trains, as `--model` names it: a preset, or a `.json`/`.toml` spec file.
 ///
 /// Serialised as the name or the path.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum ModelSource {
     /// A built-in spec, sized from the data set.
     Preset(Preset),
@@ -541,20 +541,6 @@ impl FromStr for ModelSource {
             return Ok(ModelSource::File(PathBuf::from(text)));
         }
         text.parse().map(ModelSource::Preset)
-    }
-}
-
-impl From<ModelSource> for String {
-    fn from(source: ModelSource) -> Self {
-        source.to_string()
-    }
-}
-
-impl TryFrom<String> for ModelSource {
-    type Error = SpecError;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
     }
 }
 
