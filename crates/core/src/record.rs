@@ -12,7 +12,7 @@ use serde_with::{DeserializeFromStr, SerializeDisplay};
 use sha2::{Digest, Sha256};
 
 use crate::backend::Device;
-use crate::data::DataRequest;
+use crate::data::{DataRequest, DatasetName};
 use crate::defaults::Factor;
 use crate::flops::FlopCount;
 use crate::ledger::{Ledger, Topic};
@@ -25,8 +25,10 @@ use crate::{Error, Result};
 /// The version of the record's layout; bumped when a field changes meaning or disappears.
 ///
 /// Version 2 added `status`, `error`, `run` and the typed `ledger` (version 1's
-/// `engine_defaults`), and made `init` a value that can name a weights file.
-pub const RECORD_VERSION: u32 = 2;
+/// `engine_defaults`), and made `init` a value that can name a weights file. Version 3 reads
+/// `device` and `dataset` as the types a request names them with ([`Device`],
+/// [`DatasetName`]) rather than free text: the same text, which a reader now checks.
+pub const RECORD_VERSION: u32 = 3;
 
 /// How a run's initial weights are chosen.
 ///
@@ -257,8 +259,8 @@ pub struct RunRecord {
     pub framework: String,
     /// The engine's version.
     pub framework_version: String,
-    /// Device, as `cpu` or `cuda:N`.
-    pub device: String,
+    /// Device, written as `cpu` or `cuda:N`.
+    pub device: Device,
     /// Threads the engine was given.
     pub threads: usize,
     /// Whether subnormal floats were flushed to zero on the engine's threads.
@@ -267,8 +269,8 @@ pub struct RunRecord {
     pub model: String,
     /// Trainable parameters.
     pub parameters: usize,
-    /// Data set name, as resolved (`fashion-mnist`, `fashion-mnist-subset`...).
-    pub dataset: String,
+    /// The data set, as resolved (`fashion-mnist`, `fashion-mnist-subset`...).
+    pub dataset: DatasetName,
     /// Where the data came from.
     pub data_source: String,
     /// Training examples.
@@ -404,7 +406,11 @@ impl RunRecord {
             .get("record_version")
             .and_then(serde_json::Value::as_u64)
         {
-            Some(1) => migrate_v1(&mut value),
+            Some(1) => {
+                migrate_v1(&mut value);
+                migrate_v2(&mut value).map_err(format_error)?;
+            }
+            Some(2) => migrate_v2(&mut value).map_err(format_error)?,
             Some(version) if version == u64::from(RECORD_VERSION) => {}
             Some(version) => {
                 return Err(format_error(format!(
@@ -415,6 +421,33 @@ impl RunRecord {
         }
         serde_json::from_value(value).map_err(|error| format_error(error.to_string()))
     }
+}
+
+/// Turns a version-2 record into a version-3 one. The text of `device` and `dataset` stays as
+/// it was, since version 2 wrote it from the same types; a value neither names (a record
+/// written by hand, or by a build that knew another data set) fails here, with the field and
+/// the value, rather than in the middle of a comparison.
+fn migrate_v2(value: &mut serde_json::Value) -> Result<(), String> {
+    let Some(object) = value.as_object_mut() else {
+        return Err("not a run record: not a JSON object".into());
+    };
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("a version-2 record without a `{key}`"))
+    };
+    let device = text("device")?;
+    device
+        .parse::<Device>()
+        .map_err(|error| format!("`device` of a version-2 record: {error}"))?;
+    let dataset = text("dataset")?;
+    dataset
+        .parse::<DatasetName>()
+        .map_err(|error| format!("`dataset` of a version-2 record: {error}"))?;
+    object.insert("record_version".into(), RECORD_VERSION.into());
+    Ok(())
 }
 
 /// Turns a version-1 record into a version-2 one: a finished run (version 1 wrote records only
@@ -466,7 +499,7 @@ fn migrate_v1(value: &mut serde_json::Value) {
             ledger.insert(topic, joined);
         }
     }
-    object.insert("record_version".into(), RECORD_VERSION.into());
+    object.insert("record_version".into(), 2.into());
     object.insert("status".into(), "complete".into());
     object.insert("error".into(), serde_json::Value::Null);
     object.insert("run".into(), serde_json::to_value(run).unwrap_or_default());
@@ -667,5 +700,28 @@ mod tests {
                 .train_loss
                 .is_nan()
         );
+    }
+
+    #[test]
+    fn a_version_2_record_reads_as_version_3_and_names_a_value_it_cannot_read() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/records");
+        let record = RunRecord::load(&fixtures.join("v1-tch-mlp.json")).unwrap();
+        assert_eq!(record.record_version, RECORD_VERSION);
+        let mut value = serde_json::to_value(&record).unwrap();
+        value["record_version"] = 2.into();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        std::fs::write(&path, value.to_string()).unwrap();
+        assert_eq!(RunRecord::load(&path).unwrap(), record);
+        for (field, text) in [("dataset", "no-such-set"), ("device", "tpu")] {
+            let mut bad = value.clone();
+            bad[field] = text.into();
+            std::fs::write(&path, bad.to_string()).unwrap();
+            let error = RunRecord::load(&path).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("`{field}` of a version-2 record")) && error.contains(text),
+                "{error}"
+            );
+        }
     }
 }

@@ -223,7 +223,7 @@ fn the_bundled_subset_trains_and_records_everything() {
     assert!(outcome.success, "worker failed: {}", outcome.stderr);
     let record = outcome.record.expect("record");
     assert_eq!(record.backend, "burn");
-    assert_eq!(record.dataset, "fashion-mnist-subset");
+    assert_eq!(record.dataset.to_string(), "fashion-mnist-subset");
     assert_eq!((record.train_examples, record.test_examples), (2000, 500));
     assert_eq!(record.epochs.len(), 2);
     assert!(record.epochs[1].train_loss < record.epochs[0].train_loss);

@@ -2,6 +2,7 @@
 //! core's verdicts when there are enough seeds and from the runs' own numbers when there are
 //! not; then the caveats that apply, each with what removes it.
 
+use parallax_core::data::{BuiltinDataset, DatasetName};
 use parallax_core::record::RunRecord;
 use parallax_core::stats::Scale;
 use parallax_core::stats::comparison::{Comparison, MIN_SEEDS, Metric, PairVerdict, signed};
@@ -362,11 +363,13 @@ fn caveats(summary: &Summary, decided: bool) -> Vec<String> {
             )
         });
     }
-    if let Some(record) = summary
-        .records
-        .iter()
-        .find(|r| r.dataset.contains("-subset"))
-    {
+    if let Some(record) = summary.records.iter().find(|r| {
+        matches!(
+            r.dataset,
+            DatasetName::Builtin(BuiltinDataset::FashionMnistSubset)
+                | DatasetName::Placed(BuiltinDataset::FashionMnistSubset)
+        )
+    }) {
         caveats.push(format!(
             "The bundled subset of Fashion-MNIST ({} training examples), not the full data set: install Debian's `dataset-fashion-mnist` package, or run `cargo xtask data download fashion-mnist` where the network allows.",
             numbers::thousands(record.train_examples as u64)
@@ -431,7 +434,7 @@ mod tests {
     fn one_seed_claims_no_ordering_and_says_how_to_get_one() {
         let mut one = records(&[7]);
         for record in &mut one {
-            record.dataset = "fashion-mnist-subset".into();
+            record.dataset = DatasetName::Builtin(BuiltinDataset::FashionMnistSubset);
         }
         let answer = answer(&summary_of(one.clone()));
         assert!(

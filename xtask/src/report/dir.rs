@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use parallax_core::Device;
-use parallax_core::data::{DataRequest, DatasetName};
+use parallax_core::data::DataRequest;
 use parallax_core::layout::Layout;
 use parallax_core::record::{RunRecord, RunRequest};
 use parallax_core::spec::ModelSource;
@@ -57,7 +56,7 @@ fn request_of(layout: &Layout, record: &RunRecord) -> RunRequest {
     }
     RunRequest {
         backend: record.backend.clone(),
-        device: record.device.parse().unwrap_or(Device::Cpu),
+        device: record.device,
         threads: record.threads,
         flush_denormals: record.flush_denormals,
         model: record
@@ -66,7 +65,7 @@ fn request_of(layout: &Layout, record: &RunRecord) -> RunRequest {
             .parse()
             .unwrap_or_else(|_| ModelSource::File(PathBuf::from(&record.run.model))),
         data: DataRequest {
-            dataset: record.dataset.parse().unwrap_or(DatasetName::ImageFolder),
+            dataset: record.dataset,
             data_dir: None,
             cache_dir: PathBuf::new(),
             fixtures_dir: PathBuf::new(),

@@ -1035,8 +1035,7 @@ pub fn title(summary: &Summary, request: &RunRequest) -> String {
     let dataset = summary
         .records
         .first()
-        .map(|r| r.dataset.clone())
-        .unwrap_or_else(|| request.data.dataset.to_string());
+        .map_or(request.data.dataset, |r| r.dataset);
     let names = backends(summary);
     if names.is_empty() {
         format!("parallax: {} on {dataset}", request.model)

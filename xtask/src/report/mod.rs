@@ -663,7 +663,7 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
                 r.backend.clone(),
                 r.framework.clone(),
                 r.framework_version.clone(),
-                r.device.clone(),
+                r.device.to_string(),
                 r.threads.to_string(),
                 if r.flush_denormals { "yes" } else { "no" }.to_string(),
                 r.git_revision.clone(),
@@ -839,9 +839,7 @@ pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
     format!(
         "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.",
         request.model,
-        first
-            .map(|r| r.dataset.clone())
-            .unwrap_or_else(|| request.data.dataset.to_string()),
+        first.map_or(request.data.dataset, |r| r.dataset),
         numbers::thousands(first.map_or(0, |r| r.train_examples as u64)),
         numbers::thousands(first.map_or(0, |r| r.test_examples as u64)),
         request.epochs,
