@@ -136,10 +136,10 @@ impl Model for BurnModel {
         &mut self,
         batch: Checked<&Batch>,
         optimizer: &OptimizerConfig,
-    ) -> Result<StepPhases> {
+    ) -> Result<Option<StepPhases>> {
         let mut phases = StepPhases::default();
         self.step(&batch, optimizer, &mut StepClock::on(&mut phases))?;
-        Ok(phases)
+        Ok(Some(phases))
     }
 
     fn predict(&mut self, images: Checked<ArrayView4<'_, f32>>) -> Result<Array2<f32>> {

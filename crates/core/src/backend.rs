@@ -429,20 +429,19 @@ pub trait Model: Any {
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam>;
 
     /// One [`Model::train_step`], the same computation, with each phase timed on its own, for
-    /// profiling on the CPU (where each phase has finished when the next starts).
+    /// profiling on the CPU (where each phase has finished when the next starts); `None` when
+    /// the engine cannot split its step, which [`Net::profile_step`] reports as unsupported
+    /// under the backend's name.
     ///
-    /// The default says the engine cannot split its step: an engine that runs the step as one
-    /// graph has no host-side boundary between forward, backward and update.
+    /// The default is `None`: an engine that runs the step as one graph has no host-side
+    /// boundary between forward, backward and update.
     fn profile_step(
         &mut self,
         batch: Checked<&Batch>,
         optimizer: &OptimizerConfig,
-    ) -> Result<StepPhases> {
+    ) -> Result<Option<StepPhases>> {
         let _ = (batch, optimizer);
-        Err(Error::Unsupported {
-            backend: "this engine".into(),
-            what: "timing a training step's phases apart (it runs the step as one graph)".into(),
-        })
+        Ok(None)
     }
 
     /// One epoch over `plan`'s batches, whose examples all fit the model, calling `on_step`

@@ -218,7 +218,7 @@ pub enum WeightsError {
         message: String,
         /// The reader's error, when there is one.
         #[source]
-        source: Option<safetensors::SafeTensorError>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 

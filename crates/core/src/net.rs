@@ -119,13 +119,11 @@ impl Net {
     ) -> Result<StepPhases> {
         let batch = self.check_training_batch(batch)?;
         self.inner
-            .profile_step(batch, optimizer)
-            .map_err(|error| match error {
-                Error::Unsupported { what, .. } => Error::Unsupported {
-                    backend: self.backend.clone(),
-                    what,
-                },
-                other => other,
+            .profile_step(batch, optimizer)?
+            .ok_or_else(|| Error::Unsupported {
+                backend: self.backend.clone(),
+                what: "timing a training step's phases apart (it runs the step as one graph)"
+                    .into(),
             })
     }
 

@@ -124,7 +124,7 @@ impl Model for PythonModel {
         &mut self,
         batch: Checked<&Batch>,
         optimizer: &OptimizerConfig,
-    ) -> Result<StepPhases> {
+    ) -> Result<Option<StepPhases>> {
         self.call(
             "profile_step",
             |py| step_args(py, &batch, optimizer),
@@ -144,6 +144,7 @@ impl Model for PythonModel {
                 })
             },
         )
+        .map(Some)
     }
 
     /// The framework's own loop over the epoch: the module's `train_epoch` is a generator that

@@ -164,7 +164,7 @@ impl Model for TchModel {
         &mut self,
         batch: Checked<&Batch>,
         optimizer: &OptimizerConfig,
-    ) -> Result<StepPhases> {
+    ) -> Result<Option<StepPhases>> {
         let mut phases = StepPhases::default();
         let mut clock = StepClock::on(&mut phases);
         let labels = batch.labels.to_vec();
@@ -172,7 +172,7 @@ impl Model for TchModel {
         let targets = labels_to_tensor(&labels, self.device).or_engine()?;
         clock.lap(|phases| &mut phases.input);
         self.step(x, &targets, optimizer, &mut clock)?;
-        Ok(phases)
+        Ok(Some(phases))
     }
 
     /// Gathers each batch inside libtorch, from a zero-copy view of the data set into a reused

@@ -164,7 +164,7 @@ impl Weights {
         let file_error = |error: safetensors::SafeTensorError| WeightsError::File {
             path: path.to_path_buf(),
             message: error.to_string(),
-            source: Some(error),
+            source: Some(Box::new(error)),
         };
         let views = buffers
             .iter()
@@ -206,7 +206,7 @@ impl Weights {
             safetensors::SafeTensors::deserialize(&bytes).map_err(|error| WeightsError::File {
                 path: path.to_path_buf(),
                 message: error.to_string(),
-                source: Some(error),
+                source: Some(Box::new(error)),
             })?;
         let mut weights = Weights::new();
         for (name, view) in file.tensors() {
