@@ -31,7 +31,7 @@ use std::fmt;
 
 use ndarray::{Array1, Array4, ArrayD, Axis};
 
-use super::{every_layer_spec, resolve, test_images};
+use super::checks::{every_layer_spec, resolve, test_images};
 use crate::backend::Backend;
 use crate::data::Batch;
 use crate::optim::OptimizerConfig;
