@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
 use parallax_core::spec::{
-    ConvNorm as ConvNormOp, ConvOp, DenseOp, FreeOp, NormOp, Op, ParamInfo, ParamOp, ResolvedModel,
+    ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamOp, ResolvedModel,
 };
 use parallax_core::{Result, Weights};
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, Axis, IxDyn};
 use parallax_core::Result;
-use parallax_core::spec::{FreeOp, Op, ParamInfo, ParamOp, ResolvedModel};
+use parallax_core::spec::{Op, ParamInfo, ParamOp, ResolvedModel};
 use tensorflow::{Operation, Output, Tensor};
 
 use crate::engine_error;
