@@ -1,6 +1,7 @@
 //! Where a training step's time goes, phase by phase (batch in, forward and loss, backward,
-//! optimizer, loss read back), for every engine that can split its step: burn's Flex, burn on
-//! libtorch and tch. TensorFlow runs a step as one graph and cannot split it.
+//! optimizer, loss read back), for every engine of this build (the registry's table,
+//! `parallax_benches::BUILT`) that can split its step: burn's Flex, burn on libtorch and tch.
+//! TensorFlow runs a step as one graph and cannot split it; the benchmark says so and goes on.
 //!
 //! Each engine trains the cnn (or `PARALLAX_BENCH_MODEL`) on the bundled subset's batches of
 //! 64 in epoch order, warms up for 10 steps, then profiles `PARALLAX_BENCH_STEPS` steps (100)
@@ -16,7 +17,7 @@ use parallax_benches::subset;
 use parallax_core::data::epoch_order;
 use parallax_core::spec::presets;
 use parallax_core::stats::median;
-use parallax_core::{Backend, CpuSettings, Device, OptimizerConfig, StepPhases, init};
+use parallax_core::{Backend, CpuSettings, Device, Error, OptimizerConfig, StepPhases, init};
 
 const BATCH: usize = 64;
 const WARM_UP: usize = 10;
@@ -66,34 +67,27 @@ fn main() -> anyhow::Result<()> {
     let threads = env_or("PARALLAX_BENCH_THREADS", 2);
     let steps = env_or("PARALLAX_BENCH_STEPS", 100);
     let cpu = CpuSettings::new(threads);
-    let mut engines: Vec<(&str, Box<dyn Backend>)> = Vec::new();
-    {
-        use parallax_burn::{BurnBackend, BurnEngine};
-        engines.push((
-            "burn",
-            Box::new(BurnBackend::new(BurnEngine::Flex, Device::Cpu, cpu)?),
-        ));
-        #[cfg(feature = "burn-tch")]
-        engines.push((
-            "burn-tch",
-            Box::new(BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, cpu)?),
-        ));
-    }
-    #[cfg(feature = "tch")]
-    engines.push((
-        "tch",
-        Box::new(parallax_tch::TchBackend::new(Device::Cpu, cpu)?),
-    ));
-
     // cargo passes `--bench`; any other argument names an engine.
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    engines.retain(|(name, _)| wanted.is_empty() || wanted.iter().any(|w| w == name));
     let mut results: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for (name, backend) in &engines {
-        let medians = profile(backend.as_ref(), steps)?;
+    for &name in parallax_benches::BUILT {
+        if !(wanted.is_empty() || wanted.iter().any(|w| w == name)) {
+            continue;
+        }
+        let backend = parallax_benches::construct(name, Device::Cpu, cpu)
+            .expect("every name of BUILT is constructed")?;
+        let medians = match profile(backend.as_ref(), steps) {
+            Ok(medians) => medians,
+            // An engine that runs its step as one graph (tf) cannot split it.
+            Err(error) if matches!(error.downcast_ref(), Some(Error::Unsupported { .. })) => {
+                println!("{name:>9}: {error}");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         println!(
             "{name:>9}: {}",
             medians

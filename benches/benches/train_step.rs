@@ -98,7 +98,7 @@ fn write_flops(_: &mut Criterion) {
 }
 
 /// The machine's f32 matrix-product peak through `backend`: `<name>/peak/matmul/<size>`.
-fn peak_of<B: Backend>(c: &mut Criterion, name: &str, backend: &B) {
+fn peak_of(c: &mut Criterion, name: &str, backend: &dyn Backend) {
     let size = peak::DEFAULT_SIZE;
     let (left, right) = peak::operands(size);
     let mut probe = backend
@@ -115,7 +115,7 @@ fn peak_of<B: Backend>(c: &mut Criterion, name: &str, backend: &B) {
 }
 
 /// Benchmarks `backend`, named `name`: the matrix-product peak, then every workload.
-fn engine<B: Backend>(c: &mut Criterion, name: &str, backend: &B) {
+fn engine(c: &mut Criterion, name: &str, backend: &dyn Backend) {
     peak_of(c, name, backend);
     let optimizer = optimizer();
     for (spec, batches) in workloads() {
@@ -147,40 +147,16 @@ fn cpu() -> CpuSettings {
     CpuSettings::new(threads())
 }
 
-fn burn_flex(c: &mut Criterion) {
-    use parallax_burn::{BurnBackend, BurnEngine};
-    let backend = BurnBackend::new(BurnEngine::Flex, Device::Cpu, cpu()).expect("Flex on the CPU");
-    engine(c, "burn", &backend);
+/// Every engine this build has (`burn`, and with their features `tch`, `tf`, `burn-tch`), from
+/// the registry's table of backends (`parallax_benches::BUILT`).
+fn engines(c: &mut Criterion) {
+    for &name in parallax_benches::BUILT {
+        let backend = parallax_benches::construct(name, Device::Cpu, cpu())
+            .expect("every name of BUILT is constructed")
+            .unwrap_or_else(|error| panic!("{name} on the CPU: {error}"));
+        engine(c, name, backend.as_ref());
+    }
 }
 
-#[cfg(feature = "burn-tch")]
-fn burn_tch(c: &mut Criterion) {
-    use parallax_burn::{BurnBackend, BurnEngine};
-    let backend =
-        BurnBackend::new(BurnEngine::LibTorch, Device::Cpu, cpu()).expect("burn on libtorch");
-    engine(c, "burn-tch", &backend);
-}
-
-#[cfg(not(feature = "burn-tch"))]
-fn burn_tch(_: &mut Criterion) {}
-
-#[cfg(feature = "tch")]
-fn tch(c: &mut Criterion) {
-    let backend = parallax_tch::TchBackend::new(Device::Cpu, cpu()).expect("libtorch on the CPU");
-    engine(c, "tch", &backend);
-}
-
-#[cfg(not(feature = "tch"))]
-fn tch(_: &mut Criterion) {}
-
-#[cfg(feature = "tf")]
-fn tf(c: &mut Criterion) {
-    let backend = parallax_tf::TfBackend::new(Device::Cpu, cpu()).expect("TensorFlow on the CPU");
-    engine(c, "tf", &backend);
-}
-
-#[cfg(not(feature = "tf"))]
-fn tf(_: &mut Criterion) {}
-
-criterion_group!(benches, write_flops, harness, burn_flex, burn_tch, tch, tf);
+criterion_group!(benches, write_flops, harness, engines);
 criterion_main!(benches);

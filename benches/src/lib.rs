@@ -1,11 +1,13 @@
 //! Shared setup for parallax's benchmarks: the bundled Fashion-MNIST subset and the full data
-//! set, loaded through the run protocol's own data request, as `cargo xtask compare` loads them.
+//! set, loaded through the run protocol's own data request, as `cargo xtask compare` loads them;
+//! and the backends this build has (`BUILT`, `construct`), a table `build.rs` writes from the
+//! registry.
 
 use std::path::{Path, PathBuf};
 
 use parallax_core::data::builtin::BuiltinDataset;
 use parallax_core::data::{DataError, DataRequest, epoch_order};
-use parallax_core::{Batch, Dataset};
+use parallax_core::{Backend, Batch, CpuSettings, Dataset, Device};
 
 fn request(which: BuiltinDataset, cache_dir: PathBuf) -> DataRequest {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -48,3 +50,5 @@ pub fn full_fashion_mnist(cache_dir: PathBuf) -> Result<Dataset, DataError> {
         .load(42)?
         .train)
 }
+
+include!(concat!(env!("OUT_DIR"), "/backends.rs"));

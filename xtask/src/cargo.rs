@@ -46,9 +46,10 @@ pub fn test_features() -> String {
                 .map(|feature| feature.to_string())
         })
         .chain(
-            ["tch", "tf", "burn-tch"]
-                .into_iter()
-                .map(|feature| format!("parallax-benches/{feature}")),
+            parallax_registry::BACKENDS
+                .iter()
+                .filter(|entry| entry.benched)
+                .map(|entry| format!("parallax-benches/{}", entry.feature)),
         )
         .chain(workers)
         .collect::<Vec<_>>()

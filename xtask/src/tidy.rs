@@ -7,6 +7,7 @@ use std::process::Command;
 use crate::cargo::repo_root;
 
 mod circles;
+mod names;
 
 /// The engine crates and the adapters over them, which core must never depend on.
 const ENGINE_CRATES: &[&str] = &[
@@ -250,6 +251,53 @@ fn no_module_imports_one_that_imports_it_back() {
         found.is_empty(),
         "modules import each other; move what they share to one side, or below both:\n{}",
         found.join("\n")
+    );
+}
+
+/// docs/ARCHITECTURE.md, "Adding an engine": an engine is its crate and one registry row, so
+/// non-test code names a backend in at most the stated number of places outside its adapter
+/// crate and the registry (each named in `names::places`' terms). The number is read from the
+/// document, so that the two cannot disagree.
+#[test]
+fn a_backend_is_named_in_few_places_outside_its_crate_and_the_registry() {
+    let root = repo_root();
+    let architecture = read(&root.join("docs/ARCHITECTURE.md"));
+    let marker = "names a backend in at most ";
+    let stated: usize = architecture
+        .split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("docs/ARCHITECTURE.md must say \"{marker}N places\""));
+    let mut sources = vec![
+        PathBuf::from("xtask/src"),
+        PathBuf::from("benches/src"),
+        PathBuf::from("benches/benches"),
+    ];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        sources.push(PathBuf::from("crates").join(entry.file_name()).join("src"));
+    }
+    let places = names::places(&root, &sources);
+    let over: Vec<String> = places
+        .iter()
+        .filter(|(_, places)| places.len() > stated)
+        .map(|(name, places)| {
+            let list: Vec<String> = places
+                .iter()
+                .map(|place| format!("{} ({:?})", place.file.display(), place.literal))
+                .collect();
+            format!("{name} in {} places: {}", places.len(), list.join(", "))
+        })
+        .collect();
+    let counts: Vec<String> = places
+        .iter()
+        .map(|(name, places)| format!("{name} {}", places.len()))
+        .collect();
+    eprintln!("backends named outside their crates: {}", counts.join(", "));
+    assert!(
+        over.is_empty(),
+        "a backend is named in more than the {stated} places docs/ARCHITECTURE.md allows outside its crate and the registry; read the name from the registry instead:\n{}",
+        over.join("\n")
     );
 }
 

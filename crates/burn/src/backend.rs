@@ -86,6 +86,21 @@ impl BurnEngine {
     }
 }
 
+/// The backend the registry calls `name`, on `device` with `cpu`'s threads: the one
+/// constructor the worker's registry-generated table calls for every backend of this adapter.
+pub fn backend_named(name: &str, device: Device, cpu: CpuSettings) -> Result<Box<dyn Backend>> {
+    let engine = [BurnEngine::for_device(device), BurnEngine::LibTorch]
+        .into_iter()
+        .find(|engine| engine.backend_name() == name)
+        .ok_or_else(|| not_this_adapter(name))?;
+    Ok(Box::new(BurnBackend::new(engine, device, cpu)?))
+}
+
+/// The error for a name that is none of this adapter's backends.
+fn not_this_adapter(name: &str) -> Error {
+    Error::InvalidArgument(format!("{name:?} is not a backend of parallax-burn"))
+}
+
 /// burn on one device with a fixed number of CPU threads.
 #[derive(Clone, Debug)]
 pub struct BurnBackend {

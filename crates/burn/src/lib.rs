@@ -27,7 +27,7 @@ mod model;
 mod net;
 mod optim;
 
-pub use backend::{BACKEND_NAME, BURN_VERSION, BurnBackend, BurnEngine};
+pub use backend::{BACKEND_NAME, BURN_VERSION, BurnBackend, BurnEngine, backend_named};
 pub use model::BurnModel;
 
 /// The README's library example, compiled as a doctest so that it cannot rot.

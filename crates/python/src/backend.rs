@@ -102,6 +102,18 @@ struct Reported {
     batch_norm_epsilon: f64,
 }
 
+/// The backend the registry calls `name`, on `device` with `cpu`'s threads: the one
+/// constructor the worker's registry-generated table calls for every backend of this adapter.
+pub fn backend_named(name: &str, device: Device, cpu: CpuSettings) -> Result<Box<dyn Backend>> {
+    let framework = [Framework::Pytorch, Framework::Keras, Framework::KerasTorch]
+        .into_iter()
+        .find(|framework| framework.backend_name() == name)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("{name:?} is not a backend of parallax-python"))
+        })?;
+    Ok(Box::new(PythonBackend::new(framework, device, cpu)?))
+}
+
 /// A framework in the embedded interpreter, on one device with a fixed number of threads.
 pub struct PythonBackend {
     framework: Framework,

@@ -36,6 +36,6 @@ mod convert;
 mod interpreter;
 mod model;
 
-pub use backend::{Framework, PythonBackend};
+pub use backend::{Framework, PythonBackend, backend_named};
 pub use interpreter::VENV_VARIABLE;
 pub use model::PythonModel;

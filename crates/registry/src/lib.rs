@@ -84,6 +84,9 @@ pub struct BackendEntry {
     /// or framework (burn, tch, tf, and PyTorch's and Keras's own Python code), so burn-tch
     /// (burn's code on tch's engine) is left to those who name it.
     pub compared_by_default: bool,
+    /// Whether the benchmarks (`parallax-benches`) build it, behind their feature named as
+    /// [`Self::feature`]: the engines driven from Rust.
+    pub benched: bool,
 }
 
 impl BackendEntry {
@@ -116,6 +119,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: false,
         test_features: &[],
         compared_by_default: true,
+        benched: true,
     },
     BackendEntry {
         name: "tch",
@@ -128,6 +132,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: true,
         test_features: &[],
         compared_by_default: true,
+        benched: true,
     },
     BackendEntry {
         name: "burn-tch",
@@ -140,6 +145,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: true,
         test_features: &["parallax-burn/tch"],
         compared_by_default: false,
+        benched: true,
     },
     BackendEntry {
         name: "tf",
@@ -152,6 +158,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: false,
         test_features: &[],
         compared_by_default: true,
+        benched: true,
     },
     BackendEntry {
         name: "pytorch",
@@ -164,6 +171,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: true,
         test_features: &[],
         compared_by_default: true,
+        benched: false,
     },
     BackendEntry {
         name: "keras",
@@ -176,6 +184,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: false,
         test_features: &[],
         compared_by_default: true,
+        benched: false,
     },
     BackendEntry {
         name: "keras-torch",
@@ -188,6 +197,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         openmp: true,
         test_features: &[],
         compared_by_default: true,
+        benched: false,
     },
 ];
 
@@ -214,6 +224,54 @@ pub fn names() -> String {
         .map(|entry| entry.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The Rust source of a build's table of backends, for the build scripts of the crates that
+/// construct backends by name (the worker, the benchmarks), so that no crate spells a backend's
+/// constructor by hand: `BUILT`, the names of the backends whose worker feature or CUDA feature
+/// `enabled` says the build has, and `construct(name, device, cpu)`, which calls the adapter's
+/// `backend_named` for each of them and gives `None` for any other name. The including crate
+/// has `Backend`, `CpuSettings` and `Device` in scope and the adapters as dependencies.
+pub fn constructor_table(enabled: impl Fn(&str) -> bool) -> String {
+    let built: Vec<&BackendEntry> = BACKENDS
+        .iter()
+        .filter(|entry| {
+            std::iter::once(entry.feature)
+                .chain(entry.cuda_feature)
+                .any(&enabled)
+        })
+        .collect();
+    let names: Vec<String> = built
+        .iter()
+        .map(|entry| format!("{:?}", entry.name))
+        .collect();
+    let arms: String = built
+        .iter()
+        .map(|entry| {
+            format!(
+                "        {name:?} => Some({adapter}::backend_named({name:?}, device, cpu)),\n",
+                name = entry.name,
+                adapter = entry.adapter.replace('-', "_"),
+            )
+        })
+        .collect();
+    format!(
+        "/// The backends this build has, by the registry's names, in the registry's order.\n\
+         pub const BUILT: &[&str] = &[{}];\n\n\
+         /// The backend called `name` on `device` with `cpu`'s threads, or `None` when this build\n\
+         /// does not have it.\n\
+         #[allow(unused_variables)]\n\
+         pub fn construct(\n    name: &str,\n    device: Device,\n    cpu: CpuSettings,\n) -> Option<parallax_core::Result<Box<dyn Backend>>> {{\n    \
+         match name {{\n{arms}        _ => None,\n    }}\n}}\n",
+        names.join(", ")
+    )
+}
+
+/// Whether cargo builds the crate whose build script asks with `feature` on: its
+/// `CARGO_FEATURE_<FEATURE>` variable, as [`constructor_table`]'s callers read it.
+pub fn feature_enabled_in_build_script(feature: &str) -> bool {
+    let variable = format!("CARGO_FEATURE_{}", feature.to_uppercase().replace('-', "_"));
+    std::env::var_os(variable).is_some()
 }
 
 /// The backend called `name`.

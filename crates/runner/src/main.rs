@@ -69,53 +69,22 @@ fn main() {
     }
 }
 
-/// Builds the backend a request names: the one constructor arm per backend, each behind the
-/// worker feature that the registry gives it.
-#[allow(unused_variables)]
+/// Builds the backend a request names, through the constructor table that `build.rs` writes
+/// from the registry: one arm per backend this worker was built with.
 fn make_backend(name: &str, device: Device, cpu: CpuSettings) -> anyhow::Result<Box<dyn Backend>> {
     let entry = parallax_registry::find(name)?;
-    let backend: Box<dyn Backend> = match entry.name {
-        #[cfg(feature = "burn")]
-        "burn" => Box::new(parallax_burn::BurnBackend::new(
-            parallax_burn::BurnEngine::for_device(device),
-            device,
-            cpu,
-        )?),
-        #[cfg(feature = "burn-tch")]
-        "burn-tch" => Box::new(parallax_burn::BurnBackend::new(
-            parallax_burn::BurnEngine::LibTorch,
-            device,
-            cpu,
-        )?),
-        #[cfg(feature = "tch")]
-        "tch" => Box::new(parallax_tch::TchBackend::new(device, cpu)?),
-        #[cfg(feature = "tf")]
-        "tf" => Box::new(parallax_tf::TfBackend::new(device, cpu)?),
-        #[cfg(feature = "pytorch")]
-        "pytorch" => Box::new(parallax_python::PythonBackend::new(
-            parallax_python::Framework::Pytorch,
-            device,
-            cpu,
-        )?),
-        #[cfg(feature = "keras")]
-        "keras" => Box::new(parallax_python::PythonBackend::new(
-            parallax_python::Framework::Keras,
-            device,
-            cpu,
-        )?),
-        #[cfg(feature = "keras-torch")]
-        "keras-torch" => Box::new(parallax_python::PythonBackend::new(
-            parallax_python::Framework::KerasTorch,
-            device,
-            cpu,
-        )?),
-        other => anyhow::bail!(
-            "backend {other:?} is not compiled into this worker; build it with `cargo build --release -p parallax-runner --features {}` (cargo xtask compare does)",
+    match construct(entry.name, device, cpu) {
+        Some(backend) => Ok(backend?),
+        None => anyhow::bail!(
+            "backend {:?} is not compiled into this worker (it has {}); build it with `cargo build --release -p parallax-runner --features {}` (cargo xtask compare does)",
+            entry.name,
+            BUILT.join(", "),
             entry.feature
         ),
-    };
-    Ok(backend)
+    }
 }
+
+include!(concat!(env!("OUT_DIR"), "/backends.rs"));
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     if let (Some(path), Some(out)) = (&cli.gradcam, &cli.out) {

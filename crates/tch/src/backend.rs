@@ -24,6 +24,17 @@ pub const BACKEND_NAME: &str = "tch";
 /// The libtorch release this crate links (tch 0.22 checks for exactly this version).
 pub const LIBTORCH_VERSION: &str = "2.9.0";
 
+/// The backend the registry calls `name`, on `device` with `cpu`'s threads: the one
+/// constructor the worker's registry-generated table calls for every backend of this adapter.
+pub fn backend_named(name: &str, device: Device, cpu: CpuSettings) -> Result<Box<dyn Backend>> {
+    if name != BACKEND_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} is not a backend of parallax-tch"
+        )));
+    }
+    Ok(Box::new(TchBackend::new(device, cpu)?))
+}
+
 /// libtorch on one device with a fixed number of CPU threads.
 #[derive(Clone, Debug)]
 pub struct TchBackend {

@@ -33,7 +33,7 @@ mod model;
 mod net;
 mod optim;
 
-pub use backend::{BACKEND_NAME, LIBTORCH_VERSION, TchBackend};
+pub use backend::{BACKEND_NAME, LIBTORCH_VERSION, TchBackend, backend_named};
 pub use capability::aten_cpu_capability;
 pub use model::TchModel;
 

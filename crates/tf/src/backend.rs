@@ -28,6 +28,17 @@ pub const BACKEND_NAME: &str = "tf";
 /// The TensorFlow release whose C library this crate is provisioned with.
 pub const TENSORFLOW_VERSION: &str = "2.21.0";
 
+/// The backend the registry calls `name`, on `device` with `cpu`'s threads: the one
+/// constructor the worker's registry-generated table calls for every backend of this adapter.
+pub fn backend_named(name: &str, device: Device, cpu: CpuSettings) -> Result<Box<dyn Backend>> {
+    if name != BACKEND_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} is not a backend of parallax-tf"
+        )));
+    }
+    Ok(Box::new(TfBackend::new(device, cpu)?))
+}
+
 /// TensorFlow on one device with fixed thread pools.
 #[derive(Clone, Debug)]
 pub struct TfBackend {

@@ -34,7 +34,7 @@ mod model;
 mod net;
 mod optim;
 
-pub use backend::{BACKEND_NAME, TENSORFLOW_VERSION, TfBackend};
+pub use backend::{BACKEND_NAME, TENSORFLOW_VERSION, TfBackend, backend_named};
 pub use model::TfModel;
 
 // `engine_error` and `OrEngine`, at the root where every module reaches them.

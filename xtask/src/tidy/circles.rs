@@ -142,7 +142,7 @@ fn module_files(src: &Path) -> Vec<(ModulePath, PathBuf)> {
 }
 
 /// Whether an item's attributes put it under `#[cfg(test)]`.
-fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+pub(super) fn is_test_only(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|attr| {
         attr.path().is_ident("cfg")
             && attr

@@ -78,13 +78,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let criterion_home = target_dir().join("criterion");
     let flops_path = out.join("flops.json");
     let started = SystemTime::now();
+    let benched: Vec<&str> = parallax_registry::BACKENDS
+        .iter()
+        .filter(|entry| entry.benched)
+        .map(|entry| entry.feature)
+        .collect();
+    let features = benched.join(",");
     let mut command = cargo(
         &[
             "bench",
             "-p",
             "parallax-benches",
             "--features",
-            "tch,tf,burn-tch",
+            &features,
             "--bench",
             "train_step",
         ],

@@ -263,11 +263,27 @@ fn default_comparison() -> anyhow::Result<()> {
     // Every default backend but burn needs a native library or the Python frameworks, and
     // without seed flags compare runs seeds 1 to 5 (its DEFAULT_SEEDS).
     let seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
+    // The registry's default set: the backends that need nothing native compare, the others
+    // are skipped with their reason.
+    let (expected_compared, expected_skipped): (
+        Vec<&parallax_registry::BackendEntry>,
+        Vec<&parallax_registry::BackendEntry>,
+    ) = parallax_registry::BACKENDS
+        .iter()
+        .filter(|entry| entry.compared_by_default)
+        .partition(|entry| !entry.is_native());
+    let expected_skipped: Vec<&str> = expected_skipped.iter().map(|entry| entry.name).collect();
     ensure!(
-        skipped == ["tch", "tf", "pytorch", "keras", "keras-torch"]
-            && compared.iter().all(|backend| *backend == "burn")
+        skipped == expected_skipped
+            && compared
+                .iter()
+                .all(|backend| expected_compared.iter().any(|entry| entry.name == *backend))
             && seeds == [1, 2, 3, 4, 5],
-        "expected burn compared over seeds 1 to 5 and tch, tf, pytorch, keras, keras-torch skipped; got {compared:?} over seeds {seeds:?} and {skipped:?}"
+        "expected {:?} compared over seeds 1 to 5 and {expected_skipped:?} skipped; got {compared:?} over seeds {seeds:?} and {skipped:?}",
+        expected_compared
+            .iter()
+            .map(|entry| entry.name)
+            .collect::<Vec<_>>()
     );
     ensure!(
         out.join("report.html").is_file(),
