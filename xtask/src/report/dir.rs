@@ -15,14 +15,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use parallax_core::data::DataRequest;
 use parallax_core::layout::Layout;
 use parallax_core::record::{RunRecord, RunRequest};
-use parallax_core::spec::ModelSource;
 use parallax_core::stats::attribution::{self, Attribution, Configuration};
 use parallax_core::stats::comparison::{self, Margins};
 
-use crate::report::{self, Summary, html};
+use crate::report::{self, Setup, Summary, html};
 
 /// Every `.json` file under `dir`, in a stable order.
 pub(crate) fn json_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -44,45 +42,16 @@ pub(crate) fn json_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The request a record's run was made from: its request file when the directory still has
-/// it, or else the request the record itself describes.
-fn request_of(layout: &Layout, record: &RunRecord) -> RunRequest {
-    let path = layout.request(&record.run);
-    if let Some(request) = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<RunRequest>(&text).ok())
-    {
-        return request;
-    }
-    RunRequest {
-        backend: record.backend.clone(),
-        device: record.device,
-        threads: record.threads,
-        flush_denormals: record.flush_denormals,
-        model: record
-            .run
-            .model
-            .parse()
-            .unwrap_or_else(|_| ModelSource::File(PathBuf::from(&record.run.model))),
-        data: DataRequest {
-            dataset: record.dataset,
-            data_dir: None,
-            cache_dir: PathBuf::new(),
-            fixtures_dir: PathBuf::new(),
-            image_size: 0,
-            image_channels: 0,
-            limit_train: None,
-            skip_unreadable: false,
-        },
-        epochs: record.epochs.len() as u32,
-        batch_size: record.batch_size,
-        optimizer: record.optimizer,
-        seed: record.seed,
-        init: record.init.clone(),
-        native: record.native.clone(),
-        save_weights: false,
-        measure_peak: record.matmul_peak.is_some(),
-        git_revision: record.git_revision.clone(),
+/// What a configuration's runs share: the request the directory still holds for its first
+/// run, or else what the records themselves say.
+fn setup_of(layout: &Layout, records: &[RunRecord]) -> Option<Setup> {
+    let from_request = records.first().and_then(|record| {
+        let text = std::fs::read_to_string(layout.request(&record.run)).ok()?;
+        serde_json::from_str::<RunRequest>(&text).ok()
+    });
+    match from_request {
+        Some(request) => Some(Setup::of_request(&request)),
+        None => Setup::of_records(records),
     }
 }
 
@@ -145,7 +114,7 @@ impl Rendered {
 struct Part {
     heading: Option<String>,
     summary: Summary,
-    request: RunRequest,
+    setup: Setup,
     label: String,
 }
 
@@ -254,7 +223,9 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
                     .any(|r| &r.backend == backend && r.seed == *seed)
             })
             .collect();
-        let request = request_of(&layout, &records[0]);
+        let Some(setup) = setup_of(&layout, &records) else {
+            continue;
+        };
         let attribution = match previous.as_ref().and_then(|s| s.attribution.as_ref()) {
             Some(earlier) if !several => Some(reattribute(
                 &layout, &earlier.a, &earlier.b, &records, &margins,
@@ -285,7 +256,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
                 )
             }),
             summary,
-            request,
+            setup,
             label,
         });
     }
@@ -310,7 +281,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
         ));
     }
     for part in &parts {
-        let markdown = report::markdown(&part.summary, &part.request);
+        let markdown = report::markdown(&part.summary, &part.setup);
         match &part.heading {
             Some(heading) => {
                 out.push_str(&markdown.replacen(
@@ -332,7 +303,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
     std::fs::write(layout.report_markdown(), &out)
         .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
     let title = match parts.as_slice() {
-        [one] => html::title(&one.summary, &one.request),
+        [one] => html::title(&one.summary, &one.setup),
         _ => format!("parallax: the runs in {}", dir.display()),
     };
     let page = html::Page {
@@ -342,7 +313,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
             .map(|part| html::Section {
                 heading: part.heading.clone(),
                 summary: &part.summary,
-                request: &part.request,
+                setup: &part.setup,
             })
             .collect(),
         gradcam,

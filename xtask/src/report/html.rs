@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use base64::Engine;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use parallax_core::record::{RunRecord, RunRequest};
+use parallax_core::record::RunRecord;
 use parallax_core::stats::VerdictKind;
 use parallax_core::stats::comparison::Metric;
 
 use super::charts::{self, Bar};
-use super::summary::{GradCamSummary, PairImage};
+use super::summary::{GradCamSummary, PairImage, Setup};
 use super::{Environment, Summary};
 
 /// At most this many GradCAM images are inlined; the rest stay in `gradcam/`, and the page
@@ -33,8 +33,8 @@ pub struct Section<'a> {
     pub heading: Option<String>,
     /// Its summary: records, failures and statistics.
     pub summary: &'a Summary,
-    /// The request its runs were made from (any backend's; they differ only in the backend).
-    pub request: &'a RunRequest,
+    /// What its runs share.
+    pub setup: &'a Setup,
 }
 
 /// `cargo xtask gradcam`'s output in a directory: its summary and the first images, read as
@@ -325,7 +325,7 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                 h2 { (heading) }
             }
             (answer_section(summary, &id))
-            p.description { (super::description(summary, section.request).replace('`', "")) }
+            p.description { (super::description(summary, section.setup).replace('`', "")) }
             section id=(id("verdicts")) {
                 h2 { @if summary.several_seeds() { "Verdicts" } @else { "Headline numbers" } }
                 (verdicts(summary, threads, &cpu))
@@ -1031,19 +1031,16 @@ fn gradcam_section(output: &GradCamOutput) -> Markup {
 }
 
 /// The title of a page of one comparison: the model, the data set and the backends.
-pub fn title(summary: &Summary, request: &RunRequest) -> String {
-    let dataset = summary
-        .records
-        .first()
-        .map_or(request.data.dataset, |r| r.dataset);
+pub fn title(summary: &Summary, setup: &Setup) -> String {
+    let dataset = summary.records.first().map_or(setup.dataset, |r| r.dataset);
     let names = backends(summary);
     if names.is_empty() {
-        format!("parallax: {} on {dataset}", request.model)
+        format!("parallax: {} on {dataset}", setup.model)
     } else {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         format!(
             "parallax: {} on {dataset}, {} compared",
-            request.model,
+            setup.model,
             super::answer::listed(&names)
         )
     }
@@ -1052,7 +1049,7 @@ pub fn title(summary: &Summary, request: &RunRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{records, request, summary_of};
+    use crate::report::tests::{records, setup, summary_of};
     use crate::report::{Failure, Skipped};
 
     /// The page's structure: one line per element (name, id and classes), indented by depth,
@@ -1142,13 +1139,13 @@ mod tests {
     }
 
     fn page_of(summary: &Summary) -> String {
-        let request = request();
+        let setup = setup();
         render(&Page {
-            title: title(summary, &request),
+            title: title(summary, &setup),
             sections: vec![Section {
                 heading: None,
                 summary,
-                request: &request,
+                setup: &setup,
             }],
             gradcam: None,
             unreadable: vec![("records/x.json".into(), "not JSON <at all>".into())],
@@ -1251,7 +1248,7 @@ mod tests {
         html.push_str(rest);
         let views = [
             ("the terminal", crate::report::terminal(&summary)),
-            ("report.md", crate::report::markdown(&summary, &request())),
+            ("report.md", crate::report::markdown(&summary, &setup())),
             ("report.html", html),
         ];
         for (view, text) in &views {

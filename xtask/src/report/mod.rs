@@ -21,7 +21,7 @@ use parallax_core::stats::comparison::{
 
 pub use environment::{Environment, cpu_model, host_line};
 use serde::{Deserialize, Serialize};
-pub use summary::Repeatability;
+pub use summary::{Repeatability, Setup};
 
 /// A backend that `compare` left out because it could not be made ready (its native library
 /// could not be provisioned, or its worker not built), when it was not named with `--backends`.
@@ -624,7 +624,7 @@ pub fn terminal_table(summary: &Summary) -> String {
 }
 
 /// `report.md`: one table per metric family, one row per backend.
-pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
+pub fn markdown(summary: &Summary, setup: &Setup) -> String {
     let md = presets::ASCII_MARKDOWN;
     let mut out = String::new();
     let first = summary.records.first();
@@ -643,7 +643,7 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
     if !answer.caveats.is_empty() {
         out.push('\n');
     }
-    out.push_str(&description(summary, request));
+    out.push_str(&description(summary, setup));
     out.push('\n');
     out.push_str("Every backend saw the same examples in the same order; within a seed the engines ran one after another, their order rotating from seed to seed.\n");
     if let (Some(command), Some(wall)) = (&summary.command, summary.wall_seconds) {
@@ -653,7 +653,7 @@ pub fn markdown(summary: &Summary, request: &RunRequest) -> String {
         ));
     }
     out.push('\n');
-    out.push_str(&verdict_sections(summary, request.threads));
+    out.push_str(&verdict_sections(summary, setup.threads));
 
     out.push_str("## Engines\n\n");
     let engines = one_per_backend(summary)
@@ -823,7 +823,7 @@ pub(crate) fn time_to_accuracy_rows(summary: &Summary, target: f64) -> Vec<Vec<S
 
 /// What was compared, in one sentence: model, data, epochs, batch, optimizer, seeds, initial
 /// weights, defaults, threads and device.
-pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
+pub(crate) fn description(summary: &Summary, setup: &Setup) -> String {
     let first = summary.records.first();
     let mut seeds: Vec<u64> = summary.records.iter().map(|r| r.seed).collect();
     seeds.sort_unstable();
@@ -831,21 +831,21 @@ pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
     let defaults = if summary.attribution.is_some() {
         "controlled defaults for the comparison, and the attribution's configurations below"
             .to_string()
-    } else if request.native.is_empty() {
+    } else if setup.native.is_empty() {
         "controlled defaults".to_string()
     } else {
         "each engine's native defaults".to_string()
     };
     format!(
         "Model `{}` on `{}` ({} training, {} test examples), {} epochs, batch {}, optimizer {} at lr {}, {} seed{} ({}), {} initial weights, {defaults}, {} threads, device {}.",
-        request.model,
-        first.map_or(request.data.dataset, |r| r.dataset),
+        setup.model,
+        first.map_or(setup.dataset, |r| r.dataset),
         numbers::thousands(first.map_or(0, |r| r.train_examples as u64)),
         numbers::thousands(first.map_or(0, |r| r.test_examples as u64)),
-        request.epochs,
-        request.batch_size,
-        request.optimizer.kind,
-        request.optimizer.lr,
+        setup.epochs,
+        setup.batch_size,
+        setup.optimizer.kind,
+        setup.optimizer.lr,
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" },
         seeds
@@ -854,8 +854,8 @@ pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         match (
-            &request.init,
-            request
+            &setup.init,
+            setup
                 .native
                 .contains(&parallax_core::Factor::Initialisation)
         ) {
@@ -865,8 +865,8 @@ pub(crate) fn description(summary: &Summary, request: &RunRequest) -> String {
             (parallax_core::record::InitMode::File(path), false) =>
                 format!("shared, from {}", path.display()),
         },
-        request.threads,
-        request.device,
+        setup.threads,
+        setup.device,
     )
 }
 
@@ -968,7 +968,7 @@ pub(crate) mod tests {
         };
         let request = request();
         assert!(!request.save_weights);
-        let markdown = markdown(&summary, &request);
+        let markdown = markdown(&summary, &Setup::of_request(&request));
         for section in [
             "## Engines",
             "## Speed and memory",
@@ -1016,6 +1016,11 @@ pub(crate) mod tests {
             comparison: Some(comparison),
             ..Summary::default()
         }
+    }
+
+    /// The setup of [`request`]'s runs.
+    pub(crate) fn setup() -> Setup {
+        Setup::of_request(&request())
     }
 
     pub(crate) fn request() -> RunRequest {
@@ -1102,7 +1107,7 @@ pub(crate) mod tests {
     #[test]
     fn three_seeds_give_verdict_lines_first_and_one_seed_says_why_it_gives_none() {
         let summary = summary_of(records(&[1, 2, 3]));
-        let text = markdown(&summary, &request());
+        let text = markdown(&summary, &setup());
         let verdicts = text.find("## Verdicts").expect("a verdicts section");
         assert!(verdicts < text.find("## Engines").unwrap());
         assert!(
@@ -1136,7 +1141,7 @@ pub(crate) mod tests {
         }
         let epoch = counted[0].epochs[0].clone();
         let expected = counted[0].achieved_gflops(&epoch).unwrap();
-        let text = markdown(&summary_of(counted.clone()), &request());
+        let text = markdown(&summary_of(counted.clone()), &setup());
         assert!(text.contains(&format!("{expected:.2}")), "{text}");
         // Without a measured peak there is no utilisation; with one, the best engine's peak
         // divides every engine's GFLOP/s.
@@ -1152,11 +1157,11 @@ pub(crate) mod tests {
             });
         }
         let best = counted[1].backend.clone();
-        let text = markdown(&summary_of(counted), &request());
+        let text = markdown(&summary_of(counted), &setup());
         assert!(text.contains(&format!("through {best}")), "{text}");
         assert!(text.contains("| 25%"), "{text}");
         let one = summary_of(records(&[7]));
-        let text = markdown(&one, &request());
+        let text = markdown(&one, &setup());
         assert!(text.contains("- 1 seed: differences between engines are not decided"));
         assert!(
             !text.contains("## Verdicts") && !text.contains("Holm"),

@@ -1,14 +1,76 @@
 //! The schemas of what the commands write for the report to read back: a repeated run's
-//! finding (`--repeat`) and GradCAM's `summary.json`. They live beside the views that render
-//! them, so that the commands which produce them and the report which reads them both depend on
-//! this module, never on each other.
+//! finding (`--repeat`), GradCAM's `summary.json`, and what one comparison's runs share
+//! ([`Setup`]). They live beside the views that render them, so that the commands which produce
+//! them and the report which reads them both depend on this module, never on each other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use parallax_core::data::BoundingBox;
+use parallax_core::data::DatasetName;
 use parallax_core::gradcam::CamSettings;
 use parallax_core::gradcam::metrics::{Agreement, Spread};
+use parallax_core::record::{InitMode, RunRecord, RunRequest};
+use parallax_core::{Device, Factor, OptimizerConfig};
 use serde::{Deserialize, Serialize};
+
+/// What every run of one comparison shares, as its report describes it: taken from a request
+/// the comparison wrote, or, where the directory no longer holds one, from its records alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setup {
+    /// The model, as `--model` named it (a preset, or a spec file).
+    pub model: String,
+    /// The data set.
+    pub dataset: DatasetName,
+    /// Epochs per run.
+    pub epochs: u32,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// The optimizer and its learning rate.
+    pub optimizer: OptimizerConfig,
+    /// The initial weights.
+    pub init: InitMode,
+    /// The factors left at each engine's own default.
+    pub native: BTreeSet<Factor>,
+    /// Threads per engine.
+    pub threads: usize,
+    /// The device.
+    pub device: Device,
+}
+
+impl Setup {
+    /// The setup a request asks for.
+    pub fn of_request(request: &RunRequest) -> Self {
+        Setup {
+            model: request.model.to_string(),
+            dataset: request.data.dataset,
+            epochs: request.epochs,
+            batch_size: request.batch_size,
+            optimizer: request.optimizer,
+            init: request.init.clone(),
+            native: request.native.clone(),
+            threads: request.threads,
+            device: request.device,
+        }
+    }
+
+    /// The setup the records say their runs had: the first record's, with the most epochs any
+    /// of them finished (a record does not say how many were planned); `None` without records.
+    pub fn of_records(records: &[RunRecord]) -> Option<Self> {
+        let first = records.first()?;
+        let epochs = records.iter().map(|record| record.epochs.len()).max()?;
+        Some(Setup {
+            model: first.run.model.clone(),
+            dataset: first.dataset,
+            epochs: u32::try_from(epochs).unwrap_or(u32::MAX),
+            batch_size: first.batch_size,
+            optimizer: first.optimizer,
+            init: first.init.clone(),
+            native: first.native.clone(),
+            threads: first.threads,
+            device: first.device,
+        })
+    }
+}
 
 /// One engine's two runs of a seed, compared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

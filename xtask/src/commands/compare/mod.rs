@@ -713,15 +713,16 @@ fn conclude(
     summary.wall_seconds = Some(started.elapsed().as_secs_f64());
     summary.command = Some(crate::output_lock::this_command());
     write_json_atomically(&layout.summary(), &summary)?;
-    let markdown = report::markdown(&summary, &checked.base);
+    let setup = report::Setup::of_request(&checked.base);
+    let markdown = report::markdown(&summary, &setup);
     std::fs::write(layout.report_markdown(), &markdown)
         .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
     let page = html::Page {
-        title: html::title(&summary, &checked.base),
+        title: html::title(&summary, &setup),
         sections: vec![html::Section {
             heading: None,
             summary: &summary,
-            request: &checked.base,
+            setup: &setup,
         }],
         // GradCAM output that cannot be read does not cost the comparison its report.
         gradcam: html::GradCamOutput::load(layout.root()).unwrap_or_else(|error| {
