@@ -126,14 +126,8 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
     let mut unreadable = Vec::new();
     // GradCAM output that cannot be read is listed like a corrupt record, and the rest renders.
     let gradcam = html::GradCamOutput::load(layout.root()).unwrap_or_else(|error| {
-        unreadable.push((
-            layout
-                .root()
-                .join("gradcam/summary.json")
-                .display()
-                .to_string(),
-            format!("{error:#}"),
-        ));
+        let path = layout.root().join("gradcam/summary.json");
+        unreadable.push((path.display().to_string(), format!("{error:#}")));
         None
     });
     if !records_dir.is_dir() {
@@ -157,150 +151,23 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
     let previous: Option<Summary> = std::fs::read_to_string(layout.summary())
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
-    let mut by_configuration: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
-    for path in json_files(&records_dir)? {
-        match RunRecord::load(&path) {
-            Ok(record) => by_configuration
-                .entry(record.run.configuration.clone())
-                .or_default()
-                .push(record),
-            Err(error) => unreadable.push((
-                path.display().to_string(),
-                parallax_core::error::one_line(&error),
-            )),
-        }
-    }
-    if by_configuration.is_empty() && unreadable.is_empty() {
-        bail!(
-            "{} holds no run records; a comparison writes them there as its runs finish",
-            records_dir.display()
-        );
-    }
-    let (margins, target) = match previous.as_ref().and_then(|s| s.comparison.as_ref()) {
-        Some(comparison) => (comparison.margins, comparison.target_accuracy),
-        None => (Margins::default(), None),
-    };
-    let target = target_accuracy.or(target);
-    let several = by_configuration.len() > 1;
-    // The comparison's own order of backends, which decides the direction of each pair.
-    let order: Vec<String> = previous
-        .iter()
-        .flat_map(|summary| summary.records.iter().map(|record| record.backend.clone()))
-        .fold(Vec::new(), |mut seen, backend| {
-            if !seen.contains(&backend) {
-                seen.push(backend);
-            }
-            seen
-        });
-    let rank = |backend: &str| {
-        order
-            .iter()
-            .position(|known| known == backend)
-            .unwrap_or(order.len())
-    };
-    let mut parts = Vec::new();
-    for (index, (configuration, mut records)) in by_configuration.into_iter().enumerate() {
-        records.sort_by(|x, y| {
-            (x.seed, rank(&x.backend), &x.backend).cmp(&(y.seed, rank(&y.backend), &y.backend))
-        });
-        // Failures of the comparison's own summary belong to its configuration only when the
-        // directory holds one.
-        let failures = if several {
-            Vec::new()
-        } else {
-            previous
-                .as_ref()
-                .map(|summary| summary.failures.clone())
-                .unwrap_or_default()
-        };
-        let failed: Vec<(String, u64)> = failures
-            .iter()
-            .filter(|failure| failure.configuration.is_none())
-            .filter_map(|failure| Some((failure.backend.clone(), failure.seed?)))
-            .filter(|(backend, seed)| {
-                !records
-                    .iter()
-                    .any(|r| &r.backend == backend && r.seed == *seed)
-            })
-            .collect();
-        let Some(setup) = setup_of(&layout, &records) else {
-            continue;
-        };
-        let attribution = match previous.as_ref().and_then(|s| s.attribution.as_ref()) {
-            Some(earlier) if !several => Some(reattribute(
-                &layout, &earlier.a, &earlier.b, &records, &margins,
-            )?),
-            _ => None,
-        };
-        let same_run = previous.as_ref().filter(|_| !several);
-        let label = format!("{} on {}", records[0].model, records[0].dataset);
-        let summary = Summary {
-            comparison: Some(comparison::compare(&records, &failed, &margins, target)),
-            attribution,
-            repeat: same_run.map(|s| s.repeat.clone()).unwrap_or_default(),
-            records,
-            failures,
-            // The command line, wall time, skipped backends and machine are the comparison's,
-            // which ran one configuration.
-            command: same_run.and_then(|s| s.command.clone()),
-            wall_seconds: same_run.and_then(|s| s.wall_seconds),
-            skipped: same_run.map(|s| s.skipped.clone()).unwrap_or_default(),
-            environment: previous.as_ref().and_then(|s| s.environment.clone()),
-            ..Summary::default()
-        };
-        parts.push(Part {
-            heading: several.then(|| {
-                format!(
-                    "Run {} of configuration {configuration}: {label}",
-                    index + 1
-                )
-            }),
-            summary,
-            setup,
-            label,
-        });
-    }
-    if several {
+    let by_configuration = read_records(&records_dir, &mut unreadable)?;
+    let parts = parts(
+        &layout,
+        by_configuration,
+        previous.as_ref(),
+        target_accuracy,
+    )?;
+    if parts.len() > 1 {
+        let labels: Vec<&str> = parts.iter().map(|part| part.label.as_str()).collect();
         eprintln!(
             "note: {} holds runs of {} configurations ({}); each is reported on its own",
             dir.display(),
             parts.len(),
-            parts
-                .iter()
-                .map(|part| part.label.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            labels.join(", ")
         );
     }
-    let mut out = String::new();
-    if several {
-        out.push_str(&format!(
-            "# parallax report of {}\n\nThis directory holds runs of {} configurations; each is reported on its own, and none is pooled with another.\n\n",
-            dir.display(),
-            parts.len()
-        ));
-    }
-    for part in &parts {
-        let markdown = report::markdown(&part.summary, &part.setup);
-        match &part.heading {
-            Some(heading) => {
-                out.push_str(&markdown.replacen(
-                    "# parallax comparison",
-                    &format!("# {heading}"),
-                    1,
-                ));
-                out.push_str("\n---\n\n");
-            }
-            None => out.push_str(&markdown),
-        }
-    }
-    if !unreadable.is_empty() {
-        out.push_str("\n## Unreadable records\n\n");
-        for (path, error) in &unreadable {
-            out.push_str(&format!("- `{path}`: {error}\n"));
-        }
-    }
-    std::fs::write(layout.report_markdown(), &out)
+    std::fs::write(layout.report_markdown(), markdown(dir, &parts, &unreadable))
         .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
     let title = match parts.as_slice() {
         [one] => html::title(&one.summary, &one.setup),
@@ -324,6 +191,159 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
         written: vec![layout.report_markdown(), report_html],
         unreadable,
     })
+}
+
+/// The records under `records_dir`, by configuration; each file that does not read is added to
+/// `unreadable` with its error line.
+fn read_records(
+    records_dir: &Path,
+    unreadable: &mut Vec<(String, String)>,
+) -> anyhow::Result<BTreeMap<String, Vec<RunRecord>>> {
+    let mut by_configuration: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
+    for path in json_files(records_dir)? {
+        match RunRecord::load(&path) {
+            Ok(record) => by_configuration
+                .entry(record.run.configuration.clone())
+                .or_default()
+                .push(record),
+            Err(error) => unreadable.push((
+                path.display().to_string(),
+                parallax_core::error::one_line(&error),
+            )),
+        }
+    }
+    if by_configuration.is_empty() && unreadable.is_empty() {
+        bail!(
+            "{} holds no run records; a comparison writes them there as its runs finish",
+            records_dir.display()
+        );
+    }
+    Ok(by_configuration)
+}
+
+/// Each configuration's comparison, its statistics recomputed from its records. The summary
+/// the comparison wrote (`previous`) gives the margins, the target accuracy, the backends'
+/// order, and, when the directory holds its one configuration, its failures, attribution,
+/// repeats, command line and machine.
+fn parts(
+    layout: &Layout,
+    by_configuration: BTreeMap<String, Vec<RunRecord>>,
+    previous: Option<&Summary>,
+    target_accuracy: Option<f64>,
+) -> anyhow::Result<Vec<Part>> {
+    let (margins, target) = match previous.and_then(|s| s.comparison.as_ref()) {
+        Some(comparison) => (comparison.margins, comparison.target_accuracy),
+        None => (Margins::default(), None),
+    };
+    let target = target_accuracy.or(target);
+    let several = by_configuration.len() > 1;
+    // The comparison's own order of backends, which decides the direction of each pair.
+    let order: Vec<String> = previous
+        .iter()
+        .flat_map(|summary| summary.records.iter().map(|record| record.backend.clone()))
+        .fold(Vec::new(), |mut seen, backend| {
+            if !seen.contains(&backend) {
+                seen.push(backend);
+            }
+            seen
+        });
+    let rank = |backend: &str| {
+        order
+            .iter()
+            .position(|known| known == backend)
+            .unwrap_or(order.len())
+    };
+    // The comparison's own summary speaks for the directory only when it holds one configuration.
+    let same_run = previous.filter(|_| !several);
+    let mut parts = Vec::new();
+    for (index, (configuration, mut records)) in by_configuration.into_iter().enumerate() {
+        records.sort_by(|x, y| {
+            (x.seed, rank(&x.backend), &x.backend).cmp(&(y.seed, rank(&y.backend), &y.backend))
+        });
+        let failures = same_run
+            .map(|summary| summary.failures.clone())
+            .unwrap_or_default();
+        let failed: Vec<(String, u64)> = failures
+            .iter()
+            .filter(|failure| failure.configuration.is_none())
+            .filter_map(|failure| Some((failure.backend.clone(), failure.seed?)))
+            .filter(|(backend, seed)| {
+                !records
+                    .iter()
+                    .any(|r| &r.backend == backend && r.seed == *seed)
+            })
+            .collect();
+        let Some(setup) = setup_of(layout, &records) else {
+            continue;
+        };
+        let attribution = match same_run.and_then(|s| s.attribution.as_ref()) {
+            Some(earlier) => Some(reattribute(
+                layout, &earlier.a, &earlier.b, &records, &margins,
+            )?),
+            None => None,
+        };
+        let label = format!("{} on {}", records[0].model, records[0].dataset);
+        let summary = Summary {
+            comparison: Some(comparison::compare(&records, &failed, &margins, target)),
+            attribution,
+            repeat: same_run.map(|s| s.repeat.clone()).unwrap_or_default(),
+            records,
+            failures,
+            // The command line, wall time, skipped backends and machine are the comparison's,
+            // which ran one configuration.
+            command: same_run.and_then(|s| s.command.clone()),
+            wall_seconds: same_run.and_then(|s| s.wall_seconds),
+            skipped: same_run.map(|s| s.skipped.clone()).unwrap_or_default(),
+            environment: previous.and_then(|s| s.environment.clone()),
+            ..Summary::default()
+        };
+        parts.push(Part {
+            heading: several.then(|| {
+                format!(
+                    "Run {} of configuration {configuration}: {label}",
+                    index + 1
+                )
+            }),
+            summary,
+            setup,
+            label,
+        });
+    }
+    Ok(parts)
+}
+
+/// `report.md` of the parts, each under its heading when there are several, then the records
+/// that could not be read.
+fn markdown(dir: &Path, parts: &[Part], unreadable: &[(String, String)]) -> String {
+    let mut out = String::new();
+    if parts.len() > 1 {
+        out.push_str(&format!(
+            "# parallax report of {}\n\nThis directory holds runs of {} configurations; each is reported on its own, and none is pooled with another.\n\n",
+            dir.display(),
+            parts.len()
+        ));
+    }
+    for part in parts {
+        let markdown = report::markdown(&part.summary, &part.setup);
+        match &part.heading {
+            Some(heading) => {
+                out.push_str(&markdown.replacen(
+                    "# parallax comparison",
+                    &format!("# {heading}"),
+                    1,
+                ));
+                out.push_str("\n---\n\n");
+            }
+            None => out.push_str(&markdown),
+        }
+    }
+    if !unreadable.is_empty() {
+        out.push_str("\n## Unreadable records\n\n");
+        for (path, error) in unreadable {
+            out.push_str(&format!("- `{path}`: {error}\n"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod summary;
 use comfy_table::{Table, TableStyle, presets};
 use parallax_core::Topic;
 use parallax_core::peak::{self, MatmulPeak};
-use parallax_core::record::{RunRecord, RunRequest, RunStatus};
+use parallax_core::record::{RunRecord, RunStatus};
 use parallax_core::stats::attribution::{Attribution, Estimate};
 use parallax_core::stats::comparison::{
     Comparison, Metric, interval_text, scope_note, scope_note_without_verdicts, signed,
@@ -953,6 +953,7 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use parallax_core::record::RunRequest;
 
     #[test]
     fn the_report_has_every_section_and_lists_failures() {
