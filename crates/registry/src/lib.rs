@@ -3,12 +3,13 @@
 //! are OpenMP's, and which devices it runs on.
 //!
 //! xtask reads it to check `--backends`, build one worker per backend, provision native
-//! libraries and set OpenMP's wait policy; the worker reads it to name what it lacks; the tests
-//! read it for the names. Adding an engine is its own adapter crate, one row here, and the
-//! Cargo lines that declare it (workspace member and dependency, the worker's feature and its
-//! one constructor arm).
+//! libraries and set OpenMP's wait policy; the worker's and the benchmarks' build scripts write
+//! their constructor tables from it ([`constructor_table`]); the tests read it for the names.
+//! Adding an engine is its own adapter crate, one row here, and the Cargo lines that declare it
+//! (workspace dependency, the worker's and the benchmarks' features).
 //!
-//! **Architecture invariant:** this crate is data only. It depends on nothing, so that xtask
+//! **Architecture invariant:** this crate is data only (and the few pure functions that read
+//! it, or read a torch version from its text). It depends on nothing, so that xtask
 //! can read it without building an engine, and `parallax-core`, which never names a framework,
 //! does not depend on it.
 
