@@ -80,6 +80,12 @@ impl<'ast> Visit<'ast> for Literals {
         }
     }
 
+    fn visit_item_impl(&mut self, block: &'ast syn::ItemImpl) {
+        if !super::circles::is_test_only(&block.attrs) {
+            syn::visit::visit_item_impl(self, block);
+        }
+    }
+
     fn visit_attribute(&mut self, _: &'ast syn::Attribute) {
         // Doc comments and attributes describe; they construct nothing.
     }
