@@ -10,7 +10,6 @@ mod interrupt;
 mod output_lock;
 mod parity;
 mod provision;
-mod report;
 #[cfg(test)]
 mod tidy;
 mod workers;

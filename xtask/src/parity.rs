@@ -180,7 +180,7 @@ fn panel_under_cap(
     for line in evidence.lines() {
         eprintln!("    {line}");
     }
-    let host = crate::report::Environment::of_this_machine().vector_extensions;
+    let host = parallax::report::Environment::of_this_machine().vector_extensions;
     let mut problems = evidence.check(cap, panel.onednn_copies, &host);
     if !passed {
         problems.push(format!(
@@ -342,7 +342,7 @@ impl Evidence {
 
     /// What shows that `cap` did not take effect in a process where `onednn_copies` copies of
     /// oneDNN run, one sentence each, on a host with `host`'s vector extensions
-    /// ([`crate::report::Environment::vector_extensions`]).
+    /// ([`parallax::report::Environment::vector_extensions`]).
     pub fn check(&self, cap: &Cap, onednn_copies: usize, host: &[String]) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(expected) = cap.aten

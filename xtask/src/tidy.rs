@@ -75,23 +75,36 @@ fn core_depends_on_no_engine_and_xtask_on_no_adapter() {
         engines.is_empty(),
         "parallax-core must name no framework, but depends on {engines:?}"
     );
-    let xtask = dependency_tree("xtask");
-    let adapters: Vec<&String> = xtask
-        .iter()
+    // xtask and the library drive each engine through a worker process: neither builds one.
+    let adapters = [
+        "parallax-burn",
+        "parallax-tch",
+        "parallax-tf",
+        "parallax-python",
+        "parallax-runner",
+    ];
+    for krate in ["xtask", "parallax"] {
+        let engines: Vec<String> = dependency_tree(krate)
+            .into_iter()
+            .filter(|name| is_engine(name) || adapters.contains(&name.as_str()))
+            .collect();
+        assert!(
+            engines.is_empty(),
+            "{krate} must build before any engine, but depends on {engines:?}"
+        );
+    }
+    // The library is what downstream crates reuse: of parallax's own crates, it builds on
+    // core and the registry alone.
+    let own: Vec<String> = dependency_tree("parallax")
+        .into_iter()
         .filter(|name| {
-            is_engine(name)
-                || [
-                    "parallax-burn",
-                    "parallax-tch",
-                    "parallax-tf",
-                    "parallax-runner",
-                ]
-                .contains(&name.as_str())
+            name.starts_with("parallax-")
+                && !["parallax-core", "parallax-registry"].contains(&name.as_str())
         })
         .collect();
     assert!(
-        adapters.is_empty(),
-        "xtask must build before any engine, but depends on {adapters:?}"
+        own.is_empty(),
+        "the parallax library depends on core and the registry only, but also on {own:?}"
     );
     for source in rust_files(&repo_root().join("crates/core")) {
         let text = read(&source);

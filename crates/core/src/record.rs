@@ -396,30 +396,44 @@ impl RunRecord {
     /// Reads a record of this layout or an older one (migrated to this one).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
-        let format_error = |message: String| Error::Format {
-            path: path.to_path_buf(),
-            message,
-        };
         let mut value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|error| format_error(error.to_string()))?;
+            serde_json::from_str(&text).map_err(|error| format_error(path, error.to_string()))?;
+        Self::migrate(&mut value, path)?;
+        serde_json::from_value(value).map_err(|error| format_error(path, error.to_string()))
+    }
+
+    /// Turns the JSON of a record of any version into this version's, in place; `path` names
+    /// the file that holds it in the error (a record inside a comparison's summary, too).
+    pub fn migrate(value: &mut serde_json::Value, path: &Path) -> Result<()> {
         match value
             .get("record_version")
             .and_then(serde_json::Value::as_u64)
         {
             Some(1) => {
-                migrate_v1(&mut value);
-                migrate_v2(&mut value).map_err(format_error)?;
+                migrate_v1(value);
+                migrate_v2(value).map_err(|message| format_error(path, message))
             }
-            Some(2) => migrate_v2(&mut value).map_err(format_error)?,
-            Some(version) if version == u64::from(RECORD_VERSION) => {}
-            Some(version) => {
-                return Err(format_error(format!(
+            Some(2) => migrate_v2(value).map_err(|message| format_error(path, message)),
+            Some(version) if version == u64::from(RECORD_VERSION) => Ok(()),
+            Some(version) => Err(format_error(
+                path,
+                format!(
                     "record version {version} is newer than this parallax reads ({RECORD_VERSION}); update parallax"
-                )));
-            }
-            None => return Err(format_error("not a run record: no record_version".into())),
+                ),
+            )),
+            None => Err(format_error(
+                path,
+                "not a run record: no record_version".into(),
+            )),
         }
-        serde_json::from_value(value).map_err(|error| format_error(error.to_string()))
+    }
+}
+
+/// An [`Error::Format`] for the record in `path`.
+fn format_error(path: &Path, message: String) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        message,
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::report::dir::render_dir;
+use parallax::report::dir::render_dir;
 
 /// Flags of `cargo xtask report`.
 #[derive(clap::Args, Debug)]
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     match rendered.unreadable_error() {
-        Some(error) => Err(error),
+        Some(error) => Err(error.into()),
         None => Ok(()),
     }
 }

@@ -31,8 +31,8 @@ use parallax_registry::BackendEntry;
 use crate::cargo::repo_root;
 use crate::output_lock::OutputLock;
 use crate::provision;
-use crate::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
 use crate::workers::{self, Job};
+use parallax::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
 use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
 
 /// The seeds of a comparison that names none: enough for verdicts over seeds (3 is the least).

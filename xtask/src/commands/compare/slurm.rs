@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Args, Checked, PlannedRun, check, conclude, file_outcome, make_ready, planned};
 use crate::output_lock::OutputLock;
-use crate::report::Summary;
+use parallax::report::Summary;
 
 /// The version of `matrix.json`'s layout.
 const MATRIX_VERSION: u32 = 1;

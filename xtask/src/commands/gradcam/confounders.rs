@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{argmax, maps};
 use super::{Args, Prepared, Workers, prepare, run_backends, settings};
-use crate::report::summary::GradCamSummary;
+use parallax::report::summary::GradCamSummary;
 
 /// How far one factor moved the maps, averaged over the images.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use crate::cargo::repo_root;
 use crate::provision::{self, NativeEnv};
 use crate::workers;
 
-pub use crate::report::summary::GradCamSummary;
+pub use parallax::report::summary::GradCamSummary;
 
 /// Flags of `cargo xtask gradcam`.
 #[derive(clap::Args, Debug, Clone)]
@@ -262,7 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let _lock = crate::output_lock::OutputLock::acquire(&args.out)?;
     let summary = experiment(&args)?;
     // The page shows the comparison too when the directory holds one.
-    let rendered = crate::report::dir::render_dir(&args.out, None)?;
+    let rendered = parallax::report::dir::render_dir(&args.out, None)?;
     for path in rendered
         .written
         .iter()

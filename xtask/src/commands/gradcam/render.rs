@@ -19,7 +19,7 @@ use parallax_core::weights::Weights;
 
 use super::Inputs;
 use super::analysis::Maps;
-use crate::report::summary::GradCamSummary;
+use parallax::report::summary::GradCamSummary;
 
 /// matplotlib's `jet`, piecewise linear.
 pub(crate) fn jet(value: f32) -> [f32; 3] {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
+use parallax::report::html::remote_attributes;
 
 /// What the browser made of one page.
 #[derive(Debug)]
@@ -66,26 +67,6 @@ fn page_requests(net_log: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(requests)
-}
-
-/// The `src` and `href` attributes of `html` whose value is an `http:` or `https:` URL.
-pub fn remote_attributes(html: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for attribute in ["src=", "href="] {
-        for (at, _) in html.match_indices(attribute) {
-            let value = html[at + attribute.len()..].trim_start_matches(['"', '\'']);
-            let value: String = value
-                .chars()
-                .take_while(|c| !matches!(c, '"' | '\'' | ' ' | '>'))
-                .collect();
-            let lower = value.to_ascii_lowercase();
-            if lower.starts_with("http:") || lower.starts_with("https:") || lower.starts_with("//")
-            {
-                found.push(format!("{attribute}\"{value}\""));
-            }
-        }
-    }
-    found
 }
 
 /// The share of non-white pixels and the number of distinct colours of a PNG.
@@ -368,18 +349,4 @@ pub fn acceptance(
         bail!("the HTML report in Chromium: {}", failures.join("; "));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_urls_in_src_and_href_are_found_and_local_ones_are_not() {
-        let html = r##"<a href="#verdicts">v</a><img src="data:image/png;base64,AA"><img src='https://x.test/a.png'><link href="//cdn.test/x.css"><svg xmlns="http://www.w3.org/2000/svg"></svg>"##;
-        let found = remote_attributes(html);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].contains("https://x.test/a.png"));
-        assert!(found[1].contains("//cdn.test/x.css"));
-    }
 }

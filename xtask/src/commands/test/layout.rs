@@ -13,7 +13,7 @@ use anyhow::{Context, ensure};
 use serde::Deserialize;
 
 use crate::chromium;
-use crate::report::charts::{self, DISTINCT};
+use parallax::report::charts::{self, DISTINCT};
 
 /// The phone's width the report must fit, in CSS pixels.
 pub const PHONE_WIDTH: u32 = 420;
@@ -274,7 +274,7 @@ fn hex_colour(text: &str) -> Option<plotters::style::RGBColor> {
 pub fn sized_reports(seeds_dir: &Path, work: &Path) -> anyhow::Result<Vec<(PathBuf, usize)>> {
     use parallax_core::record::RunRecord;
     let mut records = Vec::new();
-    for path in crate::report::dir::json_files(&seeds_dir.join("records"))? {
+    for path in parallax::report::dir::json_files(&seeds_dir.join("records"))? {
         records.push(RunRecord::load(&path)?);
     }
     records.retain(|r| r.status == parallax_core::record::RunStatus::Complete);
@@ -296,7 +296,7 @@ pub fn sized_reports(seeds_dir: &Path, work: &Path) -> anyhow::Result<Vec<(PathB
             std::fs::create_dir_all(path.parent().context("a record's directory")?)?;
             record.save(&path)?;
         }
-        crate::report::dir::render_dir(&dir, None)?;
+        parallax::report::dir::render_dir(&dir, None)?;
         Ok(dir.join("report.html"))
     };
     let first_seed = records[0].seed;

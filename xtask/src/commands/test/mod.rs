@@ -23,9 +23,6 @@ mod reliability;
 mod seeds;
 mod slurm;
 
-#[cfg(test)]
-pub use browser::remote_attributes;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -66,10 +63,10 @@ fn phase<T>(name: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     // The host first: which kernels the engines pick, and so their f32 rounding, depends on it.
-    let host = crate::report::Environment::of_this_machine();
+    let host = parallax::report::Environment::of_this_machine();
     eprintln!(
         "xtask test: host: {}",
-        crate::report::host_line(&host.cpu_model, &host.vector_extensions)
+        parallax::report::host_line(&host.cpu_model, &host.vector_extensions)
     );
     // Chromium is checked first so that a machine without it fails now, not after the build.
     let chromium = phase("data set, Chromium and Slurm", || {
@@ -249,8 +246,7 @@ fn default_comparison() -> anyhow::Result<()> {
         compare(&[])?,
         "`cargo xtask compare` with no --backends failed although burn could run"
     );
-    let text = std::fs::read_to_string(out.join("summary.json"))?;
-    let summary: crate::report::Summary = serde_json::from_str(&text)?;
+    let summary = parallax::report::Summary::load(&out.join("summary.json"))?;
     let skipped: Vec<&str> = summary.skipped.iter().map(|s| s.backend.as_str()).collect();
     let compared: Vec<&str> = summary.records.iter().map(|r| r.backend.as_str()).collect();
     eprintln!(

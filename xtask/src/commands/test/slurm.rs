@@ -322,7 +322,7 @@ fn failing_once_worker(dir: &Path, worker: &Path) -> anyhow::Result<PathBuf> {
 /// The records under `dir/records`, by (backend, seed).
 fn records(dir: &Path) -> anyhow::Result<std::collections::BTreeMap<(String, u64), RunRecord>> {
     let mut found = std::collections::BTreeMap::new();
-    for path in crate::report::dir::json_files(&dir.join("records"))? {
+    for path in parallax::report::dir::json_files(&dir.join("records"))? {
         let record = RunRecord::load(&path)?;
         found.insert((record.backend.clone(), record.seed), record);
     }

@@ -5,7 +5,6 @@
 //! plotters' SVG backend writes text as `<text>` elements with a generic font family, so the
 //! charts need no font file and fetch nothing; it escapes that text itself.
 
-use anyhow::anyhow;
 use parallax_core::record::{EpochRecord, RunRecord};
 use parallax_core::stats::{Interval, median};
 use plotters::chart::MeshStyle;
@@ -13,6 +12,8 @@ use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::element::{Drawable, PointCollection};
 use plotters::prelude::*;
 use plotters_backend::{BackendCoord, DrawingErrorKind};
+
+use crate::error::{Error, Result};
 
 /// Width and height of a line chart, in SVG user units (the page scales it to its column).
 /// Narrow enough that its text, scaled into a phone's 370 px column, stays above 10 px.
@@ -384,9 +385,10 @@ where
         .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
 }
 
-/// An error of plotters' SVG backend, as anyhow's.
-fn drawing<E: std::fmt::Debug>(error: E) -> anyhow::Error {
-    anyhow!("drawing a chart: {error:?}")
+/// An error of plotters' SVG backend, as the library's (plotters' errors borrow the
+/// backend, so only their text is kept).
+fn drawing<E: std::fmt::Debug>(error: E) -> Error {
+    Error::Chart(format!("{error:?}"))
 }
 
 /// What a line chart's x axis counts.
@@ -406,7 +408,7 @@ pub fn line_chart(
     y_description: &str,
     bands: &[Band],
     x_axis: XAxis,
-) -> anyhow::Result<String> {
+) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, LINE_SIZE).into_drawing_area();
@@ -528,7 +530,7 @@ pub fn bar_chart(
     x_description: &str,
     bars: &[Bar],
     format: &dyn Fn(f64) -> String,
-) -> anyhow::Result<String> {
+) -> Result<String> {
     let count = i32::try_from(bars.len().max(1)).unwrap_or(i32::MAX);
     let size = (BAR_WIDTH, 96 + BAR_PITCH * count.unsigned_abs());
     let mut svg = String::new();
@@ -661,7 +663,7 @@ mod tests {
     use super::*;
 
     fn record(backend: &str, seed: u64, accuracies: &[f64]) -> RunRecord {
-        let path = crate::cargo::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let path = crate::repo_root().join("fixtures/records/v1-tch-mlp.json");
         let mut record = RunRecord::load(&path).unwrap();
         record.backend = backend.into();
         record.seed = seed;

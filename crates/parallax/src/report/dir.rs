@@ -14,23 +14,25 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use parallax_core::layout::Layout;
 use parallax_core::record::{RunRecord, RunRequest};
 use parallax_core::stats::attribution::{self, Attribution, Configuration};
 use parallax_core::stats::comparison::{self, Margins};
 
+use crate::error::{Error, Result};
 use crate::report::{self, Setup, Summary, html};
 
 /// Every `.json` file under `dir`, in a stable order.
-pub(crate) fn json_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn json_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(next) = pending.pop() {
         for entry in
-            std::fs::read_dir(&next).with_context(|| format!("reading {}", next.display()))?
+            std::fs::read_dir(&next).map_err(|source| Error::io("reading", &next, source))?
         {
-            let path = entry?.path();
+            let path = entry
+                .map_err(|source| Error::io("reading", &next, source))?
+                .path();
             if path.is_dir() {
                 pending.push(path);
             } else if path.extension().is_some_and(|ext| ext == "json") {
@@ -63,7 +65,7 @@ fn reattribute(
     b: &str,
     records: &[RunRecord],
     margins: &Margins,
-) -> anyhow::Result<Attribution> {
+) -> Result<Attribution> {
     let mut tagged: Vec<(Configuration, RunRecord)> = records
         .iter()
         .map(|record| (Configuration::Controlled, record.clone()))
@@ -95,17 +97,9 @@ pub struct Rendered {
 
 impl Rendered {
     /// One line naming the records that could not be read, when there are any.
-    pub fn unreadable_error(&self) -> Option<anyhow::Error> {
-        (!self.unreadable.is_empty()).then(|| {
-            anyhow::anyhow!(
-                "{} file(s) could not be read and were left out of the report: {}",
-                self.unreadable.len(),
-                self.unreadable
-                    .iter()
-                    .map(|(path, error)| format!("{path}: {error}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
+    pub fn unreadable_error(&self) -> Option<Error> {
+        (!self.unreadable.is_empty()).then(|| Error::Unreadable {
+            files: self.unreadable.clone(),
         })
     }
 }
@@ -120,22 +114,26 @@ struct Part {
 
 /// Renders `DIR/report.md` and `DIR/report.html` from the records and GradCAM output in
 /// `dir`; `cargo xtask gradcam` calls it for a directory that also holds a comparison.
-pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Rendered> {
+pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> Result<Rendered> {
     let layout = Layout::new(dir);
     let records_dir = layout.root().join("records");
     let mut unreadable = Vec::new();
     // GradCAM output that cannot be read is listed like a corrupt record, and the rest renders.
     let gradcam = html::GradCamOutput::load(layout.root()).unwrap_or_else(|error| {
         let path = layout.root().join("gradcam/summary.json");
-        unreadable.push((path.display().to_string(), format!("{error:#}")));
+        unreadable.push((
+            path.display().to_string(),
+            parallax_core::error::one_line(&error),
+        ));
         None
     });
     if !records_dir.is_dir() {
         if gradcam.is_none() && unreadable.is_empty() {
-            bail!(
-                "{} holds neither a records/ directory nor gradcam/ output; pass the --out DIR of a `cargo xtask compare` or `cargo xtask gradcam`",
-                dir.display()
-            );
+            return Err(Error::NothingToReport {
+                dir: dir.to_path_buf(),
+                missing: "neither a records/ directory nor gradcam/ output",
+                hint: "pass the --out DIR of a `cargo xtask compare` or `cargo xtask gradcam`",
+            });
         }
         let page = html::Page {
             title: format!("parallax: GradCAM in {}", dir.display()),
@@ -148,9 +146,8 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
             unreadable,
         });
     }
-    let previous: Option<Summary> = std::fs::read_to_string(layout.summary())
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok());
+    // The summary only adds to what the records say: one that cannot be read is left aside.
+    let previous = Summary::load(&layout.summary()).ok();
     let by_configuration = read_records(&records_dir, &mut unreadable)?;
     let parts = parts(
         &layout,
@@ -168,7 +165,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
         );
     }
     std::fs::write(layout.report_markdown(), markdown(dir, &parts, &unreadable))
-        .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
+        .map_err(|source| Error::io("writing", layout.report_markdown(), source))?;
     let title = match parts.as_slice() {
         [one] => html::title(&one.summary, &one.setup),
         _ => format!("parallax: the runs in {}", dir.display()),
@@ -198,7 +195,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> anyhow::Result<Re
 fn read_records(
     records_dir: &Path,
     unreadable: &mut Vec<(String, String)>,
-) -> anyhow::Result<BTreeMap<String, Vec<RunRecord>>> {
+) -> Result<BTreeMap<String, Vec<RunRecord>>> {
     let mut by_configuration: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
     for path in json_files(records_dir)? {
         match RunRecord::load(&path) {
@@ -213,10 +210,11 @@ fn read_records(
         }
     }
     if by_configuration.is_empty() && unreadable.is_empty() {
-        bail!(
-            "{} holds no run records; a comparison writes them there as its runs finish",
-            records_dir.display()
-        );
+        return Err(Error::NothingToReport {
+            dir: records_dir.to_path_buf(),
+            missing: "no run records",
+            hint: "a comparison writes them there as its runs finish",
+        });
     }
     Ok(by_configuration)
 }
@@ -230,7 +228,7 @@ fn parts(
     by_configuration: BTreeMap<String, Vec<RunRecord>>,
     previous: Option<&Summary>,
     target_accuracy: Option<f64>,
-) -> anyhow::Result<Vec<Part>> {
+) -> Result<Vec<Part>> {
     let (margins, target) = match previous.and_then(|s| s.comparison.as_ref()) {
         Some(comparison) => (comparison.margins, comparison.target_accuracy),
         None => (Margins::default(), None),
@@ -354,7 +352,7 @@ mod tests {
     /// A record of `model` and `seed` from the committed version-1 record, written into `dir`
     /// where a comparison would write it.
     fn place(dir: &Path, model: &str, seed: u64) -> RunRecord {
-        let fixture = crate::cargo::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let fixture = crate::repo_root().join("fixtures/records/v1-tch-mlp.json");
         let mut record = RunRecord::load(&fixture).unwrap();
         record.seed = seed;
         record.run.seed = seed;

@@ -101,7 +101,8 @@ pub(crate) fn answer(summary: &Summary) -> Answer {
 /// Each backend's value of `metric`: the mean over its runs, in the order the backends ran.
 fn values(summary: &Summary, metric: Metric) -> Vec<(String, f64)> {
     let target = summary.comparison.as_ref().and_then(|c| c.target_accuracy);
-    super::one_per_backend(summary)
+    summary
+        .one_per_backend()
         .into_iter()
         .map(|first| first.backend.as_str())
         .filter_map(|backend| {

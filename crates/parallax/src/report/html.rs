@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use base64::Engine;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use parallax_core::record::RunRecord;
@@ -22,6 +21,7 @@ use parallax_core::stats::comparison::Metric;
 use super::charts::{self, Bar};
 use super::summary::{GradCamSummary, PairImage, Setup};
 use super::{Environment, Summary};
+use crate::error::{Error, Result};
 
 /// At most this many GradCAM images are inlined; the rest stay in `gradcam/`, and the page
 /// says so.
@@ -48,16 +48,13 @@ pub struct GradCamOutput {
 
 impl GradCamOutput {
     /// Reads `dir/gradcam/`, or `None` when the directory holds no GradCAM output.
-    pub fn load(dir: &Path) -> anyhow::Result<Option<Self>> {
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
         let gradcam = dir.join("gradcam");
         let path = gradcam.join("summary.json");
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let summary: GradCamSummary = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a GradCAM summary", path.display()))?;
+        let summary = GradCamSummary::load(&path)?;
         let images = summary
             .images
             .iter()
@@ -69,6 +66,26 @@ impl GradCamOutput {
             .collect();
         Ok(Some(Self { summary, images }))
     }
+}
+
+/// The `src` and `href` attributes of `html` whose value is an `http:` or `https:` URL.
+pub fn remote_attributes(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attribute in ["src=", "href="] {
+        for (at, _) in html.match_indices(attribute) {
+            let value = html[at + attribute.len()..].trim_start_matches(['"', '\'']);
+            let value: String = value
+                .chars()
+                .take_while(|c| !matches!(c, '"' | '\'' | ' ' | '>'))
+                .collect();
+            let lower = value.to_ascii_lowercase();
+            if lower.starts_with("http:") || lower.starts_with("https:") || lower.starts_with("//")
+            {
+                found.push(format!("{attribute}\"{value}\""));
+            }
+        }
+    }
+    found
 }
 
 /// Everything the page shows.
@@ -133,9 +150,9 @@ pub fn render(page: &Page<'_>) -> String {
 }
 
 /// Writes `dir/report.html` and returns its path.
-pub fn write(dir: &Path, page: &Page<'_>) -> anyhow::Result<PathBuf> {
+pub fn write(dir: &Path, page: &Page<'_>) -> Result<PathBuf> {
     let path = dir.join("report.html");
-    std::fs::write(&path, render(page)).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, render(page)).map_err(|source| Error::io("writing", &path, source))?;
     Ok(path)
 }
 
@@ -325,7 +342,7 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                 h2 { (heading) }
             }
             (answer_section(summary, &id))
-            p.description { (super::description(summary, section.setup).replace('`', "")) }
+            p.description { (super::markdown::description(summary, section.setup).replace('`', "")) }
             section id=(id("verdicts")) {
                 h2 { @if summary.several_seeds() { "Verdicts" } @else { "Headline numbers" } }
                 (verdicts(summary, threads, &cpu))
@@ -334,10 +351,10 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                 section id=(id("over-seeds")) {
                     h2 { "Over seeds" }
                     p.note { "Mean ± standard deviation over each backend's complete runs; s/epoch is the median of epochs 2 and later (epoch 1 holds the warm-up)." }
-                    (table(&super::descriptives_header(comparison), &super::descriptives_rows(comparison), "descriptives"))
+                    (table(&super::tables::descriptives_header(comparison), &super::tables::descriptives_rows(comparison), "descriptives"))
                     @if let Some(target) = comparison.target_accuracy {
                         h3 { "Time to " (format!("{:.2}", 100.0 * target)) "% test accuracy" }
-                        (table(&strings(&["backend", "seed", "training time", "epoch"]), &super::time_to_accuracy_rows(summary, target), "time-to-accuracy"))
+                        (table(&strings(&["backend", "seed", "training time", "epoch"]), &super::tables::time_to_accuracy_rows(summary, target), "time-to-accuracy"))
                     }
                 }
             }
@@ -347,7 +364,7 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                     p.note { "C0 runs both engines controlled; each C_f switches one of " (attribution.b) "'s defaults to its framework's value while " (attribution.a) " stays controlled; C_n runs both native. A factor's effect is its C_f gap minus the C0 gap, per seed; the interactions are the rest." }
                     @for metric in &attribution.metrics {
                         h3 { (metric.metric.title()) }
-                        (table(&strings(&["configuration", "seeds", &format!("{} vs {} gap", attribution.a, attribution.b), "95% CI"]), &super::attribution_rows(attribution, metric), "attribution"))
+                        (table(&strings(&["configuration", "seeds", &format!("{} vs {} gap", attribution.a, attribution.b), "95% CI"]), &super::tables::attribution_rows(attribution, metric), "attribution"))
                         ul { @for line in &metric.lines { li { (line) } } }
                     }
                 }
@@ -359,8 +376,8 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                     h2 { "Every run" }
                     @let runs = html! {
                         p.note { "Seconds per epoch cover the training loop only; to first step is building, weight import and the first step." }
-                        (table(&strings(super::SPEED), &super::speed_rows(summary), "speed"))
-                        (table(&strings(super::QUALITY), &super::quality_rows(summary), "quality"))
+                        (table(&strings(super::tables::SPEED), &super::tables::speed_rows(summary), "speed"))
+                        (table(&strings(super::tables::QUALITY), &super::tables::quality_rows(summary), "quality"))
                     };
                     // Over seeds, the means above say it; each run's numbers fold away.
                     @if summary.several_seeds() {
@@ -376,13 +393,13 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                     h2 { "Fairness ledger" }
                     p.note { "What this run made every engine do, and where they differ." }
                     ul.ledger {
-                        @for (title, text) in super::ledger_lines(summary) {
+                        @for (title, text) in super::tables::ledger_lines(summary) {
                             li { strong { (title) ":" } " " (text) }
                         }
                     }
                     details.ledger {
                         summary { "Each engine's defaults, topic by topic" span.print-note { " (collapsed in print: open it first to print it)" } }
-                        @let (header, rows) = super::ledger_rows(summary);
+                        @let (header, rows) = super::tables::ledger_rows(summary);
                         (table(&header, &rows, "ledger"))
                     }
                 }
@@ -449,7 +466,7 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
     };
     html! {
         // Beyond two pairs' worth, the lines fold away: the answer above draws on them.
-        @if verdicts.len() > super::FOLDED_VERDICTS {
+        @if verdicts.len() > super::tables::FOLDED_VERDICTS {
             details.verdicts {
                 summary { "All " (verdicts.len()) " verdicts, one per metric and pair" span.print-note { " (collapsed in print: open it first to print it)" } }
                 (list)
@@ -458,7 +475,7 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
             (list)
         }
         @if !summary.several_seeds() && !summary.records.is_empty() {
-            (table(&strings(super::HEADLINE), &super::headline_rows(summary), "headline"))
+            (table(&strings(super::tables::HEADLINE), &super::tables::headline_rows(summary), "headline"))
         }
         @if let Some(attribution) = &summary.attribution {
             ul.verdicts { @for metric in &attribution.metrics { @for line in &metric.lines { li.unclear { (line) } } } }
@@ -467,20 +484,14 @@ fn verdicts(summary: &Summary, threads: usize, cpu: &str) -> Markup {
             ul.verdicts { @for repeat in &summary.repeat { li.unclear { (repeat.line) } } }
         }
         @if !summary.records.is_empty() {
-            p.note { (super::scope(summary, threads, cpu)) }
+            p.note { (super::tables::scope(summary, threads, cpu)) }
         }
     }
 }
 
 /// A chart's figure: its title above, the chart, its caption below; or a line saying why the
 /// chart could not be drawn.
-fn figure(
-    id: String,
-    kind: &str,
-    title: &str,
-    caption: &str,
-    svg: anyhow::Result<String>,
-) -> Markup {
+fn figure(id: String, kind: &str, title: &str, caption: &str, svg: Result<String>) -> Markup {
     html! {
         figure class=(format!("chart {kind}")) id=(id) {
             h3.chart-title { (title) }
@@ -1193,7 +1204,7 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("a &quot;quoted&quot; &lt;error&gt; &amp; more"));
         assert!(html.contains("not JSON &lt;at all&gt;"));
-        assert!(crate::commands::test::remote_attributes(&html).is_empty());
+        assert!(remote_attributes(&html).is_empty());
         // One seed: the headline numbers instead of verdicts, and every chart still drawn.
         assert!(html.contains("Headline numbers") && html.contains("not decided"));
         assert!(!html.contains("Holm") && !html.contains("95%"), "{html}");
@@ -1316,5 +1327,14 @@ mod tests {
         assert_eq!(heat(0.0), "background:rgb(247,251,255);color:#1d2733");
         assert_eq!(heat(1.0), "background:rgb(8,48,107);color:#ffffff");
         assert_eq!(heat(f64::NAN), heat(0.0));
+    }
+
+    #[test]
+    fn remote_urls_in_src_and_href_are_found_and_local_ones_are_not() {
+        let html = r##"<a href="#verdicts">v</a><img src="data:image/png;base64,AA"><img src='https://x.test/a.png'><link href="//cdn.test/x.css"><svg xmlns="http://www.w3.org/2000/svg"></svg>"##;
+        let found = remote_attributes(html);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("https://x.test/a.png"));
+        assert!(found[1].contains("//cdn.test/x.css"));
     }
 }
