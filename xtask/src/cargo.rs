@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::provision::NativeEnv;
+use parallax_provision::NativeEnv;
 
 /// The repository's root: the parent of xtask's own manifest directory.
 pub fn repo_root() -> PathBuf {

@@ -1,15 +1,16 @@
 //! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>`; what
-//! they share lives beside them: cargo invocations (`cargo`), provisioning (`provision`), the
-//! report (`report`), the worker processes (`workers`) and the parity checks under capped
-//! instruction sets (`parity`).
+//! they share lives beside them: cargo invocations (`cargo`), the Debian packages the tests
+//! install (`apt`), the worker processes (`workers`) and the parity checks under capped
+//! instruction sets (`parity`). The report is the `parallax` library's; provisioning is
+//! `parallax-provision`'s.
 
+mod apt;
 mod cargo;
 mod chromium;
 mod commands;
 mod interrupt;
 mod output_lock;
 mod parity;
-mod provision;
 #[cfg(test)]
 mod tidy;
 mod workers;

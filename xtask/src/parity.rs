@@ -28,7 +28,7 @@ use std::process::Stdio;
 use anyhow::{Context, bail};
 
 use crate::cargo::cargo;
-use crate::provision::NativeEnv;
+use parallax_provision::NativeEnv;
 
 /// One configuration of instruction sets, and what shows that it took effect.
 #[derive(Clone, Copy, Debug)]

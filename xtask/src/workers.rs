@@ -19,7 +19,7 @@ use parallax_core::record::{ProgressEvent, RunRecord};
 use parallax_registry::BackendEntry;
 
 use crate::cargo::{cargo, target_dir};
-use crate::provision::NativeEnv;
+use parallax_provision::NativeEnv;
 
 /// How long GNU OpenMP's threads spin before they sleep, in libtorch workers (see
 /// [`set_openmp_wait`]).

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use parallax_core::data::builtin::BuiltinDataset;
 
-use crate::provision::cache_dir;
+use parallax_provision::cache_dir;
 
 /// Flags of `cargo xtask data`.
 #[derive(clap::Subcommand, Debug)]

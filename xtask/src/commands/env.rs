@@ -1,7 +1,7 @@
 //! `cargo xtask env`: prints the environment that a plain `cargo build`/`cargo test`, or a crate
 //! outside this workspace, needs to link libtorch and TensorFlow; provisions them first if needed.
 
-use crate::provision::{self, Format};
+use parallax_provision::{self as provision, Format};
 
 /// Flags of `cargo xtask env`.
 #[derive(clap::Args, Debug)]

@@ -6,8 +6,8 @@ use anyhow::Context;
 
 use parallax_core::data::builtin::DEBIAN_FASHION_MNIST_DIR;
 
+use crate::apt::ensure_fashion_mnist;
 use crate::cargo::repo_root;
-use crate::provision::data::ensure_fashion_mnist;
 
 /// Training and test images in the bundled Fashion-MNIST subset.
 pub const SUBSET_TRAIN: usize = 2000;

@@ -3,7 +3,7 @@
 //! evidence that the cap took effect (the work is `crate::parity`'s).
 
 use crate::parity::{AVX2, Cap};
-use crate::provision;
+use parallax_provision as provision;
 
 /// Flags of `cargo xtask parity`.
 #[derive(clap::Args, Debug)]

@@ -31,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     if let Some(prefix) = &args.screenshots {
-        let chromium = crate::provision::data::ensure_chromium()?;
+        let chromium = crate::apt::ensure_chromium()?;
         let page = args.dir.join("report.html");
         if let Some(parent) = prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::provision::{Outcome, dry_run, provision};
+use parallax_provision::{Outcome, dry_run, provision};
 
 /// Flags of `cargo xtask setup`.
 #[derive(clap::Args, Debug, Default)]
@@ -30,12 +30,12 @@ pub struct Args {
 /// Runs `cargo xtask setup`.
 pub fn run(args: Args) -> Result<()> {
     if args.dry_run {
-        return dry_run(args.cuda);
+        return Ok(dry_run(args.cuda)?);
     }
     let start = Instant::now();
     let (mut env, mut outcome) = provision(args.cuda, args.verify)?;
     if !args.no_frameworks && env.frameworks.is_none() {
-        crate::provision::ensure_frameworks(&mut env)?;
+        parallax_provision::ensure_frameworks(&mut env)?;
         outcome = Outcome::Provisioned;
     }
     let elapsed = start.elapsed();

@@ -497,7 +497,7 @@ fn figure(id: String, kind: &str, title: &str, caption: &str, svg: Result<String
             h3.chart-title { (title) }
             @match svg {
                 Ok(svg) => (PreEscaped(svg)),
-                Err(error) => p.note { "This chart could not be drawn: " (format!("{error:#}")) },
+                Err(error) => p.note { "This chart could not be drawn: " (error.to_string()) },
             }
             figcaption { (caption) }
         }

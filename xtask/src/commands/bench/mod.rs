@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 
 use crate::cargo::{cargo, target_dir};
-use crate::provision;
 use crate::workers::set_openmp_wait;
+use parallax_provision as provision;
 
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]

@@ -30,9 +30,9 @@ use parallax_registry::BackendEntry;
 
 use crate::cargo::repo_root;
 use crate::output_lock::OutputLock;
-use crate::provision;
 use crate::workers::{self, Job};
 use parallax::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
+use parallax_provision as provision;
 use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
 
 /// The seeds of a comparison that names none: enough for verdicts over seeds (3 is the least).
@@ -508,7 +508,8 @@ fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
             Ok(native) => Some(native),
             Err(error) if !checked.named && args.worker.is_none() => {
                 let reason = format!(
-                    "its native library could not be provisioned ({error:#}); `cargo xtask setup` says more"
+                    "its native library could not be provisioned ({}); `cargo xtask setup` says more",
+                    parallax_core::error::one_line(&error)
                 );
                 for entry in checked.backends.iter().filter(|entry| entry.is_native()) {
                     skipped.push(Skipped {
@@ -518,7 +519,7 @@ fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
                 }
                 None
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         }
     } else {
         None
@@ -536,13 +537,14 @@ fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
         && let Err(error) = provision::ensure_frameworks(native)
     {
         if checked.named {
-            return Err(error);
+            return Err(error.into());
         }
         for entry in checked.backends.iter().filter(runs_frameworks) {
             skipped.push(Skipped {
                 backend: entry.name.to_string(),
                 reason: format!(
-                    "the Python frameworks could not be provisioned ({error:#}); `cargo xtask setup` says more"
+                    "the Python frameworks could not be provisioned ({}); `cargo xtask setup` says more",
+                    parallax_core::error::one_line(&error)
                 ),
             });
         }
@@ -726,7 +728,10 @@ fn conclude(
         }],
         // GradCAM output that cannot be read does not cost the comparison its report.
         gradcam: html::GradCamOutput::load(layout.root()).unwrap_or_else(|error| {
-            eprintln!("warning: {error:#}; the report leaves GradCAM out");
+            eprintln!(
+                "warning: {}; the report leaves GradCAM out",
+                parallax_core::error::one_line(&error)
+            );
             None
         }),
         unreadable: Vec::new(),

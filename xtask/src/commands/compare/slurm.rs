@@ -390,7 +390,7 @@ fn write_tasks(dir: &SlurmDir, tasks: &[Task]) -> anyhow::Result<()> {
 fn job_script(
     args: &Args,
     threads: usize,
-    native: Option<&crate::provision::NativeEnv>,
+    native: Option<&parallax_provision::NativeEnv>,
     logs: &Path,
 ) -> String {
     let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
@@ -412,14 +412,14 @@ fn job_script(
     }
     script.push_str("set -euo pipefail\n\n# The worker's environment, as `cargo xtask compare` gives it locally.\n");
     if let Some(native) = native {
-        script.push_str(&crate::provision::render(
+        script.push_str(&parallax_provision::render(
             &native.vars(),
-            crate::provision::Format::Sh,
+            parallax_provision::Format::Sh,
         ));
     }
     script.push_str(&format!(
         "export PARALLAX_CACHE={}\nexport TF_CPP_MIN_LOG_LEVEL=2\n",
-        quote(&crate::provision::cache_dir().display().to_string())
+        quote(&parallax_provision::cache_dir().display().to_string())
     ));
     let tasks = logs.parent().unwrap_or(logs).join("tasks.tsv");
     script.push_str(&format!(
@@ -886,7 +886,7 @@ mod tests {
     fn the_job_script_asks_for_the_runs_threads_a_node_of_its_own_and_a_gpu_for_cuda() {
         let logs = Path::new("/shared/out/slurm/logs");
         let mut flags = super::super::tests::args(&["tch"]);
-        let native = crate::provision::NativeEnv {
+        let native = parallax_provision::NativeEnv {
             lib_dirs: vec![PathBuf::from("/cache/native/libtorch/lib")],
             ..Default::default()
         };

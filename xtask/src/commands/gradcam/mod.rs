@@ -27,8 +27,8 @@ use parallax_core::{Device, Error};
 use parallax_registry::BackendEntry;
 
 use crate::cargo::repo_root;
-use crate::provision::{self, NativeEnv};
 use crate::workers;
+use parallax_provision::{self as provision, NativeEnv};
 
 pub use parallax::report::summary::GradCamSummary;
 

@@ -29,8 +29,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 
+use crate::apt::ensure_fashion_mnist;
 use crate::cargo::cargo;
-use crate::provision::{self, data::ensure_fashion_mnist};
+use parallax_provision as provision;
 
 /// Flags of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
@@ -71,8 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Chromium is checked first so that a machine without it fails now, not after the build.
     let chromium = phase("data set, Chromium and Slurm", || {
         ensure_fashion_mnist()?;
-        provision::data::ensure_slurm()?;
-        provision::data::ensure_chromium()
+        crate::apt::ensure_slurm()?;
+        crate::apt::ensure_chromium()
     })?;
     let native = phase("native libraries and the Python frameworks", || {
         let mut native = provision::ensure(false)?;

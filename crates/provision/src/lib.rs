@@ -1,11 +1,11 @@
 //! Provisioning: libtorch 2.9.0 and the TensorFlow 2.21 C library from pinned PyPI wheels into
 //! a per-user cache ([`ensure`], which `compare`, `test`, `bench` and `env` call first), and
-//! the full Fashion-MNIST for the tests ([`data`]).
+//! the Python frameworks' virtual environment ([`ensure_frameworks`]).
 //!
-//! docs/provisioning.md describes the cache layout, the pins and the overrides.
+//! docs/provisioning.md describes the cache layout, the pins (`wheels.toml` and
+//! `frameworks/requirements.lock`, both compiled in) and the overrides.
 
-mod apt;
-pub mod data;
+pub mod error;
 mod fetch;
 pub mod frameworks;
 mod lock;
@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
 use indicatif::DecimalBytes;
 use parallax_registry::NativeLibrary;
 use sha2::{Digest, Sha256};
 
+pub use error::{Error, Result};
 pub use frameworks::Frameworks;
 pub use native_env::{Format, NativeEnv, render};
 use pins::{Component, Pins, Wheel};
@@ -168,11 +168,9 @@ pub fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, Outcome)> {
         if components_missing {
             check_platform()?;
         }
-        fs::create_dir_all(&cache).with_context(|| {
-            format!(
-                "cannot create the cache directory {}; set PARALLAX_CACHE to a writable directory",
-                cache.display()
-            )
+        fs::create_dir_all(&cache).map_err(|source| Error::Cache {
+            path: cache.clone(),
+            source,
         })?;
         let lock = lock::acquire(&cache)?;
         outcome = if lock.waited {
@@ -200,9 +198,9 @@ pub fn provision(cuda: bool, verify: bool) -> Result<(NativeEnv, Outcome)> {
 /// Setup downloads Linux x86-64 wheels; elsewhere the user brings their own libraries.
 fn check_platform() -> Result<()> {
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
-        bail!(
+        return Err(Error::Machine(format!(
             "setup provisions libtorch and TensorFlow only on x86-64 Linux; here, set LIBTORCH (or LIBTORCH_USE_PYTORCH=1) and PARALLAX_TF_DIR to your own installs (docs/provisioning.md)"
-        );
+        )));
     }
     Ok(())
 }
@@ -210,7 +208,7 @@ fn check_platform() -> Result<()> {
 /// Gets the wheels of `missing` into the cache and extracts each component.
 fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: bool) -> Result<()> {
     let wheels_dir = wheels_dir(cache);
-    fs::create_dir_all(&wheels_dir)?;
+    fs::create_dir_all(&wheels_dir).map_err(|source| Error::io("create", &wheels_dir, source))?;
     let mut needed: Vec<&Wheel> = Vec::new();
     for &component in missing {
         for wheel in pins.wheels_for(component) {
@@ -253,7 +251,8 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
                         wheel.file
                     )
                 });
-                fs::remove_file(wheels_dir.join(&wheel.file))?;
+                fs::remove_file(wheels_dir.join(&wheel.file))
+                    .map_err(|source| Error::io("remove", wheels_dir.join(&wheel.file), source))?;
                 to_fetch.push(wheel);
             }
         }
@@ -296,7 +295,7 @@ fn fetch_and_extract(pins: &Pins, cache: &Path, missing: &[Component], verify: b
         );
     }
     let native = native_dir(cache);
-    fs::create_dir_all(&native)?;
+    fs::create_dir_all(&native).map_err(|source| Error::io("create", &native, source))?;
     for &component in missing {
         let start = Instant::now();
         let dir = unpack::install(component, pins, &wheels_dir, &native)?;
@@ -332,10 +331,12 @@ fn own_tf_libraries(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let framework = dir.join("libtensorflow_framework.so.2");
     match main.into_iter().find(|p| p.exists()) {
         Some(main) if framework.exists() => Ok((main, framework)),
-        _ => bail!(
-            "PARALLAX_TF_DIR={} holds no libtensorflow.so.2 (or libtensorflow_cc.so.2) with libtensorflow_framework.so.2: point it at the lib/ of a libtensorflow archive, or at the tensorflow/ directory of a pip-installed TensorFlow",
-            dir.display()
-        ),
+        _ => {
+            return Err(Error::Override(format!(
+                "PARALLAX_TF_DIR={} holds no libtensorflow.so.2 (or libtensorflow_cc.so.2) with libtensorflow_framework.so.2: point it at the lib/ of a libtensorflow archive, or at the tensorflow/ directory of a pip-installed TensorFlow",
+                dir.display()
+            )));
+        }
     }
 }
 
@@ -370,10 +371,25 @@ fn write_tf_shim(cache: &Path, dir: &Path) -> Result<bool> {
     let native = native_dir(cache);
     let staging = native.join(format!(".tmp-tensorflow-own-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(staging.join("lib"))?;
-    fs::create_dir_all(staging.join("pkgconfig"))?;
-    std::os::unix::fs::symlink(&main, staging.join("lib/libtensorflow.so"))?;
-    std::os::unix::fs::symlink(&framework, staging.join("lib/libtensorflow_framework.so"))?;
+    fs::create_dir_all(staging.join("lib"))
+        .map_err(|source| Error::io("create", staging.join("lib"), source))?;
+    fs::create_dir_all(staging.join("pkgconfig"))
+        .map_err(|source| Error::io("create", staging.join("pkgconfig"), source))?;
+    std::os::unix::fs::symlink(&main, staging.join("lib/libtensorflow.so")).map_err(|source| {
+        Error::io(
+            "create the link",
+            staging.join("lib/libtensorflow.so"),
+            source,
+        )
+    })?;
+    std::os::unix::fs::symlink(&framework, staging.join("lib/libtensorflow_framework.so"))
+        .map_err(|source| {
+            Error::io(
+                "create the link",
+                staging.join("lib/libtensorflow_framework.so"),
+                source,
+            )
+        })?;
     // The shim's lib/ has the names the linker wants; the user's directory, also searched,
     // is where the loader finds the versioned names recorded in the binaries.
     let pc = unpack::pkg_config_file(
@@ -384,8 +400,10 @@ fn write_tf_shim(cache: &Path, dir: &Path) -> Result<bool> {
             dir.display()
         ),
     );
-    fs::write(staging.join("pkgconfig/tensorflow.pc"), pc)?;
-    fs::write(staging.join(unpack::STAMP), stamp)?;
+    fs::write(staging.join("pkgconfig/tensorflow.pc"), pc)
+        .map_err(|source| Error::io("write", staging.join("pkgconfig/tensorflow.pc"), source))?;
+    fs::write(staging.join(unpack::STAMP), stamp)
+        .map_err(|source| Error::io("write", staging.join(unpack::STAMP), source))?;
     unpack::replace_dir(&staging, &shim)?;
     eprintln!(
         "setup: TensorFlow from PARALLAX_TF_DIR={} (pkg-config file in {})",
@@ -439,20 +457,20 @@ fn environment(pins: &Pins, cache: &Path, (torch, tf): &(Torch, Tensorflow)) -> 
 /// here in one line rather than in torch-sys's build script.
 fn check_own_libtorch(dir: &Path, version: &str) -> Result<()> {
     if !dir.join("lib").is_dir() || !dir.join("include").is_dir() {
-        bail!(
+        return Err(Error::Override(format!(
             "LIBTORCH={} has no lib/ and include/: point it at a libtorch {version} directory, or unset it to let setup provision one",
             dir.display()
-        );
+        )));
     }
     let header = dir.join(NativeLibrary::LIBTORCH_VERSION_HEADER);
     if let Ok(text) = fs::read_to_string(&header)
         && let Some(found) = parallax_registry::libtorch_header_version(&text)
         && found != version
     {
-        bail!(
+        return Err(Error::Override(format!(
             "LIBTORCH={} is libtorch {found}, but tch 0.22 needs {version}: point it at libtorch {version}, or unset it to let setup provision one",
             dir.display()
-        );
+        )));
     }
     Ok(())
 }
@@ -471,9 +489,11 @@ fn python_torch_dir() -> Result<PathBuf> {
         Ok(out) if out.status.success() && !out.stdout.trim_ascii().is_empty() => Ok(
             PathBuf::from(String::from_utf8_lossy(out.stdout.trim_ascii()).into_owned()),
         ),
-        _ => bail!(
-            "LIBTORCH_USE_PYTORCH is set, but `{python}` has no torch package: `pip install torch==2.9.0`, or unset LIBTORCH_USE_PYTORCH to let setup provision libtorch"
-        ),
+        _ => {
+            return Err(Error::Override(format!(
+                "LIBTORCH_USE_PYTORCH is set, but `{python}` has no torch package: `pip install torch==2.9.0`, or unset LIBTORCH_USE_PYTORCH to let setup provision libtorch"
+            )));
+        }
     }
 }
 

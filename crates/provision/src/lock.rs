@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 
 /// An exclusive lock on `<cache>/setup.lock`, released when dropped (or when the process dies,
 /// since it is an `flock`, so a killed setup never leaves the cache locked).
@@ -25,7 +25,7 @@ fn open(cache: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))
+        .map_err(|source| Error::io("open the lock file", &path, source))
 }
 
 /// Takes the lock if nobody holds it.
@@ -38,7 +38,7 @@ pub fn try_acquire(cache: &Path) -> Result<Option<CacheLock>> {
         })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", lock_path(cache).display()))
+            Err(e).map_err(|source| Error::io("lock", lock_path(cache), source))
         }
     }
 }
@@ -54,7 +54,7 @@ pub fn acquire(cache: &Path) -> Result<CacheLock> {
     );
     let file = open(cache)?;
     file.lock()
-        .with_context(|| format!("cannot lock {}", lock_path(cache).display()))?;
+        .map_err(|source| Error::io("lock", lock_path(cache), source))?;
     Ok(CacheLock {
         _file: file,
         waited: true,

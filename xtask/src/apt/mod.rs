@@ -1,5 +1,10 @@
-//! Debian packages that the tests need (the full Fashion-MNIST, Chromium), installed with apt
-//! when they are missing and this runs as root; otherwise one line says what to install.
+//! Debian packages that the tests need (the full Fashion-MNIST, Chromium, Slurm with munge),
+//! installed with apt when they are missing and this runs as root; otherwise one line says what
+//! to install. The native libraries and the Python frameworks are `parallax-provision`'s.
+
+mod tests_need;
+
+pub use tests_need::{ensure_chromium, ensure_fashion_mnist, ensure_slurm};
 
 use std::process::Command;
 

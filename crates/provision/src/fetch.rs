@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Error, Result};
 use indicatif::{DecimalBytes, ProgressBar};
 use sha2::{Digest, Sha256};
 
@@ -54,8 +54,8 @@ pub fn check_cached(wheel: &Wheel, dir: &Path, bar: &ProgressBar) -> Result<Cach
     let path = dir.join(&wheel.file);
     match fs::metadata(&path) {
         Ok(meta) if meta.len() == wheel.size => {
-            let digest = sha256_file(&path, bar)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let digest =
+                sha256_file(&path, bar).map_err(|source| Error::io("read", &path, source))?;
             Ok(if digest == wheel.sha256 {
                 Cached::Valid
             } else {
@@ -64,7 +64,7 @@ pub fn check_cached(wheel: &Wheel, dir: &Path, bar: &ProgressBar) -> Result<Cach
         }
         Ok(_) => Ok(Cached::Missing),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Cached::Missing),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(e) => Err(Error::io("read", path, e)),
     }
 }
 
@@ -79,19 +79,19 @@ fn existing_ancestor(path: &Path) -> &Path {
 pub fn ensure_space(dir: &Path, needed: u64) -> Result<()> {
     let probe = existing_ancestor(dir);
     let available = fs4::available_space(probe)
-        .with_context(|| format!("cannot query the free space under {}", probe.display()))?;
+        .map_err(|source| Error::io("query the free space under", &probe, source))?;
     check_space(dir, needed, available)
 }
 
 /// The decision of [`ensure_space`], apart from the system call so that tests can drive it.
 fn check_space(dir: &Path, needed: u64, available: u64) -> Result<()> {
     if available < needed {
-        bail!(
+        return Err(Error::Machine(format!(
             "not enough disk space for setup in {}: it needs {}, {} is free; free some space, or set PARALLAX_CACHE to a directory on a larger disk",
             dir.display(),
             DecimalBytes(needed),
             DecimalBytes(available)
-        );
+        )));
     }
     Ok(())
 }
@@ -106,12 +106,19 @@ pub fn ensure_pip(python: &OsString) -> Result<()> {
     {
         Ok(out) if out.status.success() => Ok(()),
         Ok(_) => {
-            bail!("`{shown} -m pip` does not work, and setup downloads the wheels with it: {hint}")
+            return Err(Error::Machine(format!(
+                "`{shown} -m pip` does not work, and setup downloads the wheels with it: {hint}"
+            )));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            bail!("{shown} was not found, and setup downloads the wheels with pip: {hint}")
+            return Err(Error::Machine(format!(
+                "{shown} was not found, and setup downloads the wheels with pip: {hint}"
+            )));
         }
-        Err(e) => Err(e).with_context(|| format!("cannot run {shown}")),
+        Err(source) => Err(Error::Run {
+            program: shown.into_owned(),
+            source,
+        }),
     }
 }
 
@@ -147,10 +154,10 @@ pub fn download(pins: &Pins, wheels: &[&Wheel], wheels_dir: &Path) -> Result<()>
     let python = python();
     let staging = wheels_dir.join(format!(".partial-{}", std::process::id()));
     if staging.exists() {
-        fs::remove_dir_all(&staging)?;
+        fs::remove_dir_all(&staging).map_err(|source| Error::io("remove", &staging, source))?;
     }
     let tmp = staging.join("tmp");
-    fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    fs::create_dir_all(&tmp).map_err(|source| Error::io("create", &tmp, source))?;
     let result = download_into(pins, wheels, &python, &staging, &tmp, wheels_dir);
     // Whatever happened, the staging directory holds nothing that the cache should keep.
     let _ = fs::remove_dir_all(&staging);
@@ -167,7 +174,8 @@ fn download_into(
 ) -> Result<()> {
     for (i, batch) in batches(wheels).iter().enumerate() {
         let requirements_file = staging.join(format!("requirements-{i}.txt"));
-        fs::write(&requirements_file, requirements(batch))?;
+        fs::write(&requirements_file, requirements(batch))
+            .map_err(|source| Error::io("write", &requirements_file, source))?;
         run_pip(pins, python, &requirements_file, staging, tmp)?;
     }
     let total = wheels.iter().map(|w| w.size).sum();
@@ -175,22 +183,22 @@ fn download_into(
     for wheel in wheels {
         let staged = staging.join(&wheel.file);
         if !staged.exists() {
-            bail!(
+            return Err(Error::Install(format!(
                 "pip finished but did not save {}; run `cargo xtask setup` again, and report it if it persists",
                 wheel.file
-            );
+            )));
         }
-        let digest = sha256_file(&staged, &bar)?;
+        let digest =
+            sha256_file(&staged, &bar).map_err(|source| Error::io("read", &staged, source))?;
         if digest != wheel.sha256 {
-            bail!(
-                "{} from the package index has SHA-256 {digest}, not the {} pinned in xtask/wheels.toml; check your pip index (PIP_INDEX_URL) or proxy",
-                wheel.file,
-                wheel.sha256
-            );
+            return Err(Error::Install(format!(
+                "{} from the package index has SHA-256 {digest}, not the {} pinned in crates/provision/wheels.toml; check your pip index (PIP_INDEX_URL) or proxy",
+                wheel.file, wheel.sha256
+            )));
         }
         let target = wheels_dir.join(&wheel.file);
         fs::rename(&staged, &target)
-            .with_context(|| format!("cannot move the wheel to {}", target.display()))?;
+            .map_err(|source| Error::io("move the wheel to", &target, source))?;
     }
     bar.finish_and_clear();
     Ok(())
@@ -230,17 +238,24 @@ fn run_pip(
     cmd.env("TMPDIR", tmp);
     // pip's progress bar goes to its stdout: send it to our stderr, so that our stdout stays
     // clean for `eval "$(cargo xtask env)"`, and the bar still shows on a terminal.
-    let stderr_copy = io::stderr().as_fd().try_clone_to_owned()?;
+    let stderr_copy = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Run {
+            program: "pip (its output to stderr)".into(),
+            source,
+        })?;
     cmd.stdout(Stdio::from(stderr_copy))
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", python.to_string_lossy()))?;
+    let mut child = cmd.spawn().map_err(|source| Error::Run {
+        program: python.to_string_lossy().into_owned(),
+        source,
+    })?;
     let pipe = child
         .stderr
         .take()
-        .ok_or_else(|| anyhow!("pip's stderr was not captured"))?;
+        .ok_or_else(|| Error::Install("pip's stderr was not captured".into()))?;
     // Pass pip's messages through while keeping the last ones to explain a failure.
     let tail = std::thread::spawn(move || {
         let mut tail = VecDeque::new();
@@ -253,12 +268,15 @@ fn run_pip(
         }
         tail.into_iter().collect::<Vec<_>>().join("\n")
     });
-    let status = child.wait()?;
+    let status = child.wait().map_err(|source| Error::Run {
+        program: "pip".into(),
+        source,
+    })?;
     let tail = tail.join().unwrap_or_default();
     if status.success() {
         return Ok(());
     }
-    Err(anyhow!(explain_pip_failure(&tail, dest)))
+    Err(Error::Install(explain_pip_failure(&tail, dest)))
 }
 
 /// One line for a failed `pip download`, from what it printed.
@@ -285,7 +303,7 @@ fn explain_pip_failure(output: &str, dest: &Path) -> String {
             "the disk filled up while pip downloaded into {wheels}: free some space, or set PARALLAX_CACHE to a directory on a larger disk"
         )
     } else if output.contains("DO NOT MATCH THE HASHES") {
-        "the package index served a wheel whose SHA-256 differs from xtask/wheels.toml: check your pip index (PIP_INDEX_URL) or proxy".to_string()
+        "the package index served a wheel whose SHA-256 differs from crates/provision/wheels.toml: check your pip index (PIP_INDEX_URL) or proxy".to_string()
     } else {
         let last_error = output
             .lines()

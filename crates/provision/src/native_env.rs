@@ -116,7 +116,8 @@ fn prepend(dirs: &[PathBuf], existing: Option<&OsStr>) -> OsString {
 }
 
 /// How `cargo xtask env` prints the variables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     /// `export NAME='value'` lines for `eval "$(cargo xtask env)"` in sh, bash or zsh.
     Sh,

@@ -15,7 +15,7 @@ pub fn ensure_fashion_mnist() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    super::apt::install(
+    super::install(
         "dataset-fashion-mnist",
         "the full Fashion-MNIST (30 MB) for the tests, which `cargo xtask data download fashion-mnist` also fetches",
     )
@@ -34,7 +34,7 @@ pub fn ensure_chromium() -> anyhow::Result<std::path::PathBuf> {
     if let Some(found) = find() {
         return Ok(found);
     }
-    super::apt::install(
+    super::install(
         "chromium",
         "Chromium (headless), which renders the HTML report in a test",
     )?;
@@ -55,7 +55,7 @@ pub fn ensure_slurm() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    super::apt::install_all(
+    super::install_all(
         &["slurmctld", "slurmd", "slurm-client", "munge"],
         "Slurm and munge (3.5 MB), whose single-node cluster runs `compare --slurm` in a test",
     )

@@ -9,7 +9,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Error, Result};
 use indicatif::ProgressBar;
 use zip::ZipArchive;
 
@@ -55,16 +55,16 @@ fn select(component: Component, path: &Path) -> Result<Selection> {
     let mut indices = Vec::new();
     let mut bytes = 0;
     for i in 0..archive.len() {
-        let entry = archive.by_index_data(i)?;
-        let name = entry.name()?;
+        let entry = archive.by_index_data(i).map_err(wheel_error(path))?;
+        let name = entry.name().map_err(wheel_error(path))?;
         if entry.is_dir() || !component.keeps(&name) {
             continue;
         }
         if entry.is_symlink() {
-            bail!(
+            return Err(Error::Contents(format!(
                 "{} holds a symbolic link {name:?}, which no wheel should",
                 path.display()
-            );
+            )));
         }
         indices.push(i);
         bytes += entry.size();
@@ -76,35 +76,50 @@ fn select(component: Component, path: &Path) -> Result<Selection> {
     })
 }
 
+/// zip's error about the wheel at `path`, as an [`Error::Wheel`].
+fn wheel_error(path: &Path) -> impl Fn(zip::result::ZipError) -> Error + '_ {
+    move |source| Error::Wheel {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn open(path: &Path) -> Result<ZipArchive<BufReader<File>>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    ZipArchive::new(BufReader::new(file))
-        .with_context(|| format!("{} is not a readable wheel", path.display()))
+    let file = File::open(path).map_err(|source| Error::io("open", &path, source))?;
+    ZipArchive::new(BufReader::new(file)).map_err(|source| Error::Wheel {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes the selected members under `dest`, keeping their paths from the wheel.
 fn extract(selection: &Selection, dest: &Path, bar: &ProgressBar) -> Result<()> {
     let mut archive = open(&selection.wheel)?;
     for &i in &selection.indices {
-        let mut entry = archive.by_index(i)?;
+        let mut entry = archive.by_index(i).map_err(wheel_error(&selection.wheel))?;
         // `enclosed_name` refuses absolute paths and `..`, so no member can land outside `dest`.
         let Some(relative) = entry.enclosed_name() else {
-            bail!(
+            return Err(Error::Contents(format!(
                 "{} has a member with an unsafe path",
                 selection.wheel.display()
-            );
+            )));
         };
         let target = dest.join(relative);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)?;
+            fs::create_dir_all(parent).map_err(|source| Error::io("create", &parent, source))?;
         }
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&target)?);
+        let mut out = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&target).map_err(|source| Error::io("create", &target, source))?,
+        );
         // Reading to the end makes the zip crate check the member's CRC-32.
         io::copy(&mut entry, &mut bar.wrap_write(&mut out))
-            .with_context(|| format!("cannot extract {}", target.display()))?;
-        out.flush()?;
+            .map_err(|source| Error::io("extract", &target, source))?;
+        out.flush()
+            .map_err(|source| Error::io("extract", &target, source))?;
         let mode = entry.unix_mode().map_or(0o644, |m| m & 0o777) | 0o600;
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+            .map_err(|source| Error::io("set the permissions of", &target, source))?;
     }
     Ok(())
 }
@@ -121,9 +136,9 @@ pub fn install(
     let final_dir = native_dir.join(&pin.dir);
     let staging = native_dir.join(format!(".tmp-{}-{}", pin.dir, std::process::id()));
     if staging.exists() {
-        fs::remove_dir_all(&staging)?;
+        fs::remove_dir_all(&staging).map_err(|source| Error::io("remove", &staging, source))?;
     }
-    fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    fs::create_dir_all(&staging).map_err(|source| Error::io("create", &staging, source))?;
     let result = fill(component, pins, wheels_dir, &staging, &final_dir)
         .and_then(|()| replace_dir(&staging, &final_dir));
     if result.is_err() {
@@ -163,7 +178,8 @@ fn fill(
         finish_tensorflow(component, pins, staging, final_dir)?;
     }
     // Last: the stamp marks the tree complete.
-    fs::write(staging.join(STAMP), stamp_text(component, pins, final_dir))?;
+    fs::write(staging.join(STAMP), stamp_text(component, pins, final_dir))
+        .map_err(|source| Error::io("write", staging.join(STAMP), source))?;
     Ok(())
 }
 
@@ -177,35 +193,45 @@ fn finish_libtorch(
     let lib = root.join("torch/lib");
     for name in ["libtorch_cpu.so", "libc10.so", "libgomp.so.1"] {
         if !lib.join(name).is_file() {
-            bail!("the torch wheel had no torch/lib/{name}");
+            return Err(Error::Contents(format!(
+                "the torch wheel had no torch/lib/{name}"
+            )));
         }
     }
     // torch-sys links `-lgomp`: point it at the wheel's OpenMP rather than whatever the system has.
-    symlink("libgomp.so.1", lib.join("libgomp.so"))?;
+    symlink("libgomp.so.1", lib.join("libgomp.so"))
+        .map_err(|source| Error::io("create the link", lib.join("libgomp.so"), source))?;
     if component == Component::LibtorchCpu {
         // torch-sys always links `-ltorch`. The real libtorch.so only pulls in libtorch_cuda
         // (1 GB, and cuDNN, cuBLAS… behind it); linking libtorch_cpu.so under that name gives
         // a CPU build the same symbols with nothing extra to load.
-        symlink("libtorch_cpu.so", lib.join("libtorch.so"))?;
+        symlink("libtorch_cpu.so", lib.join("libtorch.so"))
+            .map_err(|source| Error::io("create the link", lib.join("libtorch.so"), source))?;
     }
     // torch-sys checks `build-version` against the libtorch it expects; take it from the wheel.
     let torch = pins
         .wheels_for(component)
         .into_iter()
         .find(|w| w.name() == "torch")
-        .context("no torch wheel is pinned for libtorch")?;
+        .ok_or_else(|| Error::Pins("no torch wheel is pinned for libtorch".into()))?;
     let mut version_py = String::new();
     open(&wheels_dir.join(&torch.file))?
         .by_name("torch/version.py")
-        .context("the torch wheel has no torch/version.py")?
-        .read_to_string(&mut version_py)?;
+        .map_err(|_| Error::Contents("the torch wheel has no torch/version.py".into()))?
+        .read_to_string(&mut version_py)
+        .map_err(|_| {
+            Error::Contents("the torch wheel's torch/version.py is not UTF-8 text".into())
+        })?;
     let version = parallax_registry::torch_wheel_version(&version_py)
-        .context("torch/version.py has no __version__")?;
+        .ok_or_else(|| Error::Contents("torch/version.py has no __version__".into()))?;
     let expected = &pins.component(component).version;
     if version.split('+').next() != Some(expected.as_str()) {
-        bail!("the torch wheel is version {version}, but xtask/wheels.toml says {expected}");
+        return Err(Error::Contents(format!(
+            "the torch wheel is version {version}, but crates/provision/wheels.toml says {expected}"
+        )));
     }
-    fs::write(root.join("torch/build-version"), format!("{version}\n"))?;
+    fs::write(root.join("torch/build-version"), format!("{version}\n"))
+        .map_err(|source| Error::io("write", root.join("torch/build-version"), source))?;
     Ok(())
 }
 
@@ -218,13 +244,21 @@ fn finish_tensorflow(
     final_dir: &Path,
 ) -> Result<()> {
     let lib = root.join("tensorflow");
-    symlink("libtensorflow_cc.so.2", lib.join("libtensorflow.so"))?;
+    symlink("libtensorflow_cc.so.2", lib.join("libtensorflow.so"))
+        .map_err(|source| Error::io("create the link", lib.join("libtensorflow.so"), source))?;
     symlink(
         "libtensorflow_framework.so.2",
         lib.join("libtensorflow_framework.so"),
-    )?;
+    )
+    .map_err(|source| {
+        Error::io(
+            "create the link",
+            lib.join("libtensorflow_framework.so"),
+            source,
+        )
+    })?;
     let pkgconfig = root.join("pkgconfig");
-    fs::create_dir_all(&pkgconfig)?;
+    fs::create_dir_all(&pkgconfig).map_err(|source| Error::io("create", &pkgconfig, source))?;
     let description = format!(
         "TensorFlow C library from the {} wheel, provisioned by cargo xtask setup",
         if component.is_cuda() {
@@ -238,7 +272,8 @@ fn finish_tensorflow(
         &pins.component(component).version,
         &description,
     );
-    fs::write(pkgconfig.join("tensorflow.pc"), pc)?;
+    fs::write(pkgconfig.join("tensorflow.pc"), pc)
+        .map_err(|source| Error::io("write", pkgconfig.join("tensorflow.pc"), source))?;
     Ok(())
 }
 
@@ -264,11 +299,11 @@ pub fn replace_dir(new: &Path, target: &Path) -> Result<()> {
             .unwrap_or_default();
         let old = target.with_file_name(format!(".old-{name}-{}", std::process::id()));
         fs::rename(target, &old)
-            .with_context(|| format!("cannot move the old {} aside", target.display()))?;
-        fs::rename(new, target).with_context(|| format!("cannot create {}", target.display()))?;
-        fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+            .map_err(|source| Error::io("move aside the old", &target, source))?;
+        fs::rename(new, target).map_err(|source| Error::io("create", &target, source))?;
+        fs::remove_dir_all(&old).map_err(|source| Error::io("remove", &old, source))?;
     } else {
-        fs::rename(new, target).with_context(|| format!("cannot create {}", target.display()))?;
+        fs::rename(new, target).map_err(|source| Error::io("create", &target, source))?;
     }
     Ok(())
 }
@@ -281,7 +316,7 @@ pub fn remove_leftovers(dir: &Path) -> Result<()> {
         return Ok(());
     };
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|source| Error::io("read", dir, source))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if [".tmp-", ".old-", ".partial-"]
@@ -289,7 +324,7 @@ pub fn remove_leftovers(dir: &Path) -> Result<()> {
             .any(|p| name.starts_with(p))
         {
             fs::remove_dir_all(entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                .map_err(|source| Error::io("remove", entry.path(), source))?;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! The frameworks' virtual environment: PyTorch 2.9.0, TensorFlow 2.21 and Keras 3.15 for the
-//! Python backends (crates/python), installed by pip from `xtask/frameworks/requirements.lock`,
+//! Python backends (crates/python), installed by pip from `crates/provision/frameworks/requirements.lock`,
 //! every wheel checked against its pinned SHA-256 (`--require-hashes`).
 //!
 //! The environment is made from the Python whose shared library the backends embed
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Error, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -21,7 +21,7 @@ use super::{cache_dir, fetch, lock, wheels_dir};
 
 /// The pinned requirements, compiled in so that the binary and the hashes it installs never
 /// disagree.
-const LOCK: &str = include_str!("../../frameworks/requirements.lock");
+const LOCK: &str = include_str!("../frameworks/requirements.lock");
 
 /// The Python minor version the lock's wheels are for.
 const PYTHON_VERSION: &str = "3.11";
@@ -76,19 +76,20 @@ print(json.dumps({
     let output = Command::new(python)
         .args(["-c", script])
         .output()
-        .with_context(|| {
-            format!(
-                "cannot run {shown}: install Python {PYTHON_VERSION}, or set PARALLAX_PYTHON to one"
-            )
+        .map_err(|source| Error::Run {
+            program: format!(
+                "{shown}: install Python {PYTHON_VERSION}, or set PARALLAX_PYTHON to one"
+            ),
+            source,
         })?;
     if !output.status.success() {
-        bail!(
+        return Err(Error::Machine(format!(
             "{shown} failed to describe itself: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        );
+        )));
     }
     serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{shown} printed no description"))
+        .map_err(|error| Error::Machine(format!("{shown} printed no description: {error}")))
 }
 
 /// The interpreter the frameworks run in, checked: Python 3.11 with its shared library.
@@ -97,16 +98,16 @@ fn chosen_interpreter() -> Result<Interpreter> {
     let found = interpreter(&python)?;
     let shown = python.to_string_lossy();
     if found.version != PYTHON_VERSION {
-        bail!(
+        return Err(Error::Machine(format!(
             "{shown} is Python {}, but the frameworks' lock is for CPython {PYTHON_VERSION}: set PARALLAX_PYTHON to a Python {PYTHON_VERSION}",
             found.version
-        );
+        )));
     }
     if !found.shared || found.library.is_none() {
-        bail!(
+        return Err(Error::Machine(format!(
             "{shown} ({}) has no shared library (libpython{PYTHON_VERSION}.so), which the Python backends embed: install one built with --enable-shared (Debian: apt-get install libpython{PYTHON_VERSION}), and set PARALLAX_PYTHON to it",
             found.executable.display()
-        );
+        )));
     }
     Ok(found)
 }
@@ -147,7 +148,9 @@ pub fn ensure() -> Result<Frameworks> {
         .as_deref()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
-        .context("the interpreter's shared library has no directory")?;
+        .ok_or_else(|| {
+            Error::Machine("the interpreter's shared library has no directory".into())
+        })?;
     let ready = Frameworks {
         python: found.executable.clone(),
         venv: venv.clone(),
@@ -157,7 +160,7 @@ pub fn ensure() -> Result<Frameworks> {
         return Ok(ready);
     }
     fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the cache directory {}", cache.display()))?;
+        .map_err(|source| Error::io("create the cache directory", &cache, source))?;
     let _lock = lock::acquire(&cache)?;
     // Another setup may have installed it while this one waited.
     if venv.join(STAMP).is_file() {
@@ -179,21 +182,24 @@ fn install(python: &Path, venv: &Path, cache: &Path) -> Result<()> {
     let start = Instant::now();
     if venv.exists() {
         fs::remove_dir_all(venv)
-            .with_context(|| format!("cannot remove the incomplete {}", venv.display()))?;
+            .map_err(|source| Error::io("remove the incomplete", &venv, source))?;
     }
     let status = Command::new(python)
         .args(["-m", "venv"])
         .arg(venv)
         .status()
-        .with_context(|| format!("cannot run {}", python.display()))?;
+        .map_err(|source| Error::Run {
+            program: python.display().to_string(),
+            source,
+        })?;
     if !status.success() {
-        bail!(
+        return Err(Error::Machine(format!(
             "`{} -m venv` failed: install the venv module (Debian: apt-get install python{PYTHON_VERSION}-venv)",
             python.display()
-        );
+        )));
     }
     let requirements = venv.join("requirements.lock");
-    fs::write(&requirements, LOCK)?;
+    fs::write(&requirements, LOCK).map_err(|source| Error::io("write", &requirements, source))?;
     let status = Command::new(venv.join("bin/python"))
         .args([
             "-m",
@@ -213,13 +219,17 @@ fn install(python: &Path, venv: &Path, cache: &Path) -> Result<()> {
         .arg("-r")
         .arg(&requirements)
         .status()
-        .context("cannot run pip in the frameworks' environment")?;
+        .map_err(|source| Error::Run {
+            program: "pip in the frameworks' environment".into(),
+            source,
+        })?;
     if !status.success() {
-        bail!(
+        return Err(Error::Install(format!(
             "pip could not install the frameworks (its messages are above): check the network (pip honours HTTPS_PROXY and PIP_INDEX_URL); `cargo xtask setup` retries"
-        );
+        )));
     }
-    fs::write(venv.join(STAMP), "parallax frameworks, format 1\n")?;
+    fs::write(venv.join(STAMP), "parallax frameworks, format 1\n")
+        .map_err(|source| Error::io("write", venv.join(STAMP), source))?;
     eprintln!(
         "setup: the frameworks are ready in {} ({:.0} s)",
         venv.display(),

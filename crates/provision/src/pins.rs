@@ -1,15 +1,15 @@
-//! The pinned wheels (`xtask/wheels.toml`, compiled in) and what each component extracts from them.
+//! The pinned wheels (`crates/provision/wheels.toml`, compiled in) and what each component extracts from them.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Error, Result};
 use serde::Deserialize;
 
 /// The pins file, compiled in so that the binary and the hashes it checks never disagree.
-const PINS_TOML: &str = include_str!("../../wheels.toml");
+const PINS_TOML: &str = include_str!("../wheels.toml");
 
-/// Everything `xtask/wheels.toml` says.
+/// Everything `wheels.toml` says.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pins {
@@ -185,14 +185,20 @@ impl Pins {
     /// The compiled-in pins, parsed and checked once.
     pub fn get() -> Result<&'static Pins> {
         static PINS: OnceLock<Result<Pins, String>> = OnceLock::new();
-        PINS.get_or_init(|| Pins::parse(PINS_TOML).map_err(|e| format!("{e:#}")))
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("xtask/wheels.toml is invalid: {e}"))
+        PINS.get_or_init(|| {
+            Pins::parse(PINS_TOML).map_err(|error| match error {
+                Error::Pins(detail) => detail,
+                other => other.to_string(),
+            })
+        })
+        .as_ref()
+        .map_err(|detail| Error::Pins(detail.clone()))
     }
 
     /// Parses and checks a pins file.
     pub fn parse(text: &str) -> Result<Pins> {
-        let pins: Pins = toml::from_str(text).context("cannot parse it")?;
+        let pins: Pins = toml::from_str(text)
+            .map_err(|error| Error::Pins(format!("cannot parse it: {error}")))?;
         pins.check()?;
         Ok(pins)
     }
@@ -214,34 +220,43 @@ impl Pins {
     fn check(&self) -> Result<()> {
         for component in Component::ALL {
             let Some(pin) = self.components.get(component.key()) else {
-                bail!("[components.{}] is missing", component.key());
+                return Err(Error::Pins(format!(
+                    "[components.{}] is missing",
+                    component.key()
+                )));
             };
             if pin.dir.is_empty() || pin.dir.contains('/') || pin.dir.starts_with('.') {
-                bail!(
+                return Err(Error::Pins(format!(
                     "[components.{}] dir {:?} must be a plain directory name",
                     component.key(),
                     pin.dir
-                );
+                )));
             }
             if self.wheels_for(component).is_empty() {
-                bail!("no wheel is used by component {}", component.key());
+                return Err(Error::Pins(format!(
+                    "no wheel is used by component {}",
+                    component.key()
+                )));
             }
         }
         let mut files = std::collections::BTreeSet::new();
         for wheel in &self.wheel {
             let Some((name, version)) = wheel.requirement.split_once("==") else {
-                bail!(
+                return Err(Error::Pins(format!(
                     "requirement {:?} must pin an exact version with ==",
                     wheel.requirement
-                );
+                )));
             };
             // Wheel file names normalise `-` to `_` in the distribution name.
             let prefix = format!("{}-{version}-", name.replace('-', "_"));
             if !wheel.file.ends_with(".whl") || !wheel.file.starts_with(&prefix) {
-                bail!("{} is not a wheel of {}", wheel.file, wheel.requirement);
+                return Err(Error::Pins(format!(
+                    "{} is not a wheel of {}",
+                    wheel.file, wheel.requirement
+                )));
             }
             if !files.insert(wheel.file.as_str()) {
-                bail!("{} is listed twice", wheel.file);
+                return Err(Error::Pins(format!("{} is listed twice", wheel.file)));
             }
             if wheel.sha256.len() != 64
                 || !wheel
@@ -249,17 +264,23 @@ impl Pins {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             {
-                bail!("{}: sha256 must be 64 lowercase hex digits", wheel.file);
+                return Err(Error::Pins(format!(
+                    "{}: sha256 must be 64 lowercase hex digits",
+                    wheel.file
+                )));
             }
             if !self.wheel_matches_platforms(wheel) {
-                bail!(
+                return Err(Error::Pins(format!(
                     "{}: no platform tag of it is in [pip] platforms",
                     wheel.file
-                );
+                )));
             }
             for key in &wheel.components {
                 if !self.components.contains_key(key) {
-                    bail!("{}: unknown component {key:?}", wheel.file);
+                    return Err(Error::Pins(format!(
+                        "{}: unknown component {key:?}",
+                        wheel.file
+                    )));
                 }
             }
         }
