@@ -1,19 +1,14 @@
 //! `cargo xtask`: parallax's orchestrator. Each subcommand lives in `commands/<name>`; what
 //! they share lives beside them: cargo invocations (`cargo`), the Debian packages the tests
-//! install (`apt`), the worker processes (`workers`) and the parity checks under capped
-//! instruction sets (`parity`). The report is the `parallax` library's; provisioning is
-//! `parallax-provision`'s.
+//! install (`apt`), Chromium (`chromium`) and the parity checks under capped instruction sets
+//! (`parity`). `compare`, `gradcam` and `report` parse their flags and call the `parallax`
+//! library; `setup` and `env` call `parallax-provision`.
 
 mod apt;
 mod cargo;
 mod chromium;
 mod commands;
-mod interrupt;
-mod output_lock;
 mod parity;
-#[cfg(test)]
-mod tidy;
-mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -84,9 +79,9 @@ fn main() {
         Command::Env(args) => commands::env::run(args),
     };
     if let Err(error) = result {
-        if let Some(interrupted) = error.downcast_ref::<interrupt::Interrupted>() {
+        if let Some(parallax::Error::Interrupted(interrupted)) = error.downcast_ref() {
             eprintln!("{interrupted}");
-            std::process::exit(interrupt::EXIT_CODE);
+            std::process::exit(parallax::interrupt::EXIT_CODE);
         }
         // One line, no backtrace: the chain of contexts reads as a sentence, each cause once.
         eprintln!("error: {}", parallax_core::error::one_line(error.as_ref()));

@@ -663,7 +663,7 @@ mod tests {
     use super::*;
 
     fn record(backend: &str, seed: u64, accuracies: &[f64]) -> RunRecord {
-        let path = crate::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let path = crate::workspace::repo_root().join("fixtures/records/v1-tch-mlp.json");
         let mut record = RunRecord::load(&path).unwrap();
         record.backend = backend.into();
         record.seed = seed;

@@ -192,7 +192,7 @@ pub fn render_dir(dir: &Path, target_accuracy: Option<f64>) -> Result<Rendered> 
 
 /// The records under `records_dir`, by configuration; each file that does not read is added to
 /// `unreadable` with its error line.
-fn read_records(
+pub fn read_records(
     records_dir: &Path,
     unreadable: &mut Vec<(String, String)>,
 ) -> Result<BTreeMap<String, Vec<RunRecord>>> {
@@ -352,7 +352,7 @@ mod tests {
     /// A record of `model` and `seed` from the committed version-1 record, written into `dir`
     /// where a comparison would write it.
     fn place(dir: &Path, model: &str, seed: u64) -> RunRecord {
-        let fixture = crate::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let fixture = crate::workspace::repo_root().join("fixtures/records/v1-tch-mlp.json");
         let mut record = RunRecord::load(&fixture).unwrap();
         record.seed = seed;
         record.run.seed = seed;

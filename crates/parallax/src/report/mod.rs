@@ -62,7 +62,7 @@ pub(crate) mod tests {
     /// Records of two backends over `seeds`, made from the committed version-1 record, with tf
     /// 1 pp more accurate and 20% slower per epoch than tch in every seed.
     pub(crate) fn records(seeds: &[u64]) -> Vec<RunRecord> {
-        let path = crate::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let path = crate::workspace::repo_root().join("fixtures/records/v1-tch-mlp.json");
         let base = RunRecord::load(&path).unwrap();
         let mut records = Vec::new();
         for &seed in seeds {

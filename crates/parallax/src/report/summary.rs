@@ -516,7 +516,7 @@ mod tests {
 
     /// The committed version-1 record's JSON.
     fn v1_record() -> serde_json::Value {
-        let path = crate::repo_root().join("fixtures/records/v1-tch-mlp.json");
+        let path = crate::workspace::repo_root().join("fixtures/records/v1-tch-mlp.json");
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 
 use crate::cargo::{cargo, target_dir};
-use crate::workers::set_openmp_wait;
+use parallax::workers::set_openmp_wait;
 use parallax_provision as provision;
 
 /// Flags of `cargo xtask bench`.

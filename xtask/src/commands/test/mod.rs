@@ -184,6 +184,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     phase("GradCAM across engines", || {
         grad_cam_acceptance(&built_worker()?)
     })?;
+    phase("the library as a downstream crate uses it", || {
+        downstream_example(&built_worker()?)
+    })?;
     phase("the HTML report in Chromium", || {
         let acceptance = crate::cargo::target_dir().join("acceptance");
         browser::acceptance(
@@ -495,6 +498,33 @@ fn grad_cam_acceptance(worker: &Path) -> anyhow::Result<()> {
     }
     if !failures.is_empty() {
         bail!("GradCAM acceptance: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Runs `crates/parallax/examples/downstream.rs`, which `cargo test` built: a comparison of two
+/// backends planned and run through the library, its records read back, and `report.html`
+/// rendered from them.
+fn downstream_example(worker: &Path) -> anyhow::Result<()> {
+    let example = crate::cargo::target_dir().join("release/examples/downstream");
+    ensure!(
+        example.is_file(),
+        "{} was not built by the tests; run the whole suite, not a filtered part",
+        example.display()
+    );
+    let out = crate::cargo::target_dir().join("acceptance/downstream");
+    let _ = std::fs::remove_dir_all(&out);
+    let ran = Command::new(&example)
+        .arg(&out)
+        .arg(worker)
+        .status()
+        .with_context(|| format!("running {}", example.display()))?;
+    ensure!(ran.success(), "the downstream example failed");
+    for written in ["report.html", "downstream/report.html"] {
+        ensure!(
+            out.join(written).is_file(),
+            "the downstream example wrote no {written}"
+        );
     }
     Ok(())
 }

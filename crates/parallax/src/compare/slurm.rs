@@ -23,16 +23,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use clap::Parser;
 use parallax_core::Device;
 use parallax_core::layout::Layout;
 use parallax_core::record::{RunRecord, RunStatus, write_json_atomically};
 use serde::{Deserialize, Serialize};
 
-use super::{Args, Checked, PlannedRun, check, conclude, file_outcome, make_ready, planned};
+use super::{Args, Checked, Flags, PlannedRun, check, conclude, file_outcome, make_ready, planned};
+use crate::error::{Error, Result};
 use crate::output_lock::OutputLock;
-use parallax::report::Summary;
+use crate::report::Summary;
 
 /// The version of `matrix.json`'s layout.
 const MATRIX_VERSION: u32 = 1;
@@ -123,32 +123,37 @@ impl SlurmDir {
 }
 
 impl Matrix {
-    fn load(out: &Path) -> anyhow::Result<Self> {
+    fn load(out: &Path) -> Result<Self> {
         let path = SlurmDir::new(out).matrix();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
-                "{} holds no Slurm matrix (no {}); --resume takes the --out DIR of an earlier `cargo xtask compare --slurm`",
-                out.display(),
-                path.display()
-            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Slurm(format!(
+                    "{} holds no Slurm matrix (no {}); --resume takes the --out DIR of an earlier `cargo xtask compare --slurm`",
+                    out.display(),
+                    path.display()
+                )));
+            }
             Err(error) => {
-                return Err(error).with_context(|| format!("reading {}", path.display()));
+                return Err(Error::io("reading", &path, error));
             }
         };
-        let matrix: Matrix = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a Slurm matrix", path.display()))?;
+        let matrix: Matrix = serde_json::from_str(&text).map_err(|error| Error::Format {
+            path: path.clone(),
+            what: "a Slurm matrix",
+            message: error.to_string(),
+        })?;
         if matrix.matrix_version != MATRIX_VERSION {
-            bail!(
+            return Err(Error::Slurm(format!(
                 "{} has matrix version {}, and this parallax reads {MATRIX_VERSION}; resume it with the parallax that wrote it",
                 path.display(),
                 matrix.matrix_version
-            );
+            )));
         }
         Ok(matrix)
     }
 
-    fn save(&self, out: &Path) -> anyhow::Result<()> {
+    fn save(&self, out: &Path) -> Result<()> {
         Ok(write_json_atomically(&SlurmDir::new(out).matrix(), self)?)
     }
 
@@ -162,25 +167,17 @@ impl Matrix {
     }
 }
 
-/// `compare --flags…` parsed again, for `--resume`.
-#[derive(Parser)]
-#[command(name = "compare")]
-struct Flags {
-    #[command(flatten)]
-    args: Args,
-}
-
 /// A Slurm client program found on `PATH`, run under a time limit.
-fn client(program: &str) -> anyhow::Result<Command> {
+fn client(program: &str) -> Result<Command> {
     client_in(program, std::env::var_os("PATH").as_deref())
 }
 
 /// [`client`], looked up in the directories of `path_var`.
-fn client_in(program: &str, path_var: Option<&std::ffi::OsStr>) -> anyhow::Result<Command> {
-    let path = find_program(program, path_var).with_context(|| {
-        format!(
+fn client_in(program: &str, path_var: Option<&std::ffi::OsStr>) -> Result<Command> {
+    let path = find_program(program, path_var).ok_or_else(|| {
+        Error::Slurm(format!(
             "--slurm needs Slurm's `{program}` on PATH, and there is none here: run on the cluster's login node, or leave out --slurm to run here"
-        )
+        ))
     })?;
     let mut command = Command::new("timeout");
     command.arg(CLIENT_TIMEOUT).arg(path);
@@ -200,10 +197,10 @@ fn find_program(program: &str, path_var: Option<&std::ffi::OsStr>) -> Option<Pat
 }
 
 /// Runs a client command and returns its stdout, or its stderr's message as the error.
-fn output_of(mut command: Command) -> anyhow::Result<String> {
+fn output_of(mut command: Command) -> Result<String> {
     let output = command
         .output()
-        .with_context(|| format!("running {command:?}"))?;
+        .map_err(|source| Error::process(format!("running {command:?}"), source))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = stderr
@@ -213,22 +210,26 @@ fn output_of(mut command: Command) -> anyhow::Result<String> {
             .find(|line| !line.is_empty())
             .unwrap_or("no message");
         if output.status.code() == Some(124) {
-            bail!("timed out after {CLIENT_TIMEOUT} s: {message}");
+            return Err(Error::Slurm(format!(
+                "timed out after {CLIENT_TIMEOUT} s: {message}"
+            )));
         }
-        bail!("{message}");
+        return Err(Error::Slurm(message.to_string()));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `compare --slurm`: submits the matrix, or with `--resume` takes an earlier one up again,
 /// then follows it and merges, unless `--no-wait`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     // sbatch first: a machine without Slurm fails before anything is built or written.
     client("sbatch")?;
     let slurm_args = match &args.slurm_args {
-        Some(text) => shlex::split(text).with_context(|| {
-            format!("--slurm-args {text:?} does not split as a shell would (an unclosed quote?)")
+        Some(text) => shlex::split(text).ok_or_else(|| {
+            Error::Invalid(format!(
+                "--slurm-args {text:?} does not split as a shell would (an unclosed quote?)"
+            ))
         })?,
         None => Vec::new(),
     };
@@ -254,9 +255,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The flags of a matrix, parsed again; the flags of the resuming command override its Slurm
 /// arguments.
-fn saved_args(matrix: &Matrix, out: &Path) -> anyhow::Result<Args> {
+fn saved_args(matrix: &Matrix, out: &Path) -> Result<Args> {
     let flags = Flags::try_parse_from(std::iter::once("compare".to_string()).chain(matrix.flags.iter().cloned()))
-        .map_err(|error| anyhow::anyhow!("the matrix's flags no longer parse ({}); start it afresh with `cargo xtask compare --slurm`", error.to_string().lines().next().unwrap_or("")))?;
+        .map_err(|error| Error::Slurm(format!("the matrix's flags no longer parse ({}); start it afresh with `cargo xtask compare --slurm`", error.to_string().lines().next().unwrap_or(""))))?;
     Ok(Args {
         out: out.to_path_buf(),
         resume: None,
@@ -278,7 +279,7 @@ fn flags_of(args: &Args, threads: usize) -> Vec<String> {
 }
 
 /// The comparisons of the matrix: one per model, each checked.
-fn comparisons(args: &Args) -> anyhow::Result<Vec<(Args, Checked)>> {
+fn comparisons(args: &Args) -> Result<Vec<(Args, Checked)>> {
     args.per_model()
         .into_iter()
         .map(|one| {
@@ -290,12 +291,12 @@ fn comparisons(args: &Args) -> anyhow::Result<Vec<(Args, Checked)>> {
 
 /// Writes the requests, builds and copies the workers, writes the job script and submits
 /// every run as one array.
-fn submit(args: &Args, slurm_args: &[String]) -> anyhow::Result<(Matrix, OutputLock)> {
+fn submit(args: &Args, slurm_args: &[String]) -> Result<(Matrix, OutputLock)> {
     let comparisons = comparisons(args)?;
     let lock = OutputLock::acquire(&args.out)?;
     let dir = SlurmDir::new(&args.out);
     for sub in [dir.bin(), dir.logs()] {
-        std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        std::fs::create_dir_all(&sub).map_err(|source| Error::io("creating", &sub, source))?;
     }
     let threads = comparisons[0].1.base.threads;
     let mut tasks = Vec::new();
@@ -307,18 +308,15 @@ fn submit(args: &Args, slurm_args: &[String]) -> anyhow::Result<(Matrix, OutputL
         let model_dir = (args.model.len() > 1).then(|| one.model().key());
         for run in &ready.runs {
             let built = &ready.workers[run.entry.name];
-            let worker = dir.bin().join(
-                built
-                    .file_name()
-                    .context("a worker path without a file name")?,
-            );
+            let worker = dir.bin().join(built.file_name().ok_or_else(|| {
+                Error::Build(format!("{} is not a worker's file", built.display()))
+            })?);
             // A fresh copy, made beside any older one rather than over it: a task of an
             // earlier job may still be running the older binary.
             if !copied.contains(&worker) {
                 let _ = std::fs::remove_file(&worker);
-                std::fs::copy(built, &worker).with_context(|| {
-                    format!("copying {} to {}", built.display(), worker.display())
-                })?;
+                std::fs::copy(built, &worker)
+                    .map_err(|source| Error::io("copying the worker to", &worker, source))?;
                 copied.insert(worker.clone());
             }
             let id = run.request.id();
@@ -341,7 +339,7 @@ fn submit(args: &Args, slurm_args: &[String]) -> anyhow::Result<(Matrix, OutputL
     write_tasks(&dir, &tasks)?;
     let script = job_script(args, threads, native.as_ref(), &absolute(&dir.logs())?);
     std::fs::write(dir.script(), script)
-        .with_context(|| format!("writing {}", dir.script().display()))?;
+        .map_err(|source| Error::io("writing", dir.script(), source))?;
     let mut matrix = Matrix {
         matrix_version: MATRIX_VERSION,
         flags: flags_of(args, threads),
@@ -355,13 +353,13 @@ fn submit(args: &Args, slurm_args: &[String]) -> anyhow::Result<(Matrix, OutputL
 }
 
 /// `path` made absolute against the current directory, as a task on another node needs it.
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|source| Error::io("making absolute", path, source))
 }
 
 /// Writes `tasks.tsv`, one tab-separated line per task; the job script reads line
 /// `SLURM_ARRAY_TASK_ID + 1`.
-fn write_tasks(dir: &SlurmDir, tasks: &[Task]) -> anyhow::Result<()> {
+fn write_tasks(dir: &SlurmDir, tasks: &[Task]) -> Result<()> {
     let mut text = String::new();
     for task in tasks {
         let entry = parallax_registry::find(&task.backend)?;
@@ -375,14 +373,14 @@ fn write_tasks(dir: &SlurmDir, tasks: &[Task]) -> anyhow::Result<()> {
             task.weights.display().to_string(),
         ];
         if let Some(field) = fields.iter().find(|f| f.contains(['\t', '\n'])) {
-            bail!(
+            return Err(Error::Slurm(format!(
                 "a path with a tab or a line break cannot go into the Slurm task table: {field:?}; use another --out"
-            );
+            )));
         }
         text.push_str(&fields.join("\t"));
         text.push('\n');
     }
-    std::fs::write(dir.tasks(), text).with_context(|| format!("writing {}", dir.tasks().display()))
+    std::fs::write(dir.tasks(), text).map_err(|source| Error::io("writing", dir.tasks(), source))
 }
 
 /// The job script: Slurm's directives, the worker's environment as `compare` sets it here,
@@ -468,7 +466,7 @@ fn sbatch(
     matrix: &mut Matrix,
     indices: Vec<usize>,
     slurm_args: &[String],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let dir = SlurmDir::new(out);
     let mut command = client("sbatch")?;
     command
@@ -477,16 +475,17 @@ fn sbatch(
         .args(slurm_args)
         .arg(absolute(&dir.script())?);
     let printed = output_of(command).map_err(|error| {
-        anyhow::anyhow!(
-            "sbatch refused the job: {error:#}{}; nothing ran, and the requests and the job script are in {} (fix the arguments, then `cargo xtask compare --slurm --resume {}` submits it)",
+        Error::Slurm(format!(
+            "sbatch refused the job: {}{}; nothing ran, and the requests and the job script are in {} (fix the arguments, then `cargo xtask compare --slurm --resume {}` submits it)",
+            parallax_core::error::one_line(&error),
             if slurm_args.is_empty() {
                 String::new()
             } else {
                 format!(" (--slurm-args {})", shlex::try_join(slurm_args.iter().map(String::as_str)).unwrap_or_default())
             },
             dir.root.display(),
-            out.display()
-        )
+            out.display(),
+        ))
     })?;
     // `--parsable` prints `JOBID` or `JOBID;CLUSTER`.
     let job_id = printed
@@ -494,7 +493,7 @@ fn sbatch(
         .split(';')
         .next()
         .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
-        .with_context(|| format!("sbatch printed no job id: {printed:?}"))?
+        .ok_or_else(|| Error::Slurm(format!("sbatch printed no job id: {printed:?}")))?
         .to_string();
     eprintln!(
         "submitted {} run(s) as Slurm job {job_id} (array {}); script {}",
@@ -508,7 +507,7 @@ fn sbatch(
 
 /// `--resume DIR`: the runs of the matrix that are neither complete nor queued are submitted
 /// again (with their requests, workers and script as they were written).
-fn resume(dir: &Path, args: &Args, slurm_args: &[String]) -> anyhow::Result<(Matrix, OutputLock)> {
+fn resume(dir: &Path, args: &Args, slurm_args: &[String]) -> Result<(Matrix, OutputLock)> {
     let mut matrix = Matrix::load(dir)?;
     let lock = OutputLock::acquire(dir)?;
     let queued = queued_tasks(&matrix)?;
@@ -533,11 +532,11 @@ fn resume(dir: &Path, args: &Args, slurm_args: &[String]) -> anyhow::Result<(Mat
     if !rerun.is_empty() {
         for task in &matrix.tasks {
             if rerun.contains(&task.index) && !task.worker.is_file() {
-                bail!(
+                return Err(Error::Slurm(format!(
                     "the worker {} of {} is gone; start the matrix afresh with `cargo xtask compare --slurm`",
                     task.worker.display(),
                     task.label
-                );
+                )));
             }
         }
         let slurm_args = if args.slurm_args.is_some() {
@@ -560,7 +559,7 @@ fn is_complete(path: &Path) -> bool {
 }
 
 /// The matrix's tasks that Slurm still has queued or running, with their state, by index.
-fn queued_tasks(matrix: &Matrix) -> anyhow::Result<BTreeMap<usize, String>> {
+fn queued_tasks(matrix: &Matrix) -> Result<BTreeMap<usize, String>> {
     let jobs: BTreeSet<&str> = matrix
         .submissions
         .iter()
@@ -577,7 +576,12 @@ fn queued_tasks(matrix: &Matrix) -> anyhow::Result<BTreeMap<usize, String>> {
         Ok(listed) => listed,
         // Jobs that ended longer ago than the controller remembers are not queued.
         Err(error) if error.to_string().contains("Invalid job id") => String::new(),
-        Err(error) => return Err(error.context("squeue failed")),
+        Err(error) => {
+            return Err(Error::Slurm(format!(
+                "squeue failed: {}",
+                parallax_core::error::one_line(&error)
+            )));
+        }
     };
     Ok(parse_queue(&listed, matrix))
 }
@@ -598,7 +602,7 @@ fn parse_queue(listed: &str, matrix: &Matrix) -> BTreeMap<usize, String> {
 
 /// Follows the matrix until no task is queued or running: a line whenever the counts change,
 /// and one per run as it ends.
-fn follow(out: &Path, matrix: &Matrix) -> anyhow::Result<()> {
+fn follow(out: &Path, matrix: &Matrix) -> Result<()> {
     crate::interrupt::install();
     let jobs: Vec<&str> = matrix
         .submissions
@@ -620,10 +624,10 @@ fn follow(out: &Path, matrix: &Matrix) -> anyhow::Result<()> {
     let mut failing_since: Option<Instant> = None;
     loop {
         if crate::interrupt::interrupted() {
-            bail!(
+            return Err(Error::Slurm(format!(
                 "stopped following; the job goes on: follow and merge it later with `cargo xtask compare --slurm --resume {}`",
                 out.display()
-            );
+            )));
         }
         let queued = match queued_tasks(matrix) {
             Ok(queued) => {
@@ -633,10 +637,11 @@ fn follow(out: &Path, matrix: &Matrix) -> anyhow::Result<()> {
             Err(error) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > LOST_CONTACT {
-                    return Err(error.context(format!(
-                        "lost contact with Slurm for {} s; the job goes on: follow and merge it later with `cargo xtask compare --slurm --resume {}`",
+                    return Err(Error::Slurm(format!(
+                        "lost contact with Slurm for {} s; the job goes on: follow and merge it later with `cargo xtask compare --slurm --resume {}`: {}",
                         LOST_CONTACT.as_secs(),
-                        out.display()
+                        out.display(),
+                        parallax_core::error::one_line(&error)
                     )));
                 }
                 std::thread::sleep(POLL);
@@ -782,7 +787,7 @@ fn failure_line(
 
 /// Merges the matrix's records into each model's summary and reports, with a failure for
 /// every run whose record is not complete; fails, after writing everything, when a run failed.
-fn merge(out: &Path, matrix: &Matrix, started: Instant) -> anyhow::Result<()> {
+fn merge(out: &Path, matrix: &Matrix, started: Instant) -> Result<()> {
     let args = saved_args(matrix, out)?;
     let dir = SlurmDir::new(out);
     let mut ended: BTreeMap<&str, BTreeMap<usize, Ended>> = BTreeMap::new();
@@ -843,12 +848,17 @@ fn merge(out: &Path, matrix: &Matrix, started: Instant) -> anyhow::Result<()> {
     );
     match failed_models.as_slice() {
         [] => Ok(()),
-        [(_, error)] => bail!("{error:#}; {resubmit}"),
+        [(_, error)] => {
+            return Err(Error::Slurm(format!(
+                "{}; {resubmit}",
+                parallax_core::error::one_line(error)
+            )));
+        }
         several => {
             for (model, error) in several {
-                eprintln!("{model}: {error:#}");
+                eprintln!("{model}: {}", parallax_core::error::one_line(error));
             }
-            bail!(
+            return Err(Error::Slurm(format!(
                 "runs of {} models of the Slurm matrix failed ({}); {resubmit}",
                 several.len(),
                 several
@@ -856,7 +866,7 @@ fn merge(out: &Path, matrix: &Matrix, started: Instant) -> anyhow::Result<()> {
                     .map(|(model, _)| model.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )
+            )));
         }
     }
 }

@@ -5,7 +5,7 @@ use parallax_core::Weights;
 use parallax_core::layout::Layout;
 use parallax_core::record::RunRecord;
 
-use parallax::report::summary::Repeatability;
+use crate::report::summary::Repeatability;
 
 /// Compares `first` with `second`, and their final weights under the two layouts.
 pub fn compare(

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use embedded_graphics::mono_font::MonoTextStyle;
 use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_10X20};
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
@@ -19,7 +18,8 @@ use parallax_core::weights::Weights;
 
 use super::Inputs;
 use super::analysis::Maps;
-use parallax::report::summary::GradCamSummary;
+use crate::error::{Error, Result};
+use crate::report::summary::GradCamSummary;
 
 /// matplotlib's `jet`, piecewise linear.
 pub(crate) fn jet(value: f32) -> [f32; 3] {
@@ -241,7 +241,7 @@ pub(crate) fn write_outputs(
     settings: &CamSettings,
     summary: &GradCamSummary,
     colours: ColourMap,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let (_, _, height, _) = inputs.tensors.dim();
     let mut tensors = Weights::new();
     let magnify = (224 / height.max(1)).max(1) as u32;
@@ -291,13 +291,16 @@ pub(crate) fn write_outputs(
         let png = out.join(format!("{name}.png"));
         composite(&display, &panels, magnify, &captions, colours)
             .save(&png)
-            .with_context(|| format!("writing {}", png.display()))?;
+            .map_err(|source| Error::Image {
+                path: png.clone(),
+                source,
+            })?;
     }
     tensors.save(&out.join("maps.safetensors"))?;
     write_json_atomically(&out.join("summary.json"), summary)?;
     let markdown = markdown(summary, results);
-    std::fs::write(out.join("gradcam.md"), &markdown)
-        .with_context(|| format!("writing {}", out.join("gradcam.md").display()))?;
+    let path = out.join("gradcam.md");
+    std::fs::write(&path, &markdown).map_err(|source| Error::io("writing", &path, source))?;
     println!("{markdown}");
     println!("wrote {}", out.display());
     Ok(())

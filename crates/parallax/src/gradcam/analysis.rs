@@ -12,7 +12,7 @@ use parallax_core::gradcam::{CamSettings, RawCam, ScaledMap, postprocess, scale}
 use parallax_core::weights::relative_difference;
 
 use super::Inputs;
-use parallax::report::summary::{BackendImage, GradCamSummary, ImageSummary, PairImage};
+use crate::report::summary::{BackendImage, GradCamSummary, ImageSummary, PairImage};
 
 /// The scaled maps of one result, per image, at layer resolution and at the input's size.
 pub(crate) struct Maps {

@@ -1,5 +1,7 @@
-//! `cargo xtask compare`: trains every requested backend in its own worker process, on the same
-//! spec, data order and initial weights, and writes the records, the summary and the report.
+//! A comparison (`cargo xtask compare`): trains every requested backend in its own worker
+//! process, on the same spec, data order and initial weights, and writes the records, the
+//! summary and the report. [`plan`] lays the runs out without building or writing anything;
+//! [`run`] runs them, here or as a Slurm job array.
 //!
 //! Steps: check the flags (unknown backends, models and data fail here, before any build; so
 //! does a CUDA device this machine lacks), provision the native libraries the backends link,
@@ -11,12 +13,13 @@ mod plan;
 mod repeat;
 mod slurm;
 
+pub use plan::{PlannedRun, Role, Seeds};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
 use indicatif::MultiProgress;
 use parallax_core::data::builtin::{BuiltinDataset, in_ci};
 use parallax_core::data::{DataRequest, DatasetName};
@@ -28,17 +31,19 @@ use parallax_core::stats::comparison::{self, Margins};
 use parallax_core::{DefaultsMode, Device, Factor, OptimizerName};
 use parallax_registry::BackendEntry;
 
-use crate::cargo::repo_root;
+use crate::error::{Error, Result};
 use crate::output_lock::OutputLock;
+use crate::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
 use crate::workers::{self, Job};
-use parallax::report::{self, Environment, Failure, Skipped, Summary, TaggedRecord, html};
+use crate::workspace::repo_root;
 use parallax_provision as provision;
-use plan::{AttributePair, PlannedRun, Role, Seeds, attribution_plan, plan};
+use plan::{AttributePair, attribution_plan};
 
 /// The seeds of a comparison that names none: enough for verdicts over seeds (3 is the least).
 pub const DEFAULT_SEEDS: u64 = 5;
 
-/// Flags of `cargo xtask compare`.
+/// The flags of a comparison (`cargo xtask compare`): a downstream crate parses them with clap,
+/// or fills them in from [`Args::default`].
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// Backends to train, comma-separated: burn, tch, burn-tch, tf, pytorch, keras,
@@ -177,6 +182,25 @@ pub struct Args {
     pub resume: Option<PathBuf>,
 }
 
+/// The flags on a command line of their own: what a Slurm matrix re-reads for `--resume`, and
+/// where [`Args::default`] takes the defaults from.
+#[derive(clap::Parser)]
+#[command(name = "compare")]
+struct Flags {
+    #[command(flatten)]
+    args: Args,
+}
+
+impl Default for Args {
+    /// The flags' defaults, as `cargo xtask compare` with no flags has them.
+    fn default() -> Self {
+        use clap::Parser;
+        Flags::try_parse_from(["compare"])
+            .map(|flags| flags.args)
+            .expect("every flag of compare has a default")
+    }
+}
+
 impl Args {
     /// The one model of a comparison; [`run`] splits a list of models into one comparison each.
     fn model(&self) -> &ModelSource {
@@ -205,11 +229,13 @@ impl Args {
 /// The data set a comparison trains on. Without `--data`, a missing full Fashion-MNIST falls
 /// back to the bundled subset, so that the default command works offline with nothing
 /// installed; CI must not fall back.
-fn dataset(args: &Args, cache: &Path, fixtures: &Path) -> anyhow::Result<DatasetName> {
+fn dataset(args: &Args, cache: &Path, fixtures: &Path) -> Result<DatasetName> {
     let which = match args.dataset {
         DatasetName::ImageFolder => {
             let Some(root) = &args.data else {
-                bail!("--dataset image-folder needs --data DIR with one subfolder per class");
+                return Err(Error::Invalid(format!(
+                    "--dataset image-folder needs --data DIR with one subfolder per class"
+                )));
             };
             // The layout is checked now (an empty class folder, say), before any build, so
             // that it is one line rather than one failure per backend.
@@ -276,7 +302,7 @@ impl Checked {
 }
 
 /// Checks the flags and turns them into the comparison's settings, failing before any build.
-fn check(args: &Args) -> anyhow::Result<Checked> {
+fn check(args: &Args) -> Result<Checked> {
     let named = args.backends.is_some() || !args.attribute.is_empty();
     let backends = if args.attribute.is_empty() {
         args.backends
@@ -285,28 +311,30 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
     } else {
         match args.attribute.as_slice() {
             [a, b] if a.name != b.name => vec![*a, *b],
-            _ => bail!(
-                "--attribute takes two different backends A,B (for example tch,tf); known backends: {}",
-                parallax_registry::names()
-            ),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "--attribute takes two different backends A,B (for example tch,tf); known backends: {}",
+                    parallax_registry::names()
+                )));
+            }
         }
     };
     if backends.is_empty() {
-        bail!(
+        return Err(Error::Invalid(format!(
             "--backends is empty; known backends: {}",
             parallax_registry::names()
-        );
+        )));
     }
     let optimizer = args.optimizer.with_lr(args.lr)?;
     if args.image_channels != 1 && args.image_channels != 3 {
-        bail!("--image-channels must be 1 or 3");
+        return Err(Error::Invalid("--image-channels must be 1 or 3".into()));
     }
     if let Some(target) = args.target_accuracy
         && !(target > 0.0 && target <= 1.0)
     {
-        bail!(
+        return Err(Error::Invalid(format!(
             "--target-accuracy is a fraction of the test set above 0 and at most 1 (e.g. 0.85), got {target}"
-        );
+        )));
     }
     let margins = Margins {
         accuracy_pp: args.margin_accuracy,
@@ -315,7 +343,7 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
         memory_percent: args.margin_memory,
         first_step_percent: args.margin_first_step,
     };
-    margins.check().map_err(anyhow::Error::msg)?;
+    margins.check().map_err(Error::Invalid)?;
     // A spec file is parsed and resolved now, so that a spec whose layers don't fit is
     // reported before anything is built.
     if let ModelSource::File(path) = args.model() {
@@ -328,34 +356,34 @@ fn check(args: &Args) -> anyhow::Result<Checked> {
     };
     if let InitMode::File(path) = &init {
         if !path.is_file() {
-            bail!(
+            return Err(Error::Invalid(format!(
                 "initial weights {} do not exist; pass an existing weights file to --weights",
                 path.display()
-            );
+            )));
         }
         if args.defaults == DefaultsMode::Native || !args.attribute.is_empty() {
-            bail!(
+            return Err(Error::Invalid(format!(
                 "--weights gives every engine the same start, which native defaults replace with each engine's own; leave out --weights or --defaults native/--attribute"
-            );
+            )));
         }
     }
     if let Some(dir) = &args.data
         && !dir.is_dir()
     {
-        bail!(
+        return Err(Error::Invalid(format!(
             "data directory {} does not exist; pass an existing --data DIR",
             dir.display()
-        );
+        )));
     }
     let cuda = matches!(args.device, Device::Cuda(_));
     if let Some(entry) = backends
         .iter()
         .find(|entry| entry.feature_for(cuda).is_none())
     {
-        bail!(
+        return Err(Error::Invalid(format!(
             "{} has no CUDA path; leave it out of --backends or use --device cpu",
             entry.name
-        );
+        )));
     }
     // A cluster's GPUs are on its compute nodes, not on the machine that submits.
     if let Device::Cuda(index) = args.device
@@ -438,7 +466,7 @@ fn planned(args: &Args, checked: &Checked) -> Vec<PlannedRun> {
             &template,
             &args.out,
         ),
-        _ => plan(
+        _ => plan::plan(
             &checked.backends,
             &checked.seeds,
             &template,
@@ -449,9 +477,35 @@ fn planned(args: &Args, checked: &Checked) -> Vec<PlannedRun> {
     }
 }
 
+/// A comparison's plan: every run, in the order it runs, with its request and where its files
+/// go.
+#[derive(Debug)]
+pub struct Plan {
+    runs: Vec<PlannedRun>,
+}
+
+impl Plan {
+    /// The runs, model after model, seed after seed (each seed's engines in a rotated order).
+    pub fn runs(&self) -> &[PlannedRun] {
+        &self.runs
+    }
+}
+
+/// Plans the comparison of `args`: checks the flags as [`run`] does (unknown models, missing
+/// data, a spec that does not fit fail here) and lays out every run of every model. Nothing is
+/// built, provisioned or written.
+pub fn plan(args: &Args) -> Result<Plan> {
+    let mut runs = Vec::new();
+    for one in args.per_model() {
+        let checked = check(&one)?;
+        runs.extend(planned(&one, &checked));
+    }
+    Ok(Plan { runs })
+}
+
 /// Runs the comparison: here, or as a Slurm job array with `--slurm`; a list of models runs one
 /// comparison per model.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> Result<()> {
     if args.slurm {
         return slurm::run(args);
     }
@@ -468,17 +522,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if crate::interrupt::interrupted() {
                 return Err(error);
             }
-            eprintln!("error: {model}: {error:#}");
+            eprintln!("error: {model}: {}", parallax_core::error::one_line(&error));
             failed.push(model);
         }
     }
     if !failed.is_empty() {
-        bail!(
+        return Err(Error::Failed(format!(
             "the comparison of {} of {} models failed: {}",
             failed.len(),
             args.model.len(),
             failed.join(", ")
-        );
+        )));
     }
     Ok(())
 }
@@ -495,7 +549,7 @@ struct Ready {
 /// Provisions what the backends need and builds their workers. Without `--backends`, backends
 /// whose library cannot be provisioned or whose worker cannot be built are left out with the
 /// reason, and the others still compare.
-fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
+fn make_ready(args: &Args, checked: &Checked) -> Result<Ready> {
     let runs = planned(args, checked);
     let cuda = matches!(args.device, Device::Cuda(_));
     let mut skipped: Vec<Skipped> = Vec::new();
@@ -564,7 +618,10 @@ fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
             }
             Err(error) if !checked.named => skipped.push(Skipped {
                 backend: name.to_string(),
-                reason: format!("its worker could not be built: {error:#}"),
+                reason: format!(
+                    "its worker could not be built: {}",
+                    parallax_core::error::one_line(&error)
+                ),
             }),
             Err(error) => return Err(error),
         }
@@ -577,7 +634,9 @@ fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
         .filter(|run| workers.contains_key(run.entry.name))
         .collect();
     if runs.is_empty() {
-        bail!("no backend could be made ready, so nothing was compared");
+        return Err(Error::Failed(format!(
+            "no backend could be made ready, so nothing was compared"
+        )));
     }
     Ok(Ready {
         runs,
@@ -589,9 +648,9 @@ fn make_ready(args: &Args, checked: &Checked) -> anyhow::Result<Ready> {
 
 /// Creates the output directory with its manifest, and removes any record left at one of the
 /// runs' paths by an earlier comparison, which would be mistaken for this one's.
-fn start_directory(layout: &Layout, runs: &[PlannedRun]) -> anyhow::Result<()> {
+fn start_directory(layout: &Layout, runs: &[PlannedRun]) -> Result<()> {
     std::fs::create_dir_all(layout.root())
-        .with_context(|| format!("creating {}", layout.root().display()))?;
+        .map_err(|source| Error::io("creating", layout.root(), source))?;
     Manifest::new(
         layout,
         crate::output_lock::this_command(),
@@ -601,8 +660,7 @@ fn start_directory(layout: &Layout, runs: &[PlannedRun]) -> anyhow::Result<()> {
     for run in runs {
         let stale = run.layout.record(&run.request.id());
         if stale.exists() {
-            std::fs::remove_file(&stale)
-                .with_context(|| format!("removing {}", stale.display()))?;
+            std::fs::remove_file(&stale).map_err(|source| Error::io("removing", &stale, source))?;
         }
     }
     Ok(())
@@ -636,7 +694,7 @@ fn file_outcome(
 }
 
 /// Runs one model's comparison here, run after run.
-fn run_one(args: Args) -> anyhow::Result<()> {
+fn run_one(args: Args) -> Result<()> {
     let started = Instant::now();
     let checked = check(&args)?;
     // Taken before the workers are built, so that a second command into this directory fails
@@ -665,7 +723,7 @@ fn run_one(args: Args) -> anyhow::Result<()> {
         let id = run.request.id();
         let worker = workers
             .get(run.entry.name)
-            .context("no worker was built for this backend")?;
+            .ok_or_else(|| Error::Build(format!("no worker was built for {}", run.entry.name)))?;
         let request_path = run.layout.request(&id);
         let request_sha256 = run.request.save(&request_path)?;
         let record_path = run.layout.record(&id);
@@ -685,7 +743,7 @@ fn run_one(args: Args) -> anyhow::Result<()> {
             // A worker that failed or was killed may have left its finished epochs.
             Err(error) => (
                 RunRecord::load(&record_path).ok(),
-                Some(format!("{error:#}")),
+                Some(parallax_core::error::one_line(&error)),
             ),
         };
         if let Some(error) = &error {
@@ -709,7 +767,7 @@ fn conclude(
     mut summary: Summary,
     started: Instant,
     ended: usize,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let layout = Layout::new(&args.out);
     finish_summary(args, checked, runs, &mut summary);
     summary.wall_seconds = Some(started.elapsed().as_secs_f64());
@@ -718,7 +776,7 @@ fn conclude(
     let setup = report::Setup::of_request(&checked.base);
     let markdown = report::markdown(&summary, &setup);
     std::fs::write(layout.report_markdown(), &markdown)
-        .with_context(|| format!("writing {}", layout.report_markdown().display()))?;
+        .map_err(|source| Error::io("writing", layout.report_markdown(), source))?;
     let page = html::Page {
         title: html::title(&summary, &setup),
         sections: vec![html::Section {
@@ -755,10 +813,10 @@ fn conclude(
         .into());
     }
     if summary.records.is_empty() {
-        bail!("every run of the comparison failed");
+        return Err(Error::Failed(format!("every run of the comparison failed")));
     }
     if !summary.failures.is_empty() {
-        bail!(
+        return Err(Error::Failed(format!(
             "{} of {} runs failed: {}",
             summary.failures.len(),
             runs.len(),
@@ -768,7 +826,7 @@ fn conclude(
                 .map(Failure::label)
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )));
     }
     Ok(())
 }
@@ -892,6 +950,21 @@ mod tests {
             shared: false,
             resume: None,
         }
+    }
+
+    #[test]
+    fn the_default_flags_are_those_of_a_bare_command_and_plan_five_seeds_per_backend() {
+        let defaults = Args::default();
+        assert_eq!(defaults.epochs, 3);
+        assert_eq!(defaults.out, PathBuf::from("out/compare"));
+        let args = Args {
+            backends: Some(vec![parallax_registry::find("burn").unwrap()]),
+            dataset: "fashion-mnist-subset".parse().unwrap(),
+            ..Args::default()
+        };
+        let plan = plan(&args).unwrap();
+        let seeds: Vec<u64> = plan.runs().iter().map(|run| run.request.seed).collect();
+        assert_eq!(seeds, [1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result};
 
 /// The lock file's name inside the output directory.
 pub const LOCK_FILE: &str = ".parallax.lock";
@@ -28,13 +28,13 @@ pub struct OutputLock {
 impl OutputLock {
     /// Creates `dir` if needed and locks it for this process's command
     /// ([`this_command`]), or fails with one line that names the command holding it.
-    pub fn acquire(dir: &Path) -> anyhow::Result<Self> {
+    pub fn acquire(dir: &Path) -> Result<Self> {
         Self::acquire_for(dir, &this_command())
     }
 
     /// [`OutputLock::acquire`] on behalf of `command`.
-    fn acquire_for(dir: &Path, command: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fn acquire_for(dir: &Path, command: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::io("creating", &dir, source))?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .create(true)
@@ -42,7 +42,7 @@ impl OutputLock {
             .read(true)
             .write(true)
             .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
+            .map_err(|source| Error::io("opening the lock file", &path, source))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -65,13 +65,13 @@ impl OutputLock {
                 } else {
                     holder
                 };
-                bail!(
+                return Err(Error::InUse(format!(
                     "{} is in use by {holder}; wait for it to finish, or pass another --out",
                     dir.display()
-                );
+                )));
             }
             Err(TryLockError::Error(error)) => {
-                return Err(error).with_context(|| format!("locking {}", path.display()));
+                return Err(error).map_err(|source| Error::io("locking", &path, source));
             }
         }
         let line = format!(
@@ -82,7 +82,7 @@ impl OutputLock {
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{line}"))
-            .with_context(|| format!("writing {}", path.display()))?;
+            .map_err(|source| Error::io("writing", &path, source))?;
         Ok(OutputLock { _file: file })
     }
 }

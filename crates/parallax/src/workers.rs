@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use parallax_core::gradcam::job::CamResult;
 use parallax_core::record::{ProgressEvent, RunRecord};
 use parallax_registry::BackendEntry;
 
-use crate::cargo::{cargo, target_dir};
+use crate::error::{Error, Result};
+use crate::workspace::{cargo, target_dir};
 use parallax_provision::NativeEnv;
 
 /// How long GNU OpenMP's threads spin before they sleep, in libtorch workers (see
@@ -57,15 +57,16 @@ pub fn worker_path(entry: &BackendEntry, cuda: bool) -> PathBuf {
         .join(format!("parallax-runner-{}{suffix}", entry.name))
 }
 
-/// Builds one worker binary per backend, in release mode, each with only its feature, and
-/// returns them by backend name; with `prebuilt`, every backend uses that binary instead and
-/// nothing is built. The first backend that fails to build fails the whole.
+/// Builds one worker binary per backend in the parallax workspace, in release mode, each with
+/// only its feature, and returns them by backend name. With `prebuilt`, nothing is built: a
+/// file is one worker for every backend, and a directory holds one per backend, named as the
+/// build names them (`parallax-runner-<backend>`). The first backend that fails fails the whole.
 pub fn build(
     entries: &[&'static BackendEntry],
     cuda: bool,
     native: Option<&NativeEnv>,
     prebuilt: Option<&Path>,
-) -> anyhow::Result<BTreeMap<&'static str, PathBuf>> {
+) -> Result<BTreeMap<&'static str, PathBuf>> {
     build_each(entries, cuda, native, prebuilt)
         .into_iter()
         .map(|(name, built)| built.map(|path| (name, path)))
@@ -78,21 +79,11 @@ pub fn build_each(
     cuda: bool,
     native: Option<&NativeEnv>,
     prebuilt: Option<&Path>,
-) -> Vec<(&'static str, anyhow::Result<PathBuf>)> {
-    if let Some(worker) = prebuilt {
+) -> Vec<(&'static str, Result<PathBuf>)> {
+    if let Some(prebuilt) = prebuilt {
         return entries
             .iter()
-            .map(|entry| {
-                let found = if worker.is_file() {
-                    Ok(worker.to_path_buf())
-                } else {
-                    Err(anyhow::anyhow!(
-                        "--worker {} does not exist; build it with `cargo build --release -p parallax-runner --features <backends>`",
-                        worker.display()
-                    ))
-                };
-                (entry.name, found)
-            })
+            .map(|entry| (entry.name, found(entry, cuda, prebuilt)))
             .collect();
     }
     eprintln!(
@@ -104,19 +95,44 @@ pub fn build_each(
         .collect()
 }
 
+/// `entry`'s worker in `prebuilt`: the file itself, or the one a directory holds for it.
+fn found(entry: &BackendEntry, cuda: bool, prebuilt: &Path) -> Result<PathBuf> {
+    if prebuilt.is_file() {
+        return Ok(prebuilt.to_path_buf());
+    }
+    if prebuilt.is_dir() {
+        let name = worker_path(entry, cuda);
+        let worker = prebuilt.join(name.file_name().unwrap_or_default());
+        return if worker.is_file() {
+            Ok(worker)
+        } else {
+            Err(Error::Build(format!(
+                "--worker {} holds no {}; build it with `cargo build --release -p parallax-runner --features {}` and copy it there",
+                prebuilt.display(),
+                worker.file_name().unwrap_or_default().to_string_lossy(),
+                entry.feature
+            )))
+        };
+    }
+    Err(Error::Build(format!(
+        "--worker {} does not exist; build it with `cargo build --release -p parallax-runner --features <backends>`",
+        prebuilt.display()
+    )))
+}
+
 /// Builds `entry`'s worker.
 fn build_one(
     entry: &'static BackendEntry,
     cuda: bool,
     native: Option<&NativeEnv>,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf> {
     let target = worker_target(cuda);
     let built = target.join("release").join("parallax-runner");
     let Some(feature) = entry.feature_for(cuda) else {
-        bail!(
+        return Err(Error::Invalid(format!(
             "{} has no CUDA path; leave it out of --backends or use --device cpu",
             entry.name
-        );
+        )));
     };
     let mut command = cargo(
         &[
@@ -132,16 +148,18 @@ fn build_one(
         native.filter(|_| entry.is_native()),
     );
     command.env("CARGO_TARGET_DIR", &target);
-    let status = command.status().context("running cargo")?;
+    let status = command
+        .status()
+        .map_err(|source| Error::process("running cargo", source))?;
     if !status.success() {
-        bail!(
+        return Err(Error::Build(format!(
             "building the {} worker failed (see cargo's messages above)",
             entry.name
-        );
+        )));
     }
     let worker = worker_path(entry, cuda);
     std::fs::copy(&built, &worker)
-        .with_context(|| format!("copying {} to {}", built.display(), worker.display()))?;
+        .map_err(|source| Error::io("copying the worker to", &worker, source))?;
     Ok(worker)
 }
 
@@ -184,8 +202,11 @@ fn worker_command(entry: &BackendEntry, worker: &Path, native: Option<&NativeEnv
 fn finish(
     mut child: std::process::Child,
     on_stdout: impl FnOnce(std::process::ChildStdout),
-) -> anyhow::Result<()> {
-    let stderr = child.stderr.take().context("worker stderr")?;
+) -> Result<()> {
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| Error::Worker("the worker's stderr was not captured".into()))?;
     let stderr_reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = BufReader::new(stderr).read_to_string(&mut text);
@@ -213,11 +234,11 @@ fn finish(
     }
     let status = watcher
         .join()
-        .map_err(|_| anyhow::anyhow!("the thread waiting for the worker panicked"))?
-        .context("waiting for the worker")?;
+        .map_err(|_| Error::Worker("the thread waiting for the worker panicked".into()))?
+        .map_err(|source| Error::process("waiting for the worker", source))?;
     let stderr = stderr_reader.join().unwrap_or_default();
     if crate::interrupt::interrupted() && !status.success() {
-        bail!("stopped by the interrupt");
+        return Err(Error::Worker("stopped by the interrupt".into()));
     }
     if !status.success() {
         // The worker's own last `error:` line says what went wrong; a crash has none.
@@ -233,7 +254,7 @@ fn finish(
                 ),
                 None => "worker was killed by a signal (crash or out of memory)".to_string(),
             });
-        bail!("{reason}");
+        return Err(Error::Worker(reason));
     }
     Ok(())
 }
@@ -244,7 +265,7 @@ pub fn run(
     job: &Job<'_>,
     progress: &MultiProgress,
     native: Option<&NativeEnv>,
-) -> anyhow::Result<RunRecord> {
+) -> Result<RunRecord> {
     let mut command = worker_command(job.entry, job.worker, native);
     command.arg("--request").arg(job.request);
     if let Some(digest) = job.request_sha256 {
@@ -258,7 +279,7 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting the worker {}", job.worker.display()))?;
+        .map_err(|source| Error::io("starting the worker", job.worker, source))?;
     finish(child, |stdout| follow_progress(stdout, job.label, progress))?;
     Ok(RunRecord::load(job.record)?)
 }
@@ -270,7 +291,7 @@ pub fn run_grad_cam(
     request: &Path,
     out: &Path,
     native: Option<&NativeEnv>,
-) -> anyhow::Result<CamResult> {
+) -> Result<CamResult> {
     let child = worker_command(entry, worker, native)
         .arg("--gradcam")
         .arg(request)
@@ -279,11 +300,14 @@ pub fn run_grad_cam(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting the worker {}", worker.display()))?;
+        .map_err(|source| Error::io("starting the worker", worker, source))?;
     finish(child, |_| {})?;
-    let text =
-        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))
+    let text = std::fs::read_to_string(out).map_err(|source| Error::io("reading", out, source))?;
+    serde_json::from_str(&text).map_err(|error| Error::Format {
+        path: out.to_path_buf(),
+        what: "a GradCAM result",
+        message: error.to_string(),
+    })
 }
 
 /// Prints a line above the progress bars, or plainly when there are none (output to a file
@@ -357,29 +381,35 @@ fn follow_progress(stdout: impl Read, label: &str, progress: &MultiProgress) {
 
 /// Checks that CUDA device `index` exists here, from `nvidia-smi -L`, before anything is built
 /// or downloaded for it.
-pub fn check_gpu(index: usize) -> anyhow::Result<()> {
+pub fn check_gpu(index: usize) -> Result<()> {
     check_gpu_with("nvidia-smi", index)
 }
 
 /// [`check_gpu`] with another program in `nvidia-smi`'s place, for tests.
-fn check_gpu_with(program: &str, index: usize) -> anyhow::Result<()> {
+fn check_gpu_with(program: &str, index: usize) -> Result<()> {
     let remedy = "use --device cpu, or run on a machine with an NVIDIA GPU, where `cargo xtask setup --cuda` provisions the CUDA libraries";
     let output = match Command::new(program).arg("-L").output() {
         Ok(output) if output.status.success() => output,
-        Ok(output) => bail!(
-            "--device cuda:{index} needs an NVIDIA GPU, and `{program} -L` failed here ({}); {remedy}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Err(error) => bail!(
-            "--device cuda:{index} needs an NVIDIA GPU, and this machine has no NVIDIA driver ({program}: {error}); {remedy}"
-        ),
+        Ok(output) => {
+            return Err(Error::Device(format!(
+                "--device cuda:{index} needs an NVIDIA GPU, and `{program} -L` failed here ({}); {remedy}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Err(error) => {
+            return Err(Error::Device(format!(
+                "--device cuda:{index} needs an NVIDIA GPU, and this machine has no NVIDIA driver ({program}: {error}); {remedy}"
+            )));
+        }
     };
     let count = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| line.starts_with("GPU "))
         .count();
     if index >= count {
-        bail!("--device cuda:{index} does not exist: {program} shows {count} GPU(s); {remedy}");
+        return Err(Error::Device(format!(
+            "--device cuda:{index} does not exist: {program} shows {count} GPU(s); {remedy}"
+        )));
     }
     Ok(())
 }

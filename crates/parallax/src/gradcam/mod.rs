@@ -15,22 +15,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
 use ndarray::Array4;
+use parallax_core::Device;
 use parallax_core::data::{BoundingBox, DataRequest, DatasetName};
 use parallax_core::gradcam::job::{CamRequest, CamResult, CamWeights, load_weights, write_images};
 use parallax_core::gradcam::preprocess::{Preprocess, read_rgb};
 use parallax_core::gradcam::{CamMethod, CamSettings, MapScaling, Upsampling};
 use parallax_core::record::write_json_atomically;
 use parallax_core::spec::{ModelSource, ResolvedModel, Shape};
-use parallax_core::{Device, Error};
 use parallax_registry::BackendEntry;
 
-use crate::cargo::repo_root;
+use crate::error::{Error, Result};
 use crate::workers;
+use crate::workspace::repo_root;
 use parallax_provision::{self as provision, NativeEnv};
 
-pub use parallax::report::summary::GradCamSummary;
+pub use crate::report::summary::GradCamSummary;
 
 /// Flags of `cargo xtask gradcam`.
 #[derive(clap::Args, Debug, Clone)]
@@ -167,7 +167,7 @@ fn inputs(
     args: &Args,
     model_input: [usize; 3],
     failures: &mut Vec<(String, String)>,
-) -> anyhow::Result<Inputs> {
+) -> Result<Inputs> {
     let root = repo_root();
     if let Some(dataset) = args.dataset {
         let request = DataRequest {
@@ -196,7 +196,7 @@ fn inputs(
     for path in &args.images {
         if path.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("reading {}", path.display()))?
+                .map_err(|source| Error::io("reading", &path, source))?
                 .filter_map(|entry| entry.ok().map(|entry| entry.path()))
                 .filter(|path| {
                     path.extension()
@@ -213,7 +213,9 @@ fn inputs(
         }
     }
     if files.is_empty() {
-        bail!("no images: pass --images FILE|DIR... (PNG or JPEG) or --dataset NAME");
+        return Err(Error::Invalid(format!(
+            "no images: pass --images FILE|DIR... (PNG or JPEG) or --dataset NAME"
+        )));
     }
     let shape = args.preprocess.output_shape(model_input);
     let mut names = Vec::new();
@@ -235,7 +237,7 @@ fn inputs(
         }
     }
     if tensors.is_empty() {
-        bail!("none of the images could be read");
+        return Err(Error::Invalid("none of the images could be read".into()));
     }
     let [c, h, w] = shape;
     let mut batch = Array4::<f32>::zeros((tensors.len(), c, h, w));
@@ -258,11 +260,11 @@ fn inputs(
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> Result<()> {
     let _lock = crate::output_lock::OutputLock::acquire(&args.out)?;
     let summary = experiment(&args)?;
     // The page shows the comparison too when the directory holds one.
-    let rendered = parallax::report::dir::render_dir(&args.out, None)?;
+    let rendered = crate::report::dir::render_dir(&args.out, None)?;
     for path in rendered
         .written
         .iter()
@@ -271,7 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("report: {}", path.display());
     }
     if !summary.failures.is_empty() {
-        bail!(
+        return Err(Error::Failed(format!(
             "{} part(s) failed: {}",
             summary.failures.len(),
             summary
@@ -280,7 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .map(|(what, _)| what.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )));
     }
     Ok(())
 }
@@ -304,7 +306,7 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    fn build(backends: &[&'static BackendEntry], prebuilt: Option<&Path>) -> anyhow::Result<Self> {
+    fn build(backends: &[&'static BackendEntry], prebuilt: Option<&Path>) -> Result<Self> {
         let mut native = if prebuilt.is_some() || backends.iter().any(|entry| entry.is_native()) {
             Some(provision::ensure(false)?)
         } else {
@@ -331,10 +333,7 @@ impl Workers {
 /// Checks the flags against the model and reads the images: the layer, the class and the
 /// weights each fail with one line before any worker is built; an unreadable image is
 /// reported in `failures` and left out.
-pub(crate) fn prepare(
-    args: &Args,
-    failures: &mut Vec<(String, String)>,
-) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(args: &Args, failures: &mut Vec<(String, String)>) -> Result<Prepared> {
     // The model's input: a data set's own shape, or the preprocessing's for photos.
     let (input, classes) = match args.dataset {
         Some(dataset) => {
@@ -354,34 +353,36 @@ pub(crate) fn prepare(
     let model = args.model.spec(input, classes)?.resolve()?;
     let layer = match &args.layer {
         Some(layer) => layer.clone(),
-        None => default_layer(&model).context("the model has no layer whose output is an image")?,
+        None => default_layer(&model).ok_or_else(|| {
+            Error::Invalid("the model has no layer whose output is an image".into())
+        })?,
     };
     let index = model.find_layer(&layer).ok_or_else(|| {
-        Error::InvalidArgument(format!(
+        Error::Invalid(format!(
             "GradCAM layer {layer:?}: model {:?} has no such layer",
             model.spec.name
         ))
     })?;
     if !matches!(model.layers[index].output, Shape::Image { .. }) {
-        bail!(
+        return Err(Error::Invalid(format!(
             "GradCAM layer {layer:?} gives a flat vector, not an image; pick a convolutional layer such as layer4"
-        );
+        )));
     }
     if let ClassChoice::Index(class) = args.class
         && class as usize >= model.classes()
     {
-        bail!(
+        return Err(Error::Invalid(format!(
             "--class {class} is out of range: model {} has {} classes (0..{})",
             model.spec.name,
             model.classes(),
             model.classes() - 1
-        );
+        )));
     }
     let (weights, weights_label) = match &args.weights {
         Some(path) => {
             load_weights(&CamWeights::File(path.clone()), &model)?;
             let absolute = std::fs::canonicalize(path)
-                .with_context(|| format!("finding {}", path.display()))?;
+                .map_err(|source| Error::io("finding", &path, source))?;
             (CamWeights::File(absolute), path.display().to_string())
         }
         None => (
@@ -421,8 +422,8 @@ pub(crate) fn run_backends(
     workers: &Workers,
     out: &Path,
     failures: &mut Vec<(String, String)>,
-) -> anyhow::Result<Vec<CamResult>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+) -> Result<Vec<CamResult>> {
+    std::fs::create_dir_all(out).map_err(|source| Error::io("creating", &out, source))?;
     let images_path = out.join("inputs.safetensors");
     write_images(&images_path, &prepared.inputs.tensors)?;
     let mut results = Vec::new();
@@ -435,7 +436,8 @@ pub(crate) fn run_backends(
             input: prepared.input,
             classes: prepared.classes,
             weights: prepared.weights.clone(),
-            images: std::fs::canonicalize(&images_path)?,
+            images: std::fs::canonicalize(&images_path)
+                .map_err(|source| Error::io("finding", &images_path, source))?,
             layer: prepared.layer.clone(),
             targets: targets.clone(),
             settings: settings(args),
@@ -452,7 +454,7 @@ pub(crate) fn run_backends(
         let worker = workers
             .paths
             .get(entry.name)
-            .context("no worker was built for this backend")?;
+            .ok_or_else(|| Error::Build(format!("no worker was built for {}", entry.name)))?;
         let result_path = out.join(format!("result-{}.json", entry.name));
         match workers::run_grad_cam(
             entry,
@@ -466,7 +468,7 @@ pub(crate) fn run_backends(
                 results.push(result);
             }
             Err(error) => {
-                let message = format!("{error:#}");
+                let message = parallax_core::error::one_line(&error);
                 eprintln!("error: {}: {message}", entry.name);
                 failures.push((entry.name.to_string(), message));
             }
@@ -477,12 +479,12 @@ pub(crate) fn run_backends(
 
 /// Runs the experiment and writes its files; failures of single images or backends are in
 /// the returned summary.
-pub fn experiment(args: &Args) -> anyhow::Result<GradCamSummary> {
+pub fn experiment(args: &Args) -> Result<GradCamSummary> {
     if args.backends.is_empty() {
-        bail!(
+        return Err(Error::Invalid(format!(
             "--backends is empty; known backends: {}",
             parallax_registry::names()
-        );
+        )));
     }
     let mut summary = GradCamSummary::default();
     let prepared = prepare(args, &mut summary.failures)?;

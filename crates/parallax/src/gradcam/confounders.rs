@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use parallax_core::gradcam::job::CamResult;
 use parallax_core::gradcam::metrics::{agreement, spread};
 use parallax_core::gradcam::preprocess::Preprocess;
@@ -19,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{argmax, maps};
 use super::{Args, Prepared, Workers, prepare, run_backends, settings};
-use parallax::report::summary::GradCamSummary;
+use crate::error::{Error, Result};
+use crate::report::summary::GradCamSummary;
 
 /// How far one factor moved the maps, averaged over the images.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -131,10 +131,10 @@ pub fn run(
     summary: &GradCamSummary,
     workers: &Workers,
     out: &Path,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> Result<Vec<(String, String)>> {
     let first = results
         .first()
-        .context("no backend succeeded; no baseline to compare with")?;
+        .ok_or_else(|| Error::Failed("no backend succeeded; no baseline to compare with".into()))?;
     let entry = parallax_registry::find(&first.backend)?;
     let base_settings = settings(args);
     let (_, _, height, width) = prepared.inputs.tensors.dim();
@@ -258,8 +258,9 @@ pub fn run(
         let changed = match prepare(&changed_args, &mut failures) {
             Ok(changed) => changed,
             Err(error) => {
-                eprintln!("error: confounder {factor}: {error:#}");
-                failures.push((format!("confounder {factor}"), format!("{error:#}")));
+                let line = parallax_core::error::one_line(&error);
+                eprintln!("error: confounder {factor}: {line}");
+                failures.push((format!("confounder {factor}"), line));
                 continue;
             }
         };
@@ -287,8 +288,8 @@ pub fn run(
     }
 
     let text = markdown(&rows, summary, &failures);
-    std::fs::write(out.join("confounders.md"), &text)
-        .with_context(|| format!("writing {}", out.join("confounders.md").display()))?;
+    let path = out.join("confounders.md");
+    std::fs::write(&path, &text).map_err(|source| Error::io("writing", &path, source))?;
     write_json_atomically(&out.join("confounders.json"), &rows)?;
     println!("{text}");
     Ok(failures)
