@@ -6,22 +6,21 @@
 //! their pinned wheels (`cargo xtask setup`), then runs `cargo test` over the whole workspace in
 //! release mode, the profile `compare` uses too, with the native libraries' environment and the
 //! features that the backend registry lists for the tests (burn's LibTorch engine), so every
-//! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Then the
-//! seeds phase (`seeds.rs`) runs comparisons over seeds through `compare`; the reliability phase
-//! (`reliability.rs`) starts two comparisons into one directory, kills a worker after its first
-//! epoch and interrupts a comparison with SIGINT; the GradCAM phase
+//! adapter's tests run, and builds the benchmarks, which `cargo test` leaves out. Then xtask's
+//! `acceptance` test target (`xtask/tests/acceptance/`) runs its scenarios through `compare`,
+//! one phase each: comparisons over seeds; two comparisons into one directory, a worker killed
+//! after its first epoch and a comparison interrupted with SIGINT; and a Slurm job array on a
+//! cluster of its own. The GradCAM phase
 //! trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf and burn from
 //! those weights, and maps ResNet-18 and ResNet-50 on the bundled photos, holding the engines
 //! to agreement and the cnn's maps to localisation bounds; the browser phase (`browser.rs`)
-//! renders those runs' `report.html` in headless Chromium; and last `compare` with no
-//! `--backends` runs where nothing native can be provisioned. Under CI nothing is skipped: a
+//! renders those runs' `report.html` in headless Chromium; the downstream example
+//! (`crates/parallax/examples/downstream.rs`) plans and runs a comparison through the library;
+//! and last `compare` with no `--backends` runs where nothing native can be provisioned. Under CI nothing is skipped: a
 //! missing data set or browser is a failure.
 
 mod browser;
 mod layout;
-mod reliability;
-mod seeds;
-mod slurm;
 
 use std::path::Path;
 use std::process::Command;
@@ -172,14 +171,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let worker = built_worker()?;
     let built_worker = || Ok::<_, anyhow::Error>(worker.clone());
-    phase("seeds, verdicts and attribution", || {
-        seeds::acceptance(&built_worker()?)
-    })?;
+    // The scenarios run through `cargo xtask compare` as a user types it; they are xtask's
+    // `acceptance` test target (`xtask/tests/acceptance/`), run here one phase each.
+    let scenario = |name: &str| -> anyhow::Result<()> {
+        let ran = test_command(&["--test", "acceptance", "--", name])
+            .arg(built_worker()?)
+            .status()
+            .with_context(|| format!("running the {name} acceptance"))?;
+        ensure!(ran.success(), "the {name} acceptance failed");
+        Ok(())
+    };
+    phase("seeds, verdicts and attribution", || scenario("seeds"))?;
     phase("runs that collide, crash or are interrupted", || {
-        reliability::acceptance(&built_worker()?)
+        scenario("reliability")
     })?;
     phase("a Slurm job array on a cluster of its own", || {
-        slurm::acceptance(&built_worker()?)
+        scenario("slurm")
     })?;
     phase("GradCAM across engines", || {
         grad_cam_acceptance(&built_worker()?)
@@ -304,24 +311,6 @@ fn xtask(args: &[&str]) -> anyhow::Result<()> {
         bail!("`cargo xtask {}` failed", args.join(" "));
     }
     Ok(())
-}
-
-/// Writes `text` as an executable shell script at `path`: the stand-in workers through which
-/// the acceptance phases make a run fail, crash or stall on purpose.
-fn write_script(path: &Path, text: impl AsRef<str>) -> anyhow::Result<std::path::PathBuf> {
-    std::fs::write(path, text.as_ref()).with_context(|| format!("writing {}", path.display()))?;
-    let mut permissions = std::fs::metadata(path)?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(path, permissions)?;
-    Ok(path.to_path_buf())
-}
-
-/// The `summary.json` a comparison wrote into `dir`, for the acceptance phases.
-fn summary(dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let path = dir.join("summary.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// [`xtask`], returning whether the command succeeded.

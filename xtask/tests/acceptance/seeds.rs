@@ -7,14 +7,14 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use super::{summary, xtask, xtask_status};
+use crate::support::{summary, xtask, xtask_status};
 
 /// A worker that fails tch's run of seed 2 the way a crashed worker does, and hands every
 /// other run to the real worker.
 fn failing_worker(dir: &Path, worker: &Path) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("worker-failing-tch-seed-2.sh");
-    super::write_script(
+    crate::support::write_script(
         &path,
         format!(
             "#!/bin/sh\ncase \"$*\" in\n  */tch/seed-2.json*) echo 'error: deliberately failed by the seeds acceptance' >&2; exit 3;;\nesac\nexec '{}' \"$@\"\n",
@@ -31,7 +31,7 @@ fn array<'a>(value: &'a Value, key: &str) -> anyhow::Result<&'a Vec<Value>> {
 
 /// Runs the three comparisons and checks their summaries.
 pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
-    let out = crate::cargo::target_dir().join("acceptance");
+    let out = crate::support::acceptance_dir();
     let worker_text = worker.to_string_lossy().into_owned();
     // 500 training examples and 2 threads keep each run to seconds: these checks count runs,
     // verdicts and effects, which do not depend on how well a model trains.
@@ -119,7 +119,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
 
     // Attribution of the tch vs tf gap on a cnn with batch norm.
     let attribution = out.join("attribution");
-    let spec = crate::cargo::repo_root().join("specs/cnn-bn.toml");
+    let spec = parallax::workspace::repo_root().join("specs/cnn-bn.toml");
     let mut args = vec!["compare", "--attribute", "tch,tf", "--model"];
     let spec_text = spec.to_string_lossy().into_owned();
     let attribution_text = attribution.to_string_lossy().into_owned();

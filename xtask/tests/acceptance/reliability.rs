@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use super::summary;
+use crate::support::summary;
 
 /// Arguments that make a comparison quick: the bundled subset, two threads.
 ///
@@ -22,7 +22,7 @@ const QUICK: [&str; 4] = ["--dataset", "fashion-mnist-subset", "--threads", "2"]
 
 /// `cargo xtask compare` with `args`, started and not waited for; its stderr is piped.
 fn spawn_compare(args: &[&str], out: &Path, worker: &Path) -> anyhow::Result<std::process::Child> {
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let exe = crate::support::xtask_binary();
     Command::new(exe)
         .arg("compare")
         .args(args)
@@ -71,7 +71,7 @@ fn wait_for(what: &str, limit: Duration, ready: impl Fn() -> bool) -> anyhow::Re
 
 /// Runs the three checks.
 pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
-    let out = crate::cargo::target_dir().join("acceptance/reliability");
+    let out = crate::support::acceptance_dir().join("reliability");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     two_comparisons_into_one_directory(&out.join("shared"), worker)?;
@@ -141,7 +141,7 @@ fn two_comparisons_into_one_directory(dir: &Path, worker: &Path) -> anyhow::Resu
 /// every other backend to the real worker.
 fn killing_worker(dir: &Path, worker: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("worker-killed-after-one-epoch.sh");
-    super::write_script(
+    crate::support::write_script(
         &path,
         format!(
             r#"#!/bin/sh

@@ -288,7 +288,7 @@ fn config(root: &Path, socket: &Path, controller_port: u16, node_port: u16, cpus
 
 /// `cargo xtask <args>` with this binary and `env`, its stderr shown and returned.
 fn xtask_with(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<(bool, String)> {
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let exe = crate::support::xtask_binary();
     let mut command = Command::new(exe);
     command.args(args).stdin(Stdio::null());
     for (name, value) in env {
@@ -309,7 +309,7 @@ fn failing_once_worker(dir: &Path, worker: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("worker-failing-tch-seed-2-once.sh");
     let marker = dir.join("tch-seed-2-failed-once");
     let _ = std::fs::remove_file(&marker);
-    super::write_script(
+    crate::support::write_script(
         &path,
         format!(
             "#!/bin/sh\ncase \"$*\" in\n  */tch/seed-2.json*) if [ ! -e '{marker}' ]; then touch '{marker}'; echo 'error: deliberately failed once by the slurm acceptance' >&2; exit 3; fi;;\nesac\nexec '{worker}' \"$@\"\n",
@@ -331,7 +331,7 @@ fn records(dir: &Path) -> anyhow::Result<std::collections::BTreeMap<(String, u64
 
 /// The summary's accuracy line, as the note quotes it: each backend's mean test accuracy.
 fn accuracy_line(dir: &Path) -> anyhow::Result<String> {
-    let summary = super::summary(dir)?;
+    let summary = crate::support::summary(dir)?;
     let mut by_backend: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for record in summary["records"]
         .as_array()
@@ -354,7 +354,7 @@ fn accuracy_line(dir: &Path) -> anyhow::Result<String> {
 
 /// Runs the Slurm acceptance with the test build's worker.
 pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
-    let out = crate::cargo::target_dir().join("acceptance");
+    let out = crate::support::acceptance_dir();
     let local = out.join("slurm-local");
     let cluster_out = out.join("slurm");
     for dir in [
@@ -387,7 +387,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     let local_text = path_of(&local);
     let mut args = vec!["compare", "--out", &local_text, "--worker", &worker_text];
     args.extend(matrix);
-    super::xtask(&args)?;
+    crate::support::xtask(&args)?;
 
     let cluster = Cluster::start(&out.join("slurm-daemons"))?;
     let conf = cluster.conf().as_os_str().to_owned();
@@ -410,7 +410,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     eprintln!("slurm acceptance: tch's seed 2 fails once on purpose; its error lines are expected");
     let (succeeded, stderr) = xtask_with(&args, &env)?;
     ensure!(!succeeded, "a Slurm matrix with a failed task exited 0");
-    let summary = super::summary(&cluster_out)?;
+    let summary = crate::support::summary(&cluster_out)?;
     let failures = summary["failures"].as_array().context("no failures list")?;
     ensure!(
         failures.len() == 1,
@@ -554,7 +554,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
 /// A two-run matrix whose first task is cancelled once it has finished an epoch: the follower
 /// reports it CANCELLED, its record keeps the finished epochs, and the second run completes.
 fn cancelled_mid_run(cluster: &Cluster, worker: &Path, out: &Path) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
+    let exe = crate::support::xtask_binary();
     let log_path = out.with_extension("log");
     let log = std::fs::File::create(&log_path)?;
     let mut follower = Command::new(exe)
@@ -661,7 +661,7 @@ fn submitted_without_waiting(
 ) -> anyhow::Result<()> {
     let out_text = out.to_string_lossy().into_owned();
     let worker_text = worker.to_string_lossy().into_owned();
-    let exe = std::env::current_exe()?;
+    let exe = crate::support::xtask_binary();
     let mut command = Command::new(exe);
     command
         .args([
