@@ -136,9 +136,10 @@ pub struct Args {
     /// Equivalence margin of time to first step, percent.
     #[arg(long, default_value_t = 10.0)]
     pub margin_first_step: f64,
-    /// A prebuilt `parallax-runner` with every selected backend's feature, used instead of
-    /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
-    /// Its peak memory then includes every engine it links.
+    /// Prebuilt workers, used instead of building one per backend: a `parallax-runner` with
+    /// every selected backend's feature (the tests reuse their build this way; its peak memory
+    /// then includes every engine it links), or a directory holding `parallax-runner-<backend>`
+    /// for each, as a comparison builds them into target/release.
     #[arg(long)]
     pub worker: Option<PathBuf>,
     /// Write each run's trained weights to OUT/weights/ as safetensors.

@@ -105,8 +105,9 @@ pub struct Args {
     /// GradCAM figures use it.
     #[arg(long, value_enum, default_value_t = render::ColourMap::Turbo)]
     pub colour_map: render::ColourMap,
-    /// A prebuilt `parallax-runner` with every selected backend's feature, used instead of
-    /// building one worker per backend (the tests' GradCAM phase reuses their build this way).
+    /// Prebuilt workers, used instead of building one per backend: a `parallax-runner` with
+    /// every selected backend's feature (the tests' GradCAM phase reuses their build this way),
+    /// or a directory holding `parallax-runner-<backend>` for each.
     #[arg(long)]
     pub worker: Option<PathBuf>,
 }
