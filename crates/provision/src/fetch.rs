@@ -8,12 +8,12 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::error::{Error, Result};
 use indicatif::{DecimalBytes, ProgressBar};
 use sha2::{Digest, Sha256};
 
 use super::pins::{Pins, Wheel};
 use super::progress;
+use crate::error::{Error, Result};
 
 /// The interpreter that runs pip: `PARALLAX_PYTHON`, else `python3`.
 pub fn python() -> OsString {

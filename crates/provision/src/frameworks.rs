@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::error::{Error, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{cache_dir, fetch, lock, wheels_dir};
+use crate::error::{Error, Result};
 
 /// The pinned requirements, compiled in so that the binary and the hashes it installs never
 /// disagree.

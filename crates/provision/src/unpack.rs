@@ -9,11 +9,11 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
 use indicatif::ProgressBar;
 use zip::ZipArchive;
 
 use super::pins::{Component, Pins};
+use crate::error::{Error, Result};
 
 /// The stamp's file name inside a component directory.
 pub const STAMP: &str = ".parallax-stamp";
@@ -215,13 +215,12 @@ fn finish_libtorch(
         .find(|w| w.name() == "torch")
         .ok_or_else(|| Error::Pins("no torch wheel is pinned for libtorch".into()))?;
     let mut version_py = String::new();
-    open(&wheels_dir.join(&torch.file))?
+    let wheel = wheels_dir.join(&torch.file);
+    open(&wheel)?
         .by_name("torch/version.py")
         .map_err(|_| Error::Contents("the torch wheel has no torch/version.py".into()))?
         .read_to_string(&mut version_py)
-        .map_err(|_| {
-            Error::Contents("the torch wheel's torch/version.py is not UTF-8 text".into())
-        })?;
+        .map_err(|source| Error::io("read torch/version.py from", &wheel, source))?;
     let version = parallax_registry::torch_wheel_version(&version_py)
         .ok_or_else(|| Error::Contents("torch/version.py has no __version__".into()))?;
     let expected = &pins.component(component).version;
