@@ -24,7 +24,7 @@ use indicatif::MultiProgress;
 use parallax_core::data::builtin::{BuiltinDataset, in_ci};
 use parallax_core::data::{DataRequest, DatasetName};
 use parallax_core::layout::{Layout, Manifest};
-use parallax_core::record::{InitMode, RunRecord, RunRequest, write_json_atomically};
+use parallax_core::record::{InitMode, RunRecord, RunRequest};
 use parallax_core::spec::{ModelSource, ModelSpec};
 use parallax_core::stats::attribution::{self, Configuration};
 use parallax_core::stats::comparison::{self, Margins};
@@ -752,7 +752,7 @@ fn run_one(args: Args) -> Result<()> {
         }
         file_outcome(&mut summary, run, record, error);
         // Each finished run is on disk before the next one starts.
-        write_json_atomically(&layout.summary(), &summary)?;
+        summary.save(&layout.summary())?;
         ended += 1;
     }
     conclude(&args, &checked, &runs, summary, started, ended)
@@ -773,7 +773,7 @@ fn conclude(
     finish_summary(args, checked, runs, &mut summary);
     summary.wall_seconds = Some(started.elapsed().as_secs_f64());
     summary.command = Some(crate::output_lock::this_command());
-    write_json_atomically(&layout.summary(), &summary)?;
+    summary.save(&layout.summary())?;
     let setup = report::Setup::of_request(&checked.base);
     let markdown = report::markdown(&summary, &setup);
     std::fs::write(layout.report_markdown(), &markdown)
