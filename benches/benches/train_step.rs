@@ -102,7 +102,7 @@ fn peak_of(c: &mut Criterion, name: &str, backend: &dyn Backend) {
     let size = peak::DEFAULT_SIZE;
     let (left, right) = peak::operands(size);
     let mut probe = backend
-        .matmul_probe(left.view(), right.view())
+        .matmul_probe(left.view(), right.view(), parallax_core::Precision::F32)
         .expect("the matrix-product probe");
     let mut group = c.benchmark_group(format!("{name}/peak"));
     group

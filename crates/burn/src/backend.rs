@@ -266,6 +266,10 @@ impl Backend for BurnBackend {
                 running_variance: VarianceEstimator::Biased,
             },
             fixed: Vec::new(),
+            // f32 only, uncompiled: `build_with` refuses the rest, as the registry says.
+            precisions: parallax_core::backend::f32_only(),
+            compiles: false,
+            precision_note: None,
         }
     }
 
@@ -277,6 +281,8 @@ impl Backend for BurnBackend {
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
+        // f32 alone, as `info` states; `peak::measure_in` refuses the rest.
+        _precision: parallax_core::Precision,
     ) -> Result<Box<dyn MatmulProbe>> {
         Ok(Box::new(Matmul {
             left: matrix_to_tensor(left, &self.burn_device),
@@ -288,6 +294,7 @@ impl Backend for BurnBackend {
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
+        _execution: parallax_core::Execution,
     ) -> Result<Box<dyn Model>> {
         let device = self.burn_device.clone().autodiff();
         let mut net = Net::new(model, &device);

@@ -32,6 +32,7 @@ use crate::ledger::{Ledger, Topic};
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::net::Net;
 use crate::optim::OptimizerConfig;
+use crate::precision::{Execution, Precision};
 use crate::spec::ResolvedModel;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -118,6 +119,21 @@ pub struct BackendInfo {
     /// refusal only for these topics. Empty for engines that parallax drives itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fixed: Vec<Topic>,
+    /// The precisions it computes in (`--precision`); f32 on every engine.
+    #[serde(default = "f32_only")]
+    pub precisions: Vec<Precision>,
+    /// Whether it compiles its training step (`--compile on`).
+    #[serde(default)]
+    pub compiles: bool,
+    /// What its reduced precision is underneath, where a reader of its speed should know (an
+    /// engine whose bf16 matrix product converts to f32); it goes into bf16 runs' records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_note: Option<String>,
+}
+
+/// The precisions of an engine that states none: f32 alone.
+pub fn f32_only() -> Vec<Precision> {
+    vec![Precision::F32]
 }
 
 /// A matrix product prepared on an engine's device, ready to be run again and again.
@@ -372,30 +388,48 @@ pub trait Backend {
     fn seed(&self, seed: u64);
 
     /// The adapter's hook: the engine's model of `model`, starting from `weights` (checked
-    /// against the model), or from the engine's own default initialisation without them.
+    /// against the model), or from the engine's own default initialisation without them,
+    /// computing as `execution` says. `execution` is one that [`Backend::info`] states
+    /// (checked by [`Backend::build_with`]); loss and metrics stay f32 in every precision.
     fn create(
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
+        execution: Execution,
     ) -> Result<Box<dyn Model>>;
 
-    /// The adapter's hook for [`crate::peak::measure`]: `left` and `right`, square f32
-    /// matrices of one size, copied to the backend's device once, and a probe that multiplies
-    /// them there with the engine's own matrix product (its BLAS), on the backend's threads.
+    /// The adapter's hook for [`crate::peak::measure_in`]: `left` and `right`, square f32
+    /// matrices of one size, copied to the backend's device once (in `precision`, one of those
+    /// [`Backend::info`] states), and a probe that multiplies them there with the engine's own
+    /// matrix product (its BLAS), on the backend's threads.
     fn matmul_probe(
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
+        precision: Precision,
     ) -> Result<Box<dyn MatmulProbe>>;
 
     /// Builds `model`, from canonical `weights` when given (they must be exactly the model's
     /// tensors), and returns it behind core's checks.
     fn build(&self, model: &ResolvedModel, weights: Option<&Weights>) -> Result<Net> {
+        self.build_with(model, weights, Execution::DEFAULT)
+    }
+
+    /// [`Backend::build`], computing as `execution` says: refused with
+    /// [`Error::Unsupported`] when the backend does not state its precision or compilation.
+    fn build_with(
+        &self,
+        model: &ResolvedModel,
+        weights: Option<&Weights>,
+        execution: Execution,
+    ) -> Result<Net> {
+        let info = self.info();
+        execution.check(&info.backend, &info.precisions, info.compiles)?;
         if let Some(weights) = weights {
             weights.check(model)?;
         }
-        let inner = self.create(model, weights.map(Checked::new))?;
-        Ok(Net::new(inner, model, self.info().backend))
+        let inner = self.create(model, weights.map(Checked::new), execution)?;
+        Ok(Net::new(inner, model, info.backend))
     }
 }
 
@@ -427,6 +461,21 @@ pub trait Model: Any {
     /// The activations of the target layer and the gradient of each image's target class
     /// logit with respect to them, in evaluation mode.
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam>;
+
+    /// The precision in which the engine computed the first hidden layer's output on
+    /// `images`, as the engine itself reports that tensor's dtype; `None` when the adapter
+    /// cannot ask its engine.
+    ///
+    /// This is how the conformance suite knows that a bf16 run computed in bf16 rather than
+    /// casting its inputs and computing in f32. The default is `None`; every adapter that
+    /// states bf16 must answer.
+    fn activation_precision(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Precision>> {
+        let _ = images;
+        Ok(None)
+    }
 
     /// One [`Model::train_step`], the same computation, with each phase timed on its own, for
     /// profiling on the CPU (where each phase has finished when the next starts); `None` when

@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             grad_cam_matches_pytorch_grad_cam,
             the_matmul_probe_multiplies,
             a_profiled_step_is_the_same_step,
+            bf16_computes_in_bf16_within_its_bound,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

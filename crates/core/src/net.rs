@@ -163,6 +163,16 @@ impl Net {
         Ok(logits)
     }
 
+    /// The precision in which the engine computed the first hidden layer's output on
+    /// `images`, as it reports it ([`crate::Model::activation_precision`]).
+    pub fn activation_precision(
+        &mut self,
+        images: ArrayView4<'_, f32>,
+    ) -> Result<Option<crate::Precision>> {
+        check_input(&self.model, images)?;
+        self.inner.activation_precision(Checked::new(images))
+    }
+
     /// Logits for a whole data set, predicted `batch_size` examples at a time, in order.
     pub fn predict_dataset(&mut self, data: &Dataset, batch_size: usize) -> Result<Array2<f32>> {
         let images = data.images();

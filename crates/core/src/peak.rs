@@ -1,4 +1,4 @@
-//! The machine's f32 matrix-product peak, measured through an engine in the same run as the
+//! The machine's matrix-product peak, in f32 or bf16, measured through an engine in the same run as the
 //! figures it is compared with, so that utilisation (achieved GFLOP/s ÷ peak) does not mix a
 //! training epoch from one hour with a peak from another on a machine whose speed drifts.
 //!
@@ -19,11 +19,17 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 pub use crate::record::MatmulPeak;
 use crate::stats::median;
-use crate::{Backend, Error, Result};
+use crate::{Backend, Error, Precision, Result};
 
 /// The operands' side by default: 2048² products take about a tenth of a second on two cores,
 /// long enough to amortise dispatch and short enough to repeat.
 pub const DEFAULT_SIZE: usize = 2048;
+
+/// The operands' side of a bf16 peak on a CPU that emulates bf16: libtorch 2.9 multiplies
+/// bf16 on an AVX2 CPU with a single-threaded fallback that takes minutes for seven 2048²
+/// products, and an emulated peak says nothing about bf16 hardware anyway. 512² products keep
+/// it to seconds; the peak records its size.
+pub const EMULATED_BF16_SIZE: usize = 512;
 
 /// Products run before timing, for the engine's allocations and threads to settle.
 const WARM_UP: usize = 2;
@@ -57,13 +63,31 @@ pub fn product_flops(size: usize) -> f64 {
 /// Measures `backend`'s f32 matrix-product peak on `size × size` operands over `repeats`
 /// timed products (after a warm-up of two).
 pub fn measure(backend: &dyn Backend, size: usize, repeats: usize) -> Result<MatmulPeak> {
+    measure_in(backend, size, repeats, Precision::F32)
+}
+
+/// [`measure`] in `precision`: a bf16 peak multiplies bf16 copies of the operands, as a bf16
+/// run's layers do, so that a bf16 run's utilisation divides by a bf16 peak.
+pub fn measure_in(
+    backend: &dyn Backend,
+    size: usize,
+    repeats: usize,
+    precision: Precision,
+) -> Result<MatmulPeak> {
     if size == 0 || repeats == 0 {
         return Err(Error::InvalidArgument(format!(
             "a matrix-product peak needs a size and repetitions above zero, not {size} and {repeats}"
         )));
     }
+    let info = backend.info();
+    if !info.precisions.contains(&precision) {
+        return Err(Error::Unsupported {
+            backend: info.backend,
+            what: format!("--precision {precision}"),
+        });
+    }
     let (left, right) = operands(size);
-    let mut probe = backend.matmul_probe(left.view(), right.view())?;
+    let mut probe = backend.matmul_probe(left.view(), right.view(), precision)?;
     for _ in 0..WARM_UP {
         probe.multiply()?;
     }
@@ -75,12 +99,13 @@ pub fn measure(backend: &dyn Backend, size: usize, repeats: usize) -> Result<Mat
     }
     let best_seconds = seconds.iter().copied().fold(f64::INFINITY, f64::min);
     Ok(MatmulPeak {
-        backend: backend.info().backend,
+        backend: info.backend,
         size,
         repeats,
         best_seconds,
         median_seconds: median(&seconds),
         gflops: product_flops(size) / best_seconds / 1e9,
+        precision,
     })
 }
 
@@ -103,6 +128,7 @@ mod tests {
             best_seconds: product_flops(2048) / gflops / 1e9,
             median_seconds: 0.1,
             gflops,
+            precision: Precision::F32,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::ledger::{Ledger, Topic};
 use crate::memory::MemoryEstimate;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::optim::OptimizerConfig;
+use crate::precision::{Bf16Units, Compile, Execution, Precision};
 use crate::spec::ModelSource;
 use crate::{Error, Result};
 
@@ -111,11 +112,26 @@ pub struct RunRequest {
     /// ([`crate::peak`]), for the record's [`RunRecord::matmul_peak`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub measure_peak: bool,
+    /// The precision the layers compute in (`--precision`); f32 is left out of the JSON, so
+    /// that an f32 request keeps the configuration digest it had before the axis existed.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+    /// Whether the framework compiles the step (`--compile`); off is left out, as f32 is.
+    #[serde(default, skip_serializing_if = "Compile::is_off")]
+    pub compile: Compile,
     /// `git describe` of the checkout.
     pub git_revision: String,
 }
 
 impl RunRequest {
+    /// The run's precision and compilation.
+    pub fn execution(&self) -> Execution {
+        Execution {
+            precision: self.precision,
+            compile: self.compile,
+        }
+    }
+
     /// The run's identity: its model, backend and seed, and the digest of everything else it
     /// was asked (so two runs of one comparison share a configuration, and runs of another
     /// configuration don't).
@@ -343,6 +359,21 @@ pub struct RunRecord {
     /// local comparison's summary describes its one machine instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
+    /// The precision its layers computed in (f32 in records older than the axis).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Whether its framework compiled the step (off in records older than the axis).
+    #[serde(default)]
+    pub compile: Compile,
+    /// For a bf16 run, the CPU's bf16 units; `emulated` means its speed says nothing about
+    /// bf16 hardware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16_units: Option<Bf16Units>,
+    /// What the engine does with this run's precision that a reader of its speed should know
+    /// (an engine whose bf16 matrix product converts to f32, say), from
+    /// [`crate::BackendInfo::precision_note`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_note: Option<String>,
 }
 
 /// The machine a run executed on, as a cluster scheduler placed it.
@@ -379,6 +410,14 @@ impl Node {
 }
 
 impl RunRecord {
+    /// The run's precision and compilation.
+    pub fn execution(&self) -> Execution {
+        Execution {
+            precision: self.precision,
+            compile: self.compile,
+        }
+    }
+
     /// The GFLOP/s an epoch achieved: its training FLOPs (forward and backward per example,
     /// the update per step) over its training seconds; `None` without a FLOP count.
     pub fn achieved_gflops(&self, epoch: &EpochRecord) -> Option<f64> {
@@ -578,6 +617,10 @@ pub struct MatmulPeak {
     /// GFLOP/s of the fastest repetition: the peak.
     #[serde(with = "crate::float")]
     pub gflops: f64,
+    /// The precision of the operands the product multiplied (f32 in records older than bf16
+    /// peaks).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl MatmulPeak {
@@ -683,6 +726,8 @@ mod tests {
             native: BTreeSet::new(),
             save_weights: false,
             measure_peak: false,
+            precision: Default::default(),
+            compile: Default::default(),
             git_revision: "test".into(),
         };
         let digest = request.save(&path).unwrap();

@@ -23,6 +23,7 @@ use crate::ledger::Topic;
 use crate::memory::EVALUATION_BATCH;
 use crate::optim::OptimizerConfig;
 use crate::peak::MatmulPeak;
+use crate::precision::{Bf16Units, Precision};
 use crate::record::{
     EpochRecord, InitMode, ProgressEvent, RECORD_VERSION, RunRecord, RunRequest, RunStatus,
 };
@@ -132,6 +133,15 @@ pub fn execute(
             InitMode::File(path) => format!("shared, from {}", path.display()),
         },
     );
+    // A precision or compilation the engine lacks is refused before anything is loaded or
+    // measured.
+    request
+        .execution()
+        .check(&info.backend, &info.precisions, info.compiles)?;
+    let bf16_units = match request.precision {
+        Precision::Bf16 => Some(Bf16Units::of_this_cpu()?),
+        Precision::F32 => None,
+    };
     // Refused here, before the initial weights or the engine allocate anything.
     let memory = crate::memory::check_fits(&model, request.batch_size, &optimizer.kind)?;
     let weights = if applied.native_initialisation {
@@ -142,10 +152,19 @@ pub fn execute(
 
     // Measured before the model exists, and outside every timing that the record reports.
     let matmul_peak = if request.measure_peak {
-        Some(crate::peak::measure(
+        // The size follows what the CPU really has, not an override that simulates other
+        // units for the record: it only keeps an emulated product from taking minutes.
+        let size = match request.precision {
+            Precision::Bf16 if Bf16Units::detected().is_emulated() => {
+                crate::peak::EMULATED_BF16_SIZE
+            }
+            _ => crate::peak::DEFAULT_SIZE,
+        };
+        Some(crate::peak::measure_in(
             backend,
-            crate::peak::DEFAULT_SIZE,
+            size,
             PEAK_REPEATS,
+            request.precision,
         )?)
     } else {
         None
@@ -153,7 +172,7 @@ pub fn execute(
 
     backend.seed(request.seed);
     let build_start = Instant::now();
-    let mut net = backend.build(&model, weights.as_ref())?;
+    let mut net = backend.build_with(&model, weights.as_ref(), request.execution())?;
     let build_seconds = build_start.elapsed().as_secs_f64();
     let train = &data.train;
     let steps_per_epoch = train.len().div_ceil(request.batch_size);
@@ -177,6 +196,7 @@ pub fn execute(
         matmul_peak,
     );
     record.memory_estimate = Some(memory);
+    record.bf16_units = bf16_units;
     record.node = files.and_then(|files| files.node.clone());
     let mut epochs = || -> Result<()> {
         for epoch in 1..=request.epochs {
@@ -308,6 +328,13 @@ fn start_record(
         memory_estimate: None,
         node: None,
         ledger,
+        precision: request.precision,
+        compile: request.compile,
+        bf16_units: None,
+        precision_note: match request.precision {
+            Precision::Bf16 => info.precision_note.clone(),
+            Precision::F32 => None,
+        },
     }
 }
 

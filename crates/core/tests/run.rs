@@ -54,6 +54,9 @@ impl Backend for Scripted {
                 running_variance: VarianceEstimator::Biased,
             },
             fixed: Vec::new(),
+            precisions: parallax_core::backend::f32_only(),
+            compiles: false,
+            precision_note: None,
         }
     }
 
@@ -65,7 +68,9 @@ impl Backend for Scripted {
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
+        _execution: parallax_core::Execution,
     ) -> Result<Box<dyn Model>> {
+        // `build_with` refuses every execution but f32 uncompiled, the one `info` states.
         Ok(Box::new(ScriptedModel {
             weights: weights
                 .map(|weights| (*weights).clone())
@@ -80,6 +85,7 @@ impl Backend for Scripted {
         &self,
         _: ndarray::ArrayView2<'_, f32>,
         _: ndarray::ArrayView2<'_, f32>,
+        _: parallax_core::Precision,
     ) -> Result<Box<dyn parallax_core::backend::MatmulProbe>> {
         Err(Error::Unsupported {
             backend: "scripted".into(),
@@ -145,6 +151,8 @@ fn request() -> RunRequest {
         native: Default::default(),
         save_weights: false,
         measure_peak: false,
+        precision: Default::default(),
+        compile: Default::default(),
         git_revision: "test".into(),
     }
 }
@@ -305,6 +313,21 @@ fn bad_requests_fail_before_any_training() {
         execute(&missing, &backend, None, &mut |_| {}),
         Err(Error::Io { .. })
     ));
+    // A precision or compilation the engine does not state is refused in one line.
+    let mut bf16 = request();
+    bf16.precision = parallax_core::Precision::Bf16;
+    let refused = execute(&bf16, &backend, None, &mut |_| {}).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "scripted does not support --precision bf16"
+    );
+    let mut compiled = request();
+    compiled.compile = parallax_core::Compile::On;
+    let refused = execute(&compiled, &backend, None, &mut |_| {}).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "scripted does not support --compile on"
+    );
     assert_eq!(steps.get(), 0);
 }
 

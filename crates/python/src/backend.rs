@@ -9,8 +9,8 @@ use parallax_core::backend::MatmulProbe;
 use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, NativeDefaults,
-    Result, Topic, VarianceEstimator, Weights,
+    Backend, BackendInfo, Checked, Compile, CpuSettings, Device, Error, Execution, Ledger, Model,
+    NativeDefaults, Precision, Result, Topic, VarianceEstimator, Weights,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -319,6 +319,11 @@ impl Backend for PythonBackend {
                 },
             },
             fixed: self.framework.fixed(),
+            // bf16 through the framework's own mechanism (autocast, the mixed_bfloat16 policy),
+            // and its own compiler (torch.compile, XLA).
+            precisions: Precision::ALL.to_vec(),
+            compiles: true,
+            precision_note: None,
         }
     }
 
@@ -333,6 +338,7 @@ impl Backend for PythonBackend {
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
+        precision: Precision,
     ) -> Result<Box<dyn MatmulProbe>> {
         let name = self.name();
         interpreter::attach(|py| {
@@ -344,6 +350,7 @@ impl Backend for PythonBackend {
                     (
                         PyArray2::from_array(py, &left),
                         PyArray2::from_array(py, &right),
+                        precision.to_string(),
                     ),
                 )
                 .or_python(name, py)?;
@@ -358,6 +365,7 @@ impl Backend for PythonBackend {
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
+        execution: Execution,
     ) -> Result<Box<dyn Model>> {
         let name = self.name();
         interpreter::attach(|py| {
@@ -377,7 +385,16 @@ impl Backend for PythonBackend {
                     .or_python(name, py)?;
             }
             let handle = framework
-                .call_method1("create", (layers, weights, model.input()))
+                .call_method1(
+                    "create",
+                    (
+                        layers,
+                        weights,
+                        model.input(),
+                        execution.precision.to_string(),
+                        execution.compile == Compile::On,
+                    ),
+                )
                 .or_python(name, py)?;
             Ok(Box::new(PythonModel::new(name, handle.unbind(), model)) as Box<dyn Model>)
         })

@@ -6,7 +6,7 @@ use parallax_core::optim::{AdamFormulation, OptimizerKind};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, GradCam, GradCamTarget, Model,
-    OptimizerConfig, Result, StepPhases, StepProgress, Weights,
+    OptimizerConfig, Precision, Result, StepPhases, StepProgress, Weights,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -207,6 +207,26 @@ impl Model for PythonModel {
                 Ok(logits)
             },
         )
+    }
+
+    fn activation_precision(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Precision>> {
+        // The module answers with the framework's own name of the tensor's dtype.
+        let dtype: String = self.call(
+            "activation_dtype",
+            |py| Ok(vec![images_to_numpy(py, images.into_inner()).into_any()]),
+            |dtype| dtype.extract(),
+        )?;
+        match dtype.as_str() {
+            "float32" => Ok(Some(Precision::F32)),
+            "bfloat16" => Ok(Some(Precision::Bf16)),
+            other => Err(parallax_core::Error::engine(
+                self.backend,
+                format!("the first hidden layer computed in {other}, neither float32 nor bfloat16"),
+            )),
+        }
     }
 
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam> {

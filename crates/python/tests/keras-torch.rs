@@ -193,3 +193,8 @@ mod without_torch {
         );
     }
 }
+
+#[test]
+fn the_registry_states_what_this_backend_runs() {
+    support::the_registry_states_what_the_backend_runs(&cpu());
+}

@@ -150,3 +150,8 @@ mod against_tf {
         );
     }
 }
+
+#[test]
+fn the_registry_states_what_this_backend_runs() {
+    support::the_registry_states_what_the_backend_runs(&cpu());
+}

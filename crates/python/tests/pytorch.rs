@@ -100,3 +100,8 @@ mod trajectory {
         check(Preset::Cnn);
     }
 }
+
+#[test]
+fn the_registry_states_what_this_backend_runs() {
+    support::the_registry_states_what_the_backend_runs(&cpu());
+}

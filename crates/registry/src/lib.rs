@@ -58,6 +58,23 @@ pub fn torch_wheel_version(version_py: &str) -> Option<String> {
     })
 }
 
+/// Whether a backend offers a run axis's other value (`--precision bf16`, `--compile on`), or
+/// why not: a comparison skips it for that value with the reason, before any build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// It does.
+    Yes,
+    /// It does not, for this reason (a sentence that a report quotes).
+    No(&'static str),
+}
+
+impl Support {
+    /// Whether it does.
+    pub fn is_yes(self) -> bool {
+        self == Support::Yes
+    }
+}
+
 /// One backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendEntry {
@@ -88,6 +105,11 @@ pub struct BackendEntry {
     /// Whether the benchmarks (`parallax-benches`) build it, behind their feature named as
     /// [`Self::feature`]: the engines driven from Rust.
     pub benched: bool,
+    /// Whether it computes in bf16 (`--precision bf16`); its adapter's `BackendInfo` states
+    /// the same, which the worker's tests check.
+    pub bf16: Support,
+    /// Whether it compiles its step (`--compile on`).
+    pub compile: Support,
 }
 
 impl BackendEntry {
@@ -121,6 +143,10 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
         benched: true,
+        bf16: Support::No(
+            "the burn adapter builds its CPU backend (Flex) with f32 elements only so far",
+        ),
+        compile: Support::No("burn has no compiler for its training step on the CPU"),
     },
     BackendEntry {
         name: "tch",
@@ -134,6 +160,10 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
         benched: true,
+        bf16: Support::Yes,
+        compile: Support::No(
+            "libtorch's C++ API has no torch.compile, and tch 0.22 exposes no other compiler",
+        ),
     },
     BackendEntry {
         name: "burn-tch",
@@ -147,6 +177,8 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &["parallax-burn/tch"],
         compared_by_default: false,
         benched: true,
+        bf16: Support::No("the burn adapter builds burn-tch with f32 elements only so far"),
+        compile: Support::No("burn has no compiler for its training step"),
     },
     BackendEntry {
         name: "tf",
@@ -160,6 +192,8 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
         benched: true,
+        bf16: Support::Yes,
+        compile: Support::No("the tf adapter does not turn on XLA auto-clustering yet"),
     },
     BackendEntry {
         name: "pytorch",
@@ -173,6 +207,8 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
         benched: false,
+        bf16: Support::Yes,
+        compile: Support::Yes,
     },
     BackendEntry {
         name: "keras",
@@ -186,6 +222,8 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
         benched: false,
+        bf16: Support::Yes,
+        compile: Support::Yes,
     },
     BackendEntry {
         name: "keras-torch",
@@ -199,6 +237,8 @@ pub const BACKENDS: &[BackendEntry] = &[
         test_features: &[],
         compared_by_default: true,
         benched: false,
+        bf16: Support::Yes,
+        compile: Support::Yes,
     },
 ];
 

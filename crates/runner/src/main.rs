@@ -130,12 +130,30 @@ fn grad_cam(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()>
 mod tests {
     use super::*;
 
-    /// Every backend compiled into this worker reports the name the registry gives it.
+    /// Every backend compiled into this worker reports the name the registry gives it, and the
+    /// precisions and compilation its row states.
     #[test]
     fn compiled_backends_report_their_registry_names() {
         for entry in parallax_registry::BACKENDS {
             match make_backend(entry.name, Device::Cpu, CpuSettings::new(1)) {
-                Ok(backend) => assert_eq!(backend.info().backend, entry.name),
+                Ok(backend) => {
+                    let info = backend.info();
+                    assert_eq!(info.backend, entry.name);
+                    // The registry's columns, which `compare` plans by, say what the adapter
+                    // states.
+                    assert_eq!(
+                        info.precisions.contains(&parallax_core::Precision::Bf16),
+                        entry.bf16.is_yes(),
+                        "{}: bf16 in the registry and in the adapter",
+                        entry.name
+                    );
+                    assert_eq!(
+                        info.compiles,
+                        entry.compile.is_yes(),
+                        "{}: compilation in the registry and in the adapter",
+                        entry.name
+                    );
+                }
                 // A worker with every backend links TensorFlow's C library, beside which the
                 // Python frameworks refuse to start (crates/python's interpreter.rs).
                 Err(error) => assert!(

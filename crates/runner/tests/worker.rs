@@ -37,6 +37,8 @@ fn request(dataset: &str, data_dir: Option<PathBuf>, model: &str, epochs: u32) -
         native: Default::default(),
         save_weights: false,
         measure_peak: false,
+        precision: Default::default(),
+        compile: Default::default(),
         git_revision: "test".into(),
     }
 }

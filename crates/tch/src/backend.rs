@@ -7,8 +7,8 @@ use parallax_core::denormals;
 use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
-    Weights,
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Precision, Result,
+    Topic, Weights,
 };
 use parallax_core::{NativeDefaults, VarianceEstimator};
 use tch::{Kind, TchError, Tensor};
@@ -202,6 +202,17 @@ impl Backend for TchBackend {
                 running_variance: VarianceEstimator::Unbiased,
             },
             fixed: Vec::new(),
+            // bf16 from f32 master weights, cast per op (`Net::autocast`); the f64 referee
+            // computes in f64 alone. libtorch's C++ API has no compiler.
+            precisions: if self.kind == Kind::Float {
+                Precision::ALL.to_vec()
+            } else {
+                parallax_core::backend::f32_only()
+            },
+            compiles: false,
+            precision_note: Some(
+                "bf16 by the adapter's own casts, autocast's rule: convolutions and dense layers in bf16 from f32 master weights, the other layers in what they are given".into(),
+            ),
         }
     }
 
@@ -214,10 +225,18 @@ impl Backend for TchBackend {
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
+        precision: Precision,
     ) -> Result<Box<dyn MatmulProbe>> {
+        let on_device = |matrix| {
+            let tensor = matrix_to_tensor(matrix, self.tch_device)?;
+            match precision {
+                Precision::F32 => Ok(tensor),
+                Precision::Bf16 => tensor.f_to_kind(Kind::BFloat16),
+            }
+        };
         Ok(Box::new(Matmul {
-            left: matrix_to_tensor(left, self.tch_device).or_engine()?,
-            right: matrix_to_tensor(right, self.tch_device).or_engine()?,
+            left: on_device(left).or_engine()?,
+            right: on_device(right).or_engine()?,
         }))
     }
 
@@ -225,8 +244,13 @@ impl Backend for TchBackend {
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
+        execution: parallax_core::Execution,
     ) -> Result<Box<dyn Model>> {
         let mut net = Net::new(model, self.kind, self.tch_device).or_engine()?;
+        match execution.precision {
+            Precision::F32 => {}
+            Precision::Bf16 => net.autocast(Kind::BFloat16),
+        }
         if let Some(weights) = weights {
             convert::import(&mut net, &weights)?;
         }

@@ -7,13 +7,13 @@ use ndarray::{Array2, ArrayView4};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, Error, GradCam, GradCamTarget, Model,
-    OptimizerConfig, Result, StepClock, StepPhases, StepProgress, Weights,
+    OptimizerConfig, Precision, Result, StepClock, StepPhases, StepProgress, Weights,
 };
 use tch::{Kind, Tensor};
 
 use crate::convert::{self, images_to_tensor, labels_to_tensor, logits_to_array, tensor_to_array4};
 use crate::feed::EpochFeed;
-use crate::net::{Net, forward};
+use crate::net::{Net, first_computed_kind, forward};
 use crate::optim::Optimizer;
 use crate::{OrEngine, engine_error};
 
@@ -212,6 +212,20 @@ impl Model for TchModel {
         })
         .or_engine()?;
         logits_to_array(&logits)
+    }
+
+    fn activation_precision(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Precision>> {
+        let x = images_to_tensor(images.into_inner(), self.kind, self.device).or_engine()?;
+        match first_computed_kind(&self.net, &self.model, x).or_engine()? {
+            Kind::Float => Ok(Some(Precision::F32)),
+            Kind::BFloat16 => Ok(Some(Precision::Bf16)),
+            other => Err(engine_error(format!(
+                "the first hidden layer computed in {other:?}, neither f32 nor bf16"
+            ))),
+        }
     }
 
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam> {

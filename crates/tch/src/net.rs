@@ -70,6 +70,11 @@ pub(crate) struct Net {
     pub(crate) named: Vec<Named>,
     /// One entry per resolved layer.
     layers: Vec<Option<Params>>,
+    /// The kind of every parameter and buffer (the master weights).
+    kind: Kind,
+    /// The kind convolutions and dense layers compute in when it is not `kind`: bf16, cast
+    /// per op as PyTorch's CPU autocast does (tch 0.22 exposes only CUDA's autocast).
+    autocast: Option<Kind>,
 }
 
 /// Hands out the network's tensors in canonical order as the layers are built.
@@ -224,7 +229,19 @@ impl Net {
                 Op::Free(_) => None,
             });
         }
-        Ok(Net { named, layers })
+        Ok(Net {
+            named,
+            layers,
+            kind,
+            autocast: None,
+        })
+    }
+
+    /// Computes convolutions and dense layers in `kind` from copies of their inputs, weights
+    /// and biases cast to it, the parameters staying in theirs: autocast's rule, under which
+    /// the other layers (batch norm, pooling, ReLU) take what they are given.
+    pub(crate) fn autocast(&mut self, kind: Kind) {
+        self.autocast = Some(kind);
     }
 
     /// The tensors that gradient descent updates, in canonical order.
@@ -276,14 +293,31 @@ fn i64_pair(pair: [usize; 2]) -> [i64; 2] {
     pair.map(|v| v as i64)
 }
 
+/// `tensor` in `autocast`'s kind, or itself without one.
+fn cast(tensor: &Tensor, autocast: Option<Kind>) -> Result<Tensor> {
+    match autocast {
+        Some(kind) if tensor.kind() != kind => tensor.f_to_kind(kind),
+        _ => Ok(tensor.shallow_clone()),
+    }
+}
+
+impl Dense {
+    fn forward(&self, x: Tensor, autocast: Option<Kind>) -> Result<Tensor> {
+        let bias = self.bias.as_ref().map(|b| cast(b, autocast)).transpose()?;
+        cast(&flat(x)?, autocast)?.f_linear(&cast(&self.weight, autocast)?, bias.as_ref())
+    }
+}
+
 impl Conv {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, autocast: Option<Kind>) -> Result<Tensor> {
         let [top, _, left, _] = self.padding;
         let stride = i64_pair(self.stride);
+        let (x, weight) = (cast(x, autocast)?, cast(&self.weight, autocast)?);
+        let bias = self.bias.as_ref().map(|b| cast(b, autocast)).transpose()?;
         if symmetric(self.padding) {
             x.f_conv2d(
-                &self.weight,
-                self.bias.as_ref(),
+                &weight,
+                bias.as_ref(),
                 stride,
                 [top as i64, left as i64],
                 [1, 1],
@@ -292,14 +326,7 @@ impl Conv {
         } else {
             // libtorch pads symmetrically only; asymmetric ("same" with an even kernel or a
             // stride) padding is applied as explicit zeros first.
-            pad(x, self.padding, 0.0)?.f_conv2d(
-                &self.weight,
-                self.bias.as_ref(),
-                stride,
-                [0, 0],
-                [1, 1],
-                1,
-            )
+            pad(&x, self.padding, 0.0)?.f_conv2d(&weight, bias.as_ref(), stride, [0, 0], [1, 1], 1)
         }
     }
 }
@@ -343,17 +370,17 @@ impl Norm {
 }
 
 impl Block {
-    fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward(&self, input: &Tensor, train: bool, autocast: Option<Kind>) -> Result<Tensor> {
         let last = self.main.len().saturating_sub(1);
         let mut x = input.shallow_clone();
         for (index, (conv, norm)) in self.main.iter().enumerate() {
-            x = norm.forward(&conv.forward(&x)?, train)?;
+            x = norm.forward(&conv.forward(&x, autocast)?, train)?;
             if index < last {
                 x = x.f_relu()?;
             }
         }
         let shortcut = match &self.shortcut {
-            Some((conv, norm)) => norm.forward(&conv.forward(input)?, train)?,
+            Some((conv, norm)) => norm.forward(&conv.forward(input, autocast)?, train)?,
             None => input.shallow_clone(),
         };
         x.f_add(&shortcut)?.f_relu()
@@ -398,11 +425,40 @@ fn avg_pool(
     sums.f_div(&share)
 }
 
-/// Runs layers `range` of the network on `x`.
+/// Runs layers `range` of the network on `x`, and returns their output in the parameters'
+/// kind (a bf16 network's logits in f32, for the loss).
 ///
 /// `train` selects batch statistics and dropout. Splitting the pass at a layer is what GradCAM
 /// needs: the activations at the split become a leaf whose gradient is read back.
 pub(crate) fn forward(
+    net: &Net,
+    model: &ResolvedModel,
+    x: Tensor,
+    range: std::ops::Range<usize>,
+    train: bool,
+) -> Result<Tensor> {
+    let y = forward_in_own_kind(net, model, x, range, train)?;
+    if y.kind() == net.kind {
+        Ok(y)
+    } else {
+        y.f_to_kind(net.kind)
+    }
+}
+
+/// The kind the first layer with parameters computes its output in, on `x`, in evaluation
+/// mode: the parameters' kind, or the autocast kind.
+pub(crate) fn first_computed_kind(net: &Net, model: &ResolvedModel, x: Tensor) -> Result<Kind> {
+    let first = model
+        .layers
+        .iter()
+        .position(|layer| matches!(layer.op, Op::Param(_)))
+        .ok_or_else(|| TchError::Shape("the network has no layer with parameters".into()))?;
+    let y = tch::no_grad(|| forward_in_own_kind(net, model, x, 0..first + 1, false))?;
+    Ok(y.kind())
+}
+
+/// [`forward`], its output in the kind its last layer computed in.
+fn forward_in_own_kind(
     net: &Net,
     model: &ResolvedModel,
     mut x: Tensor,
@@ -425,13 +481,13 @@ pub(crate) fn forward(
                 let Some(Params::Dense(dense)) = params else {
                     return Err(mismatch());
                 };
-                flat(x)?.f_linear(&dense.weight, dense.bias.as_ref())?
+                dense.forward(x, net.autocast)?
             }
             Op::Param(ParamOp::Conv2d(_)) => {
                 let Some(Params::Conv(conv)) = params else {
                     return Err(mismatch());
                 };
-                conv.forward(&image(x)?)?
+                conv.forward(&image(x)?, net.autocast)?
             }
             Op::Param(ParamOp::BatchNorm(_)) => {
                 let Some(Params::Norm(norm)) = params else {
@@ -443,7 +499,7 @@ pub(crate) fn forward(
                 let Some(Params::Block(block)) = params else {
                     return Err(mismatch());
                 };
-                block.forward(&image(x)?, train)?
+                block.forward(&image(x)?, train, net.autocast)?
             }
             Op::Free(FreeOp::MaxPool2d(op)) => {
                 max_pool(&image(x)?, op.kernel, op.stride, op.padding)?

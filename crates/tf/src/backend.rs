@@ -1,7 +1,6 @@
 //! The TensorFlow backend: the session's thread pools and device, subnormals, and what
 //! TensorFlow and Keras do by default (the fairness ledger).
 
-use parallax_core::{NativeDefaults, VarianceEstimator};
 use std::cell::Cell;
 
 use ndarray::ArrayView2;
@@ -10,8 +9,8 @@ use parallax_core::denormals;
 use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
-    Weights,
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, NativeDefaults,
+    Precision, Result, Topic, VarianceEstimator, Weights,
 };
 use tensorflow::{
     DataType, Graph, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
@@ -238,12 +237,35 @@ impl TfBackend {
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
+        compute: DataType,
     ) -> std::result::Result<Matmul, tensorflow::Status> {
         let mut scope = Scope::new_root_scope().with_device(&self.device_name);
         let (left_value, right_value) = (matrix_to_tensor(left)?, matrix_to_tensor(right)?);
         let (left, left_feed, left_assign) = matrix_variable(&mut scope, "left", &left_value)?;
         let (right, right_feed, right_assign) = matrix_variable(&mut scope, "right", &right_value)?;
-        let product = ops::mat_mul(left, right, &mut scope)?;
+        // In bf16, the product of bf16 copies, summed in f32: the cast is part of what a bf16
+        // layer does too.
+        let (left, right): (Output, Output) = if compute == DataType::Float {
+            (left.into(), right.into())
+        } else {
+            (
+                ops::Cast::new()
+                    .DstT(compute)
+                    .build(left, &mut scope)?
+                    .into(),
+                ops::Cast::new()
+                    .DstT(compute)
+                    .build(right, &mut scope)?
+                    .into(),
+            )
+        };
+        let mut product: Output = ops::mat_mul(left, right, &mut scope)?.into();
+        if compute != DataType::Float {
+            product = ops::Cast::new()
+                .DstT(DataType::Float)
+                .build(product, &mut scope)?
+                .into();
+        }
         let axes = ops::constant(&[0i32, 1][..], &mut scope)?;
         let sum = ops::sum(product, axes, &mut scope)?;
         let options = self.session_options().map_err(|error| {
@@ -304,6 +326,12 @@ impl Backend for TfBackend {
                 running_variance: VarianceEstimator::Biased,
             },
             fixed: Vec::new(),
+            // bf16 by casts in the graph, f32 variables; no XLA yet.
+            precisions: Precision::ALL.to_vec(),
+            compiles: false,
+            precision_note: Some(
+                "bf16 by casts in the graph: convolutions and dense products in bf16 from f32 variables, their outputs back to f32 for the other layers".into(),
+            ),
         }
     }
 
@@ -317,24 +345,41 @@ impl Backend for TfBackend {
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
+        precision: Precision,
     ) -> Result<Box<dyn MatmulProbe>> {
-        Ok(Box::new(self.matmul_session(left, right).or_engine()?))
+        Ok(Box::new(
+            self.matmul_session(left, right, data_type(precision))
+                .or_engine()?,
+        ))
     }
 
     fn create(
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
+        execution: parallax_core::Execution,
     ) -> Result<Box<dyn Model>> {
         let options = self.session_options()?;
         let seed = self.seed.get();
-        let net = Net::new(model, &self.device_name, &options, seed).or_engine()?;
+        let compute = match execution.precision {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(data_type(Precision::Bf16)),
+        };
+        let net = Net::new(model, &self.device_name, &options, seed, compute).or_engine()?;
         let mut tf_model = TfModel::new(net);
         match weights {
             Some(weights) => tf_model.import_weights(weights)?,
             None => tf_model.initialise()?,
         }
         Ok(Box::new(tf_model))
+    }
+}
+
+/// TensorFlow's type for a precision.
+fn data_type(precision: Precision) -> DataType {
+    match precision {
+        Precision::F32 => DataType::Float,
+        Precision::Bf16 => DataType::BFloat16,
     }
 }
 

@@ -134,6 +134,13 @@ pub(crate) struct Forward<'a> {
     pub(crate) train: bool,
     pub(crate) updates: Vec<Operation>,
     pub(crate) next_seed: &'a mut i64,
+    /// The type convolutions and dense layers compute in when it is not f32 (bf16): their
+    /// inputs, weights and biases are cast to it, and their outputs back to f32, so that the
+    /// variables (the master weights) and every other layer stay f32.
+    pub(crate) compute: Option<DataType>,
+    /// The output type of the first convolution or dense product the pass built, as the graph
+    /// states it.
+    pub(crate) computed: Option<DataType>,
 }
 
 impl Forward<'_> {
@@ -142,6 +149,32 @@ impl Forward<'_> {
             .get(&param.name)
             .cloned()
             .ok_or_else(|| invalid(format!("no variable for tensor {:?}", param.name)))
+    }
+
+    /// `x` in the compute type, when the pass has one.
+    fn to_compute(&mut self, x: Output) -> TfResult<Output> {
+        match self.compute {
+            Some(compute) => Ok(ops::Cast::new()
+                .DstT(compute)
+                .build(x, &mut self.scope)?
+                .into()),
+            None => Ok(x),
+        }
+    }
+
+    /// `y`, the output of a convolution or dense layer, back in f32; the first one's type is
+    /// recorded as what the pass computed in.
+    fn from_compute(&mut self, y: Output) -> TfResult<Output> {
+        if self.computed.is_none() {
+            self.computed = Some(y.operation.output_type(y.index as usize));
+        }
+        match self.compute {
+            Some(_) => Ok(ops::Cast::new()
+                .DstT(DataType::Float)
+                .build(y, &mut self.scope)?
+                .into()),
+            None => Ok(y),
+        }
     }
 
     fn ints(&mut self, values: &[i32]) -> TfResult<Output> {
@@ -227,6 +260,8 @@ impl Forward<'_> {
     fn conv(&mut self, x: Output, size: [usize; 3], op: &ConvOp) -> TfResult<(Output, [usize; 3])> {
         let [_, height, width] = size;
         let weight = self.variable(&op.weight)?;
+        let weight = self.to_compute(weight)?;
+        let x = self.to_compute(x)?;
         let strides = vec![1, op.stride[0] as i64, op.stride[1] as i64, 1];
         let (x, padding) = match tf_padding(op.padding, op.kernel, op.stride, [height, width]) {
             TfPadding::Valid => (x, "VALID"),
@@ -241,11 +276,13 @@ impl Forward<'_> {
             .into();
         if let Some(bias) = &op.bias {
             let bias = self.variable(bias)?;
+            let bias = self.to_compute(bias)?;
             y = ops::BiasAdd::new()
                 .data_format("NHWC")
                 .build(y, bias, &mut self.scope)?
                 .into();
         }
+        let y = self.from_compute(y)?;
         let [top, bottom, left, right] = op.padding;
         let out_h = (height + top + bottom - op.kernel[0]) / op.stride[0] + 1;
         let out_w = (width + left + right - op.kernel[1]) / op.stride[1] + 1;
@@ -412,13 +449,16 @@ impl Forward<'_> {
         let output = match &layer.op {
             Op::Param(ParamOp::Dense(op)) => {
                 let (x, _, _) = self.flat(x, repr)?;
+                let x = self.to_compute(x)?;
                 let weight = self.variable(&op.weight)?;
+                let weight = self.to_compute(weight)?;
                 let mut y: Output = ops::mat_mul(x, weight, &mut self.scope)?.into();
                 if let Some(bias) = &op.bias {
                     let bias = self.variable(bias)?;
+                    let bias = self.to_compute(bias)?;
                     y = ops::bias_add(y, bias, &mut self.scope)?.into();
                 }
-                y
+                self.from_compute(y)?
             }
             Op::Param(ParamOp::Conv2d(op)) => {
                 let (x, size) = self.image(x, repr)?;

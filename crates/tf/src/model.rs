@@ -1,10 +1,10 @@
 //! [`TfModel`]: the `Model` hooks on a TensorFlow graph, with its session and optimizer state.
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView4};
 use parallax_core::{
-    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, Weights,
+    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Precision, Result, Weights,
 };
-use tensorflow::{SessionRunArgs, Tensor};
+use tensorflow::{DataType, SessionRunArgs, Tensor};
 
 use crate::convert::{
     array_to_tensor, images_to_nhwc, labels_to_tensor, nhwc_to_images, tensor_to_array,
@@ -118,6 +118,22 @@ impl Model for TfModel {
         self.net.session.run(&mut args).or_engine()?;
         let logits: Tensor<f32> = args.fetch(token).or_engine()?;
         tensor_to_logits(&logits)
+    }
+
+    fn activation_precision(
+        &mut self,
+        _images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Precision>> {
+        // A graph's types are fixed when it is built: the first convolution or dense product's
+        // output type is what it computes in on any images.
+        match self.net.eval.computed {
+            Some(DataType::Float) => Ok(Some(Precision::F32)),
+            Some(DataType::BFloat16) => Ok(Some(Precision::Bf16)),
+            Some(other) => Err(engine_error(format!(
+                "the first hidden layer computed in {other}, neither float nor bfloat16"
+            ))),
+            None => Ok(None),
+        }
     }
 
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam> {

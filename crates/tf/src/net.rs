@@ -23,6 +23,8 @@ pub(crate) struct Pass {
     pub(crate) logits: Output,
     /// Running-statistics assignments (training passes only).
     pub(crate) updates: Vec<Operation>,
+    /// The type the first convolution or dense layer computed in, as the graph states it.
+    pub(crate) computed: Option<DataType>,
 }
 
 /// The model's graph and the session that runs it.
@@ -47,6 +49,8 @@ pub(crate) struct Net {
     grad_cams: HashMap<usize, Output>,
     /// Op-level seeds for dropout masks, so that runs are reproducible.
     next_seed: i64,
+    /// The type convolutions and dense layers compute in when it is not f32 (bf16).
+    compute: Option<DataType>,
 }
 
 impl Net {
@@ -57,6 +61,7 @@ impl Net {
         device: &str,
         options: &SessionOptions,
         seed: i64,
+        compute: Option<DataType>,
     ) -> TfResult<Self> {
         let root = Scope::new_root_scope();
         let scope = root.with_device(device);
@@ -97,6 +102,7 @@ impl Net {
             images.clone().into(),
             false,
             &mut next_seed,
+            compute,
         )?;
         let session = Session::new(options, &scope.graph())?;
         Ok(Net {
@@ -112,6 +118,7 @@ impl Net {
             optimizers: Vec::new(),
             grad_cams: HashMap::new(),
             next_seed,
+            compute,
         })
     }
 
@@ -139,6 +146,7 @@ impl Net {
                 self.images.clone().into(),
                 true,
                 &mut self.next_seed,
+                self.compute,
             )?;
             let one_hot = self.one_hot_labels(&mut scope)?;
             // SoftmaxCrossEntropyWithLogits has a C++ gradient; the sparse variant has none.
@@ -324,6 +332,7 @@ fn pass(
     images: Output,
     train: bool,
     next_seed: &mut i64,
+    compute: Option<DataType>,
 ) -> TfResult<Pass> {
     let mut forward = Forward {
         scope: scope.new_sub_scope(""),
@@ -331,6 +340,8 @@ fn pass(
         train,
         updates: Vec::new(),
         next_seed,
+        compute,
+        computed: None,
     };
     let mut x = images;
     let mut repr = input_repr(model);
@@ -344,5 +355,6 @@ fn pass(
         outputs,
         logits,
         updates: forward.updates,
+        computed: forward.computed,
     })
 }

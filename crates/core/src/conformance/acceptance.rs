@@ -97,6 +97,8 @@ pub fn acceptance_request(
         native: Default::default(),
         save_weights: false,
         measure_peak: false,
+        precision: Default::default(),
+        compile: Default::default(),
         git_revision: "test".into(),
     }
 }

@@ -153,7 +153,7 @@ pub fn the_matmul_probe_multiplies(backend: &dyn Backend) {
     let (left, right) = crate::peak::operands(67);
     let expected = crate::peak::product_sum(left.view(), right.view());
     let mut probe = backend
-        .matmul_probe(left.view(), right.view())
+        .matmul_probe(left.view(), right.view(), crate::Precision::F32)
         .expect("probe");
     for run in 0..2 {
         let sum = probe.multiply().expect("multiply");
@@ -174,6 +174,34 @@ pub fn the_matmul_probe_multiplies(backend: &dyn Backend) {
     assert_eq!(peak.backend, backend.info().backend);
     assert!(peak.gflops.is_finite() && peak.gflops > 0.0, "{peak:?}");
     assert!(peak.best_seconds <= peak.median_seconds);
+
+    // In bf16, where the backend states it: each operand rounds to bf16 (a relative error of
+    // at most u = 2⁻⁸), each of the 67 products is summed in f32 (γ₆₇ = 67·2⁻²⁴/(1 − 67·2⁻²⁴)),
+    // and each element of the product rounds back to bf16 (u again). Every term is positive,
+    // so nothing cancels and the sum of the elements errs by at most (1 + u)³(1 + γ₆₇) − 1 ≈
+    // 1.2% of itself. A bf16 peak comes out positive, and labelled bf16.
+    use crate::precision::Precision;
+    if backend.info().precisions.contains(&Precision::Bf16) {
+        let mut probe = backend
+            .matmul_probe(left.view(), right.view(), Precision::Bf16)
+            .expect("bf16 probe");
+        let u = Precision::Bf16.unit_roundoff();
+        let gamma = 67.0 * 2f64.powi(-24) / (1.0 - 67.0 * 2f64.powi(-24));
+        let bound = (1.0 + u).powi(3) * (1.0 + gamma) - 1.0;
+        let sum = probe.multiply().expect("bf16 multiply");
+        assert!(
+            (sum - expected).abs() <= bound * expected,
+            "the bf16 product's sum is {sum}, the host's {expected}: beyond {bound:.4} of it"
+        );
+        let peak = crate::peak::measure_in(backend, 64, 3, Precision::Bf16).expect("bf16 peak");
+        assert_eq!(peak.precision, Precision::Bf16);
+        assert!(peak.gflops.is_finite() && peak.gflops > 0.0, "{peak:?}");
+    } else {
+        assert!(matches!(
+            crate::peak::measure_in(backend, 64, 3, Precision::Bf16),
+            Err(Error::Unsupported { .. })
+        ));
+    }
 }
 
 /// `predict` gives `[N, classes]` finite logits for every preset.
@@ -1190,4 +1218,175 @@ pub fn grad_cam_matches_pytorch_grad_cam(backend: &dyn Backend) {
             }
         }
     }
+}
+
+/// A backend that states bf16 computes in it: the engine reports its hidden activation's dtype
+/// as bf16 (f32 in an f32 build), and one training step's loss moves away from the f32 step's
+/// by more than f32's own noise and by less than bf16's bound. A backend that does not state
+/// bf16 refuses it in one typed error.
+///
+/// The case is a multilayer perceptron of L = 3 dense layers, ReLU between, no batch norm
+/// (whose rescaling would need a term of its own), with the canonical weights' absolute values
+/// and non-negative inputs that bf16 cannot hold exactly. With nothing negative nothing
+/// cancels: every sum's absolute sum is the sum itself, so the worst-case analysis below is
+/// tight in magnitude instead of hundreds of times too wide.
+///
+/// The bound: a layer computing in bf16 with f32 accumulation (autocast's and oneDNN's
+/// kernels) rounds its input, its weights and its bias to bf16 and its output back to bf16,
+/// each a relative error of at most u = 2⁻⁸ (bf16's ε, 2⁻⁷, halved by rounding to nearest),
+/// and sums n products in f32, at most γₙ = n·2⁻²⁴/(1 − n·2⁻²⁴) of their sum. Layer l adds at
+/// most (3u + u² + γₙ)·zₗ to its output zₗ and passes its input's relative error on unchanged
+/// (non-negative weights; ReLU is the identity here), so the logits err by at most
+/// c = (1 + 3u + u² + γₙ)ᴸ − 1 of themselves. Cross-entropy's gradient in a row of logits sums
+/// to at most 2 in absolute value, so the mean loss moves by at most 2c·max z; the f32 step
+/// errs by the same formula with u = 2⁻²⁴, and the two losses differ by at most the sum. For
+/// this case c ≈ 9u ≈ 3.5% of the largest logit. An engine that accumulated in bf16 would err
+/// by up to n·u per layer, many times that.
+///
+/// The noise: the f32 step's loss in three other orders of the same batch (the mean over the
+/// batch summed in another order), floored at f32's ε times the loss, as the parity
+/// rule measures it. bf16 must move the loss by more than 16 of those, or it did not run.
+pub fn bf16_computes_in_bf16_within_its_bound(backend: &dyn Backend) {
+    use crate::precision::{Execution, Precision};
+    let info = backend.info();
+    let dense = |name: &str, units: usize| {
+        named(
+            name,
+            Layer::Dense {
+                units,
+                in_features: None,
+                bias: true,
+            },
+        )
+    };
+    let spec = ModelSpec {
+        name: "bf16-mlp".into(),
+        input: [1, 8, 8],
+        layers: vec![
+            named("flatten", Layer::Flatten),
+            dense("fc1", 48),
+            named("relu1", Layer::Relu),
+            dense("fc2", 32),
+            named("relu2", Layer::Relu),
+            dense("fc3", 10),
+        ],
+    };
+    let model = resolve(&spec);
+    let mut weights = init::canonical(&model, 29);
+    for name in weights
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect::<Vec<_>>()
+    {
+        let positive = weights.get(&name).expect("tensor").mapv(f32::abs);
+        weights.insert(name, positive);
+    }
+    let bf16 = Execution {
+        precision: Precision::Bf16,
+        ..Execution::DEFAULT
+    };
+    if !info.precisions.contains(&Precision::Bf16) {
+        match backend.build_with(&model, Some(&weights), bf16) {
+            Err(Error::Unsupported {
+                backend: name,
+                what,
+            }) => {
+                assert_eq!(name, info.backend);
+                assert_eq!(what, "--precision bf16");
+            }
+            other => panic!(
+                "a backend without bf16 must refuse it, got {:?}",
+                other.err()
+            ),
+        }
+        return;
+    }
+    // Non-negative inputs with 24 significant bits, which bf16's 8 cannot hold.
+    let images = test_images(16, model.input(), 31).mapv(f32::abs);
+    let labels: Vec<u32> = (0..16u32).map(|i| (i * 7) % 10).collect();
+    let step = |execution: Execution, order: &[usize]| {
+        let batch = Batch {
+            images: images.select(Axis(0), order),
+            labels: Array1::from_iter(order.iter().map(|&i| labels[i])),
+        };
+        let mut net = backend
+            .build_with(&model, Some(&weights), execution)
+            .expect("build");
+        let precision = net
+            .activation_precision(batch.images.view())
+            .expect("activation precision")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} states bf16 but cannot say what it computed in",
+                    info.backend
+                )
+            });
+        let loss = net
+            .train_step(&batch, &OptimizerConfig::sgd(0.1, 0.0))
+            .expect("train step");
+        (precision, f64::from(loss))
+    };
+    let natural: Vec<usize> = (0..16).collect();
+    let (f32_precision, f32_loss) = step(Execution::DEFAULT, &natural);
+    let (bf16_precision, bf16_loss) = step(bf16, &natural);
+    assert_eq!(
+        f32_precision,
+        Precision::F32,
+        "the f32 build's hidden activation"
+    );
+    assert_eq!(
+        bf16_precision,
+        Precision::Bf16,
+        "the bf16 build's hidden activation"
+    );
+
+    let reversed: Vec<usize> = (0..16).rev().collect();
+    let even_odd: Vec<usize> = (0..16).step_by(2).chain((1..16).step_by(2)).collect();
+    let swapped: Vec<usize> = (8..16).chain(0..8).collect();
+    let noise = [reversed, even_odd, swapped]
+        .iter()
+        .map(|order| (step(Execution::DEFAULT, order).1 - f32_loss).abs())
+        .fold(f64::from(f32::EPSILON) * f32_loss.abs(), f64::max);
+
+    // The logits in f64, and the widest sum.
+    let mut logits = images
+        .mapv(f64::from)
+        .into_shape_with_order((16, 64))
+        .expect("flatten");
+    let mut widest = 0usize;
+    let layers = ["fc1", "fc2", "fc3"];
+    for name in layers {
+        let tensor = |part: &str| {
+            weights
+                .get(&format!("{name}.{part}"))
+                .expect("tensor")
+                .mapv(f64::from)
+        };
+        let w = tensor("weight")
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("2-D");
+        let b = tensor("bias")
+            .into_dimensionality::<ndarray::Ix1>()
+            .expect("1-D");
+        widest = widest.max(w.ncols());
+        logits = logits.dot(&w.t()) + &b;
+    }
+    let largest = logits.iter().fold(0.0f64, |m, &v| m.max(v));
+    let depth = layers.len() as i32;
+    let gamma = widest as f64 * 2f64.powi(-24) / (1.0 - widest as f64 * 2f64.powi(-24));
+    let error = |u: f64| 2.0 * ((1.0 + 3.0 * u + u * u + gamma).powi(depth) - 1.0) * largest;
+    let bound = error(Precision::Bf16.unit_roundoff()) + error(Precision::F32.unit_roundoff());
+    let moved = (bf16_loss - f32_loss).abs();
+    eprintln!(
+        "{}: loss f32 {f32_loss:.7}, bf16 {bf16_loss:.7}: moved {moved:.3e}; f32 noise {noise:.3e}; bf16's bound {bound:.3e} (largest logit {largest:.3})",
+        info.backend
+    );
+    assert!(
+        moved > 16.0 * noise,
+        "bf16's loss {bf16_loss} is within 16 f32 noises ({noise:.3e}) of f32's {f32_loss}: bf16 did not run"
+    );
+    assert!(
+        moved <= bound,
+        "bf16's loss {bf16_loss} is {moved:.3e} from f32's {f32_loss}, beyond bf16's bound {bound:.3e}"
+    );
 }

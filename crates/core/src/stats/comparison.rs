@@ -271,6 +271,7 @@ pub struct PairVerdict {
     /// The paired statistics on that scale.
     pub paired: Paired,
     /// The paired t p-value after Holm's correction across the pairs of this metric.
+    #[serde(with = "crate::float")]
     pub p_holm: f64,
     /// The margin on the paired scale.
     pub margin: Interval,

@@ -128,8 +128,10 @@ impl Scale {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
     /// Lower end.
+    #[serde(with = "crate::float")]
     pub low: f64,
     /// Upper end.
+    #[serde(with = "crate::float")]
     pub high: f64,
 }
 
@@ -153,15 +155,20 @@ pub struct Paired {
     /// Seeds compared.
     pub n: usize,
     /// Mean of d.
+    #[serde(with = "crate::float")]
     pub mean: f64,
     /// Standard deviation of d (N − 1).
+    #[serde(with = "crate::float")]
     pub sd: f64,
     /// The paired t statistic, mean / (sd / √N); infinite when every d is the same non-zero
     /// value, NaN when all are zero.
+    // NaN and ±∞ happen (identical runs give t = 0/0): written so that they read back.
+    #[serde(with = "crate::float")]
     pub t: f64,
     /// Degrees of freedom, N − 1.
     pub df: usize,
     /// Two-sided p of the paired t test.
+    #[serde(with = "crate::float")]
     pub p_t: f64,
     /// 95% confidence interval of the mean of d (paired t).
     pub ci95: Interval,
@@ -171,6 +178,7 @@ pub struct Paired {
     /// where it can never reach 0.05, and above 24 seeds, where enumerating is too slow.
     pub p_sign_flip: Option<f64>,
     /// TOST equivalence p against the margin: the larger of the two one-sided p values.
+    #[serde(with = "crate::float")]
     pub p_tost: f64,
     /// Seeds where d > 0 (the first engine's value is the larger).
     pub wins_a: usize,

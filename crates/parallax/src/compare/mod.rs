@@ -9,6 +9,7 @@
 //! as soon as its run ends (the worker rewrites it after every epoch), and finish with the
 //! report. A backend that fails is reported with its error; the others still run.
 
+mod axes;
 mod plan;
 mod repeat;
 mod slurm;
@@ -28,7 +29,7 @@ use parallax_core::record::{InitMode, RunRecord, RunRequest};
 use parallax_core::spec::{ModelSource, ModelSpec};
 use parallax_core::stats::attribution::{self, Configuration};
 use parallax_core::stats::comparison::{self, Margins};
-use parallax_core::{DefaultsMode, Device, Factor, OptimizerName};
+use parallax_core::{Compile, DefaultsMode, Device, Execution, Factor, OptimizerName, Precision};
 use parallax_registry::BackendEntry;
 
 use crate::error::{Error, Result};
@@ -152,6 +153,19 @@ pub struct Args {
     /// records count them.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Precisions, comma-separated: f32 (every engine's default) or bf16 (layers in bfloat16
+    /// from f32 master weights: autocast, mixed_bfloat16). A run axis like --model: f32,bf16
+    /// compares each precision on its own, in OUT/<precision>/, over the same seeds, and gives
+    /// verdicts between them per backend. A backend without bf16 is skipped for it, with the
+    /// reason.
+    #[arg(long, default_value = "f32", value_delimiter = ',')]
+    pub precision: Vec<Precision>,
+    /// Whether each framework compiles its training step: off (each framework's CPU default)
+    /// or on (XLA for TensorFlow and Keras, torch.compile for PyTorch and Keras on torch). A
+    /// run axis like --precision: off,on compares both, in OUT/compile-off/ and
+    /// OUT/compile-on/.
+    #[arg(long, default_value = "off", value_delimiter = ',')]
+    pub compile: Vec<Compile>,
     /// Output directory.
     #[arg(long, default_value = "out/compare")]
     pub out: PathBuf,
@@ -208,22 +222,48 @@ impl Args {
         &self.model[0]
     }
 
-    /// One comparison per model: these flags with that model alone, into OUT/<model>/ when
-    /// there are several.
-    fn per_model(&self) -> Vec<Args> {
-        let several = self.model.len() > 1;
-        self.model
-            .iter()
-            .map(|model| Args {
-                model: vec![model.clone()],
-                out: if several {
-                    self.out.join(model.key())
-                } else {
-                    self.out.clone()
-                },
-                ..self.clone()
-            })
-            .collect()
+    /// The one execution (precision and compilation) of a comparison.
+    fn execution(&self) -> Execution {
+        Execution {
+            precision: self.precision[0],
+            compile: self.compile[0],
+        }
+    }
+
+    /// One comparison per model, precision and compilation: these flags with one value of
+    /// each, into OUT/<model>/<precision>/compile-<off|on>/, each part only where its flag
+    /// lists several values.
+    fn per_comparison(&self) -> Vec<Args> {
+        let mut each = Vec::new();
+        for model in &self.model {
+            for &precision in &self.precision {
+                for &compile in &self.compile {
+                    let mut out = self.out.clone();
+                    if self.model.len() > 1 {
+                        out.push(model.key());
+                    }
+                    if self.precision.len() > 1 {
+                        out.push(precision.to_string());
+                    }
+                    if self.compile.len() > 1 {
+                        out.push(format!("compile-{compile}"));
+                    }
+                    each.push(Args {
+                        model: vec![model.clone()],
+                        precision: vec![precision],
+                        compile: vec![compile],
+                        out,
+                        ..self.clone()
+                    });
+                }
+            }
+        }
+        each
+    }
+
+    /// Whether a run axis (precision, compilation) lists several values.
+    fn varies_execution(&self) -> bool {
+        self.precision.len() > 1 || self.compile.len() > 1
     }
 }
 
@@ -283,6 +323,8 @@ struct Checked {
     seeds: Vec<u64>,
     base: RunRequest,
     margins: Margins,
+    /// The backends asked for that cannot run this comparison's precision or compilation.
+    unsupported: Vec<Skipped>,
 }
 
 impl Checked {
@@ -326,6 +368,67 @@ fn check(args: &Args) -> Result<Checked> {
             parallax_registry::names()
         )));
     }
+    for (flag, values) in [
+        (
+            "--precision",
+            args.precision
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "--compile",
+            args.compile.iter().map(ToString::to_string).collect(),
+        ),
+    ] {
+        if let Some(twice) = values
+            .iter()
+            .find(|v| values.iter().filter(|w| w == v).count() > 1)
+        {
+            return Err(Error::Invalid(format!(
+                "{flag} lists {twice} twice; list each value once"
+            )));
+        }
+    }
+    if args.slurm && args.varies_execution() {
+        return Err(Error::Invalid(
+            "--slurm runs one precision and one compilation per matrix; submit one matrix per value (--precision bf16 --out DIR/bf16, say)".into(),
+        ));
+    }
+    // Backends without this comparison's precision or compilation are skipped for it, with the
+    // registry's reason; a comparison left with none fails here, before any build.
+    let execution = args.execution();
+    let mut unsupported = Vec::new();
+    let backends: Vec<&'static BackendEntry> = backends
+        .into_iter()
+        .filter(|entry| match lacks(entry, execution) {
+            Some(reason) => {
+                unsupported.push(Skipped {
+                    backend: entry.name.to_string(),
+                    reason,
+                });
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if backends.is_empty() || (!args.attribute.is_empty() && !unsupported.is_empty()) {
+        let with = parallax_registry::BACKENDS
+            .iter()
+            .filter(|entry| lacks(entry, execution).is_none())
+            .map(|entry| entry.name)
+            .collect::<Vec<_>>();
+        return Err(Error::Invalid(format!(
+            "{}: {}; name a backend that has it ({}), or leave it out",
+            unsupported[0].backend,
+            unsupported[0].reason,
+            if with.is_empty() {
+                "none has".to_string()
+            } else {
+                with.join(", ")
+            }
+        )));
+    }
     let optimizer = args.optimizer.with_lr(args.lr)?;
     if args.image_channels != 1 && args.image_channels != 3 {
         return Err(Error::Invalid("--image-channels must be 1 or 3".into()));
@@ -337,14 +440,7 @@ fn check(args: &Args) -> Result<Checked> {
             "--target-accuracy is a fraction of the test set above 0 and at most 1 (e.g. 0.85), got {target}"
         )));
     }
-    let margins = Margins {
-        accuracy_pp: args.margin_accuracy,
-        f1_pp: args.margin_f1,
-        time_percent: args.margin_time,
-        memory_percent: args.margin_memory,
-        first_step_percent: args.margin_first_step,
-    };
-    margins.check().map_err(Error::Invalid)?;
+    let margins = margins(args)?;
     // A spec file is parsed and resolved now, so that a spec whose layers don't fit is
     // reported before anything is built.
     if let ModelSource::File(path) = args.model() {
@@ -432,6 +528,8 @@ fn check(args: &Args) -> Result<Checked> {
         // Every run measures the machine's matrix-product peak through its engine, so that
         // the report's utilisation divides by a peak of the same session.
         measure_peak: true,
+        precision: args.execution().precision,
+        compile: args.execution().compile,
         git_revision: git_revision(&root),
     };
     // The run protocol's own checks (epochs, batch size, --limit-train), as a worker would
@@ -443,7 +541,33 @@ fn check(args: &Args) -> Result<Checked> {
         seeds,
         base,
         margins,
+        unsupported,
     })
+}
+
+/// The equivalence margins of the flags, checked.
+fn margins(args: &Args) -> Result<Margins> {
+    let margins = Margins {
+        accuracy_pp: args.margin_accuracy,
+        f1_pp: args.margin_f1,
+        time_percent: args.margin_time,
+        memory_percent: args.margin_memory,
+        first_step_percent: args.margin_first_step,
+    };
+    margins.check().map_err(Error::Invalid)?;
+    Ok(margins)
+}
+
+/// Why `entry` cannot run `execution`, by the registry's row, or `None` when it can.
+fn lacks(entry: &BackendEntry, execution: Execution) -> Option<String> {
+    use parallax_registry::Support;
+    if let (Precision::Bf16, Support::No(reason)) = (execution.precision, entry.bf16) {
+        return Some(format!("it cannot run --precision bf16: {reason}"));
+    }
+    if let (Compile::On, Support::No(reason)) = (execution.compile, entry.compile) {
+        return Some(format!("it cannot run --compile on: {reason}"));
+    }
+    None
 }
 
 fn git_revision(root: &Path) -> String {
@@ -497,45 +621,68 @@ impl Plan {
 /// built, provisioned or written.
 pub fn plan(args: &Args) -> Result<Plan> {
     let mut runs = Vec::new();
-    for one in args.per_model() {
+    for one in args.per_comparison() {
         let checked = check(&one)?;
         runs.extend(planned(&one, &checked));
     }
     Ok(Plan { runs })
 }
 
-/// Runs the comparison: here, or as a Slurm job array with `--slurm`; a list of models runs one
-/// comparison per model.
+/// Runs the comparison: here, or as a Slurm job array with `--slurm`; a list of models, of
+/// precisions or of compilations runs one comparison per combination, and then compares the
+/// values of each run axis per backend ([`axes`]).
 pub fn run(args: Args) -> Result<()> {
     if args.slurm {
         return slurm::run(args);
     }
-    if args.model.len() == 1 {
+    let each = args.per_comparison();
+    if each.len() == 1 {
         return run_one(args);
     }
-    // One comparison per model, each into its own directory; a model that fails does not stop
-    // the others.
+    // Every combination is checked before the first runs, so that a flag that fails for one
+    // (bf16 where no named backend has it) fails at once, not after the others' minutes.
+    for one in &each {
+        check(one)?;
+    }
+    // One comparison per combination, each into its own directory; one that fails does not
+    // stop the others.
     let mut failed = Vec::new();
-    for one in args.per_model() {
-        let model = one.model().key();
-        eprintln!("== {model}: comparing into {}", one.out.display());
+    for one in each {
+        let name = comparison_name(&args, &one);
+        eprintln!("== {name}: comparing into {}", one.out.display());
         if let Err(error) = run_one(one) {
             if crate::interrupt::interrupted() {
                 return Err(error);
             }
-            eprintln!("error: {model}: {}", parallax_core::error::one_line(&error));
-            failed.push(model);
+            eprintln!("error: {name}: {}", parallax_core::error::one_line(&error));
+            failed.push(name);
         }
+    }
+    if args.varies_execution() {
+        axes::write_all(&args)?;
     }
     if !failed.is_empty() {
         return Err(Error::Failed(format!(
-            "the comparison of {} of {} models failed: {}",
+            "{} of {} comparisons failed: {}",
             failed.len(),
-            args.model.len(),
+            args.per_comparison().len(),
             failed.join(", ")
         )));
     }
     Ok(())
+}
+
+/// The name of one of the comparisons of `args` in progress lines: its model and execution,
+/// each where `args` lists several.
+fn comparison_name(args: &Args, one: &Args) -> String {
+    let mut parts = Vec::new();
+    if args.model.len() > 1 {
+        parts.push(one.model().key());
+    }
+    if args.varies_execution() {
+        parts.push(one.execution().label());
+    }
+    parts.join(" ")
 }
 
 /// What a comparison is ready to run: the planned runs whose backends have a worker, those
@@ -553,7 +700,7 @@ struct Ready {
 fn make_ready(args: &Args, checked: &Checked) -> Result<Ready> {
     let runs = planned(args, checked);
     let cuda = matches!(args.device, Device::Cuda(_));
-    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut skipped: Vec<Skipped> = checked.unsupported.clone();
     // The native libraries' environment only when a selected backend links one; burn-only runs
     // need none, so they never provision libtorch.
     let mut native = if args.worker.is_some()
@@ -917,6 +1064,8 @@ mod tests {
                     .collect(),
             ),
             model: vec!["mlp".parse().unwrap()],
+            precision: vec![Precision::F32],
+            compile: vec![Compile::Off],
             dataset: "fashion-mnist-subset".parse().unwrap(),
             data: None,
             image_size: 64,
@@ -1026,7 +1175,7 @@ mod tests {
     fn a_list_of_models_becomes_one_comparison_per_model_in_its_own_directory() {
         let mut flags = args(&["burn"]);
         flags.model = vec!["mlp".parse().unwrap(), "cnn".parse().unwrap()];
-        let each = flags.per_model();
+        let each = flags.per_comparison();
         let outs: Vec<PathBuf> = each.iter().map(|one| one.out.clone()).collect();
         assert_eq!(outs, [flags.out.join("mlp"), flags.out.join("cnn")]);
         assert!(each.iter().all(|one| one.model.len() == 1));
@@ -1044,7 +1193,118 @@ mod tests {
         );
         // One model stays in OUT itself, as before lists.
         flags.model.truncate(1);
-        assert_eq!(flags.per_model()[0].out, flags.out);
+        assert_eq!(flags.per_comparison()[0].out, flags.out);
+    }
+
+    #[test]
+    fn precisions_and_compilations_are_run_axes_each_value_a_comparison_of_its_own() {
+        let mut flags = args(&["pytorch", "keras"]);
+        flags.model = vec!["mlp".parse().unwrap(), "cnn".parse().unwrap()];
+        flags.precision = vec![Precision::F32, Precision::Bf16];
+        let each = flags.per_comparison();
+        let outs: Vec<PathBuf> = each.iter().map(|one| one.out.clone()).collect();
+        assert_eq!(
+            outs,
+            [
+                flags.out.join("mlp/f32"),
+                flags.out.join("mlp/bf16"),
+                flags.out.join("cnn/f32"),
+                flags.out.join("cnn/bf16")
+            ]
+        );
+        let requests: Vec<RunRequest> = each[..2]
+            .iter()
+            .map(|one| planned(one, &check(one).unwrap())[0].request.clone())
+            .collect();
+        assert_eq!(requests[0].precision, Precision::F32);
+        assert_eq!(requests[1].precision, Precision::Bf16);
+        assert_ne!(
+            requests[0].id().configuration,
+            requests[1].id().configuration,
+            "each precision is its own configuration"
+        );
+        // Not a framework default: --defaults native leaves the precision as asked.
+        flags.defaults = DefaultsMode::Native;
+        let native = &flags.per_comparison()[1];
+        assert_eq!(
+            planned(native, &check(native).unwrap())[0]
+                .request
+                .precision,
+            Precision::Bf16
+        );
+        // Compilation nests inside precision.
+        flags.compile = vec![Compile::Off, Compile::On];
+        assert_eq!(
+            flags.per_comparison()[3].out,
+            flags.out.join("mlp/bf16/compile-on")
+        );
+        assert_eq!(
+            comparison_name(&flags, &flags.per_comparison()[3]),
+            "mlp bf16 compiled"
+        );
+    }
+
+    #[test]
+    fn a_backend_without_a_precision_is_skipped_for_it_and_one_without_any_fails_in_one_line() {
+        let mut flags = args(&["burn", "pytorch"]);
+        flags.precision = vec![Precision::Bf16];
+        let checked = check(&flags).unwrap();
+        assert_eq!(
+            checked
+                .backends
+                .iter()
+                .map(|entry| entry.name)
+                .collect::<Vec<_>>(),
+            ["pytorch"]
+        );
+        assert_eq!(checked.unsupported[0].backend, "burn");
+        assert!(
+            checked.unsupported[0]
+                .reason
+                .starts_with("it cannot run --precision bf16: the burn adapter builds"),
+            "{}",
+            checked.unsupported[0].reason
+        );
+        // burn alone: nothing left to run.
+        flags.backends = args(&["burn"]).backends;
+        let error = check(&flags).unwrap_err().to_string();
+        assert!(
+            error.starts_with("burn: it cannot run --precision bf16: "),
+            "{error}"
+        );
+        assert!(
+            error.ends_with(
+                "name a backend that has it (tch, tf, pytorch, keras, keras-torch), or leave it out"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains('\n'));
+        // --compile on for tch.
+        flags.backends = args(&["tch"]).backends;
+        flags.precision = vec![Precision::F32];
+        flags.compile = vec![Compile::On];
+        let error = check(&flags).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "tch: it cannot run --compile on: libtorch's C++ API has no torch.compile"
+            ),
+            "{error}"
+        );
+        // A value listed twice, and a Slurm matrix of several values.
+        flags.backends = args(&["pytorch"]).backends;
+        flags.compile = vec![Compile::Off, Compile::Off];
+        assert_eq!(
+            check(&flags).unwrap_err().to_string(),
+            "--compile lists off twice; list each value once"
+        );
+        flags.compile = vec![Compile::Off, Compile::On];
+        flags.slurm = true;
+        assert!(
+            check(&flags)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--slurm runs one precision and one compilation per matrix")
+        );
     }
 
     #[test]

@@ -280,7 +280,7 @@ fn flags_of(args: &Args, threads: usize) -> Vec<String> {
 
 /// The comparisons of the matrix: one per model, each checked.
 fn comparisons(args: &Args) -> Result<Vec<(Args, Checked)>> {
-    args.per_model()
+    args.per_comparison()
         .into_iter()
         .map(|one| {
             let checked = check(&one)?;

@@ -401,13 +401,58 @@ fn caveats(summary: &Summary, decided: bool) -> Vec<String> {
             skipped.backend, skipped.reason
         ));
     }
+    if summary.records.iter().any(|record| {
+        record
+            .bf16_units
+            .is_some_and(parallax_core::Bf16Units::is_emulated)
+    }) {
+        caveats.push(EMULATED_BF16.to_string());
+    }
+    for record in summary.one_per_backend() {
+        if let Some(note) = &record.precision_note {
+            caveats.push(format!("{}'s {}: {note}", record.backend, record.precision));
+        }
+    }
     caveats
 }
+
+/// The caveat of a comparison whose bf16 ran emulated.
+pub const EMULATED_BF16: &str = "bf16 ran emulated on this CPU (it has neither AVX-512 BF16 nor AMX): the engines convert to f32 and back, so bf16's speed here says nothing about bf16 hardware; its accuracy still does.";
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::tests::{records, summary_of};
+
+    #[test]
+    fn an_emulated_bf16_comparison_warns_that_its_speed_means_nothing() {
+        let mut runs = records(&[1, 2, 3]);
+        assert!(
+            !answer(&summary_of(runs.clone()))
+                .caveats
+                .iter()
+                .any(|c| c == EMULATED_BF16)
+        );
+        for record in &mut runs {
+            record.precision = parallax_core::Precision::Bf16;
+            record.bf16_units = Some(parallax_core::Bf16Units::Emulated);
+        }
+        assert!(
+            answer(&summary_of(runs.clone()))
+                .caveats
+                .iter()
+                .any(|c| c == EMULATED_BF16)
+        );
+        for record in &mut runs {
+            record.bf16_units = Some(parallax_core::Bf16Units::Avx512Bf16);
+        }
+        assert!(
+            !answer(&summary_of(runs))
+                .caveats
+                .iter()
+                .any(|c| c == EMULATED_BF16)
+        );
+    }
 
     #[test]
     fn three_seeds_answer_from_the_verdicts_and_name_every_engine() {

@@ -199,7 +199,21 @@ pub(crate) fn description(summary: &Summary, setup: &Setup) -> String {
         },
         setup.threads,
         setup.device,
-    )
+    ) + &execution_words(setup.execution)
+}
+
+/// The precision and compilation in words, after the setup's sentence: nothing for f32
+/// uncompiled, every engine's default.
+fn execution_words(execution: parallax_core::Execution) -> String {
+    use parallax_core::{Compile, Precision};
+    let mut words = Vec::new();
+    if execution.precision == Precision::Bf16 {
+        words.push("Layers compute in bf16 from f32 master weights; loss and metrics in f32.");
+    }
+    if execution.compile == Compile::On {
+        words.push("Each framework compiles its step (XLA, torch.compile): the first epoch and the time to first step carry the compile time, the steady s/epoch does not.");
+    }
+    words.iter().map(|w| format!(" {w}")).collect()
 }
 
 /// The report's statistical sections: the verdicts (or why there are none), the descriptives

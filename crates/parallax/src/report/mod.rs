@@ -14,6 +14,7 @@ pub mod summary;
 mod tables;
 pub mod terminal;
 
+pub use answer::EMULATED_BF16;
 pub use dir::{Rendered, render_dir};
 pub use environment::{Environment, cpu_model, host_line};
 pub use markdown::markdown;
@@ -230,6 +231,7 @@ pub(crate) mod tests {
                 best_seconds: parallax_core::peak::product_flops(2048) / gflops / 1e9,
                 median_seconds: 0.2,
                 gflops,
+                precision: parallax_core::Precision::F32,
             });
         }
         let best = counted[1].backend.clone();

@@ -107,6 +107,8 @@ pub struct Setup {
     pub threads: usize,
     /// The device.
     pub device: Device,
+    /// The precision and compilation of the runs.
+    pub execution: parallax_core::Execution,
 }
 
 impl Setup {
@@ -122,6 +124,7 @@ impl Setup {
             native: request.native.clone(),
             threads: request.threads,
             device: request.device,
+            execution: request.execution(),
         }
     }
 
@@ -140,6 +143,7 @@ impl Setup {
             native: first.native.clone(),
             threads: first.threads,
             device: first.device,
+            execution: first.execution(),
         })
     }
 }
@@ -294,8 +298,9 @@ impl GradCamSummary {
     }
 }
 
-/// A backend that `compare` left out because it could not be made ready (its native library
-/// could not be provisioned, or its worker not built), when it was not named with `--backends`.
+/// A backend that `compare` left out: it cannot run the comparison's precision or compilation,
+/// or (when it was not named with `--backends`) it could not be made ready (its native library
+/// could not be provisioned, or its worker not built).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Skipped {
     /// Backend name.
@@ -476,8 +481,9 @@ impl Summary {
         label
     }
 
-    /// The machine's f32 matrix-product peak: the best that any of the records' engines
-    /// measured in this comparison ([`parallax_core::peak`]).
+    /// The machine's matrix-product peak in the comparison's precision: the best that any of
+    /// the records' engines measured in this comparison ([`parallax_core::peak`]; a bf16
+    /// comparison's runs measure a bf16 peak).
     pub(crate) fn matmul_peak(&self) -> Option<&MatmulPeak> {
         peak::best(self.records.iter().filter_map(|r| r.matmul_peak.as_ref()))
     }
@@ -500,9 +506,10 @@ impl Summary {
             .map(|(backend, gflops)| format!("{backend} {gflops:.0}"))
             .collect();
         Some(format!(
-            "{:.0} GFLOP/s through {} (f32 {n}×{n} product, the best of {} timed; per engine: {})",
+            "{:.0} GFLOP/s through {} ({} {n}×{n} product, the best of {} timed; per engine: {})",
             best.gflops,
             best.backend,
+            best.precision,
             best.repeats,
             each.join(", "),
             n = best.size
@@ -555,6 +562,39 @@ mod tests {
         let again = Summary::load(&path).unwrap();
         assert_eq!(again.records, summary.records);
         assert_eq!(Summary::default().summary_version.0, SUMMARY_VERSION);
+    }
+
+    /// Engines that agree exactly give verdicts whose paired t is 0/0: the summary still reads
+    /// back (it once wrote NaN as JSON's null, which no f64 reads).
+    #[test]
+    fn a_summary_of_identical_runs_reads_back() {
+        let mut records = crate::report::tests::records(&[1, 2, 3]);
+        let first = records[0].backend.clone();
+        let copies: Vec<RunRecord> = records
+            .iter()
+            .filter(|record| record.backend == first)
+            .map(|record| RunRecord {
+                backend: "twin".into(),
+                ..record.clone()
+            })
+            .collect();
+        records.extend(copies);
+        let summary = crate::report::tests::summary_of(records);
+        let identical = summary
+            .comparison
+            .as_ref()
+            .unwrap()
+            .verdicts
+            .iter()
+            .find(|verdict| verdict.b == "twin" || verdict.a == "twin")
+            .unwrap();
+        assert!(identical.paired.t.is_nan(), "{:?}", identical.paired);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        summary.save(&path).unwrap();
+        let read = Summary::load(&path).unwrap();
+        let verdicts = &read.comparison.unwrap().verdicts;
+        assert!(verdicts.iter().any(|verdict| verdict.paired.t.is_nan()));
     }
 
     #[test]

@@ -236,17 +236,36 @@ def _nhwc(images):
 class Model:
     """A spec's functional model, compiled with the run's optimizer when training starts."""
 
-    def __init__(self, layers, input_shape):
+    def __init__(self, layers, input_shape, precision="f32", compile=False):
         c, h, w = input_shape
-        inputs = keras.Input(shape=(h, w, c), name="images")
-        builder = Builder()
-        x = inputs
-        outputs = []
-        for layer in layers:
-            x = builder.layer(x, layer)
-            outputs.append(x)
-        logits = keras.layers.Flatten(name="logits")(x) if len(x.shape) > 2 else x
+        # bf16 as a Keras user gets it: the mixed_bfloat16 policy, bf16 compute with float32
+        # variables. Layers take the global policy when they are made, so it is set around the
+        # building alone.
+        policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+        try:
+            inputs = keras.Input(shape=(h, w, c), name="images")
+            builder = Builder()
+            x = inputs
+            outputs = []
+            self.first_weighted = None
+            for index, layer in enumerate(layers):
+                before = len(builder.registry)
+                x = builder.layer(x, layer)
+                outputs.append(x)
+                if self.first_weighted is None and len(builder.registry) > before:
+                    self.first_weighted = index
+            logits = keras.layers.Flatten(name="logits")(x) if len(x.shape) > 2 else x
+            if precision == "bf16":
+                # Keras's mixed-precision guide: the model's output in float32, so that the loss
+                # and the metrics are f32.
+                logits = keras.layers.Activation("linear", dtype="float32", name="logits_f32")(logits)
+        finally:
+            keras.config.set_dtype_policy(policy)
         self.model = keras.Model(inputs, logits)
+        # True: XLA (TensorFlow) or torch.compile (torch); "auto" is Keras's default, which
+        # resolves to False on the CPU.
+        self.jit_compile_asked = True if compile else "auto"
         self.inputs = inputs
         self.layer_outputs = outputs
         self.logits = logits
@@ -264,7 +283,7 @@ class Model:
             self.model.compile(
                 optimizer=_optimizer(config),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile="auto",
+                jit_compile=self.jit_compile_asked,
             )
             self.jit_compile = bool(self.model.jit_compile)
             self.config = dict(config)
@@ -343,6 +362,17 @@ class Model:
         logits = self.model(_nhwc(images), training=False)
         return np.ascontiguousarray(keras.ops.convert_to_numpy(logits), dtype=np.float32)
 
+    def activation_dtype(self, images):
+        """The dtype of the first layer with weights' output, as Keras states it on the symbolic
+        tensor and as the engine computes it on `images`, in inference mode."""
+        probe = keras.Model(self.inputs, self.layer_outputs[self.first_weighted])
+        output = probe(_nhwc(images), training=False)
+        computed = keras.backend.standardize_dtype(output.dtype)
+        stated = keras.backend.standardize_dtype(self.layer_outputs[self.first_weighted].dtype)
+        if computed != stated:
+            raise NotSupported(f"the first hidden layer states {stated} but computed {computed}")
+        return computed
+
     def grad_cam(self, images, layer, classes):
         """The layer's output and the gradient of each image's class logit with respect to it,
         from a model that outputs both (GradientTape on TensorFlow, autograd on torch)."""
@@ -365,7 +395,7 @@ class Model:
             activations.retain_grad()
             score = logits.gather(1, torch.from_numpy(classes).long().unsqueeze(1)).sum()
             score.backward()
-            activations, gradients = activations.detach().cpu().numpy(), activations.grad.cpu().numpy()
+            activations, gradients = activations.detach().float().cpu().numpy(), activations.grad.float().cpu().numpy()
         if activations.ndim == 4:
             activations, gradients = activations.transpose(0, 3, 1, 2), gradients.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(activations, dtype=np.float32), np.ascontiguousarray(gradients, dtype=np.float32)
@@ -374,9 +404,10 @@ class Model:
 class Matmul:
     """Two matrices multiplied by keras.ops.matmul on the backend's engine."""
 
-    def __init__(self, left, right):
-        self.left = keras.ops.convert_to_tensor(left.copy())
-        self.right = keras.ops.convert_to_tensor(right.copy())
+    def __init__(self, left, right, precision="f32"):
+        dtype = "bfloat16" if precision == "bf16" else "float32"
+        self.left = keras.ops.convert_to_tensor(left.copy(), dtype=dtype)
+        self.right = keras.ops.convert_to_tensor(right.copy(), dtype=dtype)
 
     def multiply(self):
         product = keras.ops.matmul(self.left, self.right)
@@ -448,11 +479,11 @@ class Framework:
     def seed(self, seed):
         keras.utils.set_random_seed(seed % (2**32))
 
-    def create(self, layers, weights, input_shape):
-        model = Model(layers, input_shape)
+    def create(self, layers, weights, input_shape, precision="f32", compile=False):
+        model = Model(layers, input_shape, precision, compile)
         if weights is not None:
             model.import_weights(weights)
         return model
 
-    def matmul_probe(self, left, right):
-        return Matmul(left, right)
+    def matmul_probe(self, left, right, precision="f32"):
+        return Matmul(left, right, precision)

@@ -202,10 +202,20 @@ class NotSupported(Exception):
 class Model:
     """A spec's network with its optimizer, driven by the Rust side's `Model` hooks."""
 
-    def __init__(self, layers):
+    def __init__(self, layers, precision="f32", compile=False):
         self.network = Network(layers)
+        # bf16 as a PyTorch user gets it on the CPU: autocast around the forward pass, the
+        # parameters (master weights), their gradients and the optimizer staying f32.
+        self.bf16 = precision == "bf16"
+        # torch.compile wraps the module; it compiles on the first call of each mode (training,
+        # evaluation), so the first step carries the compile time. GradCAM's hooks use the
+        # module itself.
+        self.forward = torch.compile(self.network) if compile else self.network
         self.optimizer = None
         self.optimizer_config = None
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def _optimizer(self, config):
         if self.optimizer is None or self.optimizer_config != config:
@@ -230,7 +240,10 @@ class Model:
     def _step(self, x, y, optimizer, clock=None):
         self.network.train()
         optimizer.zero_grad()
-        loss = F.cross_entropy(self.network(x), y)
+        with self._autocast():
+            logits = self.forward(x)
+        # The loss in f32, outside autocast, as PyTorch's mixed-precision recipe computes it.
+        loss = F.cross_entropy(logits.float(), y)
         if clock:
             clock("forward")
         loss.backward()
@@ -281,8 +294,27 @@ class Model:
 
     def predict(self, images):
         self.network.eval()
-        with torch.no_grad():
-            return self.network(torch.from_numpy(images)).numpy().copy()
+        with torch.no_grad(), self._autocast():
+            return self.forward(torch.from_numpy(images)).float().numpy().copy()
+
+    def activation_dtype(self, images):
+        """The dtype of the first layer with weights' output, in evaluation mode (so nothing,
+        batch norm's running statistics included, changes), as torch names it."""
+        first = next(layer for layer in self.network.layers if any(True for _ in layer.parameters()))
+        kept = {}
+
+        def hook(_module, _inputs, output):
+            # A hook that returns something replaces the output: this one returns None.
+            kept["dtype"] = output.dtype
+
+        handle = first.register_forward_hook(hook)
+        self.network.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                self.network(torch.from_numpy(images))
+        finally:
+            handle.remove()
+        return str(kept["dtype"]).removeprefix("torch.")
 
     def grad_cam(self, images, layer, classes):
         """The layer's output and the gradient of each image's class logit with respect to it,
@@ -297,22 +329,25 @@ class Model:
         handle = self.network.layers[layer].register_forward_hook(hook)
         try:
             x = torch.from_numpy(images)
-            logits = self.network(x)
+            with self._autocast():
+                logits = self.network(x)
+            logits = logits.float()
             score = logits.gather(1, torch.from_numpy(classes).long().unsqueeze(1)).sum()
             self.network.zero_grad(set_to_none=True)
             score.backward()
         finally:
             handle.remove()
         activations = kept["activations"]
-        return activations.detach().numpy().copy(), activations.grad.numpy().copy()
+        return activations.detach().float().numpy().copy(), activations.grad.float().numpy().copy()
 
 
 class Matmul:
     """Two matrices multiplied by torch.matmul: the probe behind the machine's peak."""
 
-    def __init__(self, left, right):
-        self.left = torch.from_numpy(left).clone()
-        self.right = torch.from_numpy(right).clone()
+    def __init__(self, left, right, precision="f32"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.left = torch.from_numpy(left).to(dtype).clone()
+        self.right = torch.from_numpy(right).to(dtype).clone()
 
     def multiply(self):
         with torch.no_grad():
@@ -360,13 +395,13 @@ class Framework:
     def seed(self, seed):
         torch.manual_seed(seed)
 
-    def create(self, layers, weights, input_shape):
+    def create(self, layers, weights, input_shape, precision="f32", compile=False):
         # PyTorch infers every size from the layers; the input shape matters to Keras only.
         del input_shape
-        model = Model(layers)
+        model = Model(layers, precision, compile)
         if weights is not None:
             model.import_weights(weights)
         return model
 
-    def matmul_probe(self, left, right):
-        return Matmul(left, right)
+    def matmul_probe(self, left, right, precision="f32"):
+        return Matmul(left, right, precision)

@@ -166,3 +166,17 @@ pub fn a_failing_epoch_keeps_the_finished_ones(backend: &PythonBackend) {
         record.error
     );
 }
+
+/// The registry's bf16 and compilation columns, which `compare` plans by, say what the backend
+/// states in its info.
+pub fn the_registry_states_what_the_backend_runs(backend: &PythonBackend) {
+    use parallax_core::Backend;
+    let info = backend.info();
+    let entry = parallax_registry::find(&info.backend).expect("a registry row");
+    assert_eq!(
+        info.precisions.contains(&parallax_core::Precision::Bf16),
+        entry.bf16.is_yes(),
+        "bf16"
+    );
+    assert_eq!(info.compiles, entry.compile.is_yes(), "compilation");
+}

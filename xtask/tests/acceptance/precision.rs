@@ -1,0 +1,205 @@
+//! The acceptance of the run axes, through `cargo xtask compare` as a user runs it: f32 and
+//! bf16 over the same seeds on a CPU without bf16 units (simulated with
+//! `PARALLAX_BF16_UNITS=none`), with a backend that has no bf16 skipped for it; one with them
+//! (simulated again), which gets no warning; and the flags that cannot run, one line each.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, ensure};
+use serde_json::Value;
+
+use crate::support::{summary, xtask_binary};
+
+/// `cargo xtask <args>` with `units` as the CPU's bf16 units; whether it succeeded and its
+/// standard error.
+fn compare(args: &[&str], units: &str) -> anyhow::Result<(bool, String)> {
+    let output = Command::new(xtask_binary())
+        .args(args)
+        .env(parallax_core::precision::BF16_UNITS_OVERRIDE, units)
+        .output()
+        .with_context(|| format!("running cargo xtask {}", args.join(" ")))?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprint!("{stderr}");
+    Ok((output.status.success(), stderr))
+}
+
+fn records(summary: &Value) -> anyhow::Result<&Vec<Value>> {
+    summary["records"]
+        .as_array()
+        .context("summary.json has no records")
+}
+
+/// Runs the scenario's comparisons and checks what they wrote.
+pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
+    let out = crate::support::acceptance_dir().join("precision");
+    let _ = std::fs::remove_dir_all(&out);
+    let worker = worker.to_string_lossy().into_owned();
+    let out_text = out.to_string_lossy().into_owned();
+    // 500 examples, one epoch, two threads: these checks read what the axes wrote, which does
+    // not depend on how well the mlp trains.
+    let quick = [
+        "compare",
+        "--model",
+        "mlp",
+        "--dataset",
+        "fashion-mnist-subset",
+        "--limit-train",
+        "500",
+        "--threads",
+        "2",
+        "--epochs",
+        "1",
+        "--worker",
+        worker.as_str(),
+    ];
+
+    // f32 and bf16 over three seeds; burn has no bf16 and is skipped for it. The engines
+    // driven from Rust: the test build's one worker links TensorFlow's C library, beside which
+    // the Python frameworks cannot start (their conformance suites check their bf16).
+    let mut args = quick.to_vec();
+    args.extend([
+        "--backends",
+        "burn,tch,tf",
+        "--precision",
+        "f32,bf16",
+        "--seeds",
+        "3",
+        "--out",
+        out_text.as_str(),
+    ]);
+    let (succeeded, stderr) = compare(&args, "none")?;
+    ensure!(succeeded, "compare --precision f32,bf16 failed");
+    let f32_runs = summary(&out.join("f32"))?;
+    let bf16_runs = summary(&out.join("bf16"))?;
+    ensure!(
+        records(&f32_runs)?.len() == 9 && records(&bf16_runs)?.len() == 6,
+        "expected 9 f32 runs (3 backends × 3 seeds) and 6 bf16 runs (burn skipped), got {} and {}",
+        records(&f32_runs)?.len(),
+        records(&bf16_runs)?.len()
+    );
+    for record in records(&bf16_runs)? {
+        ensure!(
+            record["precision"] == "bf16" && record["bf16_units"] == "emulated",
+            "a bf16 record says precision {} and units {}",
+            record["precision"],
+            record["bf16_units"]
+        );
+    }
+    for record in records(&f32_runs)? {
+        ensure!(
+            record["precision"] == "f32" && record.get("bf16_units").is_none(),
+            "an f32 record says precision {}",
+            record["precision"]
+        );
+    }
+    let skipped = &bf16_runs["skipped"][0];
+    ensure!(
+        skipped["backend"] == "burn"
+            && skipped["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.starts_with("it cannot run --precision bf16")),
+        "burn's skip in bf16: {skipped}"
+    );
+    ensure!(
+        stderr.contains("skipping burn: it cannot run --precision bf16"),
+        "the terminal did not say why burn was skipped for bf16"
+    );
+    let axes: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("axes.json")).context("reading axes.json")?,
+    )?;
+    let contrast = &axes["contrasts"][0];
+    let backends = contrast["backends"]
+        .as_array()
+        .context("axes.json has no backends")?;
+    for backend in backends {
+        let name = backend["backend"].as_str().unwrap_or_default();
+        if name == "burn" {
+            ensure!(
+                backend["missing"]
+                    .as_str()
+                    .is_some_and(|why| why.contains("skipped for bf16")),
+                "burn's contrast: {backend}"
+            );
+            continue;
+        }
+        let verdicts = backend["comparison"]["verdicts"]
+            .as_array()
+            .map_or(0, Vec::len);
+        ensure!(
+            verdicts > 0,
+            "{name} has no bf16-against-f32 verdicts over 3 seeds"
+        );
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).context("reading report.md")?;
+    let bf16_report =
+        std::fs::read_to_string(out.join("bf16/report.md")).context("reading bf16/report.md")?;
+    ensure!(
+        report.contains("bf16 against f32")
+            && report.contains("bf16 ran emulated on this CPU")
+            && bf16_report.contains("bf16 ran emulated on this CPU")
+            && stderr.contains("warning: bf16 ran emulated on this CPU"),
+        "the emulated bf16 warning is missing from the terminal or a report"
+    );
+
+    // With bf16 units (simulated), no warning.
+    let units = out.join("units");
+    let units_text = units.to_string_lossy().into_owned();
+    let mut args = quick.to_vec();
+    args.extend([
+        "--backends",
+        "tch",
+        "--precision",
+        "bf16",
+        "--seed",
+        "1",
+        "--out",
+        units_text.as_str(),
+    ]);
+    let (succeeded, _) = compare(&args, "avx512-bf16")?;
+    ensure!(succeeded, "compare --precision bf16 on tch failed");
+    let with_units = summary(&units)?;
+    ensure!(
+        records(&with_units)?[0]["bf16_units"] == "avx512-bf16",
+        "the record does not carry the CPU's bf16 units"
+    );
+    let report = std::fs::read_to_string(units.join("report.md"))?;
+    ensure!(
+        !report.contains("ran emulated"),
+        "a CPU with bf16 units still got the emulation warning"
+    );
+
+    // What cannot run: one line each, nothing written.
+    for (flags, expected) in [
+        (
+            ["--backends", "burn", "--precision", "bf16"],
+            "error: burn: it cannot run --precision bf16: ",
+        ),
+        (
+            ["--backends", "tch", "--compile", "on"],
+            "error: tch: it cannot run --compile on: ",
+        ),
+    ] {
+        let refused = out.join("refused");
+        let refused_text = refused.to_string_lossy().into_owned();
+        let mut args = quick.to_vec();
+        args.extend(flags);
+        args.extend(["--seed", "1", "--out", refused_text.as_str()]);
+        let (succeeded, stderr) = compare(&args, "none")?;
+        ensure!(!succeeded, "compare {} exited 0", flags.join(" "));
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with(expected),
+            "compare {} printed {:?}, not one line starting {expected:?}",
+            flags.join(" "),
+            lines
+        );
+        ensure!(
+            !refused.exists(),
+            "compare {} wrote {}",
+            flags.join(" "),
+            refused.display()
+        );
+    }
+    Ok(())
+}
