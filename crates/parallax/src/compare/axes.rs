@@ -321,8 +321,8 @@ impl BackendContrast {
         }
         if let Some(verdict) = self.verdict(Metric::TestAccuracy) {
             parts.push(format!(
-                "test accuracy {:+.2} pp ({})",
-                verdict.paired.mean * 100.0,
+                "test accuracy {} ({})",
+                comparison::signed(verdict.metric.scale(), verdict.paired.mean),
                 kind_words(verdict.verdict.kind)
             ));
         }
