@@ -254,6 +254,17 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
+/// One training step that the engine traced ([`Model::traced_step`]): its loss, and whether
+/// the engine ran it as compiled code, as the engine itself reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TracedStep {
+    /// The batch's mean cross-entropy before the step, as [`Model::train_step`] returns it.
+    pub loss: f32,
+    /// Whether the step ran through the engine's compiler: XLA clusters in TensorFlow's run
+    /// metadata, graphs that `torch.compile` captured, Keras's resolved `jit_compile`.
+    pub compiled: bool,
+}
+
 /// Wall-clock seconds of one training step's phases, from [`Model::profile_step`]: where an
 /// engine's step time goes, phase by phase, beside the same split of another engine's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -474,6 +485,39 @@ pub trait Model: Any {
         images: Checked<ArrayView4<'_, f32>>,
     ) -> Result<Option<Precision>> {
         let _ = images;
+        Ok(None)
+    }
+
+    /// Each layer's forward and backward pass timed in isolation on `images` (a batch of the
+    /// run's size), in the spec's order; `None` when the adapter cannot run its engine's layers
+    /// one at a time.
+    ///
+    /// A layer's input is what the layers before it compute on these images in evaluation
+    /// mode, computed outside the timing. Its forward pass runs in training mode; its backward
+    /// pass starts from a gradient of ones on its output and computes its parameters'
+    /// gradients, and its input's where a layer before it has parameters (as in a training
+    /// step). Each pass is timed [`crate::roofline::LAYER_REPEATS`] times after one untimed
+    /// warm-up, and the median kept. Nothing is updated, but batch norm's running statistics
+    /// move in training mode: [`Net::layer_times`] restores the weights afterwards.
+    fn layer_times(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Vec<crate::roofline::LayerTime>>> {
+        let _ = images;
+        Ok(None)
+    }
+
+    /// One [`Model::train_step`], the same computation, traced by the engine so that it can say
+    /// whether it ran the step as compiled code; `None` when the adapter cannot ask its engine.
+    ///
+    /// This is how the conformance suite knows that `--compile on` compiled. The default is
+    /// `None`; every adapter that states it compiles must answer.
+    fn traced_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<Option<TracedStep>> {
+        let _ = (batch, optimizer);
         Ok(None)
     }
 

@@ -45,6 +45,8 @@ macro_rules! conformance_tests {
             the_matmul_probe_multiplies,
             a_profiled_step_is_the_same_step,
             bf16_computes_in_bf16_within_its_bound,
+            compiling_keeps_the_step,
+            layer_times_cover_every_layer_and_change_nothing,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -26,6 +26,7 @@ pub mod optim;
 pub mod peak;
 pub mod precision;
 pub mod record;
+pub mod roofline;
 pub mod run;
 pub mod spec;
 pub mod stats;
@@ -33,7 +34,7 @@ pub mod weights;
 
 pub use backend::{
     Backend, BackendInfo, Checked, CpuSettings, Device, EpochStats, EpochTally, Evaluation,
-    GradCam, GradCamTarget, Model, StepClock, StepPhases, StepProgress,
+    GradCam, GradCamTarget, Model, StepClock, StepPhases, StepProgress, TracedStep,
 };
 pub use data::{Batch, Dataset, EpochPlan};
 pub use defaults::{DefaultsMode, Factor, NativeDefaults};

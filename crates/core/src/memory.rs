@@ -94,7 +94,7 @@ fn optimizer_slots(optimizer: &OptimizerKind) -> u64 {
 
 /// The values of a convolution's output on an input of `height × width`, with its output's
 /// height and width.
-fn conv_output(conv: &ConvOp, height: u64, width: u64) -> (u64, u64, u64) {
+pub(crate) fn conv_output(conv: &ConvOp, height: u64, width: u64) -> (u64, u64, u64) {
     let [top, bottom, left, right] = conv.padding;
     let out_h = crate::flops::windows(height, conv.kernel[0], conv.stride[0], top, bottom);
     let out_w = crate::flops::windows(width, conv.kernel[1], conv.stride[1], left, right);

@@ -127,6 +127,51 @@ impl Net {
             })
     }
 
+    /// Each layer's forward and backward pass timed in isolation on `images`
+    /// ([`Model::layer_times`]), one entry per layer of the spec; the weights, batch norm's
+    /// running statistics included, are as they were before, and the optimizer's state starts
+    /// afresh at the next step (restoring weights resets it).
+    pub fn layer_times(
+        &mut self,
+        images: ArrayView4<'_, f32>,
+    ) -> Result<Vec<crate::roofline::LayerTime>> {
+        check_input(&self.model, images)?;
+        let before = self.inner.export_weights()?;
+        let times = self.inner.layer_times(Checked::new(images));
+        self.inner.import_weights(Checked::new(&before))?;
+        let times = times?.ok_or_else(|| Error::Unsupported {
+            backend: self.backend.clone(),
+            what: "timing its layers one at a time".into(),
+        })?;
+        if times.len() != self.model.layers.len() {
+            return Err(Error::engine(
+                &self.backend,
+                format!(
+                    "timed {} layers of a spec of {}",
+                    times.len(),
+                    self.model.layers.len()
+                ),
+            ));
+        }
+        Ok(times)
+    }
+
+    /// One optimizer step, as [`Net::train_step`], traced by the engine so that it says whether
+    /// it ran compiled ([`Model::traced_step`]).
+    pub fn traced_step(
+        &mut self,
+        batch: &Batch,
+        optimizer: &OptimizerConfig,
+    ) -> Result<crate::TracedStep> {
+        let batch = self.check_training_batch(batch)?;
+        self.inner
+            .traced_step(batch, optimizer)?
+            .ok_or_else(|| Error::Unsupported {
+                backend: self.backend.clone(),
+                what: "tracing a training step to see whether it ran compiled".into(),
+            })
+    }
+
     /// One epoch over `plan`'s batches, calling `on_step` after each step; a loss that is not
     /// finite ends it with [`Error::Diverged`].
     pub fn train_epoch(

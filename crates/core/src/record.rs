@@ -20,6 +20,7 @@ use crate::memory::MemoryEstimate;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::optim::OptimizerConfig;
 use crate::precision::{Bf16Units, Compile, Execution, Precision};
+use crate::roofline::{LayerCost, LayerTime, MemoryBandwidth};
 use crate::spec::ModelSource;
 use crate::{Error, Result};
 
@@ -374,6 +375,19 @@ pub struct RunRecord {
     /// [`crate::BackendInfo::precision_note`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision_note: Option<String>,
+    /// Each layer's FLOPs and the bytes it moves in one training step, then the optimizer's,
+    /// counted from the spec ([`crate::roofline`]); empty in older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_costs: Vec<LayerCost>,
+    /// The memory bandwidth a stream copy reached, measured with the peak
+    /// ([`crate::roofline::measure_bandwidth`]): the roofline's other ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bandwidth: Option<MemoryBandwidth>,
+    /// Each layer's forward and backward pass timed on its own after training, in the spec's
+    /// order ([`crate::Net::layer_times`]), when the request measured the peak and the engine
+    /// can run its layers one at a time; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_times: Vec<LayerTime>,
 }
 
 /// The machine a run executed on, as a cluster scheduler placed it.

@@ -36,6 +36,10 @@ use crate::{Error, Result, defaults, init};
 /// two cores with 2048² operands.
 const PEAK_REPEATS: usize = 5;
 
+/// Timed copies of the bandwidth measurement: 5 copies of 256 MiB take about a quarter of a
+/// second at 10 GB/s.
+const BANDWIDTH_REPEATS: usize = 5;
+
 /// Where a run writes its record and, when its request asks for them, its trained weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunFiles {
@@ -169,6 +173,14 @@ pub fn execute(
     } else {
         None
     };
+    // The roofline's other ceiling, with the run's threads, beside the peak.
+    let memory_bandwidth = request.measure_peak.then(|| {
+        crate::roofline::measure_bandwidth(
+            info.threads,
+            crate::roofline::STREAM_BYTES,
+            BANDWIDTH_REPEATS,
+        )
+    });
 
     backend.seed(request.seed);
     let build_start = Instant::now();
@@ -196,6 +208,7 @@ pub fn execute(
         matmul_peak,
     );
     record.memory_estimate = Some(memory);
+    record.memory_bandwidth = memory_bandwidth;
     record.bf16_units = bf16_units;
     record.node = files.and_then(|files| files.node.clone());
     let mut epochs = || -> Result<()> {
@@ -239,6 +252,18 @@ pub fn execute(
         }
         if let Some(path) = files.and_then(|files| files.weights.as_ref()) {
             net.export_weights()?.save(path)?;
+        }
+        // The roofline's measured side: each layer timed on its own, after training and
+        // outside every timing above, on the first batch of the training set.
+        if request.measure_peak {
+            let count = request.batch_size.min(train.len());
+            let images = train.images();
+            match net.layer_times(images.slice(ndarray::s![..count, .., .., ..])) {
+                Ok(times) => record.layer_times = times,
+                // An engine that cannot run its layers one at a time leaves the column empty.
+                Err(Error::Unsupported { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     };
@@ -324,6 +349,9 @@ fn start_record(
         time_to_first_step_seconds: 0.0,
         median_epoch_seconds: 0.0,
         flops: Some(crate::flops::count(model, &optimizer.kind)),
+        layer_costs: crate::roofline::layer_costs(model, request.batch_size, &optimizer.kind),
+        memory_bandwidth: None,
+        layer_times: Vec::new(),
         matmul_peak,
         memory_estimate: None,
         node: None,

@@ -194,8 +194,24 @@ fn worker_command(entry: &BackendEntry, worker: &Path, native: Option<&NativeEnv
     if entry.openmp {
         set_openmp_wait(&mut command);
     }
+    for &(name, flag) in entry.worker_env {
+        let current = std::env::var(name).ok();
+        if let Some(value) = with_flag(current.as_deref(), flag) {
+            command.env(name, value);
+        }
+    }
     command.env("TF_CPP_MIN_LOG_LEVEL", "2");
     command
+}
+
+/// A registry row's worker variable ([`BackendEntry::worker_env`]) holding `flag`, given what
+/// the environment holds now: `None` when it already has it, else `flag` after what is there.
+pub fn with_flag(current: Option<&str>, flag: &str) -> Option<String> {
+    match current.map(str::trim) {
+        Some(flags) if flags.split_whitespace().any(|f| f == flag) => None,
+        Some(flags) if !flags.is_empty() => Some(format!("{flags} {flag}")),
+        _ => Some(flag.to_string()),
+    }
 }
 
 /// Waits for a worker whose stderr is piped; a failure gives the worker's own `error:` line.
@@ -417,6 +433,18 @@ fn check_gpu_with(program: &str, index: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_variable_gains_its_flag_once() {
+        let flag = "--tf_xla_cpu_global_jit";
+        assert_eq!(with_flag(None, flag).as_deref(), Some(flag));
+        assert_eq!(with_flag(Some(" "), flag).as_deref(), Some(flag));
+        assert_eq!(
+            with_flag(Some("--tf_xla_clustering_debug"), flag).as_deref(),
+            Some("--tf_xla_clustering_debug --tf_xla_cpu_global_jit")
+        );
+        assert_eq!(with_flag(Some("--a --tf_xla_cpu_global_jit"), flag), None);
+    }
 
     /// A shell script at `path` that runs `body`, made executable.
     fn script(path: PathBuf, body: &str) -> PathBuf {

@@ -3,10 +3,11 @@
 
 use ndarray::{Array2, ArrayView4};
 use parallax_core::optim::{AdamFormulation, OptimizerKind};
+use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, GradCam, GradCamTarget, Model,
-    OptimizerConfig, Precision, Result, StepPhases, StepProgress, Weights,
+    OptimizerConfig, Precision, Result, StepPhases, StepProgress, TracedStep, Weights,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -117,6 +118,45 @@ impl Model for PythonModel {
             "train_step",
             |py| step_args(py, &batch, optimizer),
             |loss| loss.extract::<f32>(),
+        )
+    }
+
+    fn layer_times(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Vec<LayerTime>>> {
+        self.call(
+            "layer_times",
+            |py| {
+                Ok(vec![
+                    images_to_numpy(py, images.into_inner()).into_any(),
+                    any(LAYER_REPEATS, py)?,
+                ])
+            },
+            |times| {
+                let pairs: Option<Vec<(f64, f64)>> = times.extract()?;
+                Ok(pairs.map(|pairs| {
+                    pairs
+                        .into_iter()
+                        .map(|(forward, backward)| LayerTime { forward, backward })
+                        .collect()
+                }))
+            },
+        )
+    }
+
+    fn traced_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<Option<TracedStep>> {
+        self.call(
+            "traced_step",
+            |py| step_args(py, &batch, optimizer),
+            |traced| {
+                let (loss, compiled) = traced.extract::<(f32, bool)>()?;
+                Ok(Some(TracedStep { loss, compiled }))
+            },
         )
     }
 

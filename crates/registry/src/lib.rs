@@ -110,6 +110,11 @@ pub struct BackendEntry {
     pub bf16: Support,
     /// Whether it compiles its step (`--compile on`).
     pub compile: Support,
+    /// Variables its worker's environment must hold, which the engine reads once, when it
+    /// loads, so that the worker cannot set them itself: `compare` sets each one that the
+    /// environment lacks (and appends the value to one that holds other flags), locally and
+    /// in the Slurm job script.
+    pub worker_env: &'static [(&'static str, &'static str)],
 }
 
 impl BackendEntry {
@@ -147,6 +152,7 @@ pub const BACKENDS: &[BackendEntry] = &[
             "the burn adapter builds its CPU backend (Flex) with f32 elements only so far",
         ),
         compile: Support::No("burn has no compiler for its training step on the CPU"),
+        worker_env: &[],
     },
     BackendEntry {
         name: "tch",
@@ -164,6 +170,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         compile: Support::No(
             "libtorch's C++ API has no torch.compile, and tch 0.22 exposes no other compiler",
         ),
+        worker_env: &[],
     },
     BackendEntry {
         name: "burn-tch",
@@ -179,6 +186,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         benched: true,
         bf16: Support::No("the burn adapter builds burn-tch with f32 elements only so far"),
         compile: Support::No("burn has no compiler for its training step"),
+        worker_env: &[],
     },
     BackendEntry {
         name: "tf",
@@ -193,7 +201,10 @@ pub const BACKENDS: &[BackendEntry] = &[
         compared_by_default: true,
         benched: true,
         bf16: Support::Yes,
-        compile: Support::No("the tf adapter does not turn on XLA auto-clustering yet"),
+        compile: Support::Yes,
+        // XLA auto-clusters CPU operations only with this flag (parallax-tf's XLA_CPU_FLAG);
+        // without --compile on the session's JIT level is off and the flag changes nothing.
+        worker_env: &[("TF_XLA_FLAGS", "--tf_xla_cpu_global_jit")],
     },
     BackendEntry {
         name: "pytorch",
@@ -209,6 +220,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         benched: false,
         bf16: Support::Yes,
         compile: Support::Yes,
+        worker_env: &[],
     },
     BackendEntry {
         name: "keras",
@@ -224,6 +236,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         benched: false,
         bf16: Support::Yes,
         compile: Support::Yes,
+        worker_env: &[],
     },
     BackendEntry {
         name: "keras-torch",
@@ -239,6 +252,7 @@ pub const BACKENDS: &[BackendEntry] = &[
         benched: false,
         bf16: Support::Yes,
         compile: Support::Yes,
+        worker_env: &[],
     },
 ];
 

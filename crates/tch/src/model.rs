@@ -2,9 +2,12 @@
 //! on batches already in libtorch.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ndarray::{Array2, ArrayView4};
-use parallax_core::spec::ResolvedModel;
+use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::spec::{Op, ResolvedModel};
+use parallax_core::stats::median;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, Error, GradCam, GradCamTarget, Model,
     OptimizerConfig, Precision, Result, StepClock, StepPhases, StepProgress, Weights,
@@ -13,7 +16,7 @@ use tch::{Kind, Tensor};
 
 use crate::convert::{self, images_to_tensor, labels_to_tensor, logits_to_array, tensor_to_array4};
 use crate::feed::EpochFeed;
-use crate::net::{Net, first_computed_kind, forward};
+use crate::net::{Net, first_computed_kind, forward, forward_in_own_kind};
 use crate::optim::Optimizer;
 use crate::{OrEngine, engine_error};
 
@@ -141,7 +144,84 @@ impl TchModel {
     }
 }
 
+impl TchModel {
+    /// [`Model::layer_times`] on libtorch: each layer through the adapter's own forward code
+    /// on its own, its backward through autograd's engine from a gradient of ones, for the
+    /// parameters and (where a layer before it has parameters) the input.
+    fn time_layers(
+        &self,
+        images: ArrayView4<'_, f32>,
+    ) -> std::result::Result<Vec<LayerTime>, tch::TchError> {
+        let parameters: Vec<Tensor> = self
+            .net
+            .trainable()
+            .into_iter()
+            .map(Tensor::shallow_clone)
+            .collect();
+        // A CUDA kernel returns before it has run: the clock waits for the device.
+        let synchronize = || {
+            if let tch::Device::Cuda(index) = self.device {
+                tch::Cuda::synchronize(index as i64);
+            }
+        };
+        let mut input = images_to_tensor(images, self.kind, self.device)?;
+        let mut upstream = false;
+        let mut times = Vec::with_capacity(self.model.layers.len());
+        for (index, layer) in self.model.layers.iter().enumerate() {
+            let has_parameters = matches!(layer.op, Op::Param(_));
+            let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
+            for repeat in 0..=LAYER_REPEATS {
+                let leaf = input.detach().set_requires_grad(upstream);
+                synchronize();
+                let start = Instant::now();
+                let output = forward_in_own_kind(
+                    &self.net,
+                    &self.model,
+                    leaf.shallow_clone(),
+                    index..index + 1,
+                    true,
+                )?;
+                synchronize();
+                let forward_seconds = start.elapsed().as_secs_f64();
+                let mut backward_seconds = 0.0;
+                if upstream || has_parameters {
+                    let mut inputs: Vec<&Tensor> = parameters.iter().collect();
+                    if upstream {
+                        inputs.push(&leaf);
+                    }
+                    let start = Instant::now();
+                    let gradients = Tensor::f_run_backward(&[&output], &inputs, false, false)?;
+                    synchronize();
+                    backward_seconds = start.elapsed().as_secs_f64();
+                    drop(gradients);
+                }
+                // The first repeat warms up: allocations, and oneDNN's primitives.
+                if repeat > 0 {
+                    forwards.push(forward_seconds);
+                    backwards.push(backward_seconds);
+                }
+            }
+            times.push(LayerTime {
+                forward: median(&forwards),
+                backward: median(&backwards),
+            });
+            input = tch::no_grad(|| {
+                forward_in_own_kind(&self.net, &self.model, input, index..index + 1, false)
+            })?;
+            upstream |= has_parameters;
+        }
+        Ok(times)
+    }
+}
+
 impl Model for TchModel {
+    fn layer_times(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Vec<LayerTime>>> {
+        self.time_layers(images.into_inner()).or_engine().map(Some)
+    }
+
     fn import_weights(&mut self, weights: Checked<&Weights>) -> Result<()> {
         convert::import(&mut self.net, &weights)?;
         // The optimizer's state belongs to the old parameters.

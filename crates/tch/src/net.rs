@@ -458,7 +458,7 @@ pub(crate) fn first_computed_kind(net: &Net, model: &ResolvedModel, x: Tensor) -
 }
 
 /// [`forward`], its output in the kind its last layer computed in.
-fn forward_in_own_kind(
+pub(crate) fn forward_in_own_kind(
     net: &Net,
     model: &ResolvedModel,
     mut x: Tensor,

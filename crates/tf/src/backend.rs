@@ -9,8 +9,8 @@ use parallax_core::denormals;
 use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, NativeDefaults,
-    Precision, Result, Topic, VarianceEstimator, Weights,
+    Backend, BackendInfo, Checked, Compile, CpuSettings, Device, Error, Ledger, Model,
+    NativeDefaults, Precision, Result, Topic, VarianceEstimator, Weights,
 };
 use tensorflow::{
     DataType, Graph, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape,
@@ -52,15 +52,36 @@ pub struct TfBackend {
     seed: Cell<i64>,
 }
 
-/// The session configuration: a serialised `tensorflow.ConfigProto` with the thread counts.
+/// The environment variable from which TensorFlow reads XLA's flags, once per process.
+pub const XLA_FLAGS_VARIABLE: &str = "TF_XLA_FLAGS";
+
+/// The flag without which TensorFlow's auto-clustering leaves CPU operations to their own
+/// kernels whatever the session's JIT level: a worker that may run `--compile on` starts with
+/// it in [`XLA_FLAGS_VARIABLE`] (the registry's row says so, and `compare` sets it).
+pub const XLA_CPU_FLAG: &str = "--tf_xla_cpu_global_jit";
+
+/// Whether this process started with [`XLA_CPU_FLAG`] among TensorFlow's XLA flags.
+fn xla_cpu_flag_is_set() -> bool {
+    std::env::var(XLA_FLAGS_VARIABLE)
+        .is_ok_and(|flags| flags.split_whitespace().any(|flag| flag == XLA_CPU_FLAG))
+}
+
+/// The session configuration: a serialised `tensorflow.ConfigProto` with the thread counts and,
+/// with `xla`, XLA auto-clustering.
 ///
-/// The tensorflow crate keeps its generated protobuf types private, and a message of three
-/// integers is easier to write than a protobuf dependency: each field is a tag byte
-/// (`field << 3`, wire type 0) and a varint, per the protobuf encoding.
-fn session_config(intra_op: usize, inter_op: usize) -> Vec<u8> {
+/// The tensorflow crate keeps its generated protobuf types private, and a message this small
+/// is easier to write than a protobuf dependency: an integer field is a tag byte
+/// (`field << 3`, wire type 0) and a varint, a message field a tag byte (`field << 3 | 2`),
+/// its length and its bytes, per the protobuf encoding.
+fn session_config(intra_op: usize, inter_op: usize, xla: bool) -> Vec<u8> {
     // Field numbers from tensorflow/core/protobuf/config.proto.
     const INTRA_OP_PARALLELISM_THREADS: u8 = 2;
     const INTER_OP_PARALLELISM_THREADS: u8 = 5;
+    const GRAPH_OPTIONS: u8 = 10;
+    // GraphOptions.optimizer_options, and in it OptimizerOptions.global_jit_level = ON_1.
+    const OPTIMIZER_OPTIONS: u8 = 3;
+    const GLOBAL_JIT_LEVEL: u8 = 5;
+    const ON_1: u8 = 1;
     let mut bytes = Vec::new();
     for (field, value) in [
         (INTRA_OP_PARALLELISM_THREADS, intra_op),
@@ -77,6 +98,12 @@ fn session_config(intra_op: usize, inter_op: usize) -> Vec<u8> {
             }
             bytes.push(low | 0x80);
         }
+    }
+    if xla {
+        let jit_level = [GLOBAL_JIT_LEVEL << 3, ON_1];
+        let optimizer_options = [&[OPTIMIZER_OPTIONS << 3 | 2, 2][..], &jit_level].concat();
+        bytes.extend([GRAPH_OPTIONS << 3 | 2, optimizer_options.len() as u8]);
+        bytes.extend(optimizer_options);
     }
     bytes
 }
@@ -127,9 +154,18 @@ impl TfBackend {
     }
 
     fn session_options(&self) -> Result<SessionOptions> {
+        self.session_options_with(Compile::Off)
+    }
+
+    /// The session's options, with XLA auto-clustering when `compile` is on.
+    fn session_options_with(&self, compile: Compile) -> Result<SessionOptions> {
         let mut options = SessionOptions::new();
         options
-            .set_config(&session_config(self.threads, self.inter_op_threads))
+            .set_config(&session_config(
+                self.threads,
+                self.inter_op_threads,
+                compile == Compile::On,
+            ))
             .or_engine()?;
         Ok(options)
     }
@@ -326,9 +362,9 @@ impl Backend for TfBackend {
                 running_variance: VarianceEstimator::Biased,
             },
             fixed: Vec::new(),
-            // bf16 by casts in the graph, f32 variables; no XLA yet.
+            // bf16 by casts in the graph, f32 variables; --compile on by XLA auto-clustering.
             precisions: Precision::ALL.to_vec(),
-            compiles: false,
+            compiles: true,
             precision_note: Some(
                 "bf16 by casts in the graph: convolutions and dense products in bf16 from f32 variables, their outputs back to f32 for the other layers".into(),
             ),
@@ -359,7 +395,12 @@ impl Backend for TfBackend {
         weights: Option<Checked<&Weights>>,
         execution: parallax_core::Execution,
     ) -> Result<Box<dyn Model>> {
-        let options = self.session_options()?;
+        if execution.compile == Compile::On && !xla_cpu_flag_is_set() {
+            return Err(Error::InvalidArgument(format!(
+                "tf compiles with XLA only in a process started with {XLA_FLAGS_VARIABLE}={XLA_CPU_FLAG} in its environment (TensorFlow reads it once, when it loads): set it, or use --compile off"
+            )));
+        }
+        let options = self.session_options_with(execution.compile)?;
         let seed = self.seed.get();
         let compute = match execution.precision {
             Precision::F32 => None,
@@ -390,6 +431,19 @@ mod tests {
     #[test]
     fn the_session_config_encodes_both_thread_counts() {
         // intra_op_parallelism_threads (field 2) = 2, inter_op_parallelism_threads (field 5) = 300.
-        assert_eq!(session_config(2, 300), vec![0x10, 2, 0x28, 0xac, 0x02]);
+        assert_eq!(
+            session_config(2, 300, false),
+            vec![0x10, 2, 0x28, 0xac, 0x02]
+        );
+    }
+
+    #[test]
+    fn the_session_config_turns_on_xla_auto_clustering() {
+        // graph_options (field 10, a message of 4 bytes) holding optimizer_options (field 3, 2
+        // bytes) holding global_jit_level (field 5) = ON_1.
+        assert_eq!(
+            session_config(2, 2, true),
+            vec![0x10, 2, 0x28, 2, 0x52, 4, 0x1a, 2, 0x28, 1]
+        );
     }
 }

@@ -34,7 +34,9 @@ mod model;
 mod net;
 mod optim;
 
-pub use backend::{BACKEND_NAME, TENSORFLOW_VERSION, TfBackend, backend_named};
+pub use backend::{
+    BACKEND_NAME, TENSORFLOW_VERSION, TfBackend, XLA_CPU_FLAG, XLA_FLAGS_VARIABLE, backend_named,
+};
 pub use model::TfModel;
 
 // `engine_error` and `OrEngine`, at the root where every module reaches them.

@@ -2,7 +2,8 @@
 
 use ndarray::{Array2, ArrayView4};
 use parallax_core::{
-    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Precision, Result, Weights,
+    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Precision, Result, TracedStep,
+    Weights,
 };
 use tensorflow::{DataType, SessionRunArgs, Tensor};
 
@@ -12,6 +13,13 @@ use crate::convert::{
 };
 use crate::net::Net;
 use crate::{OrEngine, engine_error};
+
+/// A serialised `tensorflow.RunOptions` asking for the full trace: field 1 (`trace_level`),
+/// varint 3 (`FULL_TRACE`), as `session_config` encodes its fields.
+const FULL_TRACE: [u8; 2] = [0x08, 3];
+
+/// The operation that runs an XLA-compiled cluster, as a trace names it.
+const XLA_RUN: &[u8] = b"_XlaRun";
 
 /// A spec's graph on TensorFlow, with its session and optimizer state.
 pub struct TfModel {
@@ -35,6 +43,47 @@ impl TfModel {
             args.add_target(&param.init);
         }
         self.net.session.run(&mut args).or_engine()
+    }
+
+    /// One training step; with `trace`, TensorFlow's full trace of it (a serialised
+    /// `RunMetadata`) as well.
+    fn run_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+        trace: bool,
+    ) -> Result<(f32, Option<Vec<u8>>)> {
+        let labels = batch.labels.to_vec();
+        let fresh = self.optimizer.as_ref() != Some(optimizer);
+        let (step, reset) = {
+            let ops = self.net.optimizer(optimizer).or_engine()?;
+            (ops.step.clone(), ops.reset.clone())
+        };
+        if fresh {
+            let mut args = SessionRunArgs::new();
+            args.add_target(&reset);
+            self.net.session.run(&mut args).or_engine()?;
+            self.optimizer = Some(*optimizer);
+        }
+        let loss = self.net.training().or_engine()?.loss.clone();
+        let images = images_to_nhwc(batch.images.view());
+        let labels = labels_to_tensor(&labels)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.net.images, 0, &images);
+        args.add_feed(&self.net.labels, 0, &labels);
+        args.add_target(&step);
+        if trace {
+            args.set_run_options(&FULL_TRACE);
+            args.set_request_metadata(true);
+        }
+        let token = args.request_fetch(&loss.operation, loss.index);
+        self.net.session.run(&mut args).or_engine()?;
+        let loss: Tensor<f32> = args.fetch(token).or_engine()?;
+        let loss = loss
+            .first()
+            .copied()
+            .ok_or_else(|| engine_error("the loss came back empty"))?;
+        Ok((loss, args.get_metadata().map(<[u8]>::to_vec)))
     }
 
     /// The number of operations in the model's graph: it stays the same from step to step.
@@ -83,31 +132,21 @@ impl Model for TfModel {
     }
 
     fn train_step(&mut self, batch: Checked<&Batch>, optimizer: &OptimizerConfig) -> Result<f32> {
-        let labels = batch.labels.to_vec();
-        let fresh = self.optimizer.as_ref() != Some(optimizer);
-        let (step, reset) = {
-            let ops = self.net.optimizer(optimizer).or_engine()?;
-            (ops.step.clone(), ops.reset.clone())
-        };
-        if fresh {
-            let mut args = SessionRunArgs::new();
-            args.add_target(&reset);
-            self.net.session.run(&mut args).or_engine()?;
-            self.optimizer = Some(*optimizer);
-        }
-        let loss = self.net.training().or_engine()?.loss.clone();
-        let images = images_to_nhwc(batch.images.view());
-        let labels = labels_to_tensor(&labels)?;
-        let mut args = SessionRunArgs::new();
-        args.add_feed(&self.net.images, 0, &images);
-        args.add_feed(&self.net.labels, 0, &labels);
-        args.add_target(&step);
-        let token = args.request_fetch(&loss.operation, loss.index);
-        self.net.session.run(&mut args).or_engine()?;
-        let loss: Tensor<f32> = args.fetch(token).or_engine()?;
-        loss.first()
-            .copied()
-            .ok_or_else(|| engine_error("the loss came back empty"))
+        self.run_step(batch, optimizer, false).map(|(loss, _)| loss)
+    }
+
+    fn traced_step(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<Option<TracedStep>> {
+        let (loss, metadata) = self.run_step(batch, optimizer, true)?;
+        // XLA's auto-clustering replaces each cluster by a pair of `_XlaCompile` and `_XlaRun`
+        // operations, whose names the step's trace lists among the kernels that ran.
+        let compiled = metadata
+            .as_deref()
+            .is_some_and(|bytes| bytes.windows(XLA_RUN.len()).any(|w| w == XLA_RUN));
+        Ok(Some(TracedStep { loss, compiled }))
     }
 
     fn predict(&mut self, images: Checked<ndarray::ArrayView4<'_, f32>>) -> Result<Array2<f32>> {

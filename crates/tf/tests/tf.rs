@@ -18,6 +18,19 @@ mod acceptance {
     parallax_core::acceptance_tests!(super::cpu);
 }
 
+/// The registry's row sets the variable that `--compile on` needs in the worker's environment,
+/// and says the adapter compiles, as its `BackendInfo` does.
+#[test]
+fn the_registry_sets_what_xla_needs() {
+    let entry = parallax_registry::find(parallax_tf::BACKEND_NAME).expect("the tf row");
+    assert_eq!(
+        entry.worker_env,
+        &[(parallax_tf::XLA_FLAGS_VARIABLE, parallax_tf::XLA_CPU_FLAG)]
+    );
+    assert!(entry.compile.is_yes());
+    assert!(cpu().info().compiles);
+}
+
 #[test]
 fn a_gpu_that_is_not_visible_is_a_typed_device_error() {
     // The provisioned tensorflow-cpu build sees no GPU; an index past any machine's GPUs fails

@@ -1,7 +1,9 @@
 //! The acceptance of the run axes, through `cargo xtask compare` as a user runs it: f32 and
 //! bf16 over the same seeds on a CPU without bf16 units (simulated with
 //! `PARALLAX_BF16_UNITS=none`), with a backend that has no bf16 skipped for it; one with them
-//! (simulated again), which gets no warning; and the flags that cannot run, one line each.
+//! (simulated again), which gets no warning; `--compile off,on` with tf compiling through XLA
+//! and tch skipped for it, and the roofline in the report; and the flags that cannot run, one
+//! line each.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +19,9 @@ fn compare(args: &[&str], units: &str) -> anyhow::Result<(bool, String)> {
     let output = Command::new(xtask_binary())
         .args(args)
         .env(parallax_core::precision::BF16_UNITS_OVERRIDE, units)
+        // As a user starts it: the tests' own environment has TensorFlow's XLA flag
+        // (.cargo/config.toml), which compare must set for tf's worker by itself.
+        .env_remove("TF_XLA_FLAGS")
         .output()
         .with_context(|| format!("running cargo xtask {}", args.join(" ")))?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -167,6 +172,66 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
     ensure!(
         !report.contains("ran emulated"),
         "a CPU with bf16 units still got the emulation warning"
+    );
+
+    // Compilation: tf's step through XLA, tch skipped for it. tf refuses --compile on in a
+    // worker started without the registry's TF_XLA_FLAGS, so a tf run that finishes shows that
+    // compare set it. The f32 reports carry the roofline, from the peak and the bandwidth that
+    // every run measured.
+    let compiled = out.join("compile");
+    let compiled_text = compiled.to_string_lossy().into_owned();
+    let mut args = quick.to_vec();
+    args.extend([
+        "--backends",
+        "tch,tf",
+        "--compile",
+        "off,on",
+        "--seed",
+        "1",
+        "--out",
+        compiled_text.as_str(),
+    ]);
+    let (succeeded, stderr) = compare(&args, "none")?;
+    ensure!(succeeded, "compare --compile off,on failed");
+    let off = summary(&compiled.join("compile-off"))?;
+    let on = summary(&compiled.join("compile-on"))?;
+    let on_records = records(&on)?;
+    ensure!(
+        records(&off)?.len() == 2
+            && on_records.len() == 1
+            && on_records[0]["backend"] == "tf"
+            && on_records[0]["compile"] == "on",
+        "expected tch and tf without compilation and tf alone with it"
+    );
+    ensure!(
+        stderr.contains("skipping tch: it cannot run --compile on"),
+        "the terminal did not say why tch was skipped for --compile on"
+    );
+    for record in records(&off)? {
+        ensure!(
+            record["memory_bandwidth"]["bytes_per_second"]
+                .as_f64()
+                .is_some_and(|b| b > 0.0)
+                && record["layer_costs"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 5),
+            "a record without its bandwidth or its 5 costs (4 layers and the optimizer)"
+        );
+        // tch times its layers one at a time; tf does not yet.
+        let timed = record["layer_times"].as_array().map_or(0, Vec::len);
+        ensure!(
+            timed == if record["backend"] == "tch" { 4 } else { 0 },
+            "{} timed {timed} layers",
+            record["backend"]
+        );
+    }
+    let report = std::fs::read_to_string(compiled.join("compile-off/report.md"))?;
+    ensure!(
+        report.contains("## Roofline\n\nAt batch 64, the roofline puts a training step of mlp at")
+            && report.contains("× the floor")
+            && report.contains("Timed one at a time, tch's layers took")
+            && report.contains("tch fwd + bwd"),
+        "report.md has no roofline section"
     );
 
     // What cannot run: one line each, nothing written.

@@ -1220,97 +1220,165 @@ pub fn grad_cam_matches_pytorch_grad_cam(backend: &dyn Backend) {
     }
 }
 
+/// The case of the bf16 and compilation checks: a multilayer perceptron of L = 3 dense layers,
+/// ReLU between, no batch norm (whose rescaling would need a term of its own), with the
+/// canonical weights' absolute values and non-negative inputs that bf16 cannot hold exactly.
+/// With nothing negative nothing cancels: every sum's absolute sum is the sum itself, so the
+/// worst-case analysis of [`PositiveMlp::loss_error`] is tight in magnitude instead of
+/// hundreds of times too wide.
+struct PositiveMlp {
+    model: ResolvedModel,
+    weights: Weights,
+    images: Array4<f32>,
+    labels: Vec<u32>,
+    /// The largest logit, computed in f64.
+    largest: f64,
+    /// The most products one sum adds.
+    widest: usize,
+    /// The number of dense layers.
+    depth: i32,
+}
+
+impl PositiveMlp {
+    fn new() -> Self {
+        let dense = |name: &str, units: usize| {
+            named(
+                name,
+                Layer::Dense {
+                    units,
+                    in_features: None,
+                    bias: true,
+                },
+            )
+        };
+        let spec = ModelSpec {
+            name: "positive-mlp".into(),
+            input: [1, 8, 8],
+            layers: vec![
+                named("flatten", Layer::Flatten),
+                dense("fc1", 48),
+                named("relu1", Layer::Relu),
+                dense("fc2", 32),
+                named("relu2", Layer::Relu),
+                dense("fc3", 10),
+            ],
+        };
+        let model = resolve(&spec);
+        let mut weights = init::canonical(&model, 29);
+        for name in weights
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect::<Vec<_>>()
+        {
+            let positive = weights.get(&name).expect("tensor").mapv(f32::abs);
+            weights.insert(name, positive);
+        }
+        // Non-negative inputs with 24 significant bits, which bf16's 8 cannot hold.
+        let images = test_images(16, model.input(), 31).mapv(f32::abs);
+        let labels: Vec<u32> = (0..16u32).map(|i| (i * 7) % 10).collect();
+        // The logits in f64, and the widest sum.
+        let mut logits = images
+            .mapv(f64::from)
+            .into_shape_with_order((16, 64))
+            .expect("flatten");
+        let mut widest = 0usize;
+        let layers = ["fc1", "fc2", "fc3"];
+        for name in layers {
+            let tensor = |part: &str| {
+                weights
+                    .get(&format!("{name}.{part}"))
+                    .expect("tensor")
+                    .mapv(f64::from)
+            };
+            let w = tensor("weight")
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2-D");
+            let b = tensor("bias")
+                .into_dimensionality::<ndarray::Ix1>()
+                .expect("1-D");
+            widest = widest.max(w.ncols());
+            logits = logits.dot(&w.t()) + &b;
+        }
+        let largest = logits.iter().fold(0.0f64, |m, &v| m.max(v));
+        PositiveMlp {
+            model,
+            weights,
+            images,
+            labels,
+            largest,
+            widest,
+            depth: layers.len() as i32,
+        }
+    }
+
+    /// The batch of every example, in `order`.
+    fn batch(&self, order: &[usize]) -> Batch {
+        Batch {
+            images: self.images.select(Axis(0), order),
+            labels: Array1::from_iter(order.iter().map(|&i| self.labels[i])),
+        }
+    }
+
+    /// How far the mean loss can be from its exact value when each layer rounds its input,
+    /// weights, bias and output to a format of unit roundoff `u`, and sums its products in f32.
+    ///
+    /// Each rounding is a relative error of at most u, and a sum of n products in f32 errs by
+    /// at most γₙ = n·2⁻²⁴/(1 − n·2⁻²⁴) of itself (its absolute sum, here the same). Layer l
+    /// adds at most (3u + u² + γₙ)·zₗ to its output zₗ and passes its input's relative error on
+    /// unchanged (non-negative weights; ReLU is the identity here), so the logits err by at
+    /// most c = (1 + 3u + u² + γₙ)ᴸ − 1 of themselves. Cross-entropy's gradient in a row of
+    /// logits sums to at most 2 in absolute value, so the mean loss moves by at most 2c·max z.
+    fn loss_error(&self, u: f64) -> f64 {
+        let n = self.widest as f64;
+        let gamma = n * 2f64.powi(-24) / (1.0 - n * 2f64.powi(-24));
+        2.0 * ((1.0 + 3.0 * u + u * u + gamma).powi(self.depth) - 1.0) * self.largest
+    }
+
+    /// The f32 step's loss in three other orders of the same batch (the mean over the batch
+    /// summed in another order), floored at f32's ε times the loss, as the parity rule
+    /// measures noise.
+    fn f32_noise(&self, step: impl Fn(&[usize]) -> f64, loss: f64) -> f64 {
+        let reversed: Vec<usize> = (0..16).rev().collect();
+        let even_odd: Vec<usize> = (0..16).step_by(2).chain((1..16).step_by(2)).collect();
+        let swapped: Vec<usize> = (8..16).chain(0..8).collect();
+        [reversed, even_odd, swapped]
+            .iter()
+            .map(|order| (step(order) - loss).abs())
+            .fold(f64::from(f32::EPSILON) * loss.abs(), f64::max)
+    }
+}
+
 /// A backend that states bf16 computes in it: the engine reports its hidden activation's dtype
 /// as bf16 (f32 in an f32 build), and one training step's loss moves away from the f32 step's
 /// by more than f32's own noise and by less than bf16's bound. A backend that does not state
 /// bf16 refuses it in one typed error.
 ///
-/// The case is a multilayer perceptron of L = 3 dense layers, ReLU between, no batch norm
-/// (whose rescaling would need a term of its own), with the canonical weights' absolute values
-/// and non-negative inputs that bf16 cannot hold exactly. With nothing negative nothing
-/// cancels: every sum's absolute sum is the sum itself, so the worst-case analysis below is
-/// tight in magnitude instead of hundreds of times too wide.
+/// The case is [`PositiveMlp`]. The bound: a layer computing in bf16 with f32 accumulation
+/// (autocast's and oneDNN's kernels) rounds its input, its weights and its bias to bf16 and
+/// its output back to bf16, each a relative error of at most u = 2⁻⁸ (bf16's ε, 2⁻⁷, halved
+/// by rounding to nearest), so the mean loss errs by at most [`PositiveMlp::loss_error`] of
+/// u = 2⁻⁸; the f32 step errs by the same formula with u = 2⁻²⁴, and the two losses differ by
+/// at most the sum. For this case c ≈ 9u ≈ 3.5% of the largest logit. An engine that
+/// accumulated in bf16 would err by up to n·u per layer, many times that.
 ///
-/// The bound: a layer computing in bf16 with f32 accumulation (autocast's and oneDNN's
-/// kernels) rounds its input, its weights and its bias to bf16 and its output back to bf16,
-/// each a relative error of at most u = 2⁻⁸ (bf16's ε, 2⁻⁷, halved by rounding to nearest),
-/// and sums n products in f32, at most γₙ = n·2⁻²⁴/(1 − n·2⁻²⁴) of their sum. Layer l adds at
-/// most (3u + u² + γₙ)·zₗ to its output zₗ and passes its input's relative error on unchanged
-/// (non-negative weights; ReLU is the identity here), so the logits err by at most
-/// c = (1 + 3u + u² + γₙ)ᴸ − 1 of themselves. Cross-entropy's gradient in a row of logits sums
-/// to at most 2 in absolute value, so the mean loss moves by at most 2c·max z; the f32 step
-/// errs by the same formula with u = 2⁻²⁴, and the two losses differ by at most the sum. For
-/// this case c ≈ 9u ≈ 3.5% of the largest logit. An engine that accumulated in bf16 would err
-/// by up to n·u per layer, many times that.
-///
-/// The noise: the f32 step's loss in three other orders of the same batch (the mean over the
-/// batch summed in another order), floored at f32's ε times the loss, as the parity
-/// rule measures it. bf16 must move the loss by more than 16 of those, or it did not run.
+/// The noise ([`PositiveMlp::f32_noise`]): bf16 must move the loss by more than 16 of those,
+/// or it did not run.
 pub fn bf16_computes_in_bf16_within_its_bound(backend: &dyn Backend) {
     use crate::precision::{Execution, Precision};
     let info = backend.info();
-    let dense = |name: &str, units: usize| {
-        named(
-            name,
-            Layer::Dense {
-                units,
-                in_features: None,
-                bias: true,
-            },
-        )
-    };
-    let spec = ModelSpec {
-        name: "bf16-mlp".into(),
-        input: [1, 8, 8],
-        layers: vec![
-            named("flatten", Layer::Flatten),
-            dense("fc1", 48),
-            named("relu1", Layer::Relu),
-            dense("fc2", 32),
-            named("relu2", Layer::Relu),
-            dense("fc3", 10),
-        ],
-    };
-    let model = resolve(&spec);
-    let mut weights = init::canonical(&model, 29);
-    for name in weights
-        .iter()
-        .map(|(name, _)| name.to_string())
-        .collect::<Vec<_>>()
-    {
-        let positive = weights.get(&name).expect("tensor").mapv(f32::abs);
-        weights.insert(name, positive);
-    }
+    let case = PositiveMlp::new();
     let bf16 = Execution {
         precision: Precision::Bf16,
         ..Execution::DEFAULT
     };
     if !info.precisions.contains(&Precision::Bf16) {
-        match backend.build_with(&model, Some(&weights), bf16) {
-            Err(Error::Unsupported {
-                backend: name,
-                what,
-            }) => {
-                assert_eq!(name, info.backend);
-                assert_eq!(what, "--precision bf16");
-            }
-            other => panic!(
-                "a backend without bf16 must refuse it, got {:?}",
-                other.err()
-            ),
-        }
+        assert_refuses(backend, &case, bf16, "--precision bf16");
         return;
     }
-    // Non-negative inputs with 24 significant bits, which bf16's 8 cannot hold.
-    let images = test_images(16, model.input(), 31).mapv(f32::abs);
-    let labels: Vec<u32> = (0..16u32).map(|i| (i * 7) % 10).collect();
     let step = |execution: Execution, order: &[usize]| {
-        let batch = Batch {
-            images: images.select(Axis(0), order),
-            labels: Array1::from_iter(order.iter().map(|&i| labels[i])),
-        };
+        let batch = case.batch(order);
         let mut net = backend
-            .build_with(&model, Some(&weights), execution)
+            .build_with(&case.model, Some(&case.weights), execution)
             .expect("build");
         let precision = net
             .activation_precision(batch.images.view())
@@ -1339,47 +1407,13 @@ pub fn bf16_computes_in_bf16_within_its_bound(backend: &dyn Backend) {
         Precision::Bf16,
         "the bf16 build's hidden activation"
     );
-
-    let reversed: Vec<usize> = (0..16).rev().collect();
-    let even_odd: Vec<usize> = (0..16).step_by(2).chain((1..16).step_by(2)).collect();
-    let swapped: Vec<usize> = (8..16).chain(0..8).collect();
-    let noise = [reversed, even_odd, swapped]
-        .iter()
-        .map(|order| (step(Execution::DEFAULT, order).1 - f32_loss).abs())
-        .fold(f64::from(f32::EPSILON) * f32_loss.abs(), f64::max);
-
-    // The logits in f64, and the widest sum.
-    let mut logits = images
-        .mapv(f64::from)
-        .into_shape_with_order((16, 64))
-        .expect("flatten");
-    let mut widest = 0usize;
-    let layers = ["fc1", "fc2", "fc3"];
-    for name in layers {
-        let tensor = |part: &str| {
-            weights
-                .get(&format!("{name}.{part}"))
-                .expect("tensor")
-                .mapv(f64::from)
-        };
-        let w = tensor("weight")
-            .into_dimensionality::<ndarray::Ix2>()
-            .expect("2-D");
-        let b = tensor("bias")
-            .into_dimensionality::<ndarray::Ix1>()
-            .expect("1-D");
-        widest = widest.max(w.ncols());
-        logits = logits.dot(&w.t()) + &b;
-    }
-    let largest = logits.iter().fold(0.0f64, |m, &v| m.max(v));
-    let depth = layers.len() as i32;
-    let gamma = widest as f64 * 2f64.powi(-24) / (1.0 - widest as f64 * 2f64.powi(-24));
-    let error = |u: f64| 2.0 * ((1.0 + 3.0 * u + u * u + gamma).powi(depth) - 1.0) * largest;
-    let bound = error(Precision::Bf16.unit_roundoff()) + error(Precision::F32.unit_roundoff());
+    let noise = case.f32_noise(|order| step(Execution::DEFAULT, order).1, f32_loss);
+    let bound = case.loss_error(Precision::Bf16.unit_roundoff())
+        + case.loss_error(Precision::F32.unit_roundoff());
     let moved = (bf16_loss - f32_loss).abs();
     eprintln!(
-        "{}: loss f32 {f32_loss:.7}, bf16 {bf16_loss:.7}: moved {moved:.3e}; f32 noise {noise:.3e}; bf16's bound {bound:.3e} (largest logit {largest:.3})",
-        info.backend
+        "{}: loss f32 {f32_loss:.7}, bf16 {bf16_loss:.7}: moved {moved:.3e}; f32 noise {noise:.3e}; bf16's bound {bound:.3e} (largest logit {:.3})",
+        info.backend, case.largest
     );
     assert!(
         moved > 16.0 * noise,
@@ -1389,4 +1423,150 @@ pub fn bf16_computes_in_bf16_within_its_bound(backend: &dyn Backend) {
         moved <= bound,
         "bf16's loss {bf16_loss} is {moved:.3e} from f32's {f32_loss}, beyond bf16's bound {bound:.3e}"
     );
+}
+
+/// A backend without an axis value refuses it in one typed error that names the flag.
+fn assert_refuses(
+    backend: &dyn Backend,
+    case: &PositiveMlp,
+    execution: crate::precision::Execution,
+    flag: &str,
+) {
+    match backend.build_with(&case.model, Some(&case.weights), execution) {
+        Err(Error::Unsupported {
+            backend: name,
+            what,
+        }) => {
+            assert_eq!(name, backend.info().backend);
+            assert_eq!(what, flag);
+        }
+        other => panic!(
+            "a backend without {flag} must refuse it, got {:?}",
+            other.err()
+        ),
+    }
+}
+
+/// A backend that states it compiles: with `--compile on` the engine reports that the step ran
+/// compiled (and without it that it did not), and the compiled step is the same step: its loss
+/// within f32's bound of the eager step's, and its update within 1% of the eager update. A
+/// backend that does not compile refuses `--compile on` in one typed error.
+///
+/// The case is [`PositiveMlp`]. A compiler fuses operations and may sum in another order or
+/// with other kernels; each build's loss errs by at most [`PositiveMlp::loss_error`] of
+/// u = 2⁻²⁴ from the exact one (a few units of f32's ε more for exp and log, whose
+/// implementations differ: 8ε·loss covers them), so the two differ by at most twice that.
+/// The update is lr times the gradient, a chain of 2L + 1 sums of at most 64 products each,
+/// whose relative errors (γ₆₄ ≈ 4e-6 each, times the condition of softmax minus the one-hot
+/// label) stay far below 1%; a compiled step that dropped a bias gradient, applied the
+/// learning rate twice or skipped the update misses by the update's own size.
+pub fn compiling_keeps_the_step(backend: &dyn Backend) {
+    use crate::precision::{Compile, Execution, Precision};
+    let info = backend.info();
+    let case = PositiveMlp::new();
+    let compiled = Execution {
+        compile: Compile::On,
+        ..Execution::DEFAULT
+    };
+    if !info.compiles {
+        assert_refuses(backend, &case, compiled, "--compile on");
+        return;
+    }
+    let batch = case.batch(&(0..16).collect::<Vec<_>>());
+    let optimizer = OptimizerConfig::sgd(0.1, 0.0);
+    let step = |execution: Execution| {
+        let mut net = backend
+            .build_with(&case.model, Some(&case.weights), execution)
+            .expect("build");
+        let traced = net.traced_step(&batch, &optimizer).expect("traced step");
+        (traced, net.export_weights().expect("export"))
+    };
+    let (eager, eager_weights) = step(Execution::DEFAULT);
+    let (compiled, compiled_weights) = step(compiled);
+    assert!(
+        !eager.compiled,
+        "{}: the step ran compiled without --compile on",
+        info.backend
+    );
+    assert!(
+        compiled.compiled,
+        "{}: --compile on, but the engine reports that the step did not run compiled",
+        info.backend
+    );
+    let (eager_loss, compiled_loss) = (f64::from(eager.loss), f64::from(compiled.loss));
+    let bound = 2.0 * case.loss_error(Precision::F32.unit_roundoff())
+        + 8.0 * f64::from(f32::EPSILON) * eager_loss;
+    let difference = (compiled_loss - eager_loss).abs();
+    eprintln!(
+        "{}: loss eager {eager_loss:.7}, compiled {compiled_loss:.7}: {difference:.3e} apart, bound {bound:.3e}",
+        info.backend
+    );
+    assert!(
+        difference <= bound,
+        "the compiled step's loss {compiled_loss} is {difference:.3e} from the eager step's {eager_loss}, beyond f32's bound {bound:.3e}"
+    );
+    for (name, before) in case.weights.iter() {
+        let eager_update = eager_weights.get(name).expect("eager tensor") - before;
+        let compiled_update = compiled_weights.get(name).expect("compiled tensor") - before;
+        let largest = eager_update.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let apart = (&compiled_update - &eager_update)
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            largest > 0.0 && apart <= 0.01 * largest,
+            "{name}: the compiled update differs from the eager one by {apart:.3e}, the eager update's largest element is {largest:.3e}"
+        );
+    }
+}
+
+/// A backend that times its layers one at a time gives each layer of the spec a forward time
+/// and, where a training step runs one, a backward time, and leaves the weights (batch norm's
+/// running statistics included) as they were; one that cannot says so in one typed error.
+pub fn layer_times_cover_every_layer_and_change_nothing(backend: &dyn Backend) {
+    let model = resolve(&every_layer_spec());
+    let weights = init::canonical(&model, 41);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let images = test_images(4, model.input(), 43);
+    let times = match net.layer_times(images.view()) {
+        Ok(times) => times,
+        Err(Error::Unsupported { what, .. }) => {
+            assert_eq!(what, "timing its layers one at a time");
+            return;
+        }
+        Err(error) => panic!("layer_times: {error}"),
+    };
+    assert_eq!(times.len(), model.layers.len());
+    let mut upstream = false;
+    for (layer, time) in model.layers.iter().zip(&times) {
+        let has_parameters = matches!(layer.op, crate::spec::Op::Param(_));
+        assert!(
+            time.forward.is_finite() && time.forward > 0.0,
+            "{}: forward {}",
+            layer.name,
+            time.forward
+        );
+        if upstream || has_parameters {
+            assert!(
+                time.backward.is_finite() && time.backward > 0.0,
+                "{}: backward {}",
+                layer.name,
+                time.backward
+            );
+        } else {
+            assert_eq!(
+                time.backward, 0.0,
+                "{}: nothing needs its backward",
+                layer.name
+            );
+        }
+        upstream |= has_parameters;
+    }
+    let after = net.export_weights().expect("export");
+    for (name, tensor) in weights.iter() {
+        assert_eq!(
+            after.get(name).expect("tensor"),
+            tensor,
+            "{name} changed while the layers were timed"
+        );
+    }
 }

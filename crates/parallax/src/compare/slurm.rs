@@ -428,6 +428,20 @@ fn job_script(
         "# libtorch's OpenMP threads spin briefly instead of 3 ms before they sleep (see workers.rs).\nif [ \"$openmp\" = openmp ] && [ -z \"${{OMP_WAIT_POLICY:-}}${{GOMP_SPINCOUNT:-}}\" ]; then\n  export GOMP_SPINCOUNT={}\nfi\n",
         crate::workers::LIBTORCH_SPIN_COUNT
     ));
+    let mut cases = String::new();
+    for entry in parallax_registry::BACKENDS {
+        for (name, flag) in entry.worker_env {
+            cases.push_str(&format!(
+                "  {}) export {name}=\"${{{name}:+${name} }}{flag}\" ;;\n",
+                entry.name
+            ));
+        }
+    }
+    if !cases.is_empty() {
+        script.push_str(&format!(
+            "# Variables an engine reads once, when it loads (the registry's worker_env).\ncase \"$backend\" in\n{cases}esac\n"
+        ));
+    }
     script.push_str("node=\"${SLURMD_NODENAME:-$(hostname)}\"\necho \"parallax: task $SLURM_ARRAY_TASK_ID: $backend, $request, on $node\"\n");
     script.push_str(&format!(
         "exec \"$worker\" --request \"$request\" --request-sha256 \"$sha256\" \\\n  --record \"$record\" --weights \"$weights\" --node \"$node\"{}\n",
@@ -907,6 +921,7 @@ mod tests {
             "#SBATCH --output=/shared/out/slurm/logs/%A-%a.log",
             "export LD_LIBRARY_PATH='/cache/native/libtorch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"",
             "  export GOMP_SPINCOUNT=10000",
+            "  tf) export TF_XLA_FLAGS=\"${TF_XLA_FLAGS:+$TF_XLA_FLAGS }--tf_xla_cpu_global_jit\" ;;",
             "export TF_CPP_MIN_LOG_LEVEL=2",
         ] {
             assert!(

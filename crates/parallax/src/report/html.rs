@@ -389,6 +389,17 @@ fn comparison_section(section: &Section<'_>, prefix: String) -> Markup {
                         (runs)
                     }
                 }
+                @if let Some(roofline) = super::roofline::Roofline::of(summary) {
+                    section id=(id("roofline")) {
+                        h2 { "Roofline" }
+                        p { (roofline.answer()) }
+                        details.roofline {
+                            summary { "Each layer against the two ceilings" span.print-note { " (collapsed in print: open it first to print it)" } }
+                            p.note { (roofline.method()) }
+                            (table(&roofline.header(), &roofline.rows(), "roofline"))
+                        }
+                    }
+                }
                 section id=(id("ledger")) {
                     h2 { "Fairness ledger" }
                     p.note { "What this run made every engine do, and where they differ." }

@@ -76,6 +76,10 @@ pub fn markdown(summary: &Summary, setup: &Setup) -> String {
         out.push_str(&format!("Peak: {line}.\n\n"));
     }
     out.push_str(&table(SPEED, speed_rows(summary), md).to_string());
+    if let Some(roofline) = super::roofline::Roofline::of(summary) {
+        out.push_str("\n\n");
+        out.push_str(&roofline.markdown());
+    }
 
     out.push_str("\n\n## Quality (test set, after the last epoch)\n\n");
     out.push_str(&table(QUALITY, quality_rows(summary), md).to_string());

@@ -10,6 +10,7 @@ pub mod environment;
 pub mod html;
 pub mod markdown;
 mod numbers;
+mod roofline;
 pub mod summary;
 mod tables;
 pub mod terminal;

@@ -304,6 +304,25 @@ class Model:
         self._compile(config)
         return float(self.model.train_on_batch(_nhwc(images), labels))
 
+    def layer_times(self, images, repeats):
+        """Not measured: Keras runs its layers inside `model.fit`'s train function, and calling
+        them one at a time outside it is not what a Keras user's step does; the report says
+        which engines it has layer times for."""
+        return None
+
+    def traced_step(self, images, labels, config):
+        """One train_step, and whether it ran compiled: what `compile`'s jit_compile resolved
+        to (Keras turns it off for a model XLA cannot take) and, on torch, whether TorchDynamo
+        captured graphs for it, as it does on a model's first step."""
+        if keras.backend.backend() != "torch":
+            loss = self.train_step(images, labels, config)
+            return loss, bool(self.jit_compile)
+        from torch._dynamo.utils import counters
+
+        before = counters["stats"]["unique_graphs"]
+        loss = self.train_step(images, labels, config)
+        return loss, bool(self.jit_compile) and counters["stats"]["unique_graphs"] > before
+
     def train_epoch(self, images, labels, order, batch_size, config):
         """The epoch as `model.fit` runs it, on the data in the plan's order (gathered before the
         clock starts), in a thread of its own; returns an iterator over each step's loss and

@@ -261,6 +261,51 @@ class Model:
         optimizer = self._optimizer(config)
         return self._step(torch.from_numpy(images), torch.from_numpy(labels).long(), optimizer)
 
+    def layer_times(self, images, repeats):
+        """Each layer's forward pass (training mode) and backward pass (from a gradient of ones,
+        to its parameters and, where a layer before it has parameters, its input) timed on its
+        own: the network's modules called one at a time, which the CPU runs synchronously, each
+        pass `repeats` times after a warm-up; the medians, as (forward, backward) seconds. A
+        layer's input is what the layers before it compute in evaluation mode."""
+        x = torch.from_numpy(images)
+        upstream = False
+        times = []
+        for layer in self.network.layers:
+            parameters = [p for p in layer.parameters() if p.requires_grad]
+            forwards, backwards = [], []
+            for repeat in range(repeats + 1):
+                leaf = x.detach().requires_grad_(upstream)
+                layer.train()
+                with self._autocast():
+                    start = time.perf_counter()
+                    y = layer(leaf)
+                    forward = time.perf_counter() - start
+                backward = 0.0
+                inputs = parameters + ([leaf] if upstream else [])
+                if inputs:
+                    start = time.perf_counter()
+                    torch.autograd.grad(y, inputs, grad_outputs=torch.ones_like(y))
+                    backward = time.perf_counter() - start
+                # The first repeat warms up: allocations, and oneDNN's primitives.
+                if repeat:
+                    forwards.append(forward)
+                    backwards.append(backward)
+            times.append((float(np.median(forwards)), float(np.median(backwards))))
+            layer.eval()
+            with torch.no_grad(), self._autocast():
+                x = layer(x)
+            upstream = upstream or bool(parameters)
+        return times
+
+    def traced_step(self, images, labels, config):
+        """One train_step, and whether it ran compiled: on a model's first step, when
+        torch.compile compiles, TorchDynamo's count of the graphs it captured grows."""
+        from torch._dynamo.utils import counters
+
+        before = counters["stats"]["unique_graphs"]
+        loss = self.train_step(images, labels, config)
+        return loss, counters["stats"]["unique_graphs"] > before
+
     def train_epoch(self, images, labels, order, batch_size, config):
         """The epoch as a PyTorch user writes it, one batch after another in the given order;
         yields each step's loss and batch size, so that the Rust side keeps the tally."""

@@ -11,7 +11,8 @@
 //! one phase each: comparisons over seeds; two comparisons into one directory, a worker killed
 //! after its first epoch and a comparison interrupted with SIGINT; a Slurm job array on a
 //! cluster of its own; and f32 against bf16 over seeds on a CPU simulated without bf16 units,
-//! with the flags that cannot run refused in one line. The GradCAM phase
+//! tf compiled through XLA against uncompiled with the roofline in its report, with the flags
+//! that cannot run refused in one line. The GradCAM phase
 //! trains the cnn on `fashion-mnist-subset-placed` with tch, maps it on tch, tf and burn from
 //! those weights, and maps ResNet-18 and ResNet-50 on the bundled photos, holding the engines
 //! to agreement and the cnn's maps to localisation bounds; the browser phase (`browser.rs`)
@@ -189,9 +190,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     phase("a Slurm job array on a cluster of its own", || {
         scenario("slurm")
     })?;
-    phase("f32 against bf16, and what cannot run", || {
-        scenario("precision")
-    })?;
+    phase(
+        "f32 against bf16, compiled against not, and what cannot run",
+        || scenario("precision"),
+    )?;
     phase("GradCAM across engines", || {
         grad_cam_acceptance(&built_worker()?)
     })?;
