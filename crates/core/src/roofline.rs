@@ -141,16 +141,19 @@ fn values(shape: Shape) -> u64 {
     shape.len() as u64
 }
 
-/// The stages a layer runs: itself, or a residual block's convolutions, batch norms, ReLUs and
-/// addition in its own shapes.
-fn stages(layer: &ResolvedLayer) -> Vec<Stage> {
-    let parameters: u64 = layer
-        .op
-        .params()
+/// The values among `params` that gradient descent trains.
+fn trainable_values(params: Vec<&crate::spec::ParamInfo>) -> u64 {
+    params
         .iter()
         .filter(|param| param.role.is_trainable())
         .map(|param| param.shape.iter().product::<usize>() as u64)
-        .sum();
+        .sum()
+}
+
+/// The stages a layer runs: itself, or a residual block's convolutions, batch norms, ReLUs and
+/// addition in its own shapes.
+fn stages(layer: &ResolvedLayer) -> Vec<Stage> {
+    let parameters = trainable_values(layer.op.params());
     let block = match &layer.op {
         Op::Param(ParamOp::Block(block)) => block,
         // A view of its input in every engine: nothing moves.
@@ -168,14 +171,6 @@ fn stages(layer: &ResolvedLayer) -> Vec<Stage> {
         Shape::Image { height, width, .. } => (height as u64, width as u64),
         Shape::Flat(_) => (1, 1),
     };
-    let trainable = |conv_norm: &crate::spec::ConvNorm| -> u64 {
-        conv_norm
-            .params()
-            .iter()
-            .filter(|param| param.role.is_trainable())
-            .map(|param| param.shape.iter().product::<usize>() as u64)
-            .sum()
-    };
     let mut result = Vec::new();
     let (mut input, mut h, mut w) = (values(layer.input), height, width);
     let last = block.main.len().saturating_sub(1);
@@ -185,7 +180,7 @@ fn stages(layer: &ResolvedLayer) -> Vec<Stage> {
         result.push(Stage {
             input,
             output,
-            parameters: trainable(step),
+            parameters: trainable_values(step.params()),
         });
         result.push(Stage {
             input: output,
@@ -206,7 +201,7 @@ fn stages(layer: &ResolvedLayer) -> Vec<Stage> {
         result.push(Stage {
             input: values(layer.input),
             output,
-            parameters: trainable(shortcut),
+            parameters: trainable_values(shortcut.params()),
         });
         result.push(Stage {
             input: output,
