@@ -1,13 +1,16 @@
 //! [`BurnModel`]: the `Model` hooks on burn, with its optimizer state.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, ArrayView4};
-use parallax_core::spec::ResolvedModel;
+use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::spec::{Op, ResolvedModel};
+use parallax_core::stats::median;
 use parallax_core::{
     Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, StepClock, StepPhases,
     Weights,
@@ -114,7 +117,65 @@ impl BurnModel {
     }
 }
 
+impl BurnModel {
+    /// [`Model::layer_times`] on burn: each layer through the adapter's own forward code on its
+    /// own, its backward through burn's autodiff from the gradient of the output's sum (ones:
+    /// burn's backward starts from a scalar), for the parameters and (where a layer before it
+    /// has parameters) the input.
+    fn time_layers(&self, images: ArrayView4<'_, f32>) -> Result<Vec<LayerTime>> {
+        let net = self.net()?;
+        // CubeCL and LibTorch on CUDA return before a kernel has run: the clock waits for them.
+        let synchronize = || {
+            self.device
+                .sync()
+                .map_err(|error| engine_error(format!("{error:?}")))
+        };
+        let mut input = Activation::Image(images_to_tensor(images, &self.device));
+        let mut upstream = false;
+        let mut times = Vec::with_capacity(self.model.layers.len());
+        for index in 0..self.model.layers.len() {
+            let has_parameters = matches!(self.model.layers[index].op, Op::Param(_));
+            let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
+            for repeat in 0..=LAYER_REPEATS {
+                let leaf = input.clone().leaf(upstream);
+                synchronize()?;
+                let start = Instant::now();
+                let output = forward(net, &self.model, leaf, index..index + 1, true)?;
+                synchronize()?;
+                let forward_seconds = start.elapsed().as_secs_f64();
+                let mut backward_seconds = 0.0;
+                if upstream || has_parameters {
+                    let start = Instant::now();
+                    let gradients = output.sum().backward();
+                    synchronize()?;
+                    backward_seconds = start.elapsed().as_secs_f64();
+                    drop(gradients);
+                }
+                // The first repeat warms up: allocations, and the kernels' first compilation.
+                if repeat > 0 {
+                    forwards.push(forward_seconds);
+                    backwards.push(backward_seconds);
+                }
+            }
+            times.push(LayerTime {
+                forward: median(&forwards),
+                backward: median(&backwards),
+            });
+            input = forward(net, &self.model, input, index..index + 1, false)?.leaf(false);
+            upstream |= has_parameters;
+        }
+        Ok(times)
+    }
+}
+
 impl Model for BurnModel {
+    fn layer_times(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Vec<LayerTime>>> {
+        self.time_layers(images.into_inner()).map(Some)
+    }
+
     fn import_weights(&mut self, weights: Checked<&Weights>) -> Result<()> {
         let net = self.net.as_mut().ok_or_else(lost)?;
         convert::import(net, &self.model, &weights, &self.device)?;

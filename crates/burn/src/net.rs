@@ -185,6 +185,31 @@ impl Activation {
         }
     }
 
+    /// A leaf of the autodiff graph: detached from what computed it, and tracked for its own
+    /// gradient when `tracked`.
+    pub(crate) fn leaf(self, tracked: bool) -> Self {
+        fn leaf<const D: usize>(tensor: Tensor<D>, tracked: bool) -> Tensor<D> {
+            let tensor = tensor.detach();
+            if tracked {
+                tensor.require_grad()
+            } else {
+                tensor
+            }
+        }
+        match self {
+            Activation::Image(tensor) => Activation::Image(leaf(tensor, tracked)),
+            Activation::Flat(tensor) => Activation::Flat(leaf(tensor, tracked)),
+        }
+    }
+
+    /// The sum of every value, the scalar that burn's backward pass starts from.
+    pub(crate) fn sum(self) -> Tensor<1> {
+        match self {
+            Activation::Image(tensor) => tensor.sum(),
+            Activation::Flat(tensor) => tensor.sum(),
+        }
+    }
+
     pub(crate) fn flat(self) -> Tensor<2> {
         match self {
             Activation::Flat(tensor) => tensor,

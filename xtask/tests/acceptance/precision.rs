@@ -24,9 +24,11 @@ fn compare(args: &[&str], units: &str) -> anyhow::Result<(bool, String)> {
         .env_remove("TF_XLA_FLAGS")
         .output()
         .with_context(|| format!("running cargo xtask {}", args.join(" ")))?;
+    // The terminal as a user sees it: the progress and refusals on stderr, the answer on stdout.
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    eprint!("{stderr}");
-    Ok((output.status.success(), stderr))
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprint!("{stderr}{stdout}");
+    Ok((output.status.success(), stderr + &stdout))
 }
 
 fn records(summary: &Value) -> anyhow::Result<&Vec<Value>> {
@@ -73,7 +75,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         "--out",
         out_text.as_str(),
     ]);
-    let (succeeded, stderr) = compare(&args, "none")?;
+    let (succeeded, terminal) = compare(&args, "none")?;
     ensure!(succeeded, "compare --precision f32,bf16 failed");
     let f32_runs = summary(&out.join("f32"))?;
     let bf16_runs = summary(&out.join("bf16"))?;
@@ -107,7 +109,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         "burn's skip in bf16: {skipped}"
     );
     ensure!(
-        stderr.contains("skipping burn: it cannot run --precision bf16"),
+        terminal.contains("skipping burn: it cannot run --precision bf16"),
         "the terminal did not say why burn was skipped for bf16"
     );
     let axes: Value = serde_json::from_str(
@@ -143,7 +145,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         report.contains("bf16 against f32")
             && report.contains("bf16 ran emulated on this CPU")
             && bf16_report.contains("bf16 ran emulated on this CPU")
-            && stderr.contains("warning: bf16 ran emulated on this CPU"),
+            && terminal.contains("warning: bf16 ran emulated on this CPU"),
         "the emulated bf16 warning is missing from the terminal or a report"
     );
 
@@ -191,7 +193,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         "--out",
         compiled_text.as_str(),
     ]);
-    let (succeeded, stderr) = compare(&args, "none")?;
+    let (succeeded, terminal) = compare(&args, "none")?;
     ensure!(succeeded, "compare --compile off,on failed");
     let off = summary(&compiled.join("compile-off"))?;
     let on = summary(&compiled.join("compile-on"))?;
@@ -204,7 +206,7 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         "expected tch and tf without compilation and tf alone with it"
     );
     ensure!(
-        stderr.contains("skipping tch: it cannot run --compile on"),
+        terminal.contains("skipping tch: it cannot run --compile on"),
         "the terminal did not say why tch was skipped for --compile on"
     );
     for record in records(&off)? {
@@ -225,6 +227,10 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
             record["backend"]
         );
     }
+    ensure!(
+        terminal.contains("At batch 64, the roofline puts a training step of mlp at"),
+        "the terminal does not say where the step's time goes"
+    );
     let report = std::fs::read_to_string(compiled.join("compile-off/report.md"))?;
     ensure!(
         report.contains("## Roofline\n\nAt batch 64, the roofline puts a training step of mlp at")
@@ -250,9 +256,9 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
         let mut args = quick.to_vec();
         args.extend(flags);
         args.extend(["--seed", "1", "--out", refused_text.as_str()]);
-        let (succeeded, stderr) = compare(&args, "none")?;
+        let (succeeded, terminal) = compare(&args, "none")?;
         ensure!(!succeeded, "compare {} exited 0", flags.join(" "));
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = terminal.lines().filter(|l| !l.trim().is_empty()).collect();
         ensure!(
             lines.len() == 1 && lines[0].starts_with(expected),
             "compare {} printed {:?}, not one line starting {expected:?}",

@@ -10,7 +10,8 @@ use super::tables::{
 };
 
 /// The lines that end the terminal output: the verdicts (without them, the answer's caveats
-/// said why), the attribution, the repeats, and the scope of the conclusions.
+/// said why), the attribution, the repeats, the roofline's answer, and the scope of the
+/// conclusions.
 fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(comparison) = summary
@@ -34,6 +35,10 @@ fn conclusions(summary: &Summary, threads: usize) -> Vec<String> {
         }
     }
     lines.extend(summary.repeat.iter().map(|r| r.line.clone()));
+    // Where the step's time goes, in words: the table is in the reports.
+    if let Some(roofline) = super::roofline::Roofline::of(summary) {
+        lines.push(roofline.answer());
+    }
     if !summary.records.is_empty() {
         lines.push(scope(summary, threads, &summary.machine_of_runs()));
     }

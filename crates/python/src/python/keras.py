@@ -305,10 +305,67 @@ class Model:
         return float(self.model.train_on_batch(_nhwc(images), labels))
 
     def layer_times(self, images, repeats):
-        """Not measured: Keras runs its layers inside `model.fit`'s train function, and calling
-        them one at a time outside it is not what a Keras user's step does; the report says
-        which engines it has layer times for."""
-        return None
+        """Each spec layer timed on its own: its Keras layers as a functional model of their own
+        between the spec layer's input and output (sharing the model's variables), called
+        eagerly, which the CPU runs synchronously. The forward pass in training mode; the
+        backward pass from a gradient of ones to the layer's variables and, where a layer
+        before it has variables, its input (GradientTape on TensorFlow, autograd on torch); each
+        pass `repeats` times after a warm-up, the medians as (forward, backward) seconds. A
+        layer's input is what the layers before it compute in evaluation mode. Eager calls, not
+        `fit`'s compiled train function: a layer alone, as every engine's layers are timed."""
+        on_torch = keras.backend.backend() == "torch"
+        if on_torch:
+            import torch
+
+            x = torch.from_numpy(_nhwc(images))
+        else:
+            import tensorflow as tf
+
+            x = tf.constant(_nhwc(images))
+        upstream = False
+        times = []
+        previous = self.inputs
+        for output in self.layer_outputs:
+            # A flatten of what is already flat adds no Keras layer: nothing runs.
+            layer = (lambda value, training: value) if output is previous else keras.Model(previous, output)
+            variables = [] if output is previous else layer.trainable_variables
+            forwards, backwards = [], []
+            for repeat in range(repeats + 1):
+                backward = 0.0
+                if on_torch:
+                    leaf = x.detach().requires_grad_(upstream)
+                    start = time.perf_counter()
+                    y = layer(leaf, training=True)
+                    forward = time.perf_counter() - start
+                    inputs = [variable.value for variable in variables] + ([leaf] if upstream else [])
+                    if inputs and y.requires_grad:
+                        start = time.perf_counter()
+                        torch.autograd.grad(y, inputs, grad_outputs=torch.ones_like(y), allow_unused=True)
+                        backward = time.perf_counter() - start
+                else:
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        start = time.perf_counter()
+                        y = layer(x, training=True)
+                        forward = time.perf_counter() - start
+                    inputs = list(variables) + ([x] if upstream else [])
+                    if inputs:
+                        start = time.perf_counter()
+                        tape.gradient(y, inputs, output_gradients=tf.ones_like(y))
+                        backward = time.perf_counter() - start
+                # The first repeat warms up: allocations, and oneDNN's primitives.
+                if repeat:
+                    forwards.append(forward)
+                    backwards.append(backward)
+            times.append((float(np.median(forwards)), float(np.median(backwards))))
+            if on_torch:
+                with torch.no_grad():
+                    x = layer(x, training=False)
+            else:
+                x = layer(x, training=False)
+            upstream = upstream or bool(variables)
+            previous = output
+        return times
 
     def traced_step(self, images, labels, config):
         """One train_step, and whether it ran compiled: what `compile`'s jit_compile resolved
