@@ -1,6 +1,11 @@
 //! [`TfModel`]: the `Model` hooks on a TensorFlow graph, with its session and optimizer state.
 
+use std::time::Instant;
+
 use ndarray::{Array2, ArrayView4};
+use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::spec::Op;
+use parallax_core::stats::median;
 use parallax_core::{
     Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Precision, Result, TracedStep,
     Weights,
@@ -86,6 +91,71 @@ impl TfModel {
         Ok((loss, args.get_metadata().map(<[u8]>::to_vec)))
     }
 
+    /// [`Model::layer_times`] on TensorFlow: each layer's own subgraph ([`crate::net::LayerProbe`])
+    /// run by the session, its forward pass fed the layer's input; its backward pass fed the
+    /// input and the forward pass's output as well, so that TensorFlow runs the gradient's
+    /// operations and, of the forward ones, only what they read that the feeds do not give (a
+    /// fused batch norm's saved statistics).
+    fn time_layers(&mut self, images: ArrayView4<'_, f32>) -> Result<Vec<LayerTime>> {
+        let layers = self.net.model.layers.len();
+        // Every layer's input, computed by the evaluation pass outside the timing.
+        let images = images_to_nhwc(images);
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.net.images, 0, &images);
+        let tokens: Vec<_> = self.net.eval.outputs[..layers.saturating_sub(1)]
+            .iter()
+            .map(|(output, _)| args.request_fetch(&output.operation, output.index))
+            .collect();
+        self.net.session.run(&mut args).or_engine()?;
+        let mut inputs: Vec<Tensor<f32>> = Vec::with_capacity(layers);
+        for token in tokens {
+            inputs.push(args.fetch(token).or_engine()?);
+        }
+        drop(args);
+        inputs.insert(0, images);
+        let mut upstream = false;
+        let mut times = Vec::with_capacity(layers);
+        for (index, input) in inputs.iter().enumerate() {
+            let has_parameters = matches!(self.net.model.layers[index].op, Op::Param(_));
+            let probe = self.net.layer_probe(index, upstream).or_engine()?.clone();
+            let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
+            for repeat in 0..=LAYER_REPEATS {
+                let mut args = SessionRunArgs::new();
+                args.add_feed(&probe.input, 0, input);
+                let token = args.request_fetch(&probe.output.operation, probe.output.index);
+                let start = Instant::now();
+                self.net.session.run(&mut args).or_engine()?;
+                let forward_seconds = start.elapsed().as_secs_f64();
+                let output: Tensor<f32> = args.fetch(token).or_engine()?;
+                let mut backward_seconds = 0.0;
+                if !probe.gradients.is_empty() {
+                    let mut args = SessionRunArgs::new();
+                    args.add_feed(&probe.input, 0, input);
+                    if !probe.output_is_input {
+                        args.add_feed(&probe.output.operation, probe.output.index, &output);
+                    }
+                    for gradient in &probe.gradients {
+                        args.request_fetch(&gradient.operation, gradient.index);
+                    }
+                    let start = Instant::now();
+                    self.net.session.run(&mut args).or_engine()?;
+                    backward_seconds = start.elapsed().as_secs_f64();
+                }
+                // The first repeat warms up: allocations, and oneDNN's primitives.
+                if repeat > 0 {
+                    forwards.push(forward_seconds);
+                    backwards.push(backward_seconds);
+                }
+            }
+            times.push(LayerTime {
+                forward: median(&forwards),
+                backward: median(&backwards),
+            });
+            upstream |= has_parameters;
+        }
+        Ok(times)
+    }
+
     /// The number of operations in the model's graph: it stays the same from step to step.
     pub fn operation_count(&self) -> usize {
         self.net.operation_count()
@@ -93,6 +163,13 @@ impl TfModel {
 }
 
 impl Model for TfModel {
+    fn layer_times(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Vec<LayerTime>>> {
+        self.time_layers(images.into_inner()).map(Some)
+    }
+
     fn import_weights(&mut self, weights: Checked<&Weights>) -> Result<()> {
         let mut feeds = Vec::with_capacity(self.net.params.len());
         for param in &self.net.params {

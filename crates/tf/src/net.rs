@@ -27,6 +27,21 @@ pub(crate) struct Pass {
     pub(crate) computed: Option<DataType>,
 }
 
+/// One layer on its own, for timing it: a placeholder for its input, its output in training
+/// mode, and the gradients of its output's sum (an upstream gradient of ones) to its trainable
+/// variables and, when asked, its input.
+#[derive(Clone)]
+pub(crate) struct LayerProbe {
+    /// `f32` input, held as the layer before it holds its output.
+    pub(crate) input: Operation,
+    pub(crate) output: Output,
+    /// Whether the output is the input itself (a flatten of what is already flat).
+    pub(crate) output_is_input: bool,
+    /// Empty where no gradient is asked: a layer without parameters that nothing before it
+    /// trains through.
+    pub(crate) gradients: Vec<Output>,
+}
+
 /// The model's graph and the session that runs it.
 pub(crate) struct Net {
     scope: Scope,
@@ -47,6 +62,8 @@ pub(crate) struct Net {
     training: Option<Training>,
     optimizers: Vec<OptimizerOps>,
     grad_cams: HashMap<usize, Output>,
+    /// Each layer's probe, built on first use.
+    layer_probes: HashMap<(usize, bool), LayerProbe>,
     /// Op-level seeds for dropout masks, so that runs are reproducible.
     next_seed: i64,
     /// The type convolutions and dense layers compute in when it is not f32 (bf16).
@@ -117,6 +134,7 @@ impl Net {
             training: None,
             optimizers: Vec::new(),
             grad_cams: HashMap::new(),
+            layer_probes: HashMap::new(),
             next_seed,
             compute,
         })
@@ -243,6 +261,83 @@ impl Net {
             .ok_or_else(|| invalid("no gradient reaches the layer"))?;
         self.grad_cams.insert(index, gradient.clone());
         Ok((activations, gradient))
+    }
+}
+
+impl Net {
+    /// Layer `index` on its own ([`LayerProbe`]), built on first use; `upstream` asks for its
+    /// input's gradient as well (a layer with parameters comes before it).
+    pub(crate) fn layer_probe(&mut self, index: usize, upstream: bool) -> TfResult<&LayerProbe> {
+        if !self.layer_probes.contains_key(&(index, upstream)) {
+            let layer = self
+                .model
+                .layers
+                .get(index)
+                .ok_or_else(|| invalid(format!("no layer {index}")))?;
+            let repr = match index {
+                0 => input_repr(&self.model),
+                _ => self.eval.outputs[index - 1].1,
+            };
+            let mut scope = self.scope.new_sub_scope(&format!("layer_probe_{index}"));
+            let input = ops::Placeholder::new()
+                .dtype(DataType::Float)
+                .build(&mut scope)?;
+            let mut forward = Forward {
+                scope: scope.new_sub_scope(""),
+                variables: &self.variables,
+                train: true,
+                updates: Vec::new(),
+                next_seed: &mut self.next_seed,
+                compute: self.compute,
+                computed: None,
+            };
+            let (output, _) = forward.layer(layer, input.clone().into(), repr)?;
+            let mut targets: Vec<Output> = layer
+                .op
+                .params()
+                .into_iter()
+                .filter(|param| param.role.is_trainable())
+                .filter_map(|param| self.variables.get(&param.name).cloned())
+                .collect();
+            if upstream {
+                targets.push(input.clone().into());
+            }
+            let gradients = if targets.is_empty() {
+                Vec::new()
+            } else {
+                // The gradient of the output's sum, whose upstream gradient is ones: the crate's
+                // `add_gradients` frees the `dx` array it is given before TensorFlow reads it
+                // (tensorflow 0.21), so ones cannot be passed as `dx`.
+                let all = ops::constant(&[-1i32][..], &mut scope)?;
+                let values = ops::reshape(output.clone(), all, &mut scope)?;
+                let first = ops::constant(&[0i32][..], &mut scope)?;
+                let sum: Output = ops::sum(values, first, &mut scope)?.into();
+                scope
+                    .graph_mut()
+                    .add_gradients(
+                        Some(&format!("layer_probe_gradients_{index}_{upstream}")),
+                        &[sum],
+                        &targets,
+                        None,
+                    )?
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            let output_is_input = output.operation.name()? == input.name()?;
+            self.layer_probes.insert(
+                (index, upstream),
+                LayerProbe {
+                    input,
+                    output,
+                    output_is_input,
+                    gradients,
+                },
+            );
+        }
+        self.layer_probes
+            .get(&(index, upstream))
+            .ok_or_else(|| invalid("layer probe missing after building it"))
     }
 }
 

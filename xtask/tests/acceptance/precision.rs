@@ -219,13 +219,9 @@ pub fn acceptance(worker: &Path) -> anyhow::Result<()> {
                     .is_some_and(|c| c.len() == 5),
             "a record without its bandwidth or its 5 costs (4 layers and the optimizer)"
         );
-        // tch times its layers one at a time; tf does not yet.
+        // Both time their layers one at a time.
         let timed = record["layer_times"].as_array().map_or(0, Vec::len);
-        ensure!(
-            timed == if record["backend"] == "tch" { 4 } else { 0 },
-            "{} timed {timed} layers",
-            record["backend"]
-        );
+        ensure!(timed == 4, "{} timed {timed} layers", record["backend"]);
     }
     ensure!(
         terminal.contains("At batch 64, the roofline puts a training step of mlp at"),
