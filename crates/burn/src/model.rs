@@ -8,9 +8,8 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, ArrayView4};
-use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::roofline::{LayerTime, time_layer};
 use parallax_core::spec::{Op, ResolvedModel};
-use parallax_core::stats::median;
 use parallax_core::{
     Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, StepClock, StepPhases,
     Weights,
@@ -135,8 +134,7 @@ impl BurnModel {
         let mut times = Vec::with_capacity(self.model.layers.len());
         for index in 0..self.model.layers.len() {
             let has_parameters = matches!(self.model.layers[index].op, Op::Param(_));
-            let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
-            for repeat in 0..=LAYER_REPEATS {
+            times.push(time_layer(|| {
                 let leaf = input.clone().leaf(upstream);
                 synchronize()?;
                 let start = Instant::now();
@@ -151,16 +149,8 @@ impl BurnModel {
                     backward_seconds = start.elapsed().as_secs_f64();
                     drop(gradients);
                 }
-                // The first repeat warms up: allocations, and the kernels' first compilation.
-                if repeat > 0 {
-                    forwards.push(forward_seconds);
-                    backwards.push(backward_seconds);
-                }
-            }
-            times.push(LayerTime {
-                forward: median(&forwards),
-                backward: median(&backwards),
-            });
+                Ok::<_, parallax_core::Error>((forward_seconds, backward_seconds))
+            })?);
             input = forward(net, &self.model, input, index..index + 1, false)?.leaf(false);
             upstream |= has_parameters;
         }

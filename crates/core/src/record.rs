@@ -109,8 +109,8 @@ pub struct RunRequest {
     /// Write the trained weights beside the record.
     #[serde(default)]
     pub save_weights: bool,
-    /// Measure the machine's f32 matrix-product peak through the engine before training
-    /// ([`crate::peak`]), for the record's [`RunRecord::matmul_peak`].
+    /// Measure the machine's matrix-product peak, in the run's precision, through the engine
+    /// before training ([`crate::peak`]), for the record's [`RunRecord::matmul_peak`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub measure_peak: bool,
     /// The precision the layers compute in (`--precision`); f32 is left out of the JSON, so
@@ -347,9 +347,9 @@ pub struct RunRecord {
     /// The model's FLOPs, counted from its spec (`crate::flops`); absent in older records.
     #[serde(default)]
     pub flops: Option<FlopCount>,
-    /// The f32 matrix-product peak measured through this run's engine before training, when the
-    /// request asked for it ([`crate::peak`]); the report divides achieved GFLOP/s by the best
-    /// of a comparison's peaks.
+    /// The matrix-product peak, in the run's precision, measured through this run's engine
+    /// before training when the request asked for it ([`crate::peak`]); the report divides
+    /// achieved GFLOP/s by the best of a comparison's peaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matmul_peak: Option<MatmulPeak>,
     /// The model's memory, estimated from its spec before anything was allocated

@@ -84,6 +84,24 @@ impl LayerTime {
 /// Timed repeats of each layer's passes, after one untimed warm-up.
 pub const LAYER_REPEATS: usize = 5;
 
+/// One layer's [`LayerTime`]: `passes` runs its forward and backward passes once and returns
+/// their seconds; it runs once to warm up (allocations, kernels picked or compiled on first
+/// use), then [`LAYER_REPEATS`] times, and each pass keeps its median. Every adapter's
+/// [`crate::Model::layer_times`] times its layers through it.
+pub fn time_layer<E>(mut passes: impl FnMut() -> Result<(f64, f64), E>) -> Result<LayerTime, E> {
+    passes()?;
+    let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
+    for _ in 0..LAYER_REPEATS {
+        let (forward, backward) = passes()?;
+        forwards.push(forward);
+        backwards.push(backward);
+    }
+    Ok(LayerTime {
+        forward: crate::stats::median(&forwards),
+        backward: crate::stats::median(&backwards),
+    })
+}
+
 /// What holds a layer back on the roofline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

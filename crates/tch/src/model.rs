@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView4};
-use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::roofline::{LayerTime, time_layer};
 use parallax_core::spec::{Op, ResolvedModel};
-use parallax_core::stats::median;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, Error, GradCam, GradCamTarget, Model,
     OptimizerConfig, Precision, Result, StepClock, StepPhases, StepProgress, Weights,
@@ -169,8 +168,7 @@ impl TchModel {
         let mut times = Vec::with_capacity(self.model.layers.len());
         for (index, layer) in self.model.layers.iter().enumerate() {
             let has_parameters = matches!(layer.op, Op::Param(_));
-            let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
-            for repeat in 0..=LAYER_REPEATS {
+            times.push(time_layer(|| {
                 let leaf = input.detach().set_requires_grad(upstream);
                 synchronize();
                 let start = Instant::now();
@@ -195,16 +193,8 @@ impl TchModel {
                     backward_seconds = start.elapsed().as_secs_f64();
                     drop(gradients);
                 }
-                // The first repeat warms up: allocations, and oneDNN's primitives.
-                if repeat > 0 {
-                    forwards.push(forward_seconds);
-                    backwards.push(backward_seconds);
-                }
-            }
-            times.push(LayerTime {
-                forward: median(&forwards),
-                backward: median(&backwards),
-            });
+                Ok::<_, tch::TchError>((forward_seconds, backward_seconds))
+            })?);
             input = tch::no_grad(|| {
                 forward_in_own_kind(&self.net, &self.model, input, index..index + 1, false)
             })?;

@@ -3,9 +3,8 @@
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView4};
-use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::roofline::{LayerTime, time_layer};
 use parallax_core::spec::Op;
-use parallax_core::stats::median;
 use parallax_core::{
     Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Precision, Result, TracedStep,
     Weights,
@@ -118,8 +117,7 @@ impl TfModel {
         for (index, input) in inputs.iter().enumerate() {
             let has_parameters = matches!(self.net.model.layers[index].op, Op::Param(_));
             let probe = self.net.layer_probe(index, upstream).or_engine()?.clone();
-            let (mut forwards, mut backwards) = (Vec::new(), Vec::new());
-            for repeat in 0..=LAYER_REPEATS {
+            times.push(time_layer(|| {
                 let mut args = SessionRunArgs::new();
                 args.add_feed(&probe.input, 0, input);
                 let token = args.request_fetch(&probe.output.operation, probe.output.index);
@@ -141,16 +139,8 @@ impl TfModel {
                     self.net.session.run(&mut args).or_engine()?;
                     backward_seconds = start.elapsed().as_secs_f64();
                 }
-                // The first repeat warms up: allocations, and oneDNN's primitives.
-                if repeat > 0 {
-                    forwards.push(forward_seconds);
-                    backwards.push(backward_seconds);
-                }
-            }
-            times.push(LayerTime {
-                forward: median(&forwards),
-                backward: median(&backwards),
-            });
+                Ok::<_, parallax_core::Error>((forward_seconds, backward_seconds))
+            })?);
             upstream |= has_parameters;
         }
         Ok(times)

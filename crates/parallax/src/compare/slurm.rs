@@ -424,6 +424,18 @@ fn job_script(
         "\nIFS=$'\\t' read -r backend openmp worker request sha256 record weights \\\n  < <(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n",
         quote(&tasks.display().to_string())
     ));
+    let malloc: Vec<String> = crate::workers::MALLOC_KEEPS_FREED_MEMORY
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    let unset: String = crate::workers::MALLOC_KEEPS_FREED_MEMORY
+        .iter()
+        .map(|(name, _)| format!("${{{name}:-}}"))
+        .collect();
+    script.push_str(&format!(
+        "# malloc keeps freed memory for the next step (see workers.rs).\nif [ -z \"{unset}\" ]; then\n  export {}\nfi\n",
+        malloc.join(" ")
+    ));
     script.push_str(&format!(
         "# libtorch's OpenMP threads spin briefly instead of 3 ms before they sleep (see workers.rs).\nif [ \"$openmp\" = openmp ] && [ -z \"${{OMP_WAIT_POLICY:-}}${{GOMP_SPINCOUNT:-}}\" ]; then\n  export GOMP_SPINCOUNT={}\nfi\n",
         crate::workers::LIBTORCH_SPIN_COUNT
@@ -921,6 +933,7 @@ mod tests {
             "#SBATCH --output=/shared/out/slurm/logs/%A-%a.log",
             "export LD_LIBRARY_PATH='/cache/native/libtorch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"",
             "  export GOMP_SPINCOUNT=10000",
+            "  export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184",
             "  tf) export TF_XLA_FLAGS=\"${TF_XLA_FLAGS:+$TF_XLA_FLAGS }--tf_xla_cpu_global_jit\" ;;",
             "export TF_CPP_MIN_LOG_LEVEL=2",
         ] {

@@ -71,7 +71,7 @@ pub fn markdown(summary: &Summary, setup: &Setup) -> String {
         .to_string(),
     );
 
-    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step). GFLOP/s are each epoch's training FLOPs, counted from the spec (forward and backward per example, the optimizer's update per step; a multiply-add is 2 FLOPs), over its seconds; `of peak` divides them by the machine's f32 matrix-product peak, measured through every engine in the same comparison (the best of them).\n\n");
+    out.push_str("\n\n## Speed and memory\n\nSeconds per epoch cover the training loop only; the median is robust to the first epoch's warm-up, which `to first step` shows on its own (build, weight import and first step). GFLOP/s are each epoch's training FLOPs, counted from the spec (forward and backward per example, the optimizer's update per step; a multiply-add is 2 FLOPs), over its seconds; `of peak` divides them by the machine's matrix-product peak in the runs' precision (f32, or bf16 for bf16 runs), measured through every engine in the same comparison (the best of them).\n\n");
     if let Some(line) = summary.matmul_peak_line() {
         out.push_str(&format!("Peak: {line}.\n\n"));
     }
