@@ -507,6 +507,23 @@ pub trait Model: Any {
         Ok(None)
     }
 
+    /// Each layer's time inside whole training steps on `batch`, as the engine's own profiler
+    /// attributes its operations to the spec's layers; `None` when the adapter cannot read a
+    /// profiler that does (an engine without one, or compiled code, whose fused kernels cross
+    /// the layers' boundaries).
+    ///
+    /// One step runs unprofiled to warm up, then [`crate::roofline::LAYER_REPEATS`] profiled
+    /// steps, and each layer's passes keep their medians. The steps update the weights and the
+    /// optimizer's state: [`Net::layer_profile`] restores the weights afterwards.
+    fn layer_profile(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<Option<crate::roofline::LayerProfile>> {
+        let _ = (batch, optimizer);
+        Ok(None)
+    }
+
     /// One [`Model::train_step`], the same computation, traced by the engine so that it can say
     /// whether it ran the step as compiled code; `None` when the adapter cannot ask its engine.
     ///

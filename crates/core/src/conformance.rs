@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             bf16_computes_in_bf16_within_its_bound,
             compiling_keeps_the_step,
             layer_times_cover_every_layer_and_change_nothing,
+            a_layer_profile_covers_every_layer_and_changes_nothing,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

@@ -156,6 +156,36 @@ impl Net {
         Ok(times)
     }
 
+    /// Each layer's time inside whole training steps on `batch`, as the engine's profiler
+    /// attributes it ([`Model::layer_profile`]), one entry per layer of the spec; the weights
+    /// are as they were before, and the optimizer's state starts afresh at the next step.
+    pub fn layer_profile(
+        &mut self,
+        batch: &Batch,
+        optimizer: &OptimizerConfig,
+    ) -> Result<crate::roofline::LayerProfile> {
+        let batch = self.check_training_batch(batch)?;
+        let before = self.inner.export_weights()?;
+        let profile = self.inner.layer_profile(batch, optimizer);
+        self.inner.import_weights(Checked::new(&before))?;
+        let profile = profile?.ok_or_else(|| Error::Unsupported {
+            backend: self.backend.clone(),
+            what: "attributing a training step's time to its layers with a profiler".into(),
+        })?;
+        if profile.layers.len() != self.model.layers.len() {
+            return Err(Error::engine(
+                &self.backend,
+                format!(
+                    "{} attributed a step to {} layers of a spec of {}",
+                    profile.profiler,
+                    profile.layers.len(),
+                    self.model.layers.len()
+                ),
+            ));
+        }
+        Ok(profile)
+    }
+
     /// One optimizer step, as [`Net::train_step`], traced by the engine so that it says whether
     /// it ran compiled ([`Model::traced_step`]).
     pub fn traced_step(

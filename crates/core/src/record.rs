@@ -3,7 +3,7 @@
 //!
 //! Records of an older layout still read: [`RunRecord::load`] migrates them to the current one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -20,7 +20,7 @@ use crate::memory::MemoryEstimate;
 use crate::metrics::{ClassificationReport, ConfusionMatrix};
 use crate::optim::OptimizerConfig;
 use crate::precision::{Bf16Units, Compile, Execution, Precision};
-use crate::roofline::{LayerCost, LayerTime, MemoryBandwidth};
+use crate::roofline::{LayerCost, LayerProfile, LayerTime, MemoryBandwidth};
 use crate::spec::ModelSource;
 use crate::{Error, Result};
 
@@ -282,6 +282,11 @@ pub struct RunRecord {
     pub threads: usize,
     /// Whether subnormal floats were flushed to zero on the engine's threads.
     pub flush_denormals: bool,
+    /// glibc malloc's settings in the run's environment ([`malloc_settings`]), which change
+    /// the speed of an engine that allocates its tensors through malloc; empty where none was
+    /// set (glibc's defaults) and in older records.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub malloc: BTreeMap<String, String>,
     /// Model spec name.
     pub model: String,
     /// Trainable parameters.
@@ -388,6 +393,23 @@ pub struct RunRecord {
     /// can run its layers one at a time; empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layer_times: Vec<LayerTime>,
+    /// Each layer's time inside training steps on the same batch, as the engine's own profiler
+    /// attributes it ([`crate::Net::layer_profile`]), when the request measured the peak and
+    /// the adapter reads a profiler; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_profile: Option<LayerProfile>,
+}
+
+/// glibc malloc's settings in this process's environment: its `MALLOC_*` variables and
+/// `GLIBC_TUNABLES`, read when the process started. A training step allocates and frees the same
+/// large activations every step, and whether malloc keeps them or returns them to the kernel
+/// moves an epoch's seconds by a fifth or more, so a record says which it ran with.
+pub fn malloc_settings() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+        .filter(|(name, _)| name.starts_with("MALLOC_") || name == "GLIBC_TUNABLES")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect()
 }
 
 /// The machine a run executed on, as a cluster scheduler placed it.

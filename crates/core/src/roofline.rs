@@ -81,6 +81,29 @@ impl LayerTime {
     }
 }
 
+/// Each layer's forward and backward time inside whole training steps, as the engine's own
+/// profiler attributes its operations to the spec's layers ([`crate::Model::layer_profile`]):
+/// the other side of [`LayerTime`], with the caches, allocations and scheduling of a real
+/// step, and the profiler's own cost per operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerProfile {
+    /// The profiler that measured it, as its engine names it.
+    pub profiler: String,
+    /// The profiled steps the medians are over, after one unprofiled warm-up step.
+    pub steps: usize,
+    /// Each layer's median seconds, in the spec's order: its forward operations, and the
+    /// backward operations the engine's autograd derived from them (each parameter's gradient
+    /// accumulation, which the profiler ties to no layer, left out).
+    pub layers: Vec<LayerTime>,
+}
+
+impl LayerProfile {
+    /// Every layer's time in the step, forward and backward.
+    pub fn total(&self) -> f64 {
+        self.layers.iter().map(LayerTime::total).sum()
+    }
+}
+
 /// Timed repeats of each layer's passes, after one untimed warm-up.
 pub const LAYER_REPEATS: usize = 5;
 

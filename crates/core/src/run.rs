@@ -264,6 +264,13 @@ pub fn execute(
                 Err(Error::Unsupported { .. }) => {}
                 Err(error) => return Err(error),
             }
+            // The same batch in whole training steps, under the engine's own profiler.
+            let first: Vec<u32> = (0..count as u32).collect();
+            match net.layer_profile(&train.try_batch(&first)?, &optimizer) {
+                Ok(profile) => record.layer_profile = Some(profile),
+                Err(Error::Unsupported { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     };
@@ -322,6 +329,7 @@ fn start_record(
         device: info.device,
         threads: info.threads,
         flush_denormals: info.flush_denormals,
+        malloc: crate::record::malloc_settings(),
         model: model.spec.name.clone(),
         parameters: model.trainable_count(),
         dataset: data.name,
@@ -352,6 +360,7 @@ fn start_record(
         layer_costs: crate::roofline::layer_costs(model, request.batch_size, &optimizer.kind),
         memory_bandwidth: None,
         layer_times: Vec::new(),
+        layer_profile: None,
         matmul_peak,
         memory_estimate: None,
         node: None,

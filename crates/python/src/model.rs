@@ -3,7 +3,7 @@
 
 use ndarray::{Array2, ArrayView4};
 use parallax_core::optim::{AdamFormulation, OptimizerKind};
-use parallax_core::roofline::{LAYER_REPEATS, LayerTime};
+use parallax_core::roofline::{LAYER_REPEATS, LayerProfile, LayerTime};
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
     Batch, Checked, EpochPlan, EpochStats, EpochTally, GradCam, GradCamTarget, Model,
@@ -140,6 +140,32 @@ impl Model for PythonModel {
                         .into_iter()
                         .map(|(forward, backward)| LayerTime { forward, backward })
                         .collect()
+                }))
+            },
+        )
+    }
+
+    fn layer_profile(
+        &mut self,
+        batch: Checked<&Batch>,
+        optimizer: &OptimizerConfig,
+    ) -> Result<Option<LayerProfile>> {
+        self.call(
+            "layer_profile",
+            |py| {
+                let mut args = step_args(py, &batch, optimizer)?;
+                args.push(any(LAYER_REPEATS, py)?);
+                Ok(args)
+            },
+            |profile| {
+                let profile: Option<(String, Vec<(f64, f64)>)> = profile.extract()?;
+                Ok(profile.map(|(profiler, pairs)| LayerProfile {
+                    profiler,
+                    steps: LAYER_REPEATS,
+                    layers: pairs
+                        .into_iter()
+                        .map(|(forward, backward)| LayerTime { forward, backward })
+                        .collect(),
                 }))
             },
         )

@@ -1566,3 +1566,58 @@ pub fn layer_times_cover_every_layer_and_change_nothing(backend: &dyn Backend) {
         );
     }
 }
+
+/// The engine's profiler attributes a training step to every layer of the spec, forward and
+/// backward where a backward runs, and the weights afterwards are the weights before. Engines
+/// whose adapter reads no profiler refuse with their own name.
+pub fn a_layer_profile_covers_every_layer_and_changes_nothing(backend: &dyn Backend) {
+    let model = resolve(&every_layer_spec());
+    let weights = init::canonical(&model, 47);
+    let mut net = backend.build(&model, Some(&weights)).expect("build");
+    let batch = Batch {
+        images: test_images(4, model.input(), 53),
+        labels: Array1::from_iter((0..4).map(|i| (i % model.classes()) as u32)),
+    };
+    let profile = match net.layer_profile(&batch, &OptimizerConfig::sgd(0.1, 0.9)) {
+        Err(Error::Unsupported { backend: name, .. }) => {
+            assert_eq!(name, backend.info().backend, "the refusal names another backend");
+            return;
+        }
+        other => other.unwrap_or_else(|error| panic!("layer_profile: {error}")),
+    };
+    assert!(!profile.profiler.is_empty(), "the profiler is named");
+    assert!(profile.steps > 0, "over no steps");
+    assert_eq!(profile.layers.len(), model.layers.len());
+    let mut upstream = false;
+    for (layer, time) in model.layers.iter().zip(&profile.layers) {
+        let has_parameters = matches!(layer.op, crate::spec::Op::Param(_));
+        // Every layer runs at least one operation forward, which the profiler times.
+        assert!(
+            time.forward.is_finite() && time.forward > 0.0,
+            "{}: forward {}",
+            layer.name,
+            time.forward
+        );
+        // A backward runs where the layer has parameters or a layer before it has: there the
+        // autograd operations derived from this layer's are its own.
+        if upstream || has_parameters {
+            assert!(
+                time.backward.is_finite() && time.backward > 0.0,
+                "{}: backward {}",
+                layer.name,
+                time.backward
+            );
+        } else {
+            assert_eq!(time.backward, 0.0, "{}: nothing needs its backward", layer.name);
+        }
+        upstream |= has_parameters;
+    }
+    let after = net.export_weights().expect("export");
+    for (name, tensor) in weights.iter() {
+        assert_eq!(
+            after.get(name).expect("tensor"),
+            tensor,
+            "{name} changed while the steps were profiled"
+        );
+    }
+}

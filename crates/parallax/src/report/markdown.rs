@@ -50,6 +50,7 @@ pub fn markdown(summary: &Summary, setup: &Setup) -> String {
                 r.device.to_string(),
                 r.threads.to_string(),
                 if r.flush_denormals { "yes" } else { "no" }.to_string(),
+                malloc_column(&r.malloc),
                 r.git_revision.clone(),
             ]
         })
@@ -63,6 +64,7 @@ pub fn markdown(summary: &Summary, setup: &Setup) -> String {
                 "device",
                 "threads",
                 "flush subnormals",
+                "malloc",
                 "git",
             ],
             engines,
@@ -298,4 +300,48 @@ fn verdict_sections(summary: &Summary, threads: usize) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The engines table's malloc column: the workers' own settings by what they do, glibc's
+/// defaults by name, anything else as its variables.
+fn malloc_column(settings: &std::collections::BTreeMap<String, String>) -> String {
+    let keeps = crate::workers::MALLOC_KEEPS_FREED_MEMORY;
+    if settings.is_empty() {
+        "glibc's defaults".into()
+    } else if settings.len() == keeps.len()
+        && keeps
+            .iter()
+            .all(|(name, value)| settings.get(*name).map(String::as_str) == Some(*value))
+    {
+        "keeps freed memory".into()
+    } else {
+        settings
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::malloc_column;
+    use crate::workers::MALLOC_KEEPS_FREED_MEMORY;
+
+    #[test]
+    fn the_malloc_column_names_the_workers_settings_by_what_they_do() {
+        let mut settings = std::collections::BTreeMap::new();
+        assert_eq!(malloc_column(&settings), "glibc's defaults");
+        for (name, value) in MALLOC_KEEPS_FREED_MEMORY {
+            settings.insert(name.to_string(), value.to_string());
+        }
+        assert_eq!(malloc_column(&settings), "keeps freed memory");
+        // A user's own setting is shown as it was set.
+        settings.insert("MALLOC_ARENA_MAX".into(), "2".into());
+        assert!(
+            malloc_column(&settings).starts_with("MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_="),
+            "{}",
+            malloc_column(&settings)
+        );
+    }
 }

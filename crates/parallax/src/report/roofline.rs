@@ -2,7 +2,7 @@
 //! machine's matrix-product peak and stream-copy bandwidth, both measured in the comparison
 //! ([`parallax_core::roofline`]), and how far the fastest step sits from the floor they set.
 
-use parallax_core::roofline::{Bound, Ceilings, LayerCost, LayerTime};
+use parallax_core::roofline::{Bound, Ceilings, LayerCost, LayerProfile, LayerTime};
 
 use super::tables::table;
 use super::{Summary, numbers};
@@ -19,6 +19,9 @@ pub(crate) struct Roofline {
     /// Each backend's layers timed one at a time (its run whose layers took least), in the
     /// order the records list the backends.
     measured: Vec<(String, Vec<LayerTime>)>,
+    /// Each backend's layers inside whole training steps, as its engine's profiler attributes
+    /// them (its run whose profiled layers took least), where the adapter reads one.
+    profiled: Vec<(String, LayerProfile)>,
 }
 
 impl Roofline {
@@ -65,6 +68,20 @@ impl Roofline {
                 None => measured.push((record.backend.clone(), record.layer_times.clone())),
             }
         }
+        let mut profiled: Vec<(String, LayerProfile)> = Vec::new();
+        for (backend, profile) in summary.records.iter().filter_map(|r| {
+            let profile = r.layer_profile.as_ref()?;
+            (profile.layers.len() == layers
+                && r.model == first.model
+                && r.batch_size == first.batch_size)
+                .then_some((&r.backend, profile))
+        }) {
+            match profiled.iter_mut().find(|(name, _)| name == backend) {
+                Some((_, kept)) if kept.total() <= profile.total() => {}
+                Some((_, kept)) => *kept = profile.clone(),
+                None => profiled.push((backend.clone(), profile.clone())),
+            }
+        }
         Some(Roofline {
             ceilings: Ceilings {
                 flops_per_second: peak.gflops * 1e9,
@@ -75,6 +92,7 @@ impl Roofline {
             model: first.model.clone(),
             fastest,
             measured,
+            profiled,
         })
     }
 
@@ -125,6 +143,10 @@ impl Roofline {
             named(&compute_layers),
         );
         if let Some(sentence) = self.measured_sentence() {
+            text.push(' ');
+            text.push_str(&sentence);
+        }
+        for sentence in self.profiled_sentences() {
             text.push(' ');
             text.push_str(&sentence);
         }
@@ -181,11 +203,63 @@ impl Roofline {
         ))
     }
 
+    /// Each profiled backend's layers in whole steps, against the same layers timed one at a
+    /// time where the backend timed them too: the layers that a real step slows most.
+    fn profiled_sentences(&self) -> Vec<String> {
+        self.profiled
+            .iter()
+            .map(|(backend, profile)| {
+                let total = profile.total();
+                let mut sentence = format!(
+                    "In whole training steps, {} put {backend}'s layers at {}",
+                    profile.profiler,
+                    numbers::seconds(total)
+                );
+                let alone = self.measured.iter().find(|(name, _)| name == backend);
+                if let Some((_, times)) = alone {
+                    let alone_total: f64 = times.iter().map(LayerTime::total).sum();
+                    let mut slowed: Vec<(&str, f64)> = self
+                        .costs
+                        .iter()
+                        .zip(profile.layers.iter().zip(times))
+                        .map(|(cost, (step, alone))| {
+                            (cost.name.as_str(), step.total() - alone.total())
+                        })
+                        .filter(|(_, extra)| *extra > 0.0)
+                        .collect();
+                    slowed.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    sentence.push_str(&format!(
+                        ", {:.2}× the same layers timed one at a time",
+                        total / alone_total.max(f64::MIN_POSITIVE)
+                    ));
+                    if !slowed.is_empty() {
+                        let named: Vec<String> = slowed
+                            .iter()
+                            .take(3)
+                            .map(|(name, extra)| {
+                                format!("{name} (+{})", numbers::seconds(*extra))
+                            })
+                            .collect();
+                        sentence.push_str(&format!(
+                            "; the layers a step slowed most: {}",
+                            named.join(", ")
+                        ));
+                    }
+                }
+                sentence.push('.');
+                sentence
+            })
+            .collect()
+    }
+
     /// The table's header: the estimates, then each measured backend's layers.
     pub(crate) fn header(&self) -> Vec<String> {
         let mut header: Vec<String> = Self::HEADER.iter().map(|h| h.to_string()).collect();
         for (backend, _) in &self.measured {
             header.push(format!("{backend} fwd + bwd"));
+        }
+        for (backend, profile) in &self.profiled {
+            header.push(format!("{backend} in a step ({})", profile.profiler));
         }
         header
     }
@@ -203,15 +277,24 @@ impl Roofline {
             .enumerate()
             .map(|(index, cost)| {
                 let (seconds, bound) = self.ceilings.floor(cost);
-                let measured = self.measured.iter().map(move |(_, times)| {
-                    times.get(index).map_or("—".to_string(), |time| {
+                let passes = |time: Option<&LayerTime>| {
+                    time.map_or("—".to_string(), |time| {
                         format!(
                             "{} + {}",
                             numbers::seconds(time.forward),
                             numbers::seconds(time.backward)
                         )
                     })
-                });
+                };
+                let measured = self
+                    .measured
+                    .iter()
+                    .map(|(_, times)| passes(times.get(index)))
+                    .chain(
+                        self.profiled
+                            .iter()
+                            .map(|(_, profile)| passes(profile.layers.get(index))),
+                    );
                 let mut row = vec![
                     cost.name.clone(),
                     cost.kind.clone(),
@@ -234,7 +317,7 @@ impl Roofline {
 
     /// What the table shows and how the ceilings were measured.
     pub(crate) fn method(&self) -> String {
-        format!(
+        let mut text = format!(
             "The ceilings, measured in this comparison: {} GFLOP/s of matrix products and {} GB/s of stream copy, so a layer needs {} FLOP per byte to be bound by compute. Each layer's FLOPs are counted from the spec and its bytes estimated from its tensors' sizes (each tensor crosses memory once per pass; caches ignored); its floor is the slower of its FLOPs at the peak and its bytes at the bandwidth. {}",
             numbers::whole(self.ceilings.flops_per_second / 1e9),
             numbers::significant(self.ceilings.bytes_per_second / 1e9, 3),
@@ -255,7 +338,14 @@ impl Roofline {
                     parallax_core::roofline::LAYER_REPEATS
                 )
             },
-        )
+        );
+        for (backend, profile) in &self.profiled {
+            text.push_str(&format!(
+                " The {backend} in a step column is the same batch in whole training steps under {}: each layer's forward operations and the backward operations its engine derived from them (each parameter's gradient accumulation, which the profiler ties to no layer, left out), medians of {} steps after a warm-up; the profiler adds its own cost to every operation it records.",
+                profile.profiler, profile.steps
+            ));
+        }
+        text
     }
 
     /// The section of `report.md`.
@@ -364,7 +454,7 @@ mod tests {
             })
             .to_vec();
         records[0].layer_times = times;
-        let roofline = Roofline::of(&summary_of(records)).expect("a roofline");
+        let roofline = Roofline::of(&summary_of(records.clone())).expect("a roofline");
         let text = roofline.markdown();
         assert!(text.contains("| tch fwd + bwd"), "{text}");
         assert!(text.contains("1.00 ms + 1.00 ms"), "{text}");
@@ -373,5 +463,29 @@ mod tests {
                 && text.contains("the most time above its floor went to fc1"),
             "{text}"
         );
+        assert!(!text.contains("in a step"), "no profile, no column: {text}");
+
+        // tch's layers in whole steps under a profiler: its column, and the layer a step
+        // slowed most against its time alone.
+        let mut step_times = records[0].layer_times.clone();
+        step_times[2].forward = 0.004;
+        records[0].layer_profile = Some(LayerProfile {
+            profiler: "a profiler".into(),
+            steps: 5,
+            layers: step_times,
+        });
+        let text = Roofline::of(&summary_of(records))
+            .expect("a roofline")
+            .markdown();
+        assert!(text.contains("| tch in a step (a profiler)"), "{text}");
+        assert!(text.contains("4.00 ms + 1.00 ms"), "{text}");
+        let layer = &costs[2].name;
+        assert!(
+            text.contains(
+                "In whole training steps, a profiler put tch's layers at 12.0 ms, 1.33× the same layers timed one at a time"
+            ) && text.contains(&format!("the layers a step slowed most: {layer} (+3.00 ms)")),
+            "{text}"
+        );
+        assert!(text.contains("medians of 5 steps"), "{text}");
     }
 }

@@ -431,6 +431,11 @@ class Model:
 
         return results()
 
+    def layer_profile(self, images, labels, config, steps):
+        """None: `fit`'s train function runs the step as one call (one graph on TensorFlow),
+        and no profiler this module reads ties its operations back to the spec's layers."""
+        return None
+
     def profile_step(self, images, labels, config):
         raise NotSupported("timing a training step's phases apart (Keras runs train_on_batch as one step)")
 

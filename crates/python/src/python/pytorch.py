@@ -7,8 +7,15 @@ weights and GradCAM's tensors. Metrics, checks and records stay in Rust: nothing
 an accuracy.
 """
 
+import os
 import time
 import warnings
+
+# torch.profiler's Kineto logs an error line per profiler on a machine without a GPU (it asks
+# for the GPUs' count); the line says nothing about the run, and a worker's stderr is the
+# user's terminal. Read when Kineto starts, so before the first profiler; a user's own level
+# stays.
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 import numpy as np
 import torch
@@ -199,6 +206,32 @@ class NotSupported(Exception):
     """Something parallax asks for that PyTorch's public API does not offer."""
 
 
+def _layer_seconds(events, marks):
+    """Each marked range's forward seconds, and the seconds of the autograd functions that its
+    operations created (an operation that records an autograd node records its sequence number,
+    and the engine's `evaluate_function` event for that node carries the same number)."""
+    index = {mark: position for position, mark in enumerate(marks)}
+    forward = [0.0] * len(marks)
+    backward = [0.0] * len(marks)
+    owner = {}
+    for event in events:
+        position = index.get(event.name)
+        if position is None:
+            continue
+        forward[position] += event.cpu_time_total
+        below = list(event.cpu_children)
+        while below:
+            child = below.pop()
+            if child.sequence_nr >= 0:
+                owner[child.sequence_nr] = position
+            below.extend(child.cpu_children)
+    for event in events:
+        if event.name.startswith("autograd::engine::evaluate_function:") and event.sequence_nr in owner:
+            backward[owner[event.sequence_nr]] += event.cpu_time_total
+    # The profiler's times are microseconds.
+    return [seconds * 1e-6 for seconds in forward], [seconds * 1e-6 for seconds in backward]
+
+
 class Model:
     """A spec's network with its optimizer, driven by the Rust side's `Model` hooks."""
 
@@ -211,6 +244,7 @@ class Model:
         # evaluation), so the first step carries the compile time. GradCAM's hooks use the
         # module itself.
         self.forward = torch.compile(self.network) if compile else self.network
+        self.compiled = compile
         self.optimizer = None
         self.optimizer_config = None
 
@@ -237,11 +271,11 @@ class Model:
     def names(self):
         return list(self.network.registry)
 
-    def _step(self, x, y, optimizer, clock=None):
+    def _step(self, x, y, optimizer, clock=None, forward=None):
         self.network.train()
         optimizer.zero_grad()
         with self._autocast():
-            logits = self.forward(x)
+            logits = (forward or self.forward)(x)
         # The loss in f32, outside autocast, as PyTorch's mixed-precision recipe computes it.
         loss = F.cross_entropy(logits.float(), y)
         if clock:
@@ -296,6 +330,43 @@ class Model:
                 x = layer(x)
             upstream = upstream or bool(parameters)
         return times
+
+    def layer_profile(self, images, labels, config, steps):
+        """Each layer's time inside whole training steps as torch.profiler attributes it: the
+        step as `train_step` runs it, each layer's forward inside a `record_function` range of
+        its own; a layer's forward time is its range's, and its backward time the autograd
+        engine's functions whose sequence numbers the operations in its range recorded. One
+        unprofiled warm-up step, then `steps` profiled ones, each a profiler of its own; the
+        medians, as (forward, backward) seconds. None when compiled: Inductor's kernels fuse
+        operations across the layers' boundaries."""
+        if self.compiled:
+            return None
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        optimizer = self._optimizer(config)
+        x = torch.from_numpy(images)
+        y = torch.from_numpy(labels).long()
+        marks = [f"parallax.layer.{index}" for index in range(len(self.network.layers))]
+
+        def marked(h):
+            for mark, layer in zip(marks, self.network.layers):
+                with record_function(mark):
+                    h = layer(h)
+            return h.reshape(h.shape[0], -1)
+
+        self._step(x, y, optimizer)
+        forwards, backwards = [], []
+        for _ in range(steps):
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                self._step(x, y, optimizer, forward=marked)
+            forward, backward = _layer_seconds(profiler.events(), marks)
+            forwards.append(forward)
+            backwards.append(backward)
+        layers = [
+            (float(np.median([step[index] for step in forwards])), float(np.median([step[index] for step in backwards])))
+            for index in range(len(marks))
+        ]
+        return "torch.profiler", layers
 
     def traced_step(self, images, labels, config):
         """One train_step, and whether it ran compiled: on a model's first step, when
