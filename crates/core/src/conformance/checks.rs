@@ -1580,7 +1580,11 @@ pub fn a_layer_profile_covers_every_layer_and_changes_nothing(backend: &dyn Back
     };
     let profile = match net.layer_profile(&batch, &OptimizerConfig::sgd(0.1, 0.9)) {
         Err(Error::Unsupported { backend: name, .. }) => {
-            assert_eq!(name, backend.info().backend, "the refusal names another backend");
+            assert_eq!(
+                name,
+                backend.info().backend,
+                "the refusal names another backend"
+            );
             return;
         }
         other => other.unwrap_or_else(|error| panic!("layer_profile: {error}")),
@@ -1608,7 +1612,11 @@ pub fn a_layer_profile_covers_every_layer_and_changes_nothing(backend: &dyn Back
                 time.backward
             );
         } else {
-            assert_eq!(time.backward, 0.0, "{}: nothing needs its backward", layer.name);
+            assert_eq!(
+                time.backward, 0.0,
+                "{}: nothing needs its backward",
+                layer.name
+            );
         }
         upstream |= has_parameters;
     }

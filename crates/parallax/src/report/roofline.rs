@@ -236,9 +236,7 @@ impl Roofline {
                         let named: Vec<String> = slowed
                             .iter()
                             .take(3)
-                            .map(|(name, extra)| {
-                                format!("{name} (+{})", numbers::seconds(*extra))
-                            })
+                            .map(|(name, extra)| format!("{name} (+{})", numbers::seconds(*extra)))
                             .collect();
                         sentence.push_str(&format!(
                             "; the layers a step slowed most: {}",
