@@ -233,6 +233,30 @@ def _nhwc(images):
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
 
 
+class _FitThread:
+    """The one thread that runs every `fit` of a model, for the model's life.
+
+    `fit` runs beside the caller so that the caller reads each step's loss while it trains.
+    It must be the same thread from epoch to epoch: Keras keeps its global state in a
+    thread-local object, and on the torch backend TorchDynamo guards the compiled train step
+    on that object's attributes, so a fresh thread per epoch fails the guards and recompiles
+    the step in every epoch's first steps. That made keras-torch's compiled epochs 4× slower
+    than its uncompiled ones (`benches/profiles/keras_torch_compile.py` reproduces it).
+    """
+
+    def __init__(self):
+        self.jobs = queue.Queue()
+        # A daemon thread: a worker that exits (or fails) does not wait on an idle one.
+        threading.Thread(target=self._run, name="keras-fit", daemon=True).start()
+
+    def _run(self):
+        while True:
+            self.jobs.get()()
+
+    def submit(self, job):
+        self.jobs.put(job)
+
+
 class Model:
     """A spec's functional model, compiled with the run's optimizer when training starts."""
 
@@ -273,6 +297,7 @@ class Model:
         self.unbiased = builder.unbiased
         self.config = None
         self.jit_compile = None
+        self.fit_thread = None
 
     def _compile(self, config):
         if self.unbiased:
@@ -382,8 +407,9 @@ class Model:
 
     def train_epoch(self, images, labels, order, batch_size, config):
         """The epoch as `model.fit` runs it, on the data in the plan's order (gathered before the
-        clock starts), in a thread of its own; returns an iterator over each step's loss and
-        batch size, as Keras's loss tracker reports it when each batch ends."""
+        clock starts), in the model's fit thread (the same for every epoch, see `_FitThread`);
+        returns an iterator over each step's loss and batch size, as Keras's loss tracker
+        reports it when each batch ends."""
         self._compile(config)
         x = _nhwc(images)[order]
         y = labels[order]
@@ -415,17 +441,18 @@ class Model:
             except BaseException as error:  # handed to the caller's thread
                 steps.put(error)
 
-        thread = threading.Thread(target=fit, name="keras-fit", daemon=True)
-        thread.start()
+        if self.fit_thread is None:
+            self.fit_thread = _FitThread()
+        self.fit_thread.submit(fit)
 
         def results():
+            # `fit` puts its last item as its last act, so the thread is free for the next
+            # epoch once the caller has read it.
             while True:
                 item = steps.get()
                 if item is None:
-                    thread.join()
                     return
                 if isinstance(item, BaseException):
-                    thread.join()
                     raise item
                 yield item
 
