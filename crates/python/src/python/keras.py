@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 
 
 def _import_keras(backend):
@@ -239,19 +240,23 @@ class _FitThread:
     `fit` runs beside the caller so that the caller reads each step's loss while it trains.
     It must be the same thread from epoch to epoch: Keras keeps its global state in a
     thread-local object, and on the torch backend TorchDynamo guards the compiled train step
-    on that object's attributes, so a fresh thread per epoch fails the guards and recompiles
-    the step in every epoch's first steps. That made keras-torch's compiled epochs 4× slower
-    than its uncompiled ones (`benches/profiles/keras_torch_compile.py` reproduces it).
+    on that object's attributes, so a fresh thread fails the guards and compiles the step
+    again. With a thread per epoch, keras-torch's second compiled epoch took 4× its
+    uncompiled one (`benches/profiles/keras_torch_compile.py` reproduces it).
     """
 
-    def __init__(self):
+    def __init__(self, owner):
         self.jobs = queue.Queue()
-        # A daemon thread: a worker that exits (or fails) does not wait on an idle one.
-        threading.Thread(target=self._run, name="keras-fit", daemon=True).start()
+        # A daemon thread, so that a worker that exits does not wait on it; it holds the queue
+        # only, and ends when its model is collected: a process that builds many models (the
+        # conformance suite) keeps no idle thread per model.
+        threading.Thread(target=_FitThread._run, args=(self.jobs,), name="keras-fit", daemon=True).start()
+        weakref.finalize(owner, self.jobs.put, None)
 
-    def _run(self):
-        while True:
-            self.jobs.get()()
+    @staticmethod
+    def _run(jobs):
+        while (job := jobs.get()) is not None:
+            job()
 
     def submit(self, job):
         self.jobs.put(job)
@@ -442,7 +447,7 @@ class Model:
                 steps.put(error)
 
         if self.fit_thread is None:
-            self.fit_thread = _FitThread()
+            self.fit_thread = _FitThread(self)
         self.fit_thread.submit(fit)
 
         def results():
