@@ -185,9 +185,15 @@ class Network(nn.Module):
         self.registry = {}
         self.layers = nn.ModuleList(layer_module(layer, self.registry) for layer in layers)
 
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+    def forward(self, x, marks=None):
+        """The logits; with `marks` (one name per layer), each layer runs inside a profiler
+        range of that name (`Model.layer_profile`)."""
+        for index, layer in enumerate(self.layers):
+            if marks is None:
+                x = layer(x)
+            else:
+                with torch.profiler.record_function(marks[index]):
+                    x = layer(x)
         return x.reshape(x.shape[0], -1)
 
 
@@ -341,24 +347,17 @@ class Model:
         operations across the layers' boundaries."""
         if self.compiled:
             return None
-        from torch.profiler import ProfilerActivity, profile, record_function
+        from torch.profiler import ProfilerActivity, profile
 
         optimizer = self._optimizer(config)
         x = torch.from_numpy(images)
         y = torch.from_numpy(labels).long()
         marks = [f"parallax.layer.{index}" for index in range(len(self.network.layers))]
-
-        def marked(h):
-            for mark, layer in zip(marks, self.network.layers):
-                with record_function(mark):
-                    h = layer(h)
-            return h.reshape(h.shape[0], -1)
-
         self._step(x, y, optimizer)
         forwards, backwards = [], []
         for _ in range(steps):
             with profile(activities=[ProfilerActivity.CPU]) as profiler:
-                self._step(x, y, optimizer, forward=marked)
+                self._step(x, y, optimizer, forward=lambda h: self.network(h, marks))
             forward, backward = _layer_seconds(profiler.events(), marks)
             forwards.append(forward)
             backwards.append(backward)
