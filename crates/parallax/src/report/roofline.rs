@@ -2,10 +2,27 @@
 //! machine's matrix-product peak and stream-copy bandwidth, both measured in the comparison
 //! ([`parallax_core::roofline`]), and how far the fastest step sits from the floor they set.
 
+use parallax_core::record::RunRecord;
 use parallax_core::roofline::{Bound, Ceilings, LayerCost, LayerProfile, LayerTime};
 
 use super::tables::table;
 use super::{Summary, numbers};
+
+/// Each backend's item whose `seconds` are least, in the order the backends first appear.
+fn least_per_backend<T>(
+    items: impl Iterator<Item = (&String, T)>,
+    seconds: impl Fn(&T) -> f64,
+) -> Vec<(String, T)> {
+    let mut kept: Vec<(String, T)> = Vec::new();
+    for (backend, item) in items {
+        match kept.iter_mut().find(|(name, _)| name == backend) {
+            Some((_, least)) if seconds(least) <= seconds(&item) => {}
+            Some((_, least)) => *least = item,
+            None => kept.push((backend.clone(), item)),
+        }
+    }
+    kept
+}
 
 /// The roofline of a comparison's model: its ceilings, its layers, and its fastest step.
 pub(crate) struct Roofline {
@@ -52,36 +69,20 @@ impl Roofline {
             .filter(|(_, seconds)| *seconds > 0.0)
             .min_by(|a, b| a.1.total_cmp(&b.1));
         let layers = first.layer_costs.len().saturating_sub(1);
-        let mut measured: Vec<(String, Vec<LayerTime>)> = Vec::new();
-        for record in summary.records.iter().filter(|r| {
-            r.layer_times.len() == layers
-                && r.model == first.model
-                && r.batch_size == first.batch_size
-        }) {
-            let total = |times: &[LayerTime]| times.iter().map(LayerTime::total).sum::<f64>();
-            match measured
-                .iter_mut()
-                .find(|(backend, _)| *backend == record.backend)
-            {
-                Some((_, times)) if total(times) <= total(&record.layer_times) => {}
-                Some((_, times)) => *times = record.layer_times.clone(),
-                None => measured.push((record.backend.clone(), record.layer_times.clone())),
-            }
-        }
-        let mut profiled: Vec<(String, LayerProfile)> = Vec::new();
-        for (backend, profile) in summary.records.iter().filter_map(|r| {
-            let profile = r.layer_profile.as_ref()?;
-            (profile.layers.len() == layers
-                && r.model == first.model
-                && r.batch_size == first.batch_size)
-                .then_some((&r.backend, profile))
-        }) {
-            match profiled.iter_mut().find(|(name, _)| name == backend) {
-                Some((_, kept)) if kept.total() <= profile.total() => {}
-                Some((_, kept)) => *kept = profile.clone(),
-                None => profiled.push((backend.clone(), profile.clone())),
-            }
-        }
+        let same_model = |r: &&RunRecord| r.model == first.model && r.batch_size == first.batch_size;
+        let measured = least_per_backend(
+            summary.records.iter().filter(same_model).filter_map(|r| {
+                (r.layer_times.len() == layers).then(|| (&r.backend, r.layer_times.clone()))
+            }),
+            |times| times.iter().map(LayerTime::total).sum(),
+        );
+        let profiled = least_per_backend(
+            summary.records.iter().filter(same_model).filter_map(|r| {
+                let profile = r.layer_profile.as_ref()?;
+                (profile.layers.len() == layers).then(|| (&r.backend, profile.clone()))
+            }),
+            LayerProfile::total,
+        );
         Some(Roofline {
             ceilings: Ceilings {
                 flops_per_second: peak.gflops * 1e9,
