@@ -9,8 +9,8 @@ use super::tables::table;
 use super::{Summary, numbers};
 
 /// Each backend's item whose `seconds` are least, in the order the backends first appear.
-fn least_per_backend<T>(
-    items: impl Iterator<Item = (&String, T)>,
+fn least_per_backend<'a, T>(
+    items: impl Iterator<Item = (&'a String, T)>,
     seconds: impl Fn(&T) -> f64,
 ) -> Vec<(String, T)> {
     let mut kept: Vec<(String, T)> = Vec::new();
@@ -69,7 +69,8 @@ impl Roofline {
             .filter(|(_, seconds)| *seconds > 0.0)
             .min_by(|a, b| a.1.total_cmp(&b.1));
         let layers = first.layer_costs.len().saturating_sub(1);
-        let same_model = |r: &&RunRecord| r.model == first.model && r.batch_size == first.batch_size;
+        let same_model =
+            |r: &&RunRecord| r.model == first.model && r.batch_size == first.batch_size;
         let measured = least_per_backend(
             summary.records.iter().filter(same_model).filter_map(|r| {
                 (r.layer_times.len() == layers).then(|| (&r.backend, r.layer_times.clone()))
