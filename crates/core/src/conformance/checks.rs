@@ -1531,40 +1531,8 @@ pub fn layer_times_cover_every_layer_and_change_nothing(backend: &dyn Backend) {
     let times = net
         .layer_times(images.view())
         .unwrap_or_else(|error| panic!("layer_times: {error}"));
-    assert_eq!(times.len(), model.layers.len());
-    let mut upstream = false;
-    for (layer, time) in model.layers.iter().zip(&times) {
-        let has_parameters = matches!(layer.op, crate::spec::Op::Param(_));
-        assert!(
-            time.forward.is_finite() && time.forward > 0.0,
-            "{}: forward {}",
-            layer.name,
-            time.forward
-        );
-        if upstream || has_parameters {
-            assert!(
-                time.backward.is_finite() && time.backward > 0.0,
-                "{}: backward {}",
-                layer.name,
-                time.backward
-            );
-        } else {
-            assert_eq!(
-                time.backward, 0.0,
-                "{}: nothing needs its backward",
-                layer.name
-            );
-        }
-        upstream |= has_parameters;
-    }
-    let after = net.export_weights().expect("export");
-    for (name, tensor) in weights.iter() {
-        assert_eq!(
-            after.get(name).expect("tensor"),
-            tensor,
-            "{name} changed while the layers were timed"
-        );
-    }
+    assert_times_cover_the_layers(&model, &times);
+    assert_weights_unchanged(&net, &weights, "while the layers were timed");
 }
 
 /// The engine's profiler attributes a training step to every layer of the spec, forward and
@@ -1591,19 +1559,25 @@ pub fn a_layer_profile_covers_every_layer_and_changes_nothing(backend: &dyn Back
     };
     assert!(!profile.profiler.is_empty(), "the profiler is named");
     assert!(profile.steps > 0, "over no steps");
-    assert_eq!(profile.layers.len(), model.layers.len());
+    // A layer's operations in a real step follow the same rule as the layer alone.
+    assert_times_cover_the_layers(&model, &profile.layers);
+    assert_weights_unchanged(&net, &weights, "while the steps were profiled");
+}
+
+/// One time per layer of `model`: a positive forward time for every layer (each runs at least
+/// one operation), and a positive backward time exactly where a training step runs one (the
+/// layer has parameters, or a layer before it has), 0 elsewhere.
+fn assert_times_cover_the_layers(model: &ResolvedModel, times: &[crate::roofline::LayerTime]) {
+    assert_eq!(times.len(), model.layers.len());
     let mut upstream = false;
-    for (layer, time) in model.layers.iter().zip(&profile.layers) {
+    for (layer, time) in model.layers.iter().zip(times) {
         let has_parameters = matches!(layer.op, crate::spec::Op::Param(_));
-        // Every layer runs at least one operation forward, which the profiler times.
         assert!(
             time.forward.is_finite() && time.forward > 0.0,
             "{}: forward {}",
             layer.name,
             time.forward
         );
-        // A backward runs where the layer has parameters or a layer before it has: there the
-        // autograd operations derived from this layer's are its own.
         if upstream || has_parameters {
             assert!(
                 time.backward.is_finite() && time.backward > 0.0,
@@ -1620,12 +1594,16 @@ pub fn a_layer_profile_covers_every_layer_and_changes_nothing(backend: &dyn Back
         }
         upstream |= has_parameters;
     }
+}
+
+/// `net`'s weights are bit for bit `weights`.
+fn assert_weights_unchanged(net: &crate::Net, weights: &Weights, when: &str) {
     let after = net.export_weights().expect("export");
     for (name, tensor) in weights.iter() {
         assert_eq!(
             after.get(name).expect("tensor"),
             tensor,
-            "{name} changed while the steps were profiled"
+            "{name} changed {when}"
         );
     }
 }
