@@ -935,16 +935,12 @@ pub fn a_profiled_step_is_the_same_step(backend: &dyn Backend) {
     let mut profiled = backend.build(&model, Some(&weights)).expect("build");
     for step in 0..2 {
         plain.train_step(&batch, &optimizer).expect("step");
-        let phases = match profiled.profile_step(&batch, &optimizer) {
-            Err(Error::Unsupported { backend: name, .. }) => {
-                assert_eq!(
-                    name,
-                    backend.info().backend,
-                    "the refusal names another backend"
-                );
-                return;
-            }
-            other => other.expect("profiled step"),
+        let Some(phases) = unless_refused(
+            backend,
+            profiled.profile_step(&batch, &optimizer),
+            "profiled step",
+        ) else {
+            return;
         };
         for (phase, seconds) in phases.named() {
             assert!(
@@ -1546,16 +1542,12 @@ pub fn a_layer_profile_covers_every_layer_and_changes_nothing(backend: &dyn Back
         images: test_images(4, model.input(), 53),
         labels: Array1::from_iter((0..4).map(|i| (i % model.classes()) as u32)),
     };
-    let profile = match net.layer_profile(&batch, &OptimizerConfig::sgd(0.1, 0.9)) {
-        Err(Error::Unsupported { backend: name, .. }) => {
-            assert_eq!(
-                name,
-                backend.info().backend,
-                "the refusal names another backend"
-            );
-            return;
-        }
-        other => other.unwrap_or_else(|error| panic!("layer_profile: {error}")),
+    let Some(profile) = unless_refused(
+        backend,
+        net.layer_profile(&batch, &OptimizerConfig::sgd(0.1, 0.9)),
+        "layer_profile",
+    ) else {
+        return;
     };
     assert!(!profile.profiler.is_empty(), "the profiler is named");
     assert!(profile.steps > 0, "over no steps");
@@ -1605,5 +1597,21 @@ fn assert_weights_unchanged(net: &crate::Net, weights: &Weights, when: &str) {
             tensor,
             "{name} changed {when}"
         );
+    }
+}
+
+/// What an optional capability returned, or `None` where the backend refuses it with
+/// `Error::Unsupported` under its own name; any other error fails the check.
+fn unless_refused<T>(backend: &dyn Backend, result: crate::Result<T>, what: &str) -> Option<T> {
+    match result {
+        Err(Error::Unsupported { backend: name, .. }) => {
+            assert_eq!(
+                name,
+                backend.info().backend,
+                "the refusal names another backend"
+            );
+            None
+        }
+        other => Some(other.unwrap_or_else(|error| panic!("{what}: {error}"))),
     }
 }
