@@ -1,22 +1,22 @@
 //! The burn backend: which of burn's engines runs on which device, with which threads, and
 //! what burn does by default (the fairness ledger).
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use ndarray::ArrayView2;
 use parallax_core::backend::MatmulProbe;
 use parallax_core::denormals;
 use parallax_core::optim::AdamFormulation;
 use parallax_core::spec::ResolvedModel;
 use parallax_core::{
-    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Result, Topic,
-    Weights,
+    Backend, BackendInfo, Checked, CpuSettings, Device, Error, Ledger, Model, Precision, Result,
+    Topic, Weights,
 };
 use parallax_core::{NativeDefaults, VarianceEstimator};
 
 use crate::convert;
 use crate::engine_error;
 use crate::model::BurnModel;
-use crate::net::Net;
+use crate::net::{Autocast, Net};
 
 /// The backend's name in `--backends` and in records.
 pub const BACKEND_NAME: &str = "burn";
@@ -68,6 +68,21 @@ impl BurnEngine {
             }
             BurnEngine::LibTorch => {
                 "libtorch keeps subnormal floats unless torch.set_flush_denormal(True); parallax sets the run's policy on the threads libtorch's inherit it from"
+            }
+        }
+    }
+
+    /// What this engine's bf16 is underneath, for the records of bf16 runs.
+    fn precision_note(&self) -> &'static str {
+        match self {
+            BurnEngine::Flex => {
+                "Flex computes bf16 convolutions, matrix products and pooling by converting to f32 and back, so its bf16 speed is not a bf16 kernel's; bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given)"
+            }
+            BurnEngine::Cuda => {
+                "bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given), on CubeCL's bf16 kernels"
+            }
+            BurnEngine::LibTorch => {
+                "bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given), on libtorch's own bf16 kernels"
             }
         }
     }
@@ -182,6 +197,14 @@ fn matrix_to_tensor(matrix: ArrayView2<'_, f32>, device: &burn::tensor::Device) 
     )
 }
 
+/// The dtype a run of `precision` computes its convolutions and dense layers in.
+fn autocast_for(precision: Precision) -> Autocast {
+    match precision {
+        Precision::F32 => Autocast::Off,
+        Precision::Bf16 => Autocast::To(FloatDType::BF16),
+    }
+}
+
 /// Threads the engine computes with: rayon's pool, or libtorch's intra-op pool.
 fn engine_threads(engine: BurnEngine) -> usize {
     #[cfg(feature = "tch")]
@@ -266,10 +289,11 @@ impl Backend for BurnBackend {
                 running_variance: VarianceEstimator::Biased,
             },
             fixed: Vec::new(),
-            // f32 only, uncompiled: `build_with` refuses the rest, as the registry says.
-            precisions: parallax_core::backend::f32_only(),
+            // bf16 from f32 master weights, cast per op (`net::Autocast`); burn has no
+            // compiler for a training step, so `build_with` refuses `--compile on`.
+            precisions: Precision::ALL.to_vec(),
             compiles: false,
-            precision_note: None,
+            precision_note: Some(self.engine.precision_note().into()),
         }
     }
 
@@ -281,12 +305,12 @@ impl Backend for BurnBackend {
         &self,
         left: ArrayView2<'_, f32>,
         right: ArrayView2<'_, f32>,
-        // f32 alone, as `info` states; `peak::measure_in` refuses the rest.
-        _precision: parallax_core::Precision,
+        precision: Precision,
     ) -> Result<Box<dyn MatmulProbe>> {
+        let autocast = autocast_for(precision);
         Ok(Box::new(Matmul {
-            left: matrix_to_tensor(left, &self.burn_device),
-            right: matrix_to_tensor(right, &self.burn_device),
+            left: autocast.cast(matrix_to_tensor(left, &self.burn_device)),
+            right: autocast.cast(matrix_to_tensor(right, &self.burn_device)),
         }))
     }
 
@@ -294,13 +318,14 @@ impl Backend for BurnBackend {
         &self,
         model: &ResolvedModel,
         weights: Option<Checked<&Weights>>,
-        _execution: parallax_core::Execution,
+        execution: parallax_core::Execution,
     ) -> Result<Box<dyn Model>> {
         let device = self.burn_device.clone().autodiff();
         let mut net = Net::new(model, &device);
         if let Some(weights) = weights {
             convert::import(&mut net, model, &weights, &device)?;
         }
-        Ok(Box::new(BurnModel::new(net, model, device)))
+        let autocast = autocast_for(execution.precision);
+        Ok(Box::new(BurnModel::new(net, model, device, autocast)))
     }
 }

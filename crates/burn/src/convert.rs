@@ -8,7 +8,7 @@
 use burn::module::{Param, RunningState};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, IxDyn};
 use parallax_core::spec::{
     ConvNorm as ConvNormOp, ConvOp, DenseOp, NormOp, Op, ParamInfo, ParamOp, ResolvedModel,
@@ -28,9 +28,12 @@ pub(crate) fn images_to_tensor(images: ArrayView4<f32>, device: &Device) -> Tens
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// A burn tensor's values, row-major.
+/// A burn tensor's values, row-major, in f32 whatever it computed in.
 pub(crate) fn tensor_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
-    let data = tensor.try_into_data().map_err(engine_error)?;
+    let data = tensor
+        .cast(FloatDType::F32)
+        .try_into_data()
+        .map_err(engine_error)?;
     data.as_slice::<f32>()
         .map(<[f32]>::to_vec)
         .map_err(|error| engine_error(format!("{error:?}")))

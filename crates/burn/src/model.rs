@@ -6,18 +6,18 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use ndarray::{Array2, ArrayView4};
 use parallax_core::roofline::{LayerTime, time_layer};
 use parallax_core::spec::{Op, ResolvedModel};
 use parallax_core::{
-    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Result, StepClock, StepPhases,
-    Weights,
+    Batch, Checked, GradCam, GradCamTarget, Model, OptimizerConfig, Precision, Result, StepClock,
+    StepPhases, Weights,
 };
 
 use crate::convert::{self, images_to_tensor, logits_to_array, tensor_to_array4};
 use crate::engine_error;
-use crate::net::{Activation, Net, forward};
+use crate::net::{Activation, Autocast, Net, forward};
 use crate::optim::module_optimizer;
 
 /// A spec's network on burn, with its optimizer state.
@@ -29,6 +29,8 @@ pub struct BurnModel {
     model: Arc<ResolvedModel>,
     /// The autodiff device the parameters live on.
     device: burn::tensor::Device,
+    /// The dtype convolutions and dense layers compute in: the run's precision.
+    autocast: Autocast,
     optimizer: Option<(OptimizerConfig, ModuleOptimizer)>,
 }
 
@@ -43,18 +45,33 @@ fn labels_tensor(labels: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int
 }
 
 impl BurnModel {
-    pub(crate) fn new(net: Net, model: &ResolvedModel, device: burn::tensor::Device) -> Self {
+    pub(crate) fn new(
+        net: Net,
+        model: &ResolvedModel,
+        device: burn::tensor::Device,
+        autocast: Autocast,
+    ) -> Self {
         BurnModel {
             net: Some(net),
             eval: None,
             model: Arc::new(model.clone()),
             device,
+            autocast,
             optimizer: None,
         }
     }
 
     fn net(&self) -> Result<&Net> {
         self.net.as_ref().ok_or_else(lost)
+    }
+
+    /// The network without autodiff, for evaluation: one snapshot serves every call until the
+    /// weights change.
+    fn eval_net(&mut self) -> Result<&Net> {
+        if self.eval.is_none() {
+            self.eval = Some(self.net()?.valid());
+        }
+        self.eval.as_ref().ok_or_else(lost)
     }
 
     /// The optimizer for `config`: the current one, or a fresh one when the configuration
@@ -93,6 +110,7 @@ impl BurnModel {
             Activation::Image(x),
             0..model.layers.len(),
             true,
+            self.autocast,
         ) {
             Ok(output) => output.flat(),
             Err(error) => {
@@ -100,7 +118,11 @@ impl BurnModel {
                 return Err(error);
             }
         };
-        let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
+        // The loss in f32 whatever the layers computed in, as autocast and Keras's policy have it.
+        let loss = log_softmax(logits.cast(FloatDType::F32), 1)
+            .gather(1, targets)
+            .mean()
+            .neg();
         clock.lap(|phases| &mut phases.forward);
         let loss_value = loss.clone().try_into_scalar::<f32>();
         clock.lap(|phases| &mut phases.readback);
@@ -138,7 +160,14 @@ impl BurnModel {
                 let leaf = input.clone().leaf(upstream);
                 synchronize()?;
                 let start = Instant::now();
-                let output = forward(net, &self.model, leaf, index..index + 1, true)?;
+                let output = forward(
+                    net,
+                    &self.model,
+                    leaf,
+                    index..index + 1,
+                    true,
+                    self.autocast,
+                )?;
                 synchronize()?;
                 let forward_seconds = start.elapsed().as_secs_f64();
                 let mut backward_seconds = 0.0;
@@ -151,7 +180,15 @@ impl BurnModel {
                 }
                 Ok::<_, parallax_core::Error>((forward_seconds, backward_seconds))
             })?);
-            input = forward(net, &self.model, input, index..index + 1, false)?.leaf(false);
+            input = forward(
+                net,
+                &self.model,
+                input,
+                index..index + 1,
+                false,
+                self.autocast,
+            )?
+            .leaf(false);
             upstream |= has_parameters;
         }
         Ok(times)
@@ -194,21 +231,47 @@ impl Model for BurnModel {
     }
 
     fn predict(&mut self, images: Checked<ArrayView4<'_, f32>>) -> Result<Array2<f32>> {
-        if self.eval.is_none() {
-            // One snapshot without autodiff serves every prediction until the weights change.
-            self.eval = Some(self.net()?.valid());
-        }
-        let valid = self.eval.as_ref().ok_or_else(lost)?;
+        let (model, autocast) = (Arc::clone(&self.model), self.autocast);
         let device = self.device.clone().without_autodiff();
         let x = images_to_tensor(images.into_inner(), &device);
         let logits = forward(
-            valid,
-            &self.model,
+            self.eval_net()?,
+            &model,
             Activation::Image(x),
-            0..self.model.layers.len(),
+            0..model.layers.len(),
             false,
+            autocast,
         )?;
         logits_to_array(logits.flat())
+    }
+
+    fn activation_precision(
+        &mut self,
+        images: Checked<ArrayView4<'_, f32>>,
+    ) -> Result<Option<Precision>> {
+        let (model, autocast) = (Arc::clone(&self.model), self.autocast);
+        let first = model
+            .layers
+            .iter()
+            .position(|layer| matches!(layer.op, Op::Param(_)))
+            .ok_or_else(|| engine_error("the network has no layer with parameters"))?;
+        let device = self.device.clone().without_autodiff();
+        let x = images_to_tensor(images.into_inner(), &device);
+        let hidden = forward(
+            self.eval_net()?,
+            &model,
+            Activation::Image(x),
+            0..first + 1,
+            false,
+            autocast,
+        )?;
+        match hidden.dtype() {
+            DType::F32 => Ok(Some(Precision::F32)),
+            DType::BF16 => Ok(Some(Precision::Bf16)),
+            other => Err(engine_error(format!(
+                "the first hidden layer computed in {other:?}, neither f32 nor bf16"
+            ))),
+        }
     }
 
     fn grad_cam(&mut self, target: Checked<GradCamTarget<'_>>) -> Result<GradCam> {
@@ -219,8 +282,14 @@ impl Model for BurnModel {
         } = target.into_inner();
         let net = self.net()?;
         let x = images_to_tensor(images, &self.device);
-        let Activation::Image(activations) =
-            forward(net, &self.model, Activation::Image(x), 0..layer + 1, false)?
+        let Activation::Image(activations) = forward(
+            net,
+            &self.model,
+            Activation::Image(x),
+            0..layer + 1,
+            false,
+            self.autocast,
+        )?
         else {
             return Err(engine_error("GradCAM layer gave a flat activation"));
         };
@@ -231,9 +300,13 @@ impl Model for BurnModel {
             Activation::Image(leaf.clone()),
             layer + 1..self.model.layers.len(),
             false,
+            self.autocast,
         )?
         .flat();
-        let score = logits.gather(1, labels_tensor(classes, &self.device)).sum();
+        let score = logits
+            .cast(FloatDType::F32)
+            .gather(1, labels_tensor(classes, &self.device))
+            .sum();
         let gradients = score.backward();
         let gradient = leaf
             .grad(&gradients)

@@ -4,14 +4,19 @@
 //! layer does. Batch norm is written here rather than taken from `burn::nn` because parallax
 //! follows PyTorch's convention of updating the running variance with the unbiased batch
 //! variance, where `burn::nn::BatchNorm` uses the biased one; a native run switches to burn's.
+//!
+//! In bf16 the parameters stay f32 (the master weights): convolutions and dense layers cast
+//! their input, weights and bias to bf16 per op, as PyTorch's CPU autocast does, batch norm
+//! computes in f32 as Keras's `mixed_bfloat16` policy does, and the other layers compute in
+//! what they are given.
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use parallax_core::spec::{
     BlockOp, ConvNorm as ConvNormOp, ConvOp, FreeOp, NormOp, Op, ParamOp, PoolOp, ResolvedModel,
 };
@@ -45,7 +50,17 @@ impl Norm {
         }
     }
 
+    /// Normalises `input` in the parameters' dtype and hands the result back in the input's:
+    /// a bf16 network's batch statistics are summed in f32, as Keras's `mixed_bfloat16` policy
+    /// does, because a small variance would drown in bf16's 8 significant bits.
     fn forward<const D: usize>(&self, input: Tensor<D>, train: bool) -> Tensor<D> {
+        let given: FloatDType = input.dtype().into();
+        let own: FloatDType = self.gamma.val().dtype().into();
+        self.forward_in_own_dtype(input.cast(own), train)
+            .cast(given)
+    }
+
+    fn forward_in_own_dtype<const D: usize>(&self, input: Tensor<D>, train: bool) -> Tensor<D> {
         if !train {
             let device = input.device();
             return batch_norm(
@@ -202,6 +217,14 @@ impl Activation {
         }
     }
 
+    /// The dtype the layer that made it computed in.
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Activation::Image(tensor) => tensor.dtype(),
+            Activation::Flat(tensor) => tensor.dtype(),
+        }
+    }
+
     /// The sum of every value, the scalar that burn's backward pass starts from.
     pub(crate) fn sum(self) -> Tensor<1> {
         match self {
@@ -226,18 +249,77 @@ fn pool_padding(op: &PoolOp) -> [(usize, usize); 2] {
     [(top, bottom), (left, right)]
 }
 
-fn block_forward(block: &Block, input: Tensor<4>, train: bool) -> Tensor<4> {
+/// The precision a network computes its convolutions and dense layers in, beside its f32
+/// parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Autocast {
+    /// Everything in the parameters' f32.
+    Off,
+    /// Inputs, weights and biases cast to this dtype per op; the parameters stay f32.
+    To(FloatDType),
+}
+
+impl Autocast {
+    /// A tensor in the autocast dtype, or itself when autocast is off or it is in it already.
+    pub(crate) fn cast<const D: usize>(self, tensor: Tensor<D>) -> Tensor<D> {
+        match self {
+            Autocast::Off => tensor,
+            Autocast::To(dtype) => tensor.cast(dtype),
+        }
+    }
+}
+
+/// A convolution as the spec's `op` says, computing in `autocast`'s dtype: what
+/// `Conv2d::forward` computes, with the casts.
+fn conv_forward(conv: &Conv2d, op: &ConvOp, input: Tensor<4>, autocast: Autocast) -> Tensor<4> {
+    let [top, bottom, left, right] = op.padding;
+    let options = ConvOptions::new_with_padding(
+        op.stride,
+        [(top, bottom), (left, right)],
+        conv.dilation,
+        conv.groups,
+    );
+    conv2d(
+        autocast.cast(input),
+        autocast.cast(conv.weight.val()),
+        conv.bias.as_ref().map(|bias| autocast.cast(bias.val())),
+        options,
+    )
+}
+
+/// A dense layer, computing in `autocast`'s dtype: `Linear::forward` with the casts.
+fn linear_forward(dense: &Linear, input: Tensor<2>, autocast: Autocast) -> Tensor<2> {
+    linear(
+        autocast.cast(input),
+        autocast.cast(dense.weight.val()),
+        dense.bias.as_ref().map(|bias| autocast.cast(bias.val())),
+    )
+}
+
+fn block_forward(
+    block: &Block,
+    op: &BlockOp,
+    input: Tensor<4>,
+    train: bool,
+    autocast: Autocast,
+) -> Tensor<4> {
+    let step_forward = |step: &ConvNorm, op: &ConvNormOp, x| {
+        step.norm
+            .forward(conv_forward(&step.conv, &op.conv, x, autocast), train)
+    };
     let last = block.main.len().saturating_sub(1);
     let mut x = input.clone();
-    for (index, step) in block.main.iter().enumerate() {
-        x = step.norm.forward(step.conv.forward(x), train);
+    for (index, (step, step_op)) in block.main.iter().zip(&op.main).enumerate() {
+        x = step_forward(step, step_op, x);
         if index < last {
             x = relu(x);
         }
     }
-    let shortcut = match &block.shortcut {
-        Some(step) => step.norm.forward(step.conv.forward(input), train),
-        None => input,
+    let shortcut = match (&block.shortcut, &op.shortcut) {
+        (Some(step), Some(step_op)) => step_forward(step, step_op, input),
+        // The block's input may be in another dtype than its main path (a bf16 network's
+        // first block on an f32 input): the sum is in the main path's.
+        _ => input.cast(FloatDType::from(x.dtype())),
     };
     relu(x + shortcut)
 }
@@ -251,7 +333,8 @@ pub(crate) fn mismatch(layer: &str) -> parallax_core::Error {
 
 /// Runs layers `range` of the network on `input`.
 ///
-/// `train` selects batch statistics and dropout. Splitting the pass at a layer is what GradCAM
+/// `train` selects batch statistics and dropout; `autocast` the dtype of convolutions and
+/// dense layers. Splitting the pass at a layer is what GradCAM
 /// needs: the activations at the split become a leaf whose gradient is read back.
 pub(crate) fn forward(
     net: &Net,
@@ -259,6 +342,7 @@ pub(crate) fn forward(
     mut x: Activation,
     range: std::ops::Range<usize>,
     train: bool,
+    autocast: Autocast,
 ) -> Result<Activation> {
     for index in range {
         let (Some(layer), Some(params)) = (model.layers.get(index), net.layers.get(index)) else {
@@ -270,13 +354,13 @@ pub(crate) fn forward(
                 let Some(Params::Dense(linear)) = params else {
                     return Err(mismatch(&layer.name));
                 };
-                Activation::Flat(linear.forward(x.flat()))
+                Activation::Flat(linear_forward(linear, x.flat(), autocast))
             }
-            Op::Param(ParamOp::Conv2d(_)) => {
+            Op::Param(ParamOp::Conv2d(op)) => {
                 let Some(Params::Conv(conv)) = params else {
                     return Err(mismatch(&layer.name));
                 };
-                Activation::Image(conv.forward(x.image()))
+                Activation::Image(conv_forward(conv, op, x.image(), autocast))
             }
             Op::Param(ParamOp::BatchNorm(_)) => {
                 let Some(Params::Norm(norm)) = params else {
@@ -287,11 +371,16 @@ pub(crate) fn forward(
                     Activation::Flat(t) => Activation::Flat(norm.forward(t, train)),
                 }
             }
-            Op::Param(ParamOp::Block(_)) => {
+            Op::Param(ParamOp::Block(op)) => {
                 let Some(Params::Block(block)) = params else {
                     return Err(mismatch(&layer.name));
                 };
-                Activation::Image(block_forward(block, x.image(), train))
+                if block.main.len() != op.main.len()
+                    || block.shortcut.is_some() != op.shortcut.is_some()
+                {
+                    return Err(mismatch(&layer.name));
+                }
+                Activation::Image(block_forward(block, op, x.image(), train, autocast))
             }
             Op::Free(FreeOp::MaxPool2d(op)) => {
                 let options = MaxPoolOptions {
@@ -333,10 +422,12 @@ pub(crate) fn forward(
 }
 
 fn dropout<const D: usize>(input: Tensor<D>, keep: f64) -> Tensor<D> {
+    // The mask comes in the device's default f32; a bf16 activation is masked in bf16.
     let mask = Tensor::<D>::random(
         input.shape(),
         Distribution::Bernoulli(keep),
         &input.device(),
-    );
+    )
+    .cast(FloatDType::from(input.dtype()));
     input.mul(mask).div_scalar(keep)
 }

@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             the_matmul_probe_multiplies,
             a_profiled_step_is_the_same_step,
             bf16_computes_in_bf16_within_its_bound,
+            bf16_runs_every_layer_kind,
             compiling_keeps_the_step,
             layer_times_cover_every_layer_and_change_nothing,
             a_layer_profile_covers_every_layer_and_changes_nothing,

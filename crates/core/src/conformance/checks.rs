@@ -1315,19 +1315,24 @@ impl PositiveMlp {
         }
     }
 
-    /// How far the mean loss can be from its exact value when each layer rounds its input,
-    /// weights, bias and output to a format of unit roundoff `u`, and sums its products in f32.
+    /// How far the mean loss can be from its exact value when each layer computes in a format
+    /// of unit roundoff `u` and sums its products in f32.
     ///
-    /// Each rounding is a relative error of at most u, and a sum of n products in f32 errs by
-    /// at most γₙ = n·2⁻²⁴/(1 − n·2⁻²⁴) of itself (its absolute sum, here the same). Layer l
-    /// adds at most (3u + u² + γₙ)·zₗ to its output zₗ and passes its input's relative error on
-    /// unchanged (non-negative weights; ReLU is the identity here), so the logits err by at
-    /// most c = (1 + 3u + u² + γₙ)ᴸ − 1 of themselves. Cross-entropy's gradient in a row of
-    /// logits sums to at most 2 in absolute value, so the mean loss moves by at most 2c·max z.
+    /// A layer rounds at most four times: its input, its weights, its product, and its output
+    /// after adding the (rounded) bias. A fused kernel (autocast's, oneDNN's) rounds the product
+    /// and the bias's sum once; an engine that adds the bias to a rounded product (Flex's bf16,
+    /// Keras on torch) rounds both. Each rounding is a relative error of at most u, and a sum of
+    /// n products in f32 errs by at most γₙ = n·2⁻²⁴/(1 − n·2⁻²⁴) of itself (its absolute sum,
+    /// here the same). Layer l's output zₗ then errs by at most (1 + u)⁴(1 + γₙ) − 1 of itself,
+    /// and passes its input's relative error on unchanged (non-negative weights; ReLU is the
+    /// identity here), so the logits err by at most c = ((1 + u)⁴(1 + γₙ))ᴸ − 1 of themselves.
+    /// Cross-entropy's gradient in a row of logits sums to at most 2 in absolute value, so the
+    /// mean loss moves by at most 2c·max z.
     fn loss_error(&self, u: f64) -> f64 {
         let n = self.widest as f64;
         let gamma = n * 2f64.powi(-24) / (1.0 - n * 2f64.powi(-24));
-        2.0 * ((1.0 + 3.0 * u + u * u + gamma).powi(self.depth) - 1.0) * self.largest
+        let per_layer = (1.0 + u).powi(4) * (1.0 + gamma);
+        2.0 * (per_layer.powi(self.depth) - 1.0) * self.largest
     }
 
     /// The f32 step's loss in three other orders of the same batch (the mean over the batch
@@ -1350,12 +1355,12 @@ impl PositiveMlp {
 /// bf16 refuses it in one typed error.
 ///
 /// The case is [`PositiveMlp`]. The bound: a layer computing in bf16 with f32 accumulation
-/// (autocast's and oneDNN's kernels) rounds its input, its weights and its bias to bf16 and
-/// its output back to bf16, each a relative error of at most u = 2⁻⁸ (bf16's ε, 2⁻⁷, halved
-/// by rounding to nearest), so the mean loss errs by at most [`PositiveMlp::loss_error`] of
-/// u = 2⁻⁸; the f32 step errs by the same formula with u = 2⁻²⁴, and the two losses differ by
-/// at most the sum. For this case c ≈ 9u ≈ 3.5% of the largest logit. An engine that
-/// accumulated in bf16 would err by up to n·u per layer, many times that.
+/// rounds its input, its weights, its product and its output after the bias to bf16, each a
+/// relative error of at most u = 2⁻⁸ (bf16's ε, 2⁻⁷, halved by rounding to nearest), so the
+/// mean loss errs by at most [`PositiveMlp::loss_error`] of u = 2⁻⁸; the f32 step errs by the
+/// same formula with u = 2⁻²⁴, and the two losses differ by at most the sum. For this case
+/// c ≈ 12u ≈ 4.8% of the largest logit. An engine that accumulated in bf16 would err by up to
+/// n·u per layer, many times that.
 ///
 /// The noise ([`PositiveMlp::f32_noise`]): bf16 must move the loss by more than 16 of those,
 /// or it did not run.
@@ -1418,6 +1423,96 @@ pub fn bf16_computes_in_bf16_within_its_bound(backend: &dyn Backend) {
     assert!(
         moved <= bound,
         "bf16's loss {bf16_loss} is {moved:.3e} from f32's {f32_loss}, beyond bf16's bound {bound:.3e}"
+    );
+}
+
+/// A backend that states bf16 runs every layer kind in it, not only the dense layers of
+/// [`bf16_computes_in_bf16_within_its_bound`]: a bf16 build of [`every_layer_spec`] says its
+/// first hidden activation is bf16, takes an Adam step, predicts and explains (GradCAM inside
+/// the last bottleneck), with every value finite and of the right shape, and the step moves its
+/// f32 master weights. What it catches: a layer whose engine refuses bf16, mixes dtypes it
+/// cannot (a bf16 activation with an f32 batch-norm parameter, say), or overflows.
+pub fn bf16_runs_every_layer_kind(backend: &dyn Backend) {
+    use crate::precision::{Execution, Precision};
+    let info = backend.info();
+    if !info.precisions.contains(&Precision::Bf16) {
+        // Its refusal is `bf16_computes_in_bf16_within_its_bound`'s to check.
+        return;
+    }
+    // In the conventions the framework can train in: its own running variance and Adam where
+    // its API fixes them.
+    let mut model = resolve(&every_layer_spec());
+    if info.fixed.contains(&Topic::BatchNormRunningVariance) {
+        for norm in model.norms_mut() {
+            norm.running_variance = info.native_defaults.running_variance;
+        }
+    }
+    let weights = init::canonical(&model, 37);
+    let bf16 = Execution {
+        precision: Precision::Bf16,
+        ..Execution::DEFAULT
+    };
+    let mut net = backend
+        .build_with(&model, Some(&weights), bf16)
+        .expect("bf16 build of the every-layer spec");
+    let images = test_images(6, model.input(), 41);
+    let labels: Vec<u32> = (0..6u32).map(|i| i % 5).collect();
+    assert_eq!(
+        net.activation_precision(images.view())
+            .expect("activation precision"),
+        Some(Precision::Bf16),
+        "{}: the every-layer spec's first hidden activation in bf16",
+        info.backend
+    );
+    let batch = Batch {
+        images: images.clone(),
+        labels: Array1::from(labels.clone()),
+    };
+    let loss = net
+        .train_step(&batch, &adam_for(backend, 1e-2))
+        .expect("bf16 train step");
+    assert!(loss.is_finite(), "{}: bf16 loss {loss}", info.backend);
+    let after = net.export_weights().expect("export");
+    let moved = weights
+        .iter()
+        .filter(|(name, _)| name.ends_with(".weight"))
+        .any(|(name, before)| after.get(name).is_some_and(|now| now != before));
+    assert!(
+        moved,
+        "{}: a bf16 Adam step left every weight where it was",
+        info.backend
+    );
+    assert!(
+        after
+            .iter()
+            .all(|(_, tensor)| tensor.iter().all(|v| v.is_finite())),
+        "{}: a bf16 step left a weight that is not finite",
+        info.backend
+    );
+    let logits = net.predict(images.view()).expect("bf16 predict");
+    assert_eq!(logits.dim(), (6, 5));
+    assert!(
+        logits.iter().all(|v| v.is_finite()),
+        "{}: bf16 logits {logits}",
+        info.backend
+    );
+    let cam = net
+        .grad_cam(images.view(), "neck_v1", &labels)
+        .expect("bf16 GradCAM");
+    assert_eq!(cam.activations.dim(), cam.gradients.dim());
+    assert_eq!(cam.activations.dim().0, 6);
+    assert!(
+        cam.activations
+            .iter()
+            .chain(cam.gradients.iter())
+            .all(|v| v.is_finite()),
+        "{}: bf16 GradCAM has values that are not finite",
+        info.backend
+    );
+    assert!(
+        cam.gradients.iter().any(|&v| v != 0.0),
+        "{}: bf16 GradCAM's gradients are all zero",
+        info.backend
     );
 }
 
