@@ -74,6 +74,25 @@ impl BurnModel {
         self.eval.as_ref().ok_or_else(lost)
     }
 
+    /// Layers `range` on `images` in evaluation mode, without autodiff, in the run's precision.
+    fn evaluate(
+        &mut self,
+        images: ArrayView4<'_, f32>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Activation> {
+        let (model, autocast) = (Arc::clone(&self.model), self.autocast);
+        let device = self.device.clone().without_autodiff();
+        let x = images_to_tensor(images, &device);
+        forward(
+            self.eval_net()?,
+            &model,
+            Activation::Image(x),
+            range,
+            false,
+            autocast,
+        )
+    }
+
     /// The optimizer for `config`: the current one, or a fresh one when the configuration
     /// changed.
     fn optimizer(&mut self, config: &OptimizerConfig) -> &mut ModuleOptimizer {
@@ -231,40 +250,21 @@ impl Model for BurnModel {
     }
 
     fn predict(&mut self, images: Checked<ArrayView4<'_, f32>>) -> Result<Array2<f32>> {
-        let (model, autocast) = (Arc::clone(&self.model), self.autocast);
-        let device = self.device.clone().without_autodiff();
-        let x = images_to_tensor(images.into_inner(), &device);
-        let logits = forward(
-            self.eval_net()?,
-            &model,
-            Activation::Image(x),
-            0..model.layers.len(),
-            false,
-            autocast,
-        )?;
-        logits_to_array(logits.flat())
+        let layers = self.model.layers.len();
+        logits_to_array(self.evaluate(images.into_inner(), 0..layers)?.flat())
     }
 
     fn activation_precision(
         &mut self,
         images: Checked<ArrayView4<'_, f32>>,
     ) -> Result<Option<Precision>> {
-        let (model, autocast) = (Arc::clone(&self.model), self.autocast);
-        let first = model
+        let first = self
+            .model
             .layers
             .iter()
             .position(|layer| matches!(layer.op, Op::Param(_)))
             .ok_or_else(|| engine_error("the network has no layer with parameters"))?;
-        let device = self.device.clone().without_autodiff();
-        let x = images_to_tensor(images.into_inner(), &device);
-        let hidden = forward(
-            self.eval_net()?,
-            &model,
-            Activation::Image(x),
-            0..first + 1,
-            false,
-            autocast,
-        )?;
+        let hidden = self.evaluate(images.into_inner(), 0..first + 1)?;
         match hidden.dtype() {
             DType::F32 => Ok(Some(Precision::F32)),
             DType::BF16 => Ok(Some(Precision::Bf16)),
