@@ -73,17 +73,14 @@ impl BurnEngine {
     }
 
     /// What this engine's bf16 is underneath, for the records of bf16 runs.
-    fn precision_note(&self) -> &'static str {
+    fn precision_note(&self) -> String {
+        const CASTS: &str = "bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given)";
         match self {
-            BurnEngine::Flex => {
-                "Flex computes bf16 convolutions, matrix products and pooling by converting to f32 and back, so its bf16 speed is not a bf16 kernel's; bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given)"
-            }
-            BurnEngine::Cuda => {
-                "bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given), on CubeCL's bf16 kernels"
-            }
-            BurnEngine::LibTorch => {
-                "bf16 by the adapter's own casts from f32 master weights (convolutions and dense layers in bf16, batch norm in f32, the other layers in what they are given), on libtorch's own bf16 kernels"
-            }
+            BurnEngine::Flex => format!(
+                "Flex computes bf16 convolutions, matrix products and pooling by converting to f32 and back, so its bf16 speed is not a bf16 kernel's; {CASTS}"
+            ),
+            BurnEngine::Cuda => format!("{CASTS}, on CubeCL's bf16 kernels"),
+            BurnEngine::LibTorch => format!("{CASTS}, on libtorch's own bf16 kernels"),
         }
     }
 
@@ -293,7 +290,7 @@ impl Backend for BurnBackend {
             // compiler for a training step, so `build_with` refuses `--compile on`.
             precisions: Precision::ALL.to_vec(),
             compiles: false,
-            precision_note: Some(self.engine.precision_note().into()),
+            precision_note: Some(self.engine.precision_note()),
         }
     }
 

@@ -1439,14 +1439,18 @@ pub fn bf16_runs_every_layer_kind(backend: &dyn Backend) {
         // Its refusal is `bf16_computes_in_bf16_within_its_bound`'s to check.
         return;
     }
-    // In the conventions the framework can train in: its own running variance and Adam where
-    // its API fixes them.
+    // In the conventions the framework can train in, as a controlled run sets them: its own
+    // running variance and Adam form where its API fixes them.
     let mut model = resolve(&every_layer_spec());
-    if info.fixed.contains(&Topic::BatchNormRunningVariance) {
-        for norm in model.norms_mut() {
-            norm.running_variance = info.native_defaults.running_variance;
-        }
-    }
+    let mut optimizer = OptimizerConfig::adam(1e-2);
+    crate::defaults::apply(
+        &Default::default(),
+        &info.native_defaults,
+        &info.fixed,
+        &mut optimizer,
+        &mut model,
+        "canonical",
+    );
     let weights = init::canonical(&model, 37);
     let bf16 = Execution {
         precision: Precision::Bf16,
@@ -1468,9 +1472,7 @@ pub fn bf16_runs_every_layer_kind(backend: &dyn Backend) {
         images: images.clone(),
         labels: Array1::from(labels.clone()),
     };
-    let loss = net
-        .train_step(&batch, &adam_for(backend, 1e-2))
-        .expect("bf16 train step");
+    let loss = net.train_step(&batch, &optimizer).expect("bf16 train step");
     assert!(loss.is_finite(), "{}: bf16 loss {loss}", info.backend);
     let after = net.export_weights().expect("export");
     let moved = weights
